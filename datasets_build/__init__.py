@@ -1,0 +1,1 @@
+"""datasets_build package."""

@@ -1,0 +1,387 @@
+"""The budget-forcing state machine: one per request, pure Python, no vLLM or torch.
+
+It watches the tokens a request produces and says, before each step, what the
+sampler must do next:
+
+- ``FREE``: sample as the model likes;
+- ``FORCE``: emit exactly one given token (a delimiter, the continuation string,
+  the answer prefix);
+- ``GUARD``: thinking is below its minimum, so an attempt to end it (the first
+  token of the end delimiter, or an end-of-turn/EOS id) must not happen. The
+  caller decides, with the model's own probability of that attempt, whether it
+  happened; if so it forces the continuation string's first token, otherwise it
+  suppresses the attempt tokens and samples from the rest (see
+  :func:`attempt_happened`).
+
+Rules (the s1 paper's budget forcing, made token-exact):
+
+- thinking is open from the start when the prompt opened the block, otherwise
+  from the moment the full start delimiter has been generated;
+- thinking tokens are the tokens generated inside the block, forced
+  continuation tokens included, the end delimiter excluded;
+- at ``thinking_max`` the end delimiter is forced (every token, in order) and
+  then the answer prefix; ``thinking_max == 0`` means answer without thinking;
+- once the first token of a multi-token end delimiter or continuation string is
+  emitted inside the block, the rest of it is forced. This makes the machine a
+  function of the output tokens alone: :func:`replay` recomputes every count
+  from the token ids, and a request rebuilt after preemption lands in the same
+  state;
+- reaching the maximum wins over a pending continuation.
+
+The module knows nothing of tokenizers: every string arrives as token ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+__all__ = [
+    "FREE",
+    "FORCE",
+    "GUARD",
+    "BudgetError",
+    "BudgetSpec",
+    "BudgetState",
+    "Phase",
+    "Accounting",
+    "attempt_happened",
+    "replay",
+    "uniform_for_step",
+]
+
+FREE, FORCE, GUARD = 0, 1, 2
+
+
+class BudgetError(ValueError):
+    """A budget setting that cannot be honoured; the message says what to change."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class Phase(IntEnum):
+    BEFORE = 0  # the start delimiter has not been generated yet
+    THINKING = 1
+    ANSWER = 2
+    ENDED = 3  # end of turn inside the thinking block
+
+
+@dataclass(frozen=True)
+class BudgetSpec:
+    """Everything one request's budget needs, as token ids.
+
+    ``stop_ids`` are the ids that end the turn (EOS, end-of-turn): under the
+    minimum, emitting one of them counts as an attempt to stop thinking.
+    """
+
+    start_ids: tuple[int, ...]
+    end_ids: tuple[int, ...]
+    stop_ids: frozenset[int]
+    continuation_ids: tuple[int, ...]
+    answer_prefix_ids: tuple[int, ...] = ()
+    thinking_min: int | None = None
+    thinking_max: int | None = None
+    prompt_opens: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "start_ids", tuple(self.start_ids))
+        object.__setattr__(self, "end_ids", tuple(self.end_ids))
+        object.__setattr__(self, "stop_ids", frozenset(self.stop_ids))
+        object.__setattr__(self, "continuation_ids", tuple(self.continuation_ids))
+        object.__setattr__(self, "answer_prefix_ids", tuple(self.answer_prefix_ids))
+        self.validate()
+
+    @property
+    def active(self) -> bool:
+        """True when the request has a budget the engine must enforce."""
+        return self.thinking_min is not None or self.thinking_max is not None
+
+    @property
+    def attempt_ids(self) -> tuple[int, ...]:
+        """Tokens whose emission under the minimum means "stop thinking"."""
+        return (self.end_ids[0], *sorted(self.stop_ids - {self.end_ids[0]}))
+
+    def validate(self) -> None:
+        check_budget_values(self.thinking_min, self.thinking_max)
+        if not self.end_ids:
+            raise BudgetError("the thinking format has an empty end delimiter", "thinking_format")
+        if not self.prompt_opens and not self.start_ids:
+            raise BudgetError(
+                "the prompt does not open the thinking block and the format has no start "
+                "delimiter to wait for",
+                "thinking_format",
+            )
+        if self.thinking_min and not self.continuation_ids:
+            raise BudgetError(
+                "thinking_min needs a non-empty continuation string "
+                "(thinking_continuation, default 'Wait')",
+                "thinking_continuation",
+            )
+        clash = set(self.continuation_ids) & set(self.attempt_ids)
+        if clash:
+            raise BudgetError(
+                "the continuation string contains the end-of-thinking or end-of-turn "
+                f"token ids {sorted(clash)}; choose another thinking_continuation",
+                "thinking_continuation",
+            )
+
+    def to_dict(self) -> dict:
+        """A plain dict that survives vLLM's msgpack trip to the engine process."""
+        return {
+            "start_ids": list(self.start_ids),
+            "end_ids": list(self.end_ids),
+            "stop_ids": sorted(self.stop_ids),
+            "continuation_ids": list(self.continuation_ids),
+            "answer_prefix_ids": list(self.answer_prefix_ids),
+            "thinking_min": self.thinking_min,
+            "thinking_max": self.thinking_max,
+            "prompt_opens": self.prompt_opens,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> BudgetSpec:
+        try:
+            return cls(
+                start_ids=tuple(data.get("start_ids", ())),
+                end_ids=tuple(data["end_ids"]),
+                stop_ids=frozenset(data.get("stop_ids", ())),
+                continuation_ids=tuple(data.get("continuation_ids", ())),
+                answer_prefix_ids=tuple(data.get("answer_prefix_ids", ())),
+                thinking_min=data.get("thinking_min"),
+                thinking_max=data.get("thinking_max"),
+                prompt_opens=bool(data.get("prompt_opens", True)),
+            )
+        except (KeyError, TypeError) as exc:
+            raise BudgetError(f"malformed budget settings: {exc!r}") from exc
+
+
+def check_budget_values(thinking_min: object, thinking_max: object) -> None:
+    """Raise :class:`BudgetError` unless both are None or non-negative ints, min <= max."""
+    for name, value in (("thinking_min", thinking_min), ("thinking_max", thinking_max)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise BudgetError(f"{name} must be an integer number of tokens, got {value!r}", name)
+        if value < 0:
+            raise BudgetError(f"{name} must be >= 0, got {value}", name)
+    if thinking_min is not None and thinking_max is not None and thinking_min > thinking_max:
+        raise BudgetError(
+            f"thinking_min ({thinking_min}) is larger than thinking_max ({thinking_max}); "
+            "lower thinking_min or raise thinking_max",
+            "thinking_min",
+        )
+
+
+_Q_NONE, _Q_END, _Q_CONT, _Q_PREFIX = 0, 1, 2, 3
+
+
+@dataclass
+class BudgetState:
+    """The live state of one request. Feed it every output token with :meth:`observe`."""
+
+    spec: BudgetSpec
+    phase: Phase = Phase.THINKING
+    thinking: int = 0
+    answer: int = 0
+    hit_max: bool = False
+    continuations: int = 0  # times the continuation string started inside the block
+    position: int = 0  # output tokens observed so far
+    _queue: tuple[int, ...] = ()
+    _qi: int = 0
+    _qkind: int = _Q_NONE
+    _start_match: int = 0
+    _min: int = 0
+    _max: int = -1  # -1: no maximum
+    _force_tok: int = -1
+
+    def __post_init__(self) -> None:
+        spec = self.spec
+        self.phase = Phase.THINKING if spec.prompt_opens else Phase.BEFORE
+        self._min = spec.thinking_min or 0
+        self._max = -1 if spec.thinking_max is None else spec.thinking_max
+
+    # ------------------------------------------------------------------ decide
+    def decide(self) -> int:
+        """What the next step must do: FREE, FORCE (see :attr:`forced_token`) or GUARD."""
+        phase = self.phase
+        if phase == Phase.THINKING:
+            if self._max >= 0 and self.thinking >= self._max and self._qkind != _Q_END:
+                self._force_tok = self.spec.end_ids[0]
+                return FORCE
+            if self._qkind:
+                self._force_tok = self._queue[self._qi]
+                return FORCE
+            if self.thinking < self._min:
+                return GUARD
+            return FREE
+        if self._qkind:  # the answer prefix
+            self._force_tok = self._queue[self._qi]
+            return FORCE
+        return FREE
+
+    @property
+    def forced_token(self) -> int:
+        """The token to emit when :meth:`decide` returned FORCE."""
+        return self._force_tok
+
+    @property
+    def guard_continuation_token(self) -> int:
+        """The token to emit when a GUARD step's end attempt happened."""
+        return self.spec.continuation_ids[0]
+
+    @property
+    def done(self) -> bool:
+        """Nothing left to enforce: the engine can stop looking at this request."""
+        return self.phase >= Phase.ANSWER and not self._qkind
+
+    # ----------------------------------------------------------------- observe
+    def observe_many(self, tokens: Iterable[int]) -> None:
+        for tok in tokens:
+            self.observe(tok)
+
+    def observe(self, tok: int) -> None:
+        """Advance by one output token, forced or sampled."""
+        self.position += 1
+        if self._qkind:
+            if tok == self._queue[self._qi]:
+                self._advance_queue()
+                return
+            # Not what was forced: only possible in replay of foreign tokens.
+            self._clear_queue()
+        phase = self.phase
+        spec = self.spec
+        if phase == Phase.THINKING:
+            if tok == spec.end_ids[0]:
+                self.hit_max = self._max >= 0 and self.thinking >= self._max
+                if len(spec.end_ids) > 1:
+                    self._set_queue(spec.end_ids[1:], _Q_END)
+                else:
+                    self._enter_answer()
+            elif tok in spec.stop_ids:
+                self.phase = Phase.ENDED
+            else:
+                self.thinking += 1
+                cont = spec.continuation_ids
+                if cont and tok == cont[0] and self.thinking <= self._min:
+                    self.continuations += 1
+                    if len(cont) > 1:
+                        self._set_queue(cont[1:], _Q_CONT)
+        elif phase == Phase.ANSWER:
+            if tok not in spec.stop_ids:
+                self.answer += 1
+        elif phase == Phase.BEFORE:
+            start = spec.start_ids
+            if tok == start[self._start_match]:
+                self._start_match += 1
+            else:
+                self._start_match = 1 if tok == start[0] else 0
+            if self._start_match == len(start):
+                self.phase = Phase.THINKING
+
+    # ----------------------------------------------------------------- helpers
+    def _set_queue(self, toks: Sequence[int], kind: int) -> None:
+        self._queue, self._qi, self._qkind = tuple(toks), 0, kind
+
+    def _clear_queue(self) -> None:
+        self._queue, self._qi, self._qkind = (), 0, _Q_NONE
+
+    def _advance_queue(self) -> None:
+        kind = self._qkind
+        if kind == _Q_CONT:
+            self.thinking += 1
+        elif kind == _Q_PREFIX:
+            self.answer += 1
+        self._qi += 1
+        if self._qi < len(self._queue):
+            return
+        self._clear_queue()
+        if kind == _Q_END:
+            self._enter_answer()
+
+    def _enter_answer(self) -> None:
+        self.phase = Phase.ANSWER
+        if self.hit_max and self.spec.answer_prefix_ids:
+            self._set_queue(self.spec.answer_prefix_ids, _Q_PREFIX)
+
+
+@dataclass(frozen=True)
+class Accounting:
+    """Where a finished output's tokens went, recomputed from the token ids alone."""
+
+    thinking_tokens: int
+    answer_tokens: int
+    hit_max: bool
+    continuations: int
+    phase: Phase
+    # Token index ranges [start, stop) into the output: the thinking text and the answer text.
+    thinking_span: tuple[int, int] = field(default=(0, 0))
+    answer_span: tuple[int, int] = field(default=(0, 0))
+
+
+def replay(spec: BudgetSpec, output_ids: Sequence[int]) -> Accounting:
+    """Recompute thinking/answer counts and the split points for ``output_ids``."""
+    state = BudgetState(spec)
+    n = len(output_ids)
+    think_start: int | None = 0 if spec.prompt_opens else None
+    think_stop: int | None = None
+    answer_start: int | None = None if spec.prompt_opens else 0
+    for i, tok in enumerate(output_ids):
+        before = state.phase
+        state.observe(tok)
+        after = state.phase
+        if before == Phase.BEFORE and after == Phase.THINKING:
+            think_start, answer_start = i + 1, None
+        elif before == Phase.THINKING and think_stop is None and (
+            after != Phase.THINKING or state._qkind == _Q_END
+        ):
+            think_stop = i  # the end delimiter (or end of turn) begins here
+        if before != Phase.ANSWER and after == Phase.ANSWER:
+            answer_start = i + 1
+    answer_tokens = state.answer
+    if think_start is None:  # the block never opened: everything is answer
+        think_start = think_stop = 0
+        answer_tokens = sum(1 for t in output_ids if t not in spec.stop_ids)
+    elif think_stop is None:
+        think_stop = n
+    if answer_start is None:
+        answer_start = n
+    return Accounting(
+        thinking_tokens=state.thinking,
+        answer_tokens=answer_tokens,
+        hit_max=state.hit_max,
+        continuations=state.continuations,
+        phase=state.phase,
+        thinking_span=(think_start, think_stop),
+        answer_span=(answer_start, n),
+    )
+
+
+# ---------------------------------------------------------------- sampling rule
+_MASK64 = (1 << 64) - 1
+
+
+def uniform_for_step(seed: int, position: int) -> float:
+    """A uniform draw in [0, 1) that depends only on (seed, position).
+
+    Counter-based (splitmix64), so a seeded request decides the same way however
+    the batch around it changes, and after preemption.
+    """
+    z = (seed * 0x9E3779B97F4A7C15 + (position + 1) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    z ^= z >> 31
+    return (z >> 11) * (1.0 / (1 << 53))
+
+
+def attempt_happened(p_attempt: float, u: float) -> bool:
+    """The paper's rule for sampling: the model tried to stop with its own probability.
+
+    ``p_attempt`` is the total probability (after temperature) of the attempt
+    tokens; ``u`` a uniform draw. True: replace the attempt with the continuation
+    string. False: suppress the attempt tokens; the rest of the distribution,
+    renormalised, is exactly the model's distribution given "no attempt".
+    """
+    return u < p_attempt

@@ -1,0 +1,222 @@
+"""Unit tests of the pure budget state machine (no engine)."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from server.budget import (
+    FORCE,
+    FREE,
+    GUARD,
+    BudgetError,
+    BudgetSpec,
+    BudgetState,
+    Phase,
+    attempt_happened,
+    replay,
+    uniform_for_step,
+)
+
+# A toy vocabulary: 0-9 ordinary tokens, then the special ones.
+IM_START, THINK, ANSWER, IM_END, EOS, WAIT, NL, FINAL = 100, 101, 102, 103, 104, 105, 106, 107
+S1 = dict(
+    start_ids=(IM_START, THINK),
+    end_ids=(IM_START, ANSWER),  # a multi-token delimiter
+    stop_ids=frozenset({IM_END, EOS}),
+    continuation_ids=(WAIT,),
+    answer_prefix_ids=(NL, FINAL),
+)
+
+
+def spec(**kw) -> BudgetSpec:
+    return BudgetSpec(**{**S1, **kw})
+
+
+def drive(state: BudgetState, model, steps: int) -> list[int]:
+    """Run the machine against a scripted 'model' (a function of the position)."""
+    out: list[int] = []
+    for _ in range(steps):
+        action = state.decide()
+        want = model(len(out))
+        if action == FORCE:
+            tok = state.forced_token
+        elif action == GUARD and want in state.spec.attempt_ids:
+            tok = state.guard_continuation_token  # greedy: the attempt was the argmax
+        else:
+            tok = want
+        out.append(tok)
+        state.observe(tok)
+        if tok in state.spec.stop_ids:
+            break
+    return out
+
+
+def stops_after(n: int):
+    """A model that thinks n tokens, ends thinking, answers '7', ends the turn."""
+    script = [1] * n + [IM_START, ANSWER, 7, IM_END]
+    return lambda i: script[i] if i < len(script) else 1
+
+
+def test_no_budget_is_free_always():
+    s = BudgetState(spec())
+    assert not s.spec.active
+    out = drive(s, stops_after(5), 50)
+    assert out == [1] * 5 + [IM_START, ANSWER, 7, IM_END]
+    assert s.thinking == 5 and s.answer == 1 and not s.hit_max
+
+
+def test_max_forces_whole_end_delimiter_then_answer_prefix():
+    s = BudgetState(spec(thinking_max=3))
+    out = drive(s, stops_after(10), 50)
+    assert out[:3] == [1, 1, 1]
+    assert out[3:7] == [IM_START, ANSWER, NL, FINAL]
+    assert s.thinking == 3 and s.hit_max
+    acc = replay(s.spec, out)
+    assert acc.thinking_tokens == 3 and acc.hit_max
+    assert acc.thinking_span == (0, 3) and acc.answer_span == (5, len(out))
+
+
+def test_max_zero_answers_without_thinking():
+    s = BudgetState(spec(thinking_max=0))
+    out = drive(s, stops_after(10), 8)
+    assert out[:4] == [IM_START, ANSWER, NL, FINAL]
+    assert replay(s.spec, out).thinking_tokens == 0
+
+
+def test_natural_end_under_max_has_no_prefix():
+    s = BudgetState(spec(thinking_max=10))
+    out = drive(s, stops_after(4), 50)
+    assert out == [1, 1, 1, 1, IM_START, ANSWER, 7, IM_END]
+    assert not s.hit_max and s.answer == 1
+
+
+def test_min_replaces_end_attempts_with_continuation():
+    s = BudgetState(spec(thinking_min=6))
+    out = drive(s, stops_after(2), 12)
+    # thinks 2, tries to end -> Wait; the scripted model then keeps on.
+    assert out[2] == WAIT
+    acc = replay(s.spec, out)
+    assert acc.thinking_tokens >= 6 and acc.continuations >= 1
+
+
+def test_eos_inside_thinking_is_an_attempt_under_min():
+    script = [1, 1, EOS]
+    s = BudgetState(spec(thinking_min=4))
+    out = drive(s, lambda i: script[i] if i < 3 else EOS, 10)
+    assert out[2] == WAIT and EOS not in out[:4]
+    # Above the minimum EOS ends the turn inside the block.
+    s2 = BudgetState(spec(thinking_min=1))
+    out2 = drive(s2, lambda i: script[i] if i < 3 else EOS, 10)
+    assert out2 == [1, 1, EOS] and s2.phase == Phase.ENDED
+    acc = replay(s2.spec, out2)
+    assert acc.thinking_tokens == 2 and acc.answer_tokens == 0 and acc.phase == Phase.ENDED
+
+
+def test_min_equals_max_is_exact():
+    for n in range(0, 8):
+        s = BudgetState(spec(thinking_min=n, thinking_max=n))
+        drive(s, stops_after(1), 40)
+        assert s.thinking == n
+
+
+def test_max_wins_over_pending_multi_token_continuation():
+    s = BudgetState(spec(thinking_min=3, thinking_max=3, continuation_ids=(WAIT, 5, 6)))
+    out = drive(s, stops_after(2), 20)
+    # 2 thoughts, attempt -> WAIT (3rd thinking token), then max: end forced at once.
+    assert out[:5] == [1, 1, WAIT, IM_START, ANSWER]
+    assert replay(s.spec, out).thinking_tokens == 3
+
+
+def test_multi_token_continuation_is_completed():
+    s = BudgetState(spec(thinking_min=8, continuation_ids=(WAIT, 5)))
+    out = drive(s, stops_after(1), 20)
+    assert out[1:3] == [WAIT, 5]
+    assert s.thinking >= 8
+
+
+def test_block_opened_by_the_model():
+    s = BudgetState(spec(thinking_max=2, prompt_opens=False))
+    script = [9, IM_START, THINK, 1, 1, 1, 1]
+    out = drive(s, lambda i: script[i] if i < len(script) else 1, 9)
+    assert out[:5] == [9, IM_START, THINK, 1, 1]
+    assert out[5:9] == [IM_START, ANSWER, NL, FINAL]
+    acc = replay(s.spec, out)
+    assert acc.thinking_tokens == 2 and acc.thinking_span == (3, 5)
+
+
+def test_replay_matches_live_state_on_random_streams():
+    rng = random.Random(0)
+    for _ in range(300):
+        lo = rng.choice([None, 0, 1, 3, 7])
+        hi = rng.choice([None, 0, 2, 5, 9, 20])
+        if lo is not None and hi is not None and lo > hi:
+            lo, hi = hi, lo
+        sp = spec(thinking_min=lo, thinking_max=hi, prompt_opens=rng.random() < 0.8,
+                  continuation_ids=rng.choice([(WAIT,), (WAIT, 3)]))
+        vocab = [1, 2, 3, IM_START, THINK, ANSWER, EOS, IM_END, WAIT]
+        s = BudgetState(sp)
+        out = drive(s, lambda i: rng.choice(vocab), 40)
+        acc = replay(sp, out)
+        assert (acc.thinking_tokens, acc.hit_max) == (s.thinking, s.hit_max)
+        if acc.phase != Phase.BEFORE:  # a never-opened block makes everything answer
+            assert acc.answer_tokens == s.answer
+        if hi is not None:
+            assert acc.thinking_tokens <= hi
+        if lo is not None and acc.phase >= Phase.ANSWER:
+            assert acc.thinking_tokens >= lo
+        a, b = acc.thinking_span
+        assert 0 <= a <= b <= len(out)
+
+
+def test_invalid_settings_raise_clear_errors():
+    with pytest.raises(BudgetError, match="thinking_min .* larger than thinking_max"):
+        spec(thinking_min=5, thinking_max=4)
+    with pytest.raises(BudgetError, match=">= 0"):
+        spec(thinking_max=-1)
+    with pytest.raises(BudgetError, match="integer"):
+        spec(thinking_max=2.5)
+    with pytest.raises(BudgetError, match="integer"):
+        spec(thinking_min=True)
+    with pytest.raises(BudgetError, match="continuation"):
+        spec(thinking_min=2, continuation_ids=(IM_END,))
+    with pytest.raises(BudgetError, match="continuation"):
+        spec(thinking_min=2, continuation_ids=())
+
+
+def test_spec_dict_round_trip():
+    s = spec(thinking_min=1, thinking_max=4)
+    assert BudgetSpec.from_dict(s.to_dict()) == s
+
+
+def test_uniform_for_step_is_deterministic_and_uniform():
+    assert uniform_for_step(1, 5) == uniform_for_step(1, 5)
+    assert uniform_for_step(1, 5) != uniform_for_step(2, 5)
+    draws = [uniform_for_step(42, i) for i in range(20000)]
+    assert all(0.0 <= u < 1.0 for u in draws)
+    mean = sum(draws) / len(draws)
+    assert abs(mean - 0.5) < 0.01
+
+
+def test_probability_rule_matches_model_probability():
+    """Replacing with probability p reproduces the model's attempt rate."""
+    # A model whose softmax gives the end token p = 0.3 at temperature 1.
+    p = 0.3
+    n = 20000
+    hits = sum(attempt_happened(p, uniform_for_step(7, i)) for i in range(n))
+    # Binomial: 4 standard deviations.
+    sd = math.sqrt(n * p * (1 - p))
+    assert abs(hits - n * p) < 4 * sd
+    assert not attempt_happened(0.0, 0.0)
+    assert attempt_happened(1.0, 0.999)
+
+
+def test_decide_states():
+    s = BudgetState(spec(thinking_min=1, thinking_max=2))
+    assert s.decide() == GUARD
+    s.observe(1)
+    assert s.decide() == FREE
+    s.observe(1)
+    assert s.decide() == FORCE and s.forced_token == IM_START

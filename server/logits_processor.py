@@ -1,0 +1,244 @@
+"""The vLLM v1 adapter: budget forcing as a token-level logits processor.
+
+Each request carries its :class:`~server.budget.BudgetSpec` as a plain dict in
+``SamplingParams.extra_args["s1_budget"]`` (see :func:`budget_extra_args`). The
+processor keeps one :class:`~server.budget.BudgetState` per budgeted row, feeds
+it the row's live output list before every step, and turns the state's decision
+into a logits edit:
+
+- FORCE: the row's logits become -inf except the forced token;
+- GUARD (below the minimum): the model's probability of an end attempt is read
+  off the logits (greedy: is an attempt token the argmax; sampling: softmax
+  after the request's temperature). With that probability the continuation
+  string's first token is forced; otherwise the attempt tokens are set to -inf
+  and the rest of the distribution is sampled as before.
+
+Cost: nothing for batches without budgets (early return), a few attribute reads
+per budgeted row per step, and at most three vectorised tensor ops per step.
+Rows whose thinking is over leave the processor's state.
+
+Approximation: the attempt probability is computed from the logits this
+processor sees, i.e. after ``logit_bias``/``min_tokens`` but before penalties,
+top-k, top-p and min-p, which vLLM applies later. With those filters on, the
+replacement rate is the untruncated model's, not the truncated one's.
+
+Speculative decoding is not supported (vLLM refuses custom logits processors
+with it).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from vllm import SamplingParams
+from vllm.v1.sample.logits_processor import (
+    BatchUpdate,
+    LogitsProcessor,
+    MoveDirectionality,
+)
+
+from server import engine_counters as ec
+from server.budget import FORCE, FREE, BudgetError, BudgetSpec, BudgetState, uniform_for_step
+
+if TYPE_CHECKING:
+    from vllm.config import VllmConfig
+
+EXTRA_ARGS_KEY = "s1_budget"
+_GREEDY_EPS = 1e-5  # vLLM's own threshold for "temperature 0"
+
+
+def budget_extra_args(spec: BudgetSpec, seed: int | None = None) -> dict[str, Any]:
+    """The ``SamplingParams.extra_args`` entry that turns budget forcing on."""
+    payload = spec.to_dict()
+    if seed is not None:
+        payload["seed"] = int(seed)
+    return {EXTRA_ARGS_KEY: payload}
+
+
+def spec_from_params(params: SamplingParams) -> tuple[BudgetSpec, int | None] | None:
+    """The request's active budget and decision seed, or None."""
+    extra = params.extra_args
+    if not extra:
+        return None
+    payload = extra.get(EXTRA_ARGS_KEY)
+    if payload is None:
+        return None
+    if not isinstance(payload, dict):
+        raise BudgetError(f"extra_args[{EXTRA_ARGS_KEY!r}] must be a dict, got {type(payload)}")
+    spec = BudgetSpec.from_dict(payload)
+    seed = payload.get("seed", params.seed)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise BudgetError(f"the budget seed must be an integer, got {seed!r}", "seed")
+    return (spec, seed) if spec.active else None
+
+
+@dataclass(slots=True)
+class _Row:
+    state: BudgetState
+    out: list[int]  # vLLM's live output list for this request
+    seed: int
+    greedy: bool
+    inv_temperature: float
+    counted_end: bool = False
+    counted_position: int = -1  # last position a continuation/suppression was counted
+
+
+class BudgetLogitsProcessor(LogitsProcessor):
+    """Per-request thinking budgets (min and max), enforced token by token."""
+
+    @classmethod
+    def validate_params(cls, sampling_params: SamplingParams) -> None:
+        spec_from_params(sampling_params)  # raises BudgetError, a ValueError -> HTTP 400
+
+    def __init__(self, vllm_config: VllmConfig, device: torch.device,
+                 is_pin_memory: bool) -> None:
+        self.device = device
+        self.rows: dict[int, _Row] = {}
+        self.counters = ec.CounterWriter(os.environ.get(ec.ENV_VAR))
+        self._neg_inf = torch.tensor(float("-inf"), device=device)
+        self._zero = torch.tensor(0.0, device=device)
+
+    def is_argmax_invariant(self) -> bool:
+        return False  # it forces and suppresses tokens, so greedy picks change
+
+    # ------------------------------------------------------------ batch state
+    def update_state(self, batch_update: BatchUpdate | None) -> None:
+        rows = self.rows
+        if batch_update is not None:
+            for index in batch_update.removed:
+                rows.pop(index, None)
+            for index, params, _prompt, out in batch_update.added:
+                rows.pop(index, None)
+                row = self._new_row(params, out)
+                if row is not None:
+                    rows[index] = row
+            for a, b, direction in batch_update.moved:
+                row_a, row_b = rows.pop(a, None), rows.pop(b, None)
+                if row_a is not None:
+                    rows[b] = row_a
+                if direction == MoveDirectionality.SWAP and row_b is not None:
+                    rows[a] = row_b
+        if not rows:
+            return
+        finished = []
+        for index, row in rows.items():
+            state, out = row.state, row.out
+            n = len(out)
+            if n > state.position:
+                if n == state.position + 1:
+                    state.observe(out[-1])
+                else:
+                    state.observe_many(out[state.position:n])
+                if state.done:
+                    finished.append(index)
+        for index in finished:
+            del rows[index]
+
+    def _new_row(self, params: SamplingParams, out: list[int]) -> _Row | None:
+        found = spec_from_params(params)
+        if found is None:
+            return None
+        spec, seed = found
+        state = BudgetState(spec)
+        # A request re-added after preemption resumes from its output so far.
+        state.observe_many(out)
+        if state.done:
+            return None
+        self.counters.add(ec.BUDGETED_REQUESTS)
+        temperature = params.temperature
+        greedy = temperature < _GREEDY_EPS
+        return _Row(
+            state=state,
+            out=out,
+            seed=random.getrandbits(63) if seed is None else seed,
+            greedy=greedy,
+            inv_temperature=0.0 if greedy else 1.0 / temperature,
+        )
+
+    # ------------------------------------------------------------------ apply
+    def apply(self, logits: torch.Tensor) -> torch.Tensor:
+        if not self.rows:
+            return logits
+        force_rows: list[int] = []
+        force_toks: list[int] = []
+        guards: list[tuple[int, _Row]] = []
+        for index, row in self.rows.items():
+            state = row.state
+            action = state.decide()
+            if action == FREE:
+                continue
+            if action == FORCE:
+                tok = state.forced_token
+                force_rows.append(index)
+                force_toks.append(tok)
+                if not row.counted_end and state.forcing_end_at_max(tok):
+                    row.counted_end = True
+                    self.counters.add(ec.FORCED_ENDS)
+            else:
+                guards.append((index, row))
+        supp_rows: list[int] = []
+        supp_toks: list[int] = []
+        if guards:
+            self._resolve_guards(logits, guards, force_rows, force_toks, supp_rows, supp_toks)
+        if supp_rows:
+            logits.index_put_(self._idx(supp_rows, supp_toks), self._neg_inf)
+        if force_rows:
+            r = torch.tensor(force_rows, dtype=torch.long, device=logits.device)
+            t = torch.tensor(force_toks, dtype=torch.long, device=logits.device)
+            logits.index_fill_(0, r, float("-inf"))
+            logits.index_put_((r, t), self._zero)
+        return logits
+
+    def _idx(self, rows: list[int], toks: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        dev = self._neg_inf.device
+        return (torch.tensor(rows, dtype=torch.long, device=dev),
+                torch.tensor(toks, dtype=torch.long, device=dev))
+
+    def _resolve_guards(self, logits: torch.Tensor, guards: list[tuple[int, _Row]],
+                        force_rows: list[int], force_toks: list[int],
+                        supp_rows: list[int], supp_toks: list[int]) -> None:
+        """Decide, per guarded row, whether the model tried to end its thinking."""
+        attempts = [row.state.spec.attempt_ids for _, row in guards]
+        width = max(len(a) for a in attempts)
+        padded = [list(a) + [a[0]] * (width - len(a)) for a in attempts]
+        dev = logits.device
+        row_idx = torch.tensor([i for i, _ in guards], dtype=torch.long, device=dev)
+        att_idx = torch.tensor(padded, dtype=torch.long, device=dev)
+        inv_t = torch.tensor([row.inv_temperature for _, row in guards], dtype=logits.dtype,
+                             device=dev).unsqueeze(1)
+        sub = logits.index_select(0, row_idx)
+        att = sub.gather(1, att_idx)
+        # Greedy rows: an attempt is an attempt token at the row's maximum.
+        greedy_hit = att.max(dim=1).values >= sub.max(dim=1).values
+        # Sampled rows: total attempt probability after temperature. Padding
+        # repeats a real id, so count each id once via a mask of first occurrences.
+        first = torch.ones_like(att_idx, dtype=torch.bool)
+        if width > 1:
+            first[:, 1:] = att_idx[:, 1:] != att_idx[:, :1]
+        scaled_att = torch.where(first, att * inv_t, torch.full_like(att, float("-inf")))
+        p_att = torch.exp(torch.logsumexp(scaled_att, 1) - torch.logsumexp(sub * inv_t, 1))
+        greedy_hit_l = greedy_hit.tolist()
+        p_att_l = p_att.tolist()
+        for k, (index, row) in enumerate(guards):
+            state = row.state
+            pos = state.position
+            if row.greedy:
+                happened = greedy_hit_l[k]
+            else:
+                p = p_att_l[k]
+                happened = p == p and uniform_for_step(row.seed, pos) < p  # NaN: no attempt
+            count = row.counted_position != pos
+            row.counted_position = pos
+            if happened:
+                force_rows.append(index)
+                force_toks.append(state.guard_continuation_token)
+                if count:
+                    self.counters.add(ec.FORCED_CONTINUATIONS)
+            else:
+                for tok in attempts[k]:
+                    supp_rows.append(index)
+                    supp_toks.append(tok)

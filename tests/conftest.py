@@ -1,0 +1,38 @@
+"""Shared test setup: project-local caches, tiny local checkpoints, engine helpers.
+
+Everything the tests load is built here from nothing (no model hub). Engine
+fixtures are session-scoped: a vLLM engine on CPU takes ~15 s to start.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / ".cache"
+for var, sub in (("VLLM_CACHE_ROOT", "vllm"), ("TORCHINDUCTOR_CACHE_DIR", "inductor"),
+                 ("TMPDIR", "tmp")):
+    os.environ.setdefault(var, str(CACHE / sub))
+    Path(os.environ[var]).mkdir(parents=True, exist_ok=True)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_s1() -> Path:
+    """Random tiny Qwen2 whose template does NOT open thinking (like the s1 models)."""
+    from training.tiny import build_tiny_checkpoint
+
+    return build_tiny_checkpoint(CACHE / "tiny-s1", "s1")
+
+
+@pytest.fixture(scope="session")
+def tiny_think() -> Path:
+    """Random tiny Qwen2 whose template opens a <think> block in the prompt."""
+    from training.tiny import build_tiny_checkpoint
+
+    return build_tiny_checkpoint(CACHE / "tiny-think", "think")

@@ -1,0 +1,163 @@
+"""Budget forcing inside the real vLLM engine (CPU, tiny random model).
+
+One batch of mixed requests per format and temperature; every output is checked
+token by token with the same state machine the server uses for accounting.
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+
+import pytest
+
+from server.budget import Phase, replay
+from server.formats import FORMATS, FormatTokens
+
+pytestmark = pytest.mark.engine
+
+SETTINGS = [  # (thinking_min, thinking_max)
+    (None, None), (8, None), (None, 6), (4, 12), (None, 0), (10, 10), (0, 3), (16, 40),
+]
+MAX_TOKENS = 80
+
+
+def _make_llm(path, processor: bool):
+    from vllm import LLM
+
+    from server.logits_processor import BudgetLogitsProcessor
+
+    return LLM(model=str(path), enforce_eager=True, dtype="float32", max_model_len=1024,
+               max_num_seqs=64, seed=0,
+               logits_processors=[BudgetLogitsProcessor] if processor else None)
+
+
+def _close(llm) -> None:
+    llm.llm_engine.engine_core.shutdown()
+    del llm
+    gc.collect()
+
+
+class Case:
+    def __init__(self, path, fmt_name: str):
+        from transformers import AutoTokenizer
+
+        self.tok = AutoTokenizer.from_pretrained(path)
+        stop = {self.tok.convert_tokens_to_ids("<|im_end|>"), self.tok.eos_token_id}
+        self.ft = FormatTokens.build(FORMATS[fmt_name], self.tok, stop)
+        prompt = self.tok.apply_chat_template(
+            [{"role": "user", "content": "How many r in raspberry?"}], tokenize=False,
+            add_generation_prompt=True)
+        if not self.ft.prompt_opens(prompt):
+            prompt += FORMATS[fmt_name].start  # as the s1 evaluation does
+        assert self.ft.prompt_opens(prompt) is True
+        self.prompt_ids = self.tok.encode(prompt, add_special_tokens=False)
+        self.cont = tuple(self.tok.encode("Wait", add_special_tokens=False))
+
+    def spec(self, lo, hi):
+        return self.ft.spec(thinking_min=lo, thinking_max=hi, continuation_ids=self.cont,
+                            prompt_opens=True)
+
+    def requests(self, temperature: float):
+        """Mixed settings x end-token bias (0 or +3 so the random model tries to stop)."""
+        from vllm import SamplingParams
+
+        from server.logits_processor import budget_extra_args
+
+        reqs = []
+        for i, ((lo, hi), bias) in enumerate(itertools.product(SETTINGS, (0.0, 3.0, 6.0, 9.0))):
+            spec = self.spec(lo, hi)
+            sp = SamplingParams(
+                max_tokens=MAX_TOKENS, temperature=temperature, seed=1000 + i,
+                logit_bias={self.ft.end_ids[0]: bias} if bias else None,
+                extra_args=budget_extra_args(spec) if spec.active else None)
+            reqs.append((spec, sp))
+        return reqs
+
+
+def _run(llm, case: Case, reqs):
+    outs = llm.generate([{"prompt_token_ids": case.prompt_ids}] * len(reqs),
+                        [sp for _, sp in reqs], use_tqdm=False)
+    return [list(o.outputs[0].token_ids) for o in outs]
+
+
+def _check_batch(case: Case, reqs, outputs) -> dict:
+    seen = {"hit_max": 0, "continuations": 0, "natural_end": 0}
+    end, prefix = case.ft.end_ids, case.ft.answer_prefix_ids
+    for (spec, _), out in zip(reqs, outputs, strict=True):
+        acc = replay(spec, out)
+        lo, hi = spec.thinking_min, spec.thinking_max
+        if hi is not None:
+            assert acc.thinking_tokens <= hi, (spec, out)
+        if lo is not None:
+            # Either thinking ended at or past the minimum, or max_tokens cut it first.
+            assert acc.thinking_tokens >= lo or len(out) == MAX_TOKENS, (spec, out)
+            if acc.phase >= Phase.ANSWER or acc.phase == Phase.ENDED:
+                assert acc.thinking_tokens >= lo, (spec, out)
+            # No end attempt ever got through below the minimum.
+            t0, t1 = acc.thinking_span
+            assert end[0] not in out[t0:t1]
+        if acc.hit_max:
+            seen["hit_max"] += 1
+            t1 = acc.thinking_span[1]
+            assert out[t1:t1 + len(end)] == list(end)
+            assert out[t1 + len(end):t1 + len(end) + len(prefix)] == list(prefix)
+        elif acc.phase == Phase.ANSWER and spec.active:
+            seen["natural_end"] += 1
+        if lo:
+            seen["continuations"] += acc.continuations
+    return seen
+
+
+@pytest.fixture(scope="module")
+def s1_case(tiny_s1):
+    return Case(tiny_s1, "s1")
+
+
+@pytest.fixture(scope="module")
+def think_case(tiny_think):
+    return Case(tiny_think, "deepseek-r1")
+
+
+@pytest.fixture(scope="module")
+def budget_llm_s1(tiny_s1):
+    llm = _make_llm(tiny_s1, processor=True)
+    yield llm
+    _close(llm)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_s1_format_budgets_in_one_batch(budget_llm_s1, s1_case, temperature):
+    reqs = s1_case.requests(temperature)
+    assert len(reqs) >= 32
+    outputs = _run(budget_llm_s1, s1_case, reqs)
+    seen = _check_batch(s1_case, reqs, outputs)
+    assert seen["hit_max"] > 0 and seen["continuations"] > 0
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_think_format_prompt_opened_block(tiny_think, think_case, temperature):
+    llm = _make_llm(tiny_think, processor=True)
+    try:
+        reqs = think_case.requests(temperature)
+        outputs = _run(llm, think_case, reqs)
+        seen = _check_batch(think_case, reqs, outputs)
+        assert seen["hit_max"] > 0 and seen["continuations"] > 0
+        assert think_case.ft.answer_prefix_ids == ()  # <think> models answer on their own
+    finally:
+        _close(llm)
+
+
+def test_unbudgeted_requests_are_untouched(tiny_s1, budget_llm_s1, s1_case):
+    """Same tokens with the processor installed (mixed into a budgeted batch) as without."""
+    reqs = s1_case.requests(0.0) + s1_case.requests(1.0)
+    free = [i for i, (spec, _) in enumerate(reqs) if not spec.active]
+    assert len(free) >= 8
+    with_proc = _run(budget_llm_s1, s1_case, reqs)
+    plain = _make_llm(tiny_s1, processor=False)
+    try:
+        baseline = _run(plain, s1_case, [reqs[i] for i in free])
+    finally:
+        _close(plain)
+    for j, i in enumerate(free):
+        assert with_proc[i] == baseline[j], f"request {i} changed"

@@ -147,6 +147,9 @@ def test_block_opened_by_the_model():
     assert acc.thinking_tokens == 2 and acc.thinking_span == (3, 5)
 
 
+VOCAB = [1, 2, 3, IM_START, THINK, ANSWER, EOS, IM_END, WAIT]
+
+
 def test_replay_matches_live_state_on_random_streams():
     rng = random.Random(0)
     for _ in range(300):
@@ -156,9 +159,9 @@ def test_replay_matches_live_state_on_random_streams():
             lo, hi = hi, lo
         sp = spec(thinking_min=lo, thinking_max=hi, prompt_opens=rng.random() < 0.8,
                   continuation_ids=rng.choice([(WAIT,), (WAIT, 3)]))
-        vocab = [1, 2, 3, IM_START, THINK, ANSWER, EOS, IM_END, WAIT]
+
         s = BudgetState(sp)
-        out = drive(s, lambda i: rng.choice(vocab), 40)
+        out = drive(s, lambda i: rng.choice(VOCAB), 40)
         acc = replay(sp, out)
         assert (acc.thinking_tokens, acc.hit_max) == (s.thinking, s.hit_max)
         if acc.phase != Phase.BEFORE:  # a never-opened block makes everything answer

@@ -1,0 +1,205 @@
+"""The FastAPI application: engine lifecycle, auth, limits, request ids, error shapes.
+
+The HTTP port opens at once and answers ``/health`` with 503 while the engine
+loads in a worker thread; generation routes answer 503 until it is ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+
+from server import metrics
+from server.engine import describe_model, prepare_environment, start_engine
+from server.errors import APIError
+from server.serving import Serving
+from server.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+KNOWN_PATHS = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics"}
+EXEMPT_PATHS = {"/health", "/metrics"}
+
+
+def create_app(settings: Settings) -> FastAPI:
+    keys = [k.encode() for k in settings.all_api_keys()]
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.serving = None
+        app.state.engine = None
+        app.state.load_error = None
+        metrics.ENGINE_COUNTERS.directory = prepare_environment(settings)
+        loader = asyncio.create_task(_load(app, settings))
+        try:
+            yield
+        finally:
+            loader.cancel()
+            engine = app.state.engine
+            if engine is not None:
+                engine.shutdown()
+
+    app = FastAPI(title="s1-serve", version="0.1.0", lifespan=lifespan,
+                  description="OpenAI-compatible server with per-request thinking budgets "
+                  "(thinking_min / thinking_max) enforced inside vLLM.")
+    app.state.serving = None
+    app.state.engine = None
+    app.state.load_error = None
+    app.state.engine_dead = lambda: _engine_dead(app)
+    from server.routes import router
+
+    app.include_router(router)
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+        return exc.response(getattr(request.state, "request_id", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+        param = loc[0] if loc else None
+        where = ".".join(loc) or "body"
+        message = f"{where}: {first.get('msg', 'invalid request')}"
+        if len(errors) > 1:
+            message += f" (and {len(errors) - 1} more problem(s))"
+        return APIError(400, message, param).response(getattr(request.state, "request_id", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        rid = getattr(request.state, "request_id", None)
+        logger.exception("unhandled error in request %s", rid)
+        return APIError(500, f"internal error (request id {rid})").response(rid)
+
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                           allow_methods=["*"], allow_headers=["*"])
+    app.add_middleware(GateMiddleware, keys=keys, exempt=settings.auth_exempt_health,
+                       max_body=settings.max_body_bytes)
+    return app
+
+
+async def _load(app: FastAPI, settings: Settings) -> None:
+    try:
+        engine = await asyncio.to_thread(start_engine, settings)
+        app.state.engine = engine
+        model = await asyncio.to_thread(describe_model, settings, engine)
+        app.state.serving = Serving(engine, model, settings)
+        logger.info("ready: serving %s (context %d, thinking format %s)", model.name,
+                    model.max_model_len,
+                    model.format_tokens.fmt.name if model.format_tokens else "none")
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:  # startup failed: /health reports it, the process stays up
+        app.state.load_error = f"{type(exc).__name__}: {exc}"
+        logger.exception("the engine failed to start")
+
+
+def _engine_dead(app: FastAPI) -> bool:
+    if app.state.load_error:
+        return True
+    engine = app.state.engine
+    return bool(engine is not None and getattr(engine, "errored", False))
+
+
+class GateMiddleware:
+    """Pure ASGI (so streaming and disconnects pass through untouched): request id,
+    API-key check in constant time, body-size limit, request counting."""
+
+    def __init__(self, app: Any, keys: list[bytes], exempt: bool, max_body: int) -> None:
+        self.app = app
+        self.keys = keys
+        self.exempt = exempt
+        self.max_body = max_body
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                   for k, v in scope.get("headers", [])}
+        rid = headers.get("x-request-id") or uuid.uuid4().hex
+        rid = "".join(ch for ch in rid if ch.isalnum() or ch in "-_.")[:128] or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+        path = scope.get("path", "")
+        status = [500]
+
+        async def send_with_id(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                message["headers"] = [*message.get("headers", []),
+                                      (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            error = self._check_auth(path, headers)
+            if error is None:
+                receive, error = await self._check_body(headers, receive)
+            if error is not None:
+                await error.response(rid)(scope, receive, send_with_id)
+                return
+            await self.app(scope, receive, send_with_id)
+        finally:
+            endpoint = path if path in KNOWN_PATHS else "other"
+            metrics.REQUESTS.labels(endpoint, str(status[0])).inc()
+
+    def _check_auth(self, path: str, headers: dict[str, str]) -> APIError | None:
+        if not self.keys or (self.exempt and path in EXEMPT_PATHS):
+            return None
+        auth = headers.get("authorization", "")
+        scheme, _, token = auth.partition(" ")
+        given = token.strip().encode() if scheme.lower() == "bearer" else b""
+        ok = False
+        for key in self.keys:  # no early exit: time does not depend on which key matched
+            ok |= hmac.compare_digest(given, key)
+        if ok:
+            return None
+        return APIError(401, "missing or invalid API key; send 'Authorization: Bearer <key>'",
+                        headers={"WWW-Authenticate": "Bearer"})
+
+    async def _check_body(self, headers: dict[str, str], receive: Any) -> tuple[Any, APIError | None]:
+        too_big = APIError(413, f"request body larger than {self.max_body} bytes")
+        length = headers.get("content-length")
+        if length is not None:
+            try:
+                if int(length) > self.max_body:
+                    return receive, too_big
+            except ValueError:
+                return receive, APIError(400, "invalid Content-Length header")
+            return receive, None
+        # Chunked upload: read it here, within the limit, and replay it.
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            body = message.get("body", b"")
+            size += len(body)
+            if size > self.max_body:
+                return receive, too_big
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        data = b"".join(chunks)
+        sent = False
+
+        async def replay() -> dict:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": data, "more_body": False}
+            return await receive()
+
+        return replay, None

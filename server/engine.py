@@ -1,0 +1,142 @@
+"""Start vLLM's v1 ``AsyncLLM`` in-process with the budget logits processor, and
+collect what the API needs to know about the loaded model.
+
+The engine core runs in its own process (vLLM's default); the processor lives
+there. On GPUs vLLM 0.32 defaults to Model Runner V2, whose logits-processor
+interface differs and which rejects V1 processor classes, so the server selects
+the V1 runner unless the user explicitly asked for V2 (then it refuses to start
+with a message). Porting to V2 would mean re-expressing the per-row state as
+V2's request-indexed persistent tensors and moving the end-attempt sampling
+into its sampler hooks; the budget state machine itself would not change.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+from server import engine_counters
+from server.formats import FormatTokens, ThinkingFormat, detect_format, get_format
+from server.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+# End-of-turn tokens of common chat families: an attempt to stop thinking too.
+_END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<｜end▁of▁sentence｜>",
+                "<|endoftext|>", "<end_of_turn>")
+
+
+def prepare_environment(settings: Settings) -> str:
+    """Set the variables the engine process reads; returns the counters directory."""
+    counters_dir = tempfile.mkdtemp(prefix="s1-counters-")
+    os.environ[engine_counters.ENV_VAR] = counters_dir
+    if settings.cpu_kvcache_space_gib:
+        os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(settings.cpu_kvcache_space_gib)
+    requested = os.environ.get("VLLM_USE_V2_MODEL_RUNNER", "").strip().lower()
+    if requested in ("1", "true"):
+        raise SystemExit(
+            "VLLM_USE_V2_MODEL_RUNNER=1 is set, but the budget-forcing logits processor "
+            "needs vLLM's V1 model runner; unset it (s1-serve selects V1 itself).")
+    os.environ["VLLM_USE_V2_MODEL_RUNNER"] = "0"
+    logger.info("using vLLM's V1 model runner (the budget logits processor is a V1 processor)")
+    return counters_dir
+
+
+def engine_args(settings: Settings) -> Any:
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    from server.logits_processor import BudgetLogitsProcessor
+
+    return AsyncEngineArgs(
+        model=settings.model,
+        tokenizer=settings.tokenizer,
+        served_model_name=[settings.model_name],
+        dtype=settings.dtype,
+        max_model_len=settings.max_model_len,
+        tensor_parallel_size=settings.tensor_parallel_size,
+        data_parallel_size=settings.data_parallel_size,
+        gpu_memory_utilization=settings.gpu_memory_utilization,
+        max_num_seqs=settings.max_num_seqs,
+        enforce_eager=settings.enforce_eager,
+        seed=settings.seed,
+        trust_remote_code=settings.trust_remote_code,
+        disable_log_stats=settings.disable_log_stats,
+        logits_processors=[BudgetLogitsProcessor],
+    )
+
+
+def start_engine(settings: Settings) -> Any:
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    return AsyncLLM.from_engine_args(engine_args(settings))
+
+
+@dataclass
+class ModelInfo:
+    """What the API layer knows about the served model."""
+
+    name: str
+    tokenizer: Any
+    max_model_len: int
+    format_tokens: FormatTokens | None
+    stop_ids: frozenset[int]
+    vocab_size: int
+
+
+def resolve_format(settings: Settings, tokenizer: Any) -> ThinkingFormat | None:
+    name = settings.thinking_format
+    if name == "none":
+        return None
+    if name == "auto":
+        fmt = detect_format(tokenizer, settings.model)
+        if fmt is None:
+            logger.warning("no thinking format detected; budgets will be refused. "
+                           "Set --thinking-format (s1, deepseek-r1, qwen3, custom).")
+            return None
+        if any(v is not None for v in (settings.thinking_start, settings.thinking_end,
+                                       settings.answer_prefix)):
+            fmt = get_format(fmt.name, settings.thinking_start, settings.thinking_end,
+                             settings.answer_prefix)
+        logger.info("thinking format: %s (auto-detected)", fmt.name)
+        return fmt
+    fmt = get_format(name, settings.thinking_start, settings.thinking_end, settings.answer_prefix)
+    logger.info("thinking format: %s", fmt.name)
+    return fmt
+
+
+def stop_ids_for(tokenizer: Any, model: str) -> frozenset[int]:
+    ids: set[int] = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    vocab = tokenizer.get_vocab()
+    ids.update(vocab[t] for t in _END_OF_TURN if t in vocab)
+    try:
+        from transformers import GenerationConfig
+
+        eos = GenerationConfig.from_pretrained(model).eos_token_id
+        ids.update([eos] if isinstance(eos, int) else (eos or []))
+    except Exception:  # no generation_config.json: the tokenizer's ids are enough
+        pass
+    return frozenset(ids)
+
+
+def describe_model(settings: Settings, engine: Any) -> ModelInfo:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(settings.tokenizer or settings.model,
+                                              trust_remote_code=settings.trust_remote_code)
+    fmt = resolve_format(settings, tokenizer)
+    stop_ids = stop_ids_for(tokenizer, settings.model)
+    format_tokens = FormatTokens.build(fmt, tokenizer, stop_ids) if fmt else None
+    model_config = engine.vllm_config.model_config
+    return ModelInfo(
+        name=settings.model_name,
+        tokenizer=tokenizer,
+        max_model_len=int(model_config.max_model_len),
+        format_tokens=format_tokens,
+        stop_ids=stop_ids,
+        vocab_size=int(model_config.get_vocab_size()),
+    )

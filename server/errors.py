@@ -1,0 +1,67 @@
+"""One error type and one builder for every error the API returns.
+
+Bodies follow OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``
+so that the official SDKs raise their usual exception classes.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "not_found_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "internal_server_error",
+    503: "service_unavailable_error",
+}
+
+
+class ErrorInfo(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: int | str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorInfo
+
+
+class APIError(Exception):
+    """Raised anywhere in request handling; turned into an error response."""
+
+    def __init__(self, status: int, message: str, param: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.headers = headers or {}
+
+    def body(self) -> dict:
+        info = ErrorInfo(message=self.message, type=_TYPES.get(self.status, "api_error"),
+                         param=self.param, code=self.status)
+        return ErrorResponse(error=info).model_dump()
+
+    def response(self, request_id: str | None = None) -> JSONResponse:
+        headers = dict(self.headers)
+        if request_id:
+            headers["x-request-id"] = request_id
+        return JSONResponse(self.body(), status_code=self.status, headers=headers)
+
+
+def bad_request(message: str, param: str | None = None) -> APIError:
+    return APIError(HTTPStatus.BAD_REQUEST, message, param)
+
+
+# Declared on routes so /openapi.json tells clients what can fail.
+ERROR_RESPONSES: dict[int | str, dict] = {
+    code: {"model": ErrorResponse, "description": HTTPStatus(code).phrase}
+    for code in (400, 401, 404, 413, 503)
+}

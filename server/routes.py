@@ -1,0 +1,290 @@
+"""Thin HTTP handlers: parse, hand to :mod:`server.serving`, choose JSON or SSE.
+
+The path of one request: ``routes`` (HTTP) -> ``protocol`` (request model) ->
+``serving.prepare`` (budget, context, SamplingParams) -> vLLM ``AsyncLLM`` ->
+``logits_processor`` -> ``budget`` (in the engine) -> ``serving.run_choices`` ->
+``reasoning`` (split by replaying ``budget``) -> response model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from server import metrics
+from server.errors import ERROR_RESPONSES, APIError
+from server.protocol import (
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    CompletionChoice,
+    CompletionRequest,
+    CompletionResponse,
+    DeltaMessage,
+    Health,
+    ModelCard,
+    ModelList,
+    ResponseMessage,
+    new_id,
+)
+from server.serving import (
+    ChoiceEvent,
+    Prepared,
+    RunState,
+    Serving,
+    record_choice_metrics,
+    watch_disconnect,
+)
+
+router = APIRouter()
+
+
+def get_serving(request: Request) -> Serving:
+    state = request.app.state
+    serving = getattr(state, "serving", None)
+    if serving is None:
+        raise APIError(503, "the model is still loading; retry shortly "
+                       "(GET /health says when it is ready)",
+                       headers={"Retry-After": "5"})
+    if state.engine_dead():
+        raise APIError(503, "the inference engine has stopped; restart the server")
+    return serving
+
+
+ServingDep = Annotated[Serving, Depends(get_serving)]
+
+
+def _sse(payload: Any) -> str:
+    data = payload.model_dump_json(exclude_none=True) if hasattr(payload, "model_dump_json") \
+        else json.dumps(payload)
+    return f"data: {data}\n\n"
+
+
+async def _events(serving: Serving, prepared: Prepared, rid: str,
+                  state: RunState) -> AsyncIterator[ChoiceEvent]:
+    """Engine events with vLLM's exceptions mapped to API errors."""
+    from vllm.exceptions import VLLMClientError
+    from vllm.v1.engine.exceptions import EngineDeadError
+
+    try:
+        async for event in serving.run_choices(prepared, rid, state):
+            yield event
+    except VLLMClientError as exc:
+        raise APIError(400, str(exc), getattr(exc, "parameter", None)) from None
+    except EngineDeadError:
+        raise APIError(503, "the inference engine has stopped; restart the server") from None
+    except ValueError as exc:  # vLLM's input checks
+        raise APIError(400, str(exc)) from None
+
+
+async def _collect(serving: Serving, prepared: Prepared, rid: str, request: Request,
+                   n: int) -> RunState:
+    """Run a non-streaming request to the end; abort it if the client leaves."""
+    state = RunState()
+
+    async def consume() -> None:
+        async for _ in _events(serving, prepared, rid, state):
+            pass
+
+    task = asyncio.create_task(consume())
+    watcher = asyncio.create_task(watch_disconnect(request.is_disconnected, task))
+    try:
+        await task
+    except asyncio.CancelledError:
+        await serving.abort(rid)
+        raise
+    finally:
+        watcher.cancel()
+    return state
+
+
+def _stream(gen: AsyncIterator[str], first: str | None) -> StreamingResponse:
+    async def body() -> AsyncIterator[str]:
+        if first is not None:
+            yield first
+        async for item in gen:
+            yield item
+
+    return StreamingResponse(body(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache"})
+
+
+async def _prime(gen: AsyncIterator[str]) -> str | None:
+    """Pull the first SSE item so that errors before any output become HTTP errors."""
+    try:
+        return await gen.__anext__()
+    except StopAsyncIteration:
+        return None
+
+
+async def _stream_lines(serving: Serving, prepared: Prepared, rid: str, n: int,
+                        include_usage: bool, chunk: Callable[[list, Any], Any],
+                        delta: Callable[[ChoiceEvent], Any],
+                        started: float) -> AsyncIterator[str]:
+    state = RunState()
+    finished = False
+    metrics.IN_FLIGHT.inc()
+    try:
+        async for event in _events(serving, prepared, rid, state):
+            yield _sse(chunk([delta(event)], None))
+        if include_usage:
+            yield _sse(chunk([], state.usage()))
+        yield "data: [DONE]\n\n"
+        finished = True
+    except APIError as exc:
+        if state.first_token_at is None:
+            raise  # nothing sent yet: becomes a normal HTTP error via _prime
+        yield _sse(exc.body())
+        yield "data: [DONE]\n\n"
+        finished = True
+    finally:
+        metrics.IN_FLIGHT.dec()
+        if not finished:  # client went away or the server is stopping
+            await serving.abort(rid)
+        _observe(state, started)
+
+
+def _observe(state: RunState, started: float) -> None:
+    if state.first_token_at is not None:
+        metrics.TTFT.observe(state.first_token_at - started)
+    metrics.LATENCY.observe(time.perf_counter() - started)
+    record_choice_metrics(state)
+
+
+def _rid(request: Request) -> str:
+    return getattr(request.state, "request_id", None) or new_id("req")
+
+
+# ---------------------------------------------------------------------- chat
+@router.post("/v1/chat/completions", response_model=ChatCompletionResponse,
+             responses=ERROR_RESPONSES)
+async def chat_completions(body: ChatCompletionRequest, request: Request,
+                           serving: ServingDep) -> Response:
+    started = time.perf_counter()
+    prompt = serving.chat_prompt(body)
+    ids = serving.model.tokenizer.encode(prompt, add_special_tokens=False)
+    prepared = serving.prepare(body, prompt, ids, "messages")
+    rid = _rid(request)
+    cid, created, name = "chatcmpl-" + rid, int(time.time()), serving.model.name
+
+    if body.stream:
+        def chunk(choices: list, usage: Any) -> ChatCompletionChunk:
+            return ChatCompletionChunk(id=cid, created=created, model=name, choices=choices,
+                                       usage=usage)
+
+        roles_sent: set[int] = set()
+
+        def delta(ev: ChoiceEvent) -> ChatChunkChoice:
+            first = ev.index not in roles_sent
+            roles_sent.add(ev.index)
+            return ChatChunkChoice(index=ev.index, finish_reason=ev.finish_reason,
+                                   delta=DeltaMessage(
+                                       role="assistant" if first else None,
+                                       content=ev.content or None,
+                                       reasoning=ev.reasoning or None,
+                                       reasoning_content=ev.reasoning or None))
+
+        include = bool(body.stream_options and body.stream_options.include_usage)
+        gen = _stream_lines(serving, prepared, rid, body.n, include, chunk, delta, started)
+        return _stream(gen, await _prime(gen))
+
+    metrics.IN_FLIGHT.inc()
+    try:
+        state = await _collect(serving, prepared, rid, request, body.n)
+    finally:
+        metrics.IN_FLIGHT.dec()
+    _observe(state, started)
+    choices = []
+    for index in sorted(state.choices):
+        c = state.choices[index]
+        reasoning = c.splitter.reasoning_text if c.splitter.state is not None else None
+        choices.append(ChatChoice(index=index, finish_reason=c.finish_reason,
+                                  message=ResponseMessage(content=c.splitter.content_text,
+                                                          reasoning=reasoning,
+                                                          reasoning_content=reasoning)))
+    resp = ChatCompletionResponse(id=cid, created=created, model=name, choices=choices,
+                                  usage=state.usage())
+    return JSONResponse(resp.model_dump())
+
+
+# --------------------------------------------------------------- completions
+@router.post("/v1/completions", response_model=CompletionResponse, responses=ERROR_RESPONSES)
+async def completions(body: CompletionRequest, request: Request,
+                      serving: ServingDep) -> Response:
+    started = time.perf_counter()
+    prompt_text, ids = serving.completion_prompt(body)
+    prepared = serving.prepare(body, prompt_text, ids, "prompt")
+    rid = _rid(request)
+    cid, created, name = "cmpl-" + rid, int(time.time()), serving.model.name
+    echo = (prompt_text or "") if body.echo else ""
+
+    if body.stream:
+        def chunk(choices: list, usage: Any) -> CompletionResponse:
+            return CompletionResponse(id=cid, created=created, model=name, choices=choices,
+                                      usage=usage)
+
+        echoed: set[int] = set()
+
+        def delta(ev: ChoiceEvent) -> CompletionChoice:
+            text = ev.content
+            if echo and ev.index not in echoed:
+                echoed.add(ev.index)
+                text = echo + text
+            return CompletionChoice(index=ev.index, text=text, finish_reason=ev.finish_reason,
+                                    reasoning=ev.reasoning or None,
+                                    reasoning_content=ev.reasoning or None)
+
+        include = bool(body.stream_options and body.stream_options.include_usage)
+        gen = _stream_lines(serving, prepared, rid, body.n, include, chunk, delta, started)
+        return _stream(gen, await _prime(gen))
+
+    metrics.IN_FLIGHT.inc()
+    try:
+        state = await _collect(serving, prepared, rid, request, body.n)
+    finally:
+        metrics.IN_FLIGHT.dec()
+    _observe(state, started)
+    choices = []
+    for index in sorted(state.choices):
+        c = state.choices[index]
+        reasoning = c.splitter.reasoning_text if c.splitter.state is not None else None
+        choices.append(CompletionChoice(index=index, text=echo + c.splitter.content_text,
+                                        finish_reason=c.finish_reason, reasoning=reasoning,
+                                        reasoning_content=reasoning))
+    resp = CompletionResponse(id=cid, created=created, model=name, choices=choices,
+                              usage=state.usage())
+    return JSONResponse(resp.model_dump())
+
+
+# -------------------------------------------------------------------- others
+@router.get("/v1/models", response_model=ModelList, responses=ERROR_RESPONSES)
+async def list_models(serving: ServingDep) -> ModelList:
+    m = serving.model
+    return ModelList(data=[ModelCard(id=m.name, root=serving.settings.model,
+                                     max_model_len=m.max_model_len,
+                                     thinking_format=m.format_tokens.fmt.name
+                                     if m.format_tokens else None)])
+
+
+@router.get("/health", response_model=Health, responses={503: {"model": Health}})
+async def health(request: Request) -> JSONResponse:
+    state = request.app.state
+    if state.engine_dead():
+        return JSONResponse(Health(status="dead", detail=state.load_error).model_dump(),
+                            status_code=503)
+    if getattr(state, "serving", None) is None:
+        return JSONResponse(Health(status="loading").model_dump(), status_code=503)
+    return JSONResponse(Health(status="ok").model_dump())
+
+
+@router.get("/metrics", response_class=Response)
+async def prometheus_metrics() -> Response:
+    return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,0 +1,318 @@
+"""Engine-facing request logic: protocol model in, engine request out, response back.
+
+One path serves chat and completions, streamed or not:
+``prepare`` validates the budget against the context window and builds the
+engine request (prompt ids + ``SamplingParams`` carrying the budget);
+``run_choices`` drives the engine and splits each choice into reasoning and
+answer with :class:`~server.reasoning.ChoiceSplitter`, which replays the same
+state machine the engine's logits processor ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from server import metrics
+from server.budget import BudgetError, BudgetSpec, check_budget_values
+from server.engine import ModelInfo
+from server.errors import APIError, bad_request
+from server.protocol import ChatCompletionRequest, CompletionRequest, _SamplingFields
+from server.reasoning import ChoiceSplitter
+from server.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Prepared:
+    """An engine request ready to submit."""
+
+    prompt_ids: list[int]
+    sampling_params: Any
+    spec: BudgetSpec | None  # active or not; None without a thinking format
+    stop: list[str]
+
+
+@dataclass
+class ChoiceEvent:
+    index: int
+    reasoning: str = ""
+    content: str = ""
+    finish_reason: str | None = None
+
+
+@dataclass
+class ChoiceResult:
+    splitter: ChoiceSplitter
+    tokens: int = 0
+    finish_reason: str | None = None
+
+
+@dataclass
+class RunState:
+    """Accumulates one request's results while it streams."""
+
+    prompt_tokens: int = 0
+    choices: dict[int, ChoiceResult] = field(default_factory=dict)
+    first_token_at: float | None = None
+
+    def usage(self) -> dict:
+        completion = sum(c.tokens for c in self.choices.values())
+        reasoning = sum(c.splitter.reasoning_tokens for c in self.choices.values())
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": completion,
+            "total_tokens": self.prompt_tokens + completion,
+            "completion_tokens_details": {"reasoning_tokens": reasoning},
+        }
+
+
+class Serving:
+    """Turns validated requests into engine calls. One instance per server."""
+
+    def __init__(self, engine: Any, model: ModelInfo, settings: Settings) -> None:
+        self.engine = engine
+        self.model = model
+        self.settings = settings
+        self._continuations: dict[str, tuple[int, ...]] = {}
+
+    # ----------------------------------------------------------------- prompts
+    def chat_prompt(self, req: ChatCompletionRequest) -> str:
+        messages = [{"role": m.role if m.role != "developer" else "system", "content": m.text()}
+                    for m in req.messages]
+        tok = self.model.tokenizer
+        try:
+            prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                             **(req.chat_template_kwargs or {}))
+        except Exception as exc:
+            raise bad_request(f"the chat template could not render these messages: {exc}",
+                              "messages") from None
+        ft = self.model.format_tokens
+        if ft is not None and ft.fmt.start and not ft.prompt_opens(prompt):
+            # As the s1 evaluation does: open the thinking block after the assistant header.
+            prompt += ft.fmt.start
+        return prompt
+
+    def completion_prompt(self, req: CompletionRequest) -> tuple[str | None, list[int]]:
+        prompt = req.prompt
+        if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
+            if len(prompt) != 1:
+                raise bad_request("send one prompt per request (got a list of "
+                                  f"{len(prompt)}); batch by sending requests concurrently",
+                                  "prompt")
+            prompt = prompt[0]
+        if isinstance(prompt, str):
+            return prompt, self.model.tokenizer.encode(prompt, add_special_tokens=False)
+        if not prompt:
+            raise bad_request("prompt is empty", "prompt")
+        if any(t < 0 or t >= self.model.vocab_size for t in prompt):
+            raise bad_request(f"prompt token ids must lie in [0, {self.model.vocab_size})",
+                              "prompt")
+        return self.model.tokenizer.decode(prompt), list(prompt)
+
+    # ------------------------------------------------------------------ budget
+    def _budget(self, req: _SamplingFields) -> tuple[int | None, int | None]:
+        lo, hi = req.thinking_min, req.thinking_max
+        d_lo, d_hi = self.settings.default_thinking_min, self.settings.default_thinking_max
+        if lo is None and d_lo is not None:
+            lo = d_lo if hi is None else min(d_lo, hi)
+        if hi is None and d_hi is not None:
+            hi = d_hi if lo is None else max(d_hi, lo)
+        try:
+            check_budget_values(lo, hi)
+        except BudgetError as exc:
+            raise bad_request(str(exc), exc.param) from None
+        return lo, hi
+
+    def _continuation_ids(self, text: str) -> tuple[int, ...]:
+        ids = self._continuations.get(text)
+        if ids is None:
+            ids = tuple(self.model.tokenizer.encode(text, add_special_tokens=False))
+            if len(self._continuations) < 1024:
+                self._continuations[text] = ids
+        return ids
+
+    def prepare(self, req: _SamplingFields, prompt_text: str | None,
+                prompt_ids: list[int], prompt_param: str) -> Prepared:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        from server.logits_processor import budget_extra_args
+
+        if req.model is not None and req.model != self.model.name:
+            raise APIError(404, f"model {req.model!r} does not exist; this server serves "
+                           f"{self.model.name!r} (see GET /v1/models)", "model")
+        if req.n > self.settings.max_n:
+            raise bad_request(f"n={req.n} is above this server's limit {self.settings.max_n}",
+                              "n")
+        unknown = req.unknown_fields()
+        if unknown:
+            logger.debug("ignoring unknown request fields: %s", ", ".join(unknown))
+
+        lo, hi = self._budget(req)
+        ft = self.model.format_tokens
+        if (lo is not None or hi is not None) and ft is None:
+            raise bad_request("this model has no thinking format, so thinking_min/thinking_max "
+                              "cannot be enforced; start the server with --thinking-format "
+                              "(s1, deepseek-r1, qwen3 or custom)", "thinking_max"
+                              if hi is not None else "thinking_min")
+        spec: BudgetSpec | None = None
+        if ft is not None:
+            cont_text = req.thinking_continuation or self.settings.thinking_continuation
+            opens = ft.prompt_opens(prompt_text) if prompt_text is not None else True
+            try:
+                spec = ft.spec(thinking_min=lo, thinking_max=hi,
+                               continuation_ids=self._continuation_ids(cont_text),
+                               prompt_opens=opens)
+            except BudgetError as exc:
+                raise bad_request(str(exc), exc.param) from None
+
+        room = self.model.max_model_len - len(prompt_ids)
+        if room < 1:
+            raise bad_request(f"the prompt is {len(prompt_ids)} tokens, which leaves no room in "
+                              f"the {self.model.max_model_len}-token context; shorten it",
+                              prompt_param)
+        max_tokens = self._max_tokens(req, spec, room)
+
+        logit_bias = None
+        if req.logit_bias:
+            try:
+                logit_bias = {int(k): float(v) for k, v in req.logit_bias.items()}
+            except ValueError:
+                raise bad_request("logit_bias keys must be token ids (integers as strings)",
+                                  "logit_bias") from None
+            if any(k < 0 or k >= self.model.vocab_size for k in logit_bias):
+                raise bad_request(f"logit_bias token ids must lie in [0, {self.model.vocab_size})",
+                                  "logit_bias")
+            if any(not -100 <= v <= 100 for v in logit_bias.values()):
+                raise bad_request("logit_bias values must lie in [-100, 100]", "logit_bias")
+        stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
+        if any(not s for s in stop):
+            raise bad_request("stop strings must be non-empty", "stop")
+        kwargs: dict[str, Any] = dict(
+            n=req.n,
+            temperature=1.0 if req.temperature is None else req.temperature,
+            max_tokens=max_tokens,
+            seed=req.seed,
+            stop=stop or None,
+            logit_bias=logit_bias,
+            ignore_eos=req.ignore_eos,
+            output_kind=RequestOutputKind.DELTA,
+        )
+        for name in ("top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
+                     "repetition_penalty"):
+            value = getattr(req, name)
+            if value is not None:
+                kwargs[name] = value
+        if spec is not None and spec.active:
+            kwargs["extra_args"] = budget_extra_args(spec, req.seed)
+        try:
+            params = SamplingParams(**kwargs)
+        except (ValueError, TypeError) as exc:
+            raise bad_request(str(exc)) from None
+        return Prepared(prompt_ids, params, spec, stop)
+
+    def _max_tokens(self, req: _SamplingFields, spec: BudgetSpec | None, room: int) -> int:
+        hi = spec.thinking_max if spec else None
+        lo = spec.thinking_min if spec else None
+        forced = (len(spec.end_ids) + len(spec.answer_prefix_ids)) if spec else 0
+        need = None
+        if hi is not None:
+            need, what = hi + forced + 1, f"thinking_max ({hi})"
+        elif lo:
+            need, what = lo + len(spec.end_ids) + 1, f"thinking_min ({lo})"
+        if req.max_tokens is not None:
+            if need is not None and req.max_tokens < need:
+                raise bad_request(
+                    f"max_tokens ({req.max_tokens}) leaves no room for an answer after "
+                    f"{what}: max_tokens counts thinking and answer together; raise it to at "
+                    f"least {need} or lower the thinking budget", "max_tokens")
+            if req.max_tokens > room:
+                raise bad_request(
+                    f"max_tokens ({req.max_tokens}) plus the prompt exceed the "
+                    f"{self.model.max_model_len}-token context: at most {room} tokens fit",
+                    "max_tokens")
+            return req.max_tokens
+        if need is not None and need > room:
+            raise bad_request(f"{what} plus an answer does not fit in the context left after "
+                              f"the prompt ({room} tokens); lower the budget or shorten the "
+                              "prompt", "thinking_max" if hi is not None else "thinking_min")
+        if hi is not None:
+            return min(room, hi + forced + self.settings.answer_allowance)
+        return room
+
+    # -------------------------------------------------------------- generation
+    async def run_choices(self, prepared: Prepared, request_id: str,
+                          state: RunState) -> AsyncIterator[ChoiceEvent]:
+        """Drive the engine; yield text deltas per choice; fill ``state``."""
+        from vllm.inputs import TokensPrompt
+
+        state.prompt_tokens = len(prepared.prompt_ids)
+        tokenizer = self.model.tokenizer
+        stream = self.engine.generate(TokensPrompt(prompt_token_ids=prepared.prompt_ids),
+                                      prepared.sampling_params, request_id)
+        async for output in stream:
+            for comp in output.outputs:
+                choice = state.choices.get(comp.index)
+                if choice is None:
+                    choice = ChoiceResult(ChoiceSplitter(prepared.spec, tokenizer))
+                    state.choices[comp.index] = choice
+                new = list(comp.token_ids)
+                if new and state.first_token_at is None:
+                    state.first_token_at = time.perf_counter()
+                choice.tokens += len(new)
+                delta = choice.splitter.push(new)
+                finish = None
+                if comp.finish_reason is not None:
+                    tail = choice.splitter.flush()
+                    delta.reasoning += tail.reasoning
+                    delta.content += tail.content
+                    finish = "length" if comp.finish_reason == "length" else "stop"
+                    choice.finish_reason = finish
+                    if isinstance(comp.stop_reason, str):
+                        delta = _trim_stop(choice.splitter, delta, comp.stop_reason)
+                if delta.reasoning or delta.content or finish:
+                    yield ChoiceEvent(comp.index, delta.reasoning, delta.content, finish)
+
+    async def abort(self, request_id: str) -> None:
+        try:
+            await self.engine.abort(request_id)
+        except Exception:  # the engine may be gone already; nothing left to free
+            logger.debug("abort of %s failed", request_id, exc_info=True)
+
+
+def _trim_stop(splitter: ChoiceSplitter, delta: Any, stop: str) -> Any:
+    """vLLM cut the text at a stop string but kept its token: cut our text the same way."""
+    for attr, text_attr in (("content", "content_text"), ("reasoning", "reasoning_text")):
+        full = getattr(splitter, text_attr)
+        cut = full.rfind(stop)
+        if cut < 0:
+            continue
+        removed = len(full) - cut
+        setattr(splitter, text_attr, full[:cut])
+        piece = getattr(delta, attr)
+        setattr(delta, attr, piece[:max(0, len(piece) - removed)])
+        break
+    return delta
+
+
+async def watch_disconnect(is_disconnected: Any, task: asyncio.Task) -> None:
+    """Cancel ``task`` when the client goes away (non-streaming requests)."""
+    while not task.done():
+        if await is_disconnected():
+            task.cancel()
+            return
+        await asyncio.sleep(0.25)
+
+
+def record_choice_metrics(state: RunState) -> None:
+    for choice in state.choices.values():
+        metrics.THINKING_TOKENS.observe(choice.splitter.reasoning_tokens)
+        sp = choice.splitter
+        answer = sp.state.answer if sp.state is not None else choice.tokens
+        metrics.ANSWER_TOKENS.observe(answer)

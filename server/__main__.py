@@ -12,8 +12,6 @@ import os
 import signal
 from collections.abc import Iterator
 
-GRACE_SECONDS = 30
-
 
 def main(argv: list[str] | None = None) -> None:
     from server.settings import load_settings
@@ -42,8 +40,8 @@ def main(argv: list[str] | None = None) -> None:
                     signal.signal(sig, handler)
 
     config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
-                            log_level=settings.log_level,
-                            timeout_graceful_shutdown=GRACE_SECONDS)
+                            log_level=settings.log_level, access_log=False,
+                            timeout_graceful_shutdown=settings.shutdown_grace_s)
     Server(config).run()
 
 

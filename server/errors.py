@@ -17,6 +17,7 @@ _TYPES = {
     404: "not_found_error",
     413: "invalid_request_error",
     429: "rate_limit_error",
+    504: "timeout_error",
     500: "internal_server_error",
     503: "service_unavailable_error",
 }
@@ -27,6 +28,7 @@ class ErrorInfo(BaseModel):
     type: str
     param: str | None = None
     code: int | str | None = None
+    request_id: str | None = None
 
 
 class ErrorResponse(BaseModel):
@@ -44,16 +46,16 @@ class APIError(Exception):
         self.param = param
         self.headers = headers or {}
 
-    def body(self) -> dict:
+    def body(self, request_id: str | None = None) -> dict:
         info = ErrorInfo(message=self.message, type=_TYPES.get(self.status, "api_error"),
-                         param=self.param, code=self.status)
+                         param=self.param, code=self.status, request_id=request_id)
         return ErrorResponse(error=info).model_dump()
 
     def response(self, request_id: str | None = None) -> JSONResponse:
         headers = dict(self.headers)
         if request_id:
             headers["x-request-id"] = request_id
-        return JSONResponse(self.body(), status_code=self.status, headers=headers)
+        return JSONResponse(self.body(request_id), status_code=self.status, headers=headers)
 
 
 def bad_request(message: str, param: str | None = None) -> APIError:
@@ -63,5 +65,5 @@ def bad_request(message: str, param: str | None = None) -> APIError:
 # Declared on routes so /openapi.json tells clients what can fail.
 ERROR_RESPONSES: dict[int | str, dict] = {
     code: {"model": ErrorResponse, "description": HTTPStatus(code).phrase}
-    for code in (400, 401, 404, 413, 503)
+    for code in (400, 401, 404, 413, 429, 503, 504)
 }

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
@@ -33,13 +34,13 @@ from server.protocol import (
     ModelCard,
     ModelList,
     ResponseMessage,
-    new_id,
 )
 from server.serving import (
     ChoiceEvent,
     Prepared,
     RunState,
     Serving,
+    Ticket,
     record_choice_metrics,
     watch_disconnect,
 )
@@ -81,12 +82,17 @@ async def _events(serving: Serving, prepared: Prepared, rid: str,
         raise APIError(400, str(exc), getattr(exc, "parameter", None)) from None
     except EngineDeadError:
         raise APIError(503, "the inference engine has stopped; restart the server") from None
+    except TimeoutError:
+        await serving.abort(rid)
+        limit = serving.settings.request_timeout_s
+        raise APIError(504, f"the request ran past its {limit:g} s deadline and was aborted; "
+                       "ask for fewer tokens or raise the server's --request-timeout-s") from None
     except ValueError as exc:  # vLLM's input checks
         raise APIError(400, str(exc)) from None
 
 
-async def _collect(serving: Serving, prepared: Prepared, rid: str, request: Request,
-                   n: int) -> RunState:
+async def _collect(serving: Serving, prepared: Prepared, rid: str,
+                   request: Request) -> RunState:
     """Run a non-streaming request to the end; abort it if the client leaves."""
     state = RunState()
 
@@ -108,10 +114,13 @@ async def _collect(serving: Serving, prepared: Prepared, rid: str, request: Requ
 
 def _stream(gen: AsyncIterator[str], first: str | None) -> StreamingResponse:
     async def body() -> AsyncIterator[str]:
-        if first is not None:
-            yield first
-        async for item in gen:
-            yield item
+        try:
+            if first is not None:
+                yield first
+            async for item in gen:
+                yield item
+        finally:  # on disconnect too: runs the generator's cleanup (abort, release) now
+            await gen.aclose()
 
     return StreamingResponse(body(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache"})
@@ -125,13 +134,12 @@ async def _prime(gen: AsyncIterator[str]) -> str | None:
         return None
 
 
-async def _stream_lines(serving: Serving, prepared: Prepared, rid: str, n: int,
+async def _stream_lines(serving: Serving, prepared: Prepared, rid: str, ticket: Ticket,
                         include_usage: bool, chunk: Callable[[list, Any], Any],
                         delta: Callable[[ChoiceEvent], Any],
                         started: float) -> AsyncIterator[str]:
     state = RunState()
     finished = False
-    metrics.IN_FLIGHT.inc()
     try:
         async for event in _events(serving, prepared, rid, state):
             yield _sse(chunk([delta(event)], None))
@@ -142,11 +150,11 @@ async def _stream_lines(serving: Serving, prepared: Prepared, rid: str, n: int,
     except APIError as exc:
         if state.first_token_at is None:
             raise  # nothing sent yet: becomes a normal HTTP error via _prime
-        yield _sse(exc.body())
+        yield _sse(exc.body(rid))
         yield "data: [DONE]\n\n"
         finished = True
     finally:
-        metrics.IN_FLIGHT.dec()
+        ticket.release()
         if not finished:  # client went away or the server is stopping
             await serving.abort(rid)
         _observe(state, started)
@@ -160,7 +168,19 @@ def _observe(state: RunState, started: float) -> None:
 
 
 def _rid(request: Request) -> str:
-    return getattr(request.state, "request_id", None) or new_id("req")
+    """The engine request id: the HTTP request id plus a suffix, so that two clients
+    sending the same x-request-id never collide inside the engine."""
+    base = getattr(request.state, "request_id", None) or "req"
+    return f"{base}-{uuid.uuid4().hex[:8]}"
+
+
+async def _start_stream(gen: AsyncIterator[str], ticket: Ticket) -> StreamingResponse:
+    try:
+        first = await _prime(gen)
+    except BaseException:
+        ticket.release()
+        raise
+    return _stream(gen, first)
 
 
 # ---------------------------------------------------------------------- chat
@@ -193,14 +213,12 @@ async def chat_completions(body: ChatCompletionRequest, request: Request,
                                        reasoning_content=ev.reasoning or None))
 
         include = bool(body.stream_options and body.stream_options.include_usage)
-        gen = _stream_lines(serving, prepared, rid, body.n, include, chunk, delta, started)
-        return _stream(gen, await _prime(gen))
+        ticket = serving.admit(body.n)
+        gen = _stream_lines(serving, prepared, rid, ticket, include, chunk, delta, started)
+        return await _start_stream(gen, ticket)
 
-    metrics.IN_FLIGHT.inc()
-    try:
-        state = await _collect(serving, prepared, rid, request, body.n)
-    finally:
-        metrics.IN_FLIGHT.dec()
+    with serving.admit(body.n):
+        state = await _collect(serving, prepared, rid, request)
     _observe(state, started)
     choices = []
     for index in sorted(state.choices):
@@ -243,14 +261,12 @@ async def completions(body: CompletionRequest, request: Request,
                                     reasoning_content=ev.reasoning or None)
 
         include = bool(body.stream_options and body.stream_options.include_usage)
-        gen = _stream_lines(serving, prepared, rid, body.n, include, chunk, delta, started)
-        return _stream(gen, await _prime(gen))
+        ticket = serving.admit(body.n)
+        gen = _stream_lines(serving, prepared, rid, ticket, include, chunk, delta, started)
+        return await _start_stream(gen, ticket)
 
-    metrics.IN_FLIGHT.inc()
-    try:
-        state = await _collect(serving, prepared, rid, request, body.n)
-    finally:
-        metrics.IN_FLIGHT.dec()
+    with serving.admit(body.n):
+        state = await _collect(serving, prepared, rid, request)
     _observe(state, started)
     choices = []
     for index in sorted(state.choices):

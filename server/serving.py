@@ -28,6 +28,29 @@ from server.settings import Settings
 logger = logging.getLogger(__name__)
 
 
+class Ticket:
+    """An admitted request's share of the in-flight limits; release exactly once."""
+
+    def __init__(self, serving: Serving, n: int) -> None:
+        self.serving, self.n, self.live = serving, n, True
+        serving.in_flight += 1
+        serving.sequences += n
+        metrics.IN_FLIGHT.inc()
+
+    def release(self) -> None:
+        if self.live:
+            self.live = False
+            self.serving.in_flight -= 1
+            self.serving.sequences -= self.n
+            metrics.IN_FLIGHT.dec()
+
+    def __enter__(self) -> Ticket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 @dataclass
 class Prepared:
     """An engine request ready to submit."""
@@ -79,10 +102,28 @@ class Serving:
         self.engine = engine
         self.model = model
         self.settings = settings
+        self.in_flight = 0  # generation requests admitted and not finished
+        self.sequences = 0  # their sequences (n per request)
         self._continuations: dict[str, tuple[int, ...]] = {}
+
+    # --------------------------------------------------------------- admission
+    def admit(self, n: int) -> Ticket:
+        """Reserve room for a request of ``n`` sequences, or answer 429."""
+        s = self.settings
+        retry = {"Retry-After": "1"}
+        if self.in_flight >= s.max_in_flight:
+            raise APIError(429, f"the server is at its limit of {s.max_in_flight} requests in "
+                           "flight; retry after a second", headers=retry)
+        if self.sequences + n - s.max_num_seqs > s.max_waiting:
+            raise APIError(429, f"more than {s.max_waiting} sequences are already waiting for "
+                           "the engine; retry after a second", headers=retry)
+        return Ticket(self, n)
 
     # ----------------------------------------------------------------- prompts
     def chat_prompt(self, req: ChatCompletionRequest) -> str:
+        if len(req.messages) > self.settings.max_messages:
+            raise bad_request(f"{len(req.messages)} messages; at most "
+                              f"{self.settings.max_messages} are accepted", "messages")
         messages = [{"role": m.role if m.role != "developer" else "system", "content": m.text()}
                     for m in req.messages]
         tok = self.model.tokenizer
@@ -181,6 +222,9 @@ class Serving:
 
         logit_bias = None
         if req.logit_bias:
+            if len(req.logit_bias) > self.settings.max_logit_bias:
+                raise bad_request(f"logit_bias has {len(req.logit_bias)} entries; at most "
+                                  f"{self.settings.max_logit_bias} are accepted", "logit_bias")
             try:
                 logit_bias = {int(k): float(v) for k, v in req.logit_bias.items()}
             except ValueError:
@@ -192,8 +236,12 @@ class Serving:
             if any(not -100 <= v <= 100 for v in logit_bias.values()):
                 raise bad_request("logit_bias values must lie in [-100, 100]", "logit_bias")
         stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
-        if any(not s for s in stop):
-            raise bad_request("stop strings must be non-empty", "stop")
+        limits = self.settings
+        if len(stop) > limits.max_stop:
+            raise bad_request(f"at most {limits.max_stop} stop strings are accepted", "stop")
+        if any(not s or len(s) > limits.max_stop_chars for s in stop):
+            raise bad_request(f"stop strings must be 1 to {limits.max_stop_chars} characters",
+                              "stop")
         kwargs: dict[str, Any] = dict(
             n=req.n,
             temperature=1.0 if req.temperature is None else req.temperature,
@@ -256,7 +304,17 @@ class Serving:
         tokenizer = self.model.tokenizer
         stream = self.engine.generate(TokensPrompt(prompt_token_ids=prepared.prompt_ids),
                                       prepared.sampling_params, request_id)
-        async for output in stream:
+        timeout = self.settings.request_timeout_s
+        deadline = time.monotonic() + timeout if timeout else None
+        while True:
+            try:
+                if deadline is None:
+                    output = await anext(stream)
+                else:  # raises TimeoutError; cancelling the engine stream aborts the request
+                    output = await asyncio.wait_for(anext(stream),
+                                                    max(0.0, deadline - time.monotonic()))
+            except StopAsyncIteration:
+                break
             for comp in output.outputs:
                 choice = state.choices.get(comp.index)
                 if choice is None:

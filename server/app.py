@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from server import metrics
 from server.engine import describe_model, prepare_environment, start_engine
@@ -65,6 +66,12 @@ def create_app(settings: Settings) -> FastAPI:
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
         return exc.response(getattr(request.state, "request_id", None))
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        # Starlette's own errors (unparsable body, unknown route, wrong method), in our shape.
+        error = APIError(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
+        return error.response(getattr(request.state, "request_id", None))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from server.budget import BudgetError, check_budget_values
 
@@ -58,12 +58,12 @@ class Settings(BaseSettings):
     # -- HTTP
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(8000, ge=0, le=65535, description="Port to bind (0: any free port).")
-    api_keys: list[str] = Field(default_factory=list, description="Accepted API keys "
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Accepted API keys "
                                 "(comma-separated in the env var). Empty: no auth.")
     api_key_file: Path | None = Field(None, description="File with one API key per line.")
     auth_exempt_health: bool = Field(True, description="Serve /health and /metrics "
                                      "without an API key.")
-    cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins "
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Allowed CORS origins "
                                     "(comma-separated; '*' for any). Empty: CORS off.")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest request body.")
     max_n: int = Field(16, ge=1, description="Largest 'n' accepted.")

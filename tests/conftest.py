@@ -44,3 +44,20 @@ def tiny_s1_open() -> Path:
     from training.tiny import build_tiny_checkpoint
 
     return build_tiny_checkpoint(CACHE / "tiny-s1-open", "s1-open")
+
+
+API_KEY = "test-key"
+API_MODEL = "tiny"
+
+
+@pytest.fixture(scope="session")
+def api_server(tiny_s1_open):
+    """One real server for the API tests: tiny s1 model, an API key, a 64 KiB body limit."""
+    from tests.server_proc import ServerProcess
+
+    proc = ServerProcess(tiny_s1_open, "--api-keys", API_KEY, "--served-model-name", API_MODEL,
+                         "--max-body-bytes", "65536")
+    try:
+        yield proc.wait_ready()
+    finally:
+        assert proc.stop() == 0, "SIGTERM must exit 0"

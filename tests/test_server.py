@@ -14,23 +14,17 @@ import httpx
 import openai
 import pytest
 
-from tests.server_proc import ServerProcess
+from tests.conftest import API_KEY as KEY
+from tests.conftest import API_MODEL as MODEL
 
 pytestmark = pytest.mark.engine
-KEY = "test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-MODEL = "tiny"
 MSG = [{"role": "user", "content": "How many r in raspberry?"}]
 
 
 @pytest.fixture(scope="module")
-def server(tiny_s1_open):
-    proc = ServerProcess(tiny_s1_open, "--api-keys", KEY, "--served-model-name", MODEL,
-                         "--max-body-bytes", "65536")
-    try:
-        yield proc.wait_ready()
-    finally:
-        assert proc.stop() == 0, "SIGTERM must exit 0"
+def server(api_server):
+    return api_server
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +39,9 @@ def end_token_id(tiny_s1_open) -> int:
     return AutoTokenizer.from_pretrained(tiny_s1_open).convert_tokens_to_ids("<|im_start|>")
 
 
-def post(server, path: str, body: dict, **kw) -> httpx.Response:
-    return httpx.post(server.base_url + path, json=body, headers=AUTH, timeout=120, **kw)
+def post(server, path: str, body: dict, headers: dict | None = None) -> httpx.Response:
+    return httpx.post(server.base_url + path, json=body, headers={**AUTH, **(headers or {})},
+                      timeout=120)
 
 
 def metric(server, name: str) -> float:

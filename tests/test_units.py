@@ -1,0 +1,97 @@
+"""Pure unit tests: settings, format detection, the text splitter, engine counters."""
+
+from __future__ import annotations
+
+import pytest
+
+from server import engine_counters
+from server.budget import BudgetError
+from server.formats import FORMATS, FormatTokens, detect_format, get_format
+from server.reasoning import ChoiceSplitter
+from server.settings import Settings, load_settings
+
+
+def test_settings_env_and_flags(monkeypatch):
+    monkeypatch.setenv("S1_API_KEYS", "a, b")
+    monkeypatch.setenv("S1_DEFAULT_THINKING_MAX", "64")
+    s = load_settings(["--port", "9001", "--enforce-eager", "--cors-origins", "*"])
+    assert s.api_keys == ["a", "b"] and s.default_thinking_max == 64
+    assert s.port == 9001 and s.enforce_eager is True and s.cors_origins == ["*"]
+
+
+def test_settings_errors_say_what_to_fix():
+    with pytest.raises(SystemExit, match="--port"):
+        load_settings(["--port", "99999"])
+    with pytest.raises(SystemExit, match="thinking_min"):
+        load_settings(["--default-thinking-min", "9", "--default-thinking-max", "3"])
+
+
+def test_settings_model_name():
+    assert Settings().model_name == "s1-demo"
+    assert Settings(model="org/some-model").model_name == "org/some-model"
+    assert Settings(served_model_name="x").model_name == "x"
+
+
+def test_detect_formats(tiny_s1, tiny_think, tiny_s1_open):
+    from transformers import AutoTokenizer
+
+    assert detect_format(AutoTokenizer.from_pretrained(tiny_s1_open)).name == "s1"
+    assert detect_format(AutoTokenizer.from_pretrained(tiny_think)).name == "deepseek-r1"
+    # The s1 models ship Qwen2.5's plain template: only the name tells.
+    plain = AutoTokenizer.from_pretrained(tiny_s1)
+    plain.chat_template = plain.chat_template.replace("<|im_start|>think", "")
+    assert detect_format(plain, "some/dir/qwen-base") is None
+    assert detect_format(plain, "simplescaling/s1.1-32B").name == "s1"
+
+
+def test_get_format_overrides_and_errors():
+    assert get_format("s1", answer_prefix="").answer_prefix == ""
+    assert get_format("custom", start="<t>", end="</t>").end == "</t>"
+    with pytest.raises(BudgetError, match="choose one of"):
+        get_format("nope")
+    with pytest.raises(BudgetError, match="end delimiter"):
+        get_format("custom")
+
+
+def test_splitter_separates_reasoning_and_answer(tiny_s1_open):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_s1_open)
+    stop = {tok.convert_tokens_to_ids("<|im_end|>")}
+    ft = FormatTokens.build(FORMATS["s1"], tok, stop)
+    spec = ft.spec(thinking_min=None, thinking_max=None,
+                   continuation_ids=tok.encode("Wait", add_special_tokens=False),
+                   prompt_opens=True)
+    text = "count the r letters\n<|im_start|>answer\nAnswer: 3<|im_end|>"
+    ids = tok.encode(text, add_special_tokens=False)
+    whole = ChoiceSplitter(spec, tok)
+    whole.push(ids)
+    whole.flush()
+    streamed = ChoiceSplitter(spec, tok)
+    parts = [streamed.push([t]) for t in ids]
+    assert whole.reasoning_text == "count the r letters\n"
+    assert whole.content_text == "Answer: 3"
+    assert "".join(p.reasoning for p in parts) == whole.reasoning_text
+    assert "".join(p.content for p in parts) == whole.content_text
+    assert whole.reasoning_tokens == len(tok.encode("count the r letters\n",
+                                                    add_special_tokens=False))
+
+
+def test_engine_counters_cross_process(tmp_path):
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_bump, args=(str(tmp_path), n)) for n in (3, 4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+    totals = engine_counters.read_counters(tmp_path)
+    assert totals["forced_ends"] == 7 and totals["forced_continuations"] == 14
+
+
+def _bump(directory: str, n: int) -> None:
+    writer = engine_counters.CounterWriter(directory)
+    for _ in range(n):
+        writer.add(engine_counters.FORCED_ENDS)
+        writer.add(engine_counters.FORCED_CONTINUATIONS, 2)

@@ -52,10 +52,9 @@ class APIError(Exception):
         return ErrorResponse(error=info).model_dump()
 
     def response(self, request_id: str | None = None) -> JSONResponse:
-        headers = dict(self.headers)
-        if request_id:
-            headers["x-request-id"] = request_id
-        return JSONResponse(self.body(request_id), status_code=self.status, headers=headers)
+        # The x-request-id header itself is added to every response by the middleware.
+        return JSONResponse(self.body(request_id), status_code=self.status,
+                            headers=dict(self.headers))
 
 
 def bad_request(message: str, param: str | None = None) -> APIError:

@@ -70,7 +70,8 @@ def spec_from_params(params: SamplingParams) -> tuple[BudgetSpec, int | None] | 
     if not isinstance(payload, dict):
         raise BudgetError(f"extra_args[{EXTRA_ARGS_KEY!r}] must be a dict, got {type(payload)}")
     spec = BudgetSpec.from_dict(payload)
-    seed = payload.get("seed", params.seed)
+    # vLLM gives each of n > 1 children its own seed (seed + index): prefer it.
+    seed = params.seed if params.seed is not None else payload.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise BudgetError(f"the budget seed must be an integer, got {seed!r}", "seed")
     return (spec, seed) if spec.active else None

@@ -258,7 +258,7 @@ class Serving:
             if value is not None:
                 kwargs[name] = value
         if spec is not None and spec.active:
-            kwargs["extra_args"] = budget_extra_args(spec, req.seed)
+            kwargs["extra_args"] = budget_extra_args(spec)
         try:
             params = SamplingParams(**kwargs)
         except (ValueError, TypeError) as exc:

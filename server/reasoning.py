@@ -83,10 +83,6 @@ class ChoiceSplitter:
     def reasoning_tokens(self) -> int:
         return self.state.thinking if self.state else 0
 
-    @property
-    def hit_max(self) -> bool:
-        return bool(self.state and self.state.hit_max)
-
     def push(self, tokens: list[int]) -> Delta:
         out = Delta()
         for tok in tokens:

@@ -1,0 +1,94 @@
+"""The answer cache that makes a sweep resumable: one JSON line per (question, setting).
+
+Every finished request is appended to ``<out>/cache.jsonl`` and flushed at
+once, so a run that is interrupted (Ctrl-C, a crash, a dead server) loses at
+most the requests in flight; the next run with the same settings skips what
+is there. A record is reused only when the *run signature* matches (model,
+sampling, token limits, system prompt: everything that changes the answer
+besides the budget) and the rendered prompt is the same (its hash is part of
+the key), so changing ``--temperature`` or the choice seed never mixes old
+answers in. The signature does not include the server address: use one
+``--out`` directory per endpoint when comparing servers that share a model
+name. Grading is not cached: it is redone from the stored answer text on
+every run, so a grader fix applies without regenerating. A torn last line
+(killed mid-write) is ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+
+def digest(obj: Any) -> str:
+    """A short stable hash of a JSON-able object."""
+    blob = json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@dataclass
+class Record:
+    """One generation of one question under one setting, as stored."""
+
+    signature: str
+    question_id: str
+    prompt_hash: str
+    setting: str
+    method: str
+    value: int
+    thinking_min: int | None
+    thinking_max: int | None
+    thinking_tokens: int
+    thinking_source: str  # "reasoning_tokens" (exact, from usage) or "completion_tokens"
+    completion_tokens: int
+    finish_reason: str | None
+    answer: str
+    reasoning: str | None
+    extended: bool | None = None  # waits rounds: whether this round really suppressed an end
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.question_id, self.setting, self.prompt_hash)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Record:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+class Cache:
+    """Records of one run signature, loaded from and appended to a jsonl file."""
+
+    def __init__(self, path: str | Path, signature: str, *, fresh: bool = False) -> None:
+        self.path = Path(path)
+        self.signature = signature
+        self.records: dict[tuple[str, str, str], Record] = {}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not fresh and self.path.exists():
+            self._load()
+
+    def _load(self) -> None:
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                data = json.loads(line)
+                record = Record.from_json(data)
+            except (ValueError, TypeError):
+                continue  # a torn line from an interrupted write, or a foreign line
+            if record.signature == self.signature:
+                self.records[record.key] = record
+
+    def get(self, question_id: str, setting: str, prompt_hash: str) -> Record | None:
+        return self.records.get((question_id, setting, prompt_hash))
+
+    def put(self, record: Record) -> None:
+        self.records[record.key] = record
+        line = json.dumps(asdict(record), ensure_ascii=False)
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+            fh.flush()
+
+    def __len__(self) -> int:
+        return len(self.records)

@@ -1,0 +1,141 @@
+"""``s1-eval``: sweep thinking budgets on a benchmark file and report the s1 metrics.
+
+    s1-eval --data aime24.jsonl --base-url http://127.0.0.1:8000 --api-key KEY \\
+            --thinking-max 512,1024,2048,4096 --waits 4 --out runs/aime24
+
+Writes ``<out>/results.json`` (per-setting accuracy and mean thinking tokens,
+Control / Scaling / Performance per method, every graded answer),
+``<out>/scaling.png`` and ``<out>/cache.jsonl`` (rerun the same command to
+resume). Greedy (temperature 0) by default, as in the paper. Exit status: 0
+done, 1 some requests failed (rerun to retry them), 2 bad arguments or no
+server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+from client import APIConnectionError, AsyncClient, S1Error
+from evals.benchmarks import FORMATS, load_benchmark
+from evals.cache import Cache
+from evals.plot import plot_scaling
+from evals.report import build_report, format_table, write_json
+from evals.runner import RunConfig, Runner
+from evals.settings import build_sweep, parse_ints
+
+DESCRIPTION = ("Sweep thinking budgets on a local benchmark file against a running server and "
+               "report accuracy, mean thinking tokens and the s1 paper's Control, Scaling and "
+               "Performance (results.json, scaling.png; cache.jsonl makes reruns resume).")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="s1-eval", description=DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = p.add_argument_group("benchmark")
+    data.add_argument("--data", required=True, help="jsonl / json / csv / parquet file")
+    data.add_argument("--format", default="auto", choices=("auto", *FORMATS),
+                      help="column layout (default: detected from the columns)")
+    data.add_argument("--limit", type=int, help="only the first N questions")
+    data.add_argument("--choice-seed", type=int, default=0,
+                      help="seed of the multiple-choice shuffle (default 0)")
+    data.add_argument("--prompt-template", default="{question}",
+                      help="user message around the question (default: the question alone)")
+    data.add_argument("--system", help="system message (default: the chat template's)")
+    server = p.add_argument_group("server")
+    server.add_argument("--base-url", help="default $S1_BASE_URL or http://127.0.0.1:8000")
+    server.add_argument("--api-key", help="default $S1_API_KEY")
+    server.add_argument("--model", help="model name (default: the server's first model)")
+    server.add_argument("--concurrency", type=int, default=8, help="requests in flight")
+    server.add_argument("--request-timeout", type=float, default=3600.0,
+                        help="seconds per request (default 3600)")
+    sweep = p.add_argument_group("sweep")
+    sweep.add_argument("--thinking-max", help="budget forcing: comma-separated maxima")
+    sweep.add_argument("--thinking-min", help="extrapolation: comma-separated minima")
+    sweep.add_argument("--waits", type=int,
+                       help="ignore end-of-thinking 0..K times (see evals.settings)")
+    sweep.add_argument("--thinking-cap", type=int,
+                       help="thinking_max sent with --thinking-min and --waits runs")
+    sweep.add_argument("--max-tokens", type=int, help="max_tokens (thinking + answer)")
+    sweep.add_argument("--temperature", type=float, default=0.0, help="default 0 (greedy)")
+    sweep.add_argument("--top-p", type=float)
+    sweep.add_argument("--seed", type=int)
+    out = p.add_argument_group("output")
+    out.add_argument("--out", default="s1-eval-out", help="output directory")
+    out.add_argument("--refresh", action="store_true", help="ignore cached answers")
+    out.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+async def _resolve_model(client: AsyncClient, model: str | None) -> str | None:
+    """The model to ask for: the given one, else the server's first (None if unlisted)."""
+    try:
+        served = await client.models()
+    except APIConnectionError:
+        raise
+    except S1Error:
+        return model
+    return model or (served[0].id if served else None)
+
+
+async def _run(args: argparse.Namespace) -> int:
+    settings = build_sweep(parse_ints(args.thinking_max, "--thinking-max"),
+                           parse_ints(args.thinking_min, "--thinking-min"),
+                           args.waits, args.thinking_cap)
+    bench = load_benchmark(args.data, args.format, choice_seed=args.choice_seed,
+                           limit=args.limit, template=args.prompt_template)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    async with AsyncClient(args.base_url, args.api_key, model=args.model,
+                           timeout=args.request_timeout) as client:
+        try:
+            model = await _resolve_model(client, args.model)
+        except APIConnectionError as exc:
+            print(f"s1-eval: cannot reach the server: {exc}", file=sys.stderr)
+            return 2
+        config = RunConfig(model=model, temperature=args.temperature, top_p=args.top_p,
+                           seed=args.seed, max_tokens=args.max_tokens,
+                           thinking_cap=args.thinking_cap, system=args.system)
+        cache = Cache(out / "cache.jsonl", config.signature(), fresh=args.refresh)
+        from tqdm import tqdm
+
+        with tqdm(total=len(bench.questions) * len(settings), desc=f"s1-eval {bench.name}",
+                  unit="req", disable=args.no_progress, dynamic_ncols=True) as bar:
+            runner = Runner(client, config, cache, concurrency=args.concurrency, progress=bar)
+            sweep = await runner.run(bench.questions, settings)
+    meta = {"created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "base_url": client.base_url, "model": model,
+            "config": {**asdict(config), "concurrency": args.concurrency,
+                       "choice_seed": args.choice_seed, "prompt_template": args.prompt_template},
+            "requests_sent": sweep.requested}
+    report = build_report(bench, settings, sweep, meta)
+    write_json(report, out / "results.json")
+    plot_scaling(report, out / "scaling.png")
+    print(format_table(report))
+    print(f"\nwrote {out / 'results.json'}, {out / 'scaling.png'} ({sweep.requested} new "
+          f"requests, cache {out / 'cache.jsonl'})")
+    if sweep.failures:
+        print(f"s1-eval: {len(sweep.failures)} request(s) failed; rerun the same command to "
+              f"retry them. First: {sweep.failures[0]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return asyncio.run(_run(args))
+    except (ValueError, OSError) as exc:
+        print(f"s1-eval: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("s1-eval: interrupted; rerun the same command to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""Grades a sweep and summarises it: per-setting rows, per-method metrics, the results JSON.
+
+Grading happens here, from the stored answer text, every time (see
+:mod:`evals.cache`). Accuracy counts an ungradable answer as not correct and
+reports how many there were; a question whose request failed is *missing*,
+not wrong, and its setting is marked incomplete.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from client.grading import extract_answer, grade
+from evals import metrics
+from evals.benchmarks import Benchmark
+from evals.cache import Record
+from evals.runner import SweepResult
+from evals.settings import LABELS, METHODS, Setting
+
+
+@dataclass
+class Row:
+    """One setting's results."""
+
+    method: str
+    setting: str
+    value: int
+    n: int
+    missing: int
+    correct: int
+    ungradable: int
+    accuracy: float | None
+    mean_thinking_tokens: float | None
+    control: float | None
+    extended: int | None  # waits rounds: questions where an end was really suppressed
+
+
+@dataclass
+class Graded:
+    """One record with its grade (what the results JSON lists per question)."""
+
+    question_id: str
+    setting: str
+    gold: str
+    extracted: str | None
+    correct: bool | None
+    thinking_tokens: int
+    thinking_min: int | None
+    thinking_max: int | None
+    thinking_source: str
+    finish_reason: str | None
+
+
+def grade_record(record: Record, gold: str, kind: str) -> Graded:
+    extracted = extract_answer(record.answer)
+    return Graded(question_id=record.question_id, setting=record.setting, gold=gold,
+                  extracted=extracted, correct=grade(extracted, gold, kind),  # type: ignore[arg-type]
+                  thinking_tokens=record.thinking_tokens, thinking_min=record.thinking_min,
+                  thinking_max=record.thinking_max, thinking_source=record.thinking_source,
+                  finish_reason=record.finish_reason)
+
+
+def _row(s: Setting, graded: list[Graded], records: list[Record], total: int) -> Row:
+    n = len(graded)
+    correct = sum(g.correct is True for g in graded)
+    return Row(method=s.method, setting=s.key, value=s.value, n=n, missing=total - n,
+               correct=correct, ungradable=sum(g.correct is None for g in graded),
+               accuracy=metrics.accuracy(correct, n),
+               mean_thinking_tokens=sum(g.thinking_tokens for g in graded) / n if n else None,
+               control=metrics.control(_runs(graded)),
+               extended=(sum(bool(r.extended) for r in records)
+                         if s.method == "waits" and s.value > 0 else None))
+
+
+def _runs(graded: list[Graded]) -> list[tuple[float, float | None, float | None]]:
+    return [(g.thinking_tokens, g.thinking_min, g.thinking_max) for g in graded]
+
+
+def _method_summary(rows: list[Row], graded: list[Graded]) -> dict[str, Any]:
+    points = [(r.mean_thinking_tokens, r.accuracy) for r in rows
+              if r.mean_thinking_tokens is not None and r.accuracy is not None]
+    by_setting = [_runs([g for g in graded if g.setting == r.setting]) for r in rows]
+    return {"label": LABELS[rows[0].method], "settings": [r.setting for r in rows],
+            "points": [[x, y] for x, y in points],
+            "control": metrics.control(_runs(graded)),
+            "control_settings": metrics.control_by_setting(by_setting),
+            "scaling": metrics.scaling(points),
+            "performance": metrics.performance(points)}
+
+
+def build_report(bench: Benchmark, settings: Sequence[Setting], sweep: SweepResult,
+                 meta: dict[str, Any]) -> dict[str, Any]:
+    """The whole results document (what ``results.json`` holds)."""
+    by_id = {q.id: q for q in bench.questions}
+    rows: list[Row] = []
+    graded_all: list[Graded] = []
+    per_method: dict[str, tuple[list[Row], list[Graded]]] = {}
+    for s in settings:
+        records = [sweep.records[(q.id, s.key)] for q in bench.questions
+                   if (q.id, s.key) in sweep.records]
+        graded = [grade_record(r, by_id[r.question_id].gold, by_id[r.question_id].kind)
+                  for r in records]
+        row = _row(s, graded, records, len(bench.questions))
+        rows.append(row)
+        graded_all += graded
+        m_rows, m_graded = per_method.setdefault(s.method, ([], []))
+        m_rows.append(row)
+        m_graded += graded
+    methods = {m: _method_summary(*per_method[m]) for m in METHODS if m in per_method}
+    return {
+        **meta,
+        "benchmark": {"name": bench.name, "path": bench.path, "format": bench.format,
+                      "questions": len(bench.questions)},
+        "complete": not sweep.failures and all(r.missing == 0 for r in rows),
+        "failures": sweep.failures,
+        "units": {"accuracy": "%", "control": "%", "performance": "%",
+                  "mean_thinking_tokens": "tokens",
+                  "scaling": "accuracy points per 1000 thinking tokens"},
+        "settings": [asdict(r) for r in rows],
+        "methods": methods,
+        "questions": [asdict(g) for g in graded_all],
+    }
+
+
+def write_json(report: dict[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """The per-setting and per-method tables as plain text."""
+    lines = [f"{'setting':<20} {'n':>4} {'acc %':>6} {'ungr.':>5} {'mean think':>10} "
+             f"{'control %':>9}"]
+    for r in report["settings"]:
+        lines.append(f"{r['setting']:<20} {r['n']:>4} {_fmt(r['accuracy']):>6} "
+                     f"{r['ungradable']:>5} {_fmt(r['mean_thinking_tokens']):>10} "
+                     f"{_fmt(r['control']):>9}")
+    lines.append("")
+    lines.append(f"{'method':<14} {'control %':>9} {'scaling':>8} {'performance %':>13}")
+    for name, m in report["methods"].items():
+        lines.append(f"{name:<14} {_fmt(m['control']):>9} {_fmt(m['scaling'], 2):>8} "
+                     f"{_fmt(m['performance']):>13}")
+    lines.append("(scaling: accuracy points per 1000 thinking tokens)")
+    return "\n".join(lines)

@@ -1,0 +1,174 @@
+"""Runs a sweep against a server: concurrent requests, cached answers, a progress bar.
+
+Each (question, setting) is one chat request through :class:`client.AsyncClient`
+(retries on 429/503 and dropped connections come from the client). At most
+``concurrency`` requests are in flight. Answers already in the cache are not
+requested again. ``waits`` settings run as a chain per question (round k needs
+round k-1's thinking length; see :mod:`evals.settings`), the chains of
+different questions in parallel. A failed request is reported and left out of
+the cache, so rerunning the same command retries only what is missing.
+
+Thinking tokens come from ``usage.completion_tokens_details.reasoning_tokens``
+(exact on s1-serve). Other OpenAI-compatible servers may omit it or send 0
+while returning thinking text; then the completion tokens (thinking and
+answer together) are used instead, an upper bound, and the record says so
+(``thinking_source``). Control then measures that upper bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from client import AsyncClient, ChatResult, S1Error
+from evals.benchmarks import Question
+from evals.cache import Cache, Record, digest
+from evals.settings import Setting
+
+
+class Progress(Protocol):
+    def update(self, n: int = 1) -> Any: ...
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything besides the budget that shapes an answer (part of the cache signature)."""
+
+    model: str | None = None
+    temperature: float = 0.0
+    top_p: float | None = None
+    seed: int | None = None
+    max_tokens: int | None = None
+    thinking_cap: int | None = None
+    system: str | None = None
+
+    def signature(self) -> str:
+        return digest({"model": self.model, "temperature": self.temperature,
+                       "top_p": self.top_p, "seed": self.seed, "max_tokens": self.max_tokens,
+                       "thinking_cap": self.thinking_cap, "system": self.system})
+
+
+@dataclass
+class SweepResult:
+    """The records of the sweep (cached and new) and the requests that failed."""
+
+    records: dict[tuple[str, str], Record] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    requested: int = 0  # requests actually sent (cache misses)
+
+
+def thinking_tokens(result: ChatResult) -> tuple[int, str]:
+    """Thinking tokens of a reply and where the number came from (see module doc)."""
+    usage = result.raw.get("usage") or {}
+    details = usage.get("completion_tokens_details") or {}
+    exact = details.get("reasoning_tokens")
+    if isinstance(exact, int) and (exact > 0 or not (result.reasoning or "").strip()):
+        return exact, "reasoning_tokens"
+    return result.usage.completion_tokens, "completion_tokens"
+
+
+class Runner:
+    """One client, one config, one cache; :meth:`run` does a whole sweep."""
+
+    def __init__(self, client: AsyncClient, config: RunConfig, cache: Cache, *,
+                 concurrency: int = 8, progress: Progress | None = None) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        self.client = client
+        self.config = config
+        self.cache = cache
+        self.progress = progress
+        self._slots = asyncio.Semaphore(concurrency)
+        self._out = SweepResult()
+
+    async def run(self, questions: list[Question], settings: list[Setting]) -> SweepResult:
+        self._out = SweepResult()
+        waits = sorted(s for s in settings if s.method == "waits")
+        jobs = [self._one(q, s) for q in questions for s in settings if s.method != "waits"]
+        if waits:
+            jobs += [self._chain(q, waits) for q in questions]
+        await asyncio.gather(*jobs)
+        return self._out
+
+    # ------------------------------------------------------------------ jobs
+    async def _one(self, q: Question, s: Setting) -> None:
+        if s.method == "thinking_max":
+            await self._get(q, s, None, s.value)
+        else:  # thinking_min
+            await self._get(q, s, s.value, self.config.thinking_cap)
+
+    async def _chain(self, q: Question, rounds: list[Setting]) -> None:
+        previous: Record | None = None
+        for i, s in enumerate(rounds):
+            if s.value == 0:
+                previous = await self._get(q, s, None, self.config.thinking_cap)
+            elif previous is None:  # an earlier round failed: nothing to extend
+                self._out.failures.append(f"{q.id} {s.key}: skipped, round "
+                                          f"{rounds[i - 1].value} failed")
+                self._tick()
+            elif self._extendable(previous):
+                previous = await self._get(q, s, previous.thinking_tokens + 1,
+                                           self.config.thinking_cap, extended=True)
+            else:
+                previous = self._reuse(q, s, previous)
+
+    def _extendable(self, record: Record) -> bool:
+        """Whether the model ended thinking itself, so that the end can be suppressed.
+
+        Thinking ended when tokens followed it (completion > thinking tokens), and the
+        model ended it (not the server) when it stopped short of the cap. The count must
+        be exact for ``thinking_min = L + 1`` to land on the end attempt.
+        """
+        cap = self.config.thinking_cap
+        return (record.thinking_source == "reasoning_tokens"
+                and record.completion_tokens > record.thinking_tokens
+                and (cap is None or record.thinking_tokens < cap))
+
+    def _reuse(self, q: Question, s: Setting, previous: Record) -> Record:
+        record = replace(previous, setting=s.key, value=s.value, extended=False)
+        if self.cache.get(q.id, s.key, record.prompt_hash) is None:
+            self.cache.put(record)
+        self._keep(q, s, record)
+        return record
+
+    # --------------------------------------------------------------- request
+    async def _get(self, q: Question, s: Setting, tmin: int | None, tmax: int | None,
+                   extended: bool | None = None) -> Record | None:
+        prompt_hash = digest(q.prompt)
+        cached = self.cache.get(q.id, s.key, prompt_hash)
+        if cached is not None and cached.thinking_min == tmin and cached.thinking_max == tmax:
+            self._keep(q, s, cached)
+            return cached
+        async with self._slots:
+            self._out.requested += 1
+            try:
+                result = await self._chat(q, tmin, tmax)
+            except S1Error as exc:
+                self._out.failures.append(f"{q.id} {s.key}: {exc}")
+                self._tick()
+                return None
+        tokens, source = thinking_tokens(result)
+        record = Record(signature=self.cache.signature, question_id=q.id,
+                        prompt_hash=prompt_hash, setting=s.key, method=s.method, value=s.value,
+                        thinking_min=tmin, thinking_max=tmax, thinking_tokens=tokens,
+                        thinking_source=source, completion_tokens=result.usage.completion_tokens,
+                        finish_reason=result.finish_reason, answer=result.answer,
+                        reasoning=result.reasoning, extended=extended)
+        self.cache.put(record)
+        self._keep(q, s, record)
+        return record
+
+    async def _chat(self, q: Question, tmin: int | None, tmax: int | None) -> ChatResult:
+        c = self.config
+        return await self.client.chat(q.prompt, model=c.model, system=c.system, thinking_min=tmin,
+                                      thinking_max=tmax, temperature=c.temperature,
+                                      top_p=c.top_p, seed=c.seed, max_tokens=c.max_tokens)
+
+    def _keep(self, q: Question, s: Setting, record: Record) -> None:
+        self._out.records[(q.id, s.key)] = record
+        self._tick()
+
+    def _tick(self) -> None:
+        if self.progress is not None:
+            self.progress.update(1)

@@ -1,0 +1,99 @@
+"""The sweep: which budget settings to run, one line (method) per kind of control.
+
+Three methods, each a line in the plot and a set A of budgets in the metrics:
+
+- ``thinking_max`` (budget forcing, maximum side): ``thinking_max = N``; the
+  server forces the end of thinking at N tokens. Bounds for Control: [0, N].
+- ``thinking_min`` (extrapolation by a token minimum): ``thinking_min = N``
+  (and ``thinking_max = cap`` when ``--thinking-cap`` is given); an attempt to
+  end thinking earlier is replaced by ``Wait``. Bounds: [N, cap].
+- ``waits`` (the paper's "ignore end-of-thinking K times"), approximated with
+  thinking_min, per question, as a chain of requests:
+
+  * round 0 runs unforced (only the cap) and yields the natural thinking
+    length L0 (thinking tokens before the model's first end attempt);
+  * round k sends ``thinking_min = L(k-1) + 1``. The server counts thinking
+    tokens without the end delimiter, so the model's end attempt at position
+    L(k-1) falls below the minimum and is replaced by ``Wait``; the ``Wait``
+    itself lifts the count past the minimum, so the next attempt is allowed.
+    With greedy decoding the text up to L(k-1) is the same as in round k-1
+    (every earlier attempt was suppressed there too), so round k has exactly
+    k suppressions, like the paper's loop, in one request.
+
+  Honest limits of the mapping:
+
+  * it is exact only for greedy decoding (and server numerics that do not
+    change with the batch). With sampling, s1-serve decides whether an end
+    attempt below the minimum "happened" with its own per-step draw, not the
+    sampler's, so round k can suppress an attempt earlier than round k-1's
+    end, and the text then differs from there on: the number of ``Wait``s is
+    then not guaranteed to be k (thinking_min is still honoured);
+  * the continuation string is the server's (``Wait`` by default);
+  * when round k-1's thinking did not end by itself (it reached the cap, or
+    ``max_tokens`` ran out inside it) there is no end to suppress, so round k
+    reuses round k-1's result, marked ``extended: false``;
+  * it needs exact thinking-token counts (``reasoning_tokens`` in the usage),
+    so against servers without them only round 0 is run for real.
+
+  ``--waits K`` runs rounds 0..K, each a setting of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Method = Literal["thinking_max", "thinking_min", "waits"]
+METHODS: tuple[Method, ...] = ("thinking_max", "thinking_min", "waits")
+LABELS = {"thinking_max": "budget forcing (thinking_max)",
+          "thinking_min": "extrapolation (thinking_min)",
+          "waits": "extrapolation (ignore end K times, 'Wait')"}
+
+
+@dataclass(frozen=True, order=True)
+class Setting:
+    """One point of the sweep: a method and its value (N tokens, or K waits)."""
+
+    method: Method
+    value: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.method}={self.value}"
+
+
+def parse_ints(text: str | None, what: str) -> list[int]:
+    """``"512,1024, 2048"`` -> [512, 1024, 2048]; ValueError on anything else."""
+    if text is None or not text.strip():
+        return []
+    values = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            value = int(part)
+        except ValueError:
+            raise ValueError(f"{what}: {part!r} is not an integer") from None
+        if value < 0:
+            raise ValueError(f"{what}: {value} is negative")
+        values.append(value)
+    return sorted(set(values))
+
+
+def build_sweep(thinking_max: list[int], thinking_min: list[int], waits: int | None,
+                cap: int | None) -> list[Setting]:
+    """Every setting to run; with nothing asked for, one unforced run (``waits=0``)."""
+    if cap is not None:
+        too_big = [v for v in thinking_min if v > cap]
+        if too_big:
+            raise ValueError(f"--thinking-min {too_big} exceed --thinking-cap {cap}")
+    settings = [Setting("thinking_max", v) for v in thinking_max]
+    settings += [Setting("thinking_min", v) for v in thinking_min]
+    if waits is None and not settings:
+        waits = 0
+    if waits is not None:
+        if waits < 0:
+            raise ValueError("--waits must be >= 0")
+        settings += [Setting("waits", k) for k in range(waits + 1)]
+    return settings

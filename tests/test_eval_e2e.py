@@ -1,0 +1,76 @@
+"""s1-eval end to end against the real server (tiny random model, shared ``api_server``).
+
+The model is random, so accuracy is meaningless here; what is checked is what
+the evaluation promises whatever the model: every request goes through the
+real engine, the budgets are respected (Control is 100 % for every method),
+results.json and the PNG plot are written, and a rerun is served from the
+cache without a single request. Greedy, as in the paper. The waits chain needs
+a model that ends its thinking by itself, which the tiny model only does when
+sampling, so that part runs seeded-sampled and checks the mapping's
+invariants (see evals.settings for why sampling makes it approximate).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from evals.cli import main
+from tests.conftest import API_KEY
+
+pytestmark = pytest.mark.engine
+
+DATA = Path(__file__).parent / "data"
+
+
+def _args(server, out: Path, *extra: str) -> list[str]:
+    return ["--data", str(DATA / "aime24_sample.jsonl"), "--base-url", server.base_url,
+            "--api-key", API_KEY, "--concurrency", "4", "--out", str(out), "--no-progress",
+            *extra]
+
+
+def test_sweep_against_the_real_server(api_server, tmp_path: Path) -> None:
+    sweep = ("--thinking-max", "8,16,32", "--thinking-min", "24", "--waits", "1",
+             "--thinking-cap", "48", "--max-tokens", "96")
+    assert main(_args(api_server, tmp_path, *sweep)) == 0
+    report = json.loads((tmp_path / "results.json").read_text())
+    assert report["complete"] and report["model"] == "tiny"
+    rows = {r["setting"]: r for r in report["settings"]}
+    # 4 questions x 5 settings, plus waits=1 where round 0 ended before the cap
+    assert report["requests_sent"] == 4 * 5 + rows["waits=1"]["extended"]
+    assert set(rows) == {"thinking_max=8", "thinking_max=16", "thinking_max=32",
+                         "thinking_min=24", "waits=0", "waits=1"}
+    assert all(r["n"] == 4 and r["control"] == 100.0 for r in rows.values())
+    for m in report["methods"].values():
+        assert m["control"] == 100.0 and m["control_settings"] == 100.0
+    for q in report["questions"]:
+        if q["thinking_max"] is not None:
+            assert q["thinking_tokens"] <= q["thinking_max"]
+        if q["thinking_min"] is not None:
+            assert q["thinking_tokens"] >= q["thinking_min"]
+        assert q["thinking_source"] == "reasoning_tokens"
+    assert report["methods"]["thinking_max"]["points"][0][0] <= 8
+    assert (tmp_path / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "scaling.png").stat().st_size > 5000
+    # resume: the same command again sends nothing and reports the same numbers
+    assert main(_args(api_server, tmp_path, *sweep)) == 0
+    again = json.loads((tmp_path / "results.json").read_text())
+    assert again["requests_sent"] == 0 and again["settings"] == report["settings"]
+
+
+def test_waits_chain_on_the_real_server(api_server, tmp_path: Path) -> None:
+    sampled = ("--waits", "1", "--thinking-cap", "400", "--max-tokens", "600",
+               "--temperature", "1", "--seed", "3", "--limit", "1")
+    assert main(_args(api_server, tmp_path, *sampled)) == 0
+    records = {r["setting"]: r for r in map(json.loads, (tmp_path / "cache.jsonl").open())}
+    r0, r1 = records["waits=0"], records["waits=1"]
+    if r0["thinking_tokens"] >= 400:
+        pytest.skip("the tiny model did not end its thinking by itself under this seed")
+    assert r1["extended"] is True
+    assert r1["thinking_min"] == r0["thinking_tokens"] + 1
+    assert r1["thinking_tokens"] >= r1["thinking_min"]
+    assert r1["reasoning"].count("Wait") > r0["reasoning"].count("Wait")
+    report = json.loads((tmp_path / "results.json").read_text())
+    assert report["methods"]["waits"]["control"] == 100.0

@@ -1,0 +1,277 @@
+"""s1-eval without an engine: benchmark files, the sweep, the cache and the CLI.
+
+A fake OpenAI-compatible server (an ``httpx.MockTransport``) stands in for the
+model: it "thinks" until its first end attempt at 40 tokens and then every 30
+tokens (each suppressed attempt adds a ``Wait``), honours thinking_min and
+thinking_max the way s1-serve does, and answers correctly only after 70
+thinking tokens. That makes the expected waits chain, Control, accuracy and
+resume behaviour computable by hand. The real server is exercised in
+test_eval_e2e.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import evals.cli
+from client import AsyncClient
+from evals.benchmarks import detect_format, load_benchmark, read_rows
+from evals.cache import Cache, Record
+from evals.runner import RunConfig, Runner, thinking_tokens
+from evals.settings import Setting, build_sweep, parse_ints
+
+DATA = Path(__file__).parent / "data"
+FIRST_END, STEP, KNOWS_AFTER = 40, 30, 70
+
+
+# ---------------------------------------------------------------- benchmarks
+def test_detect_published_layouts() -> None:
+    assert load_benchmark(DATA / "aime24_sample.jsonl").format == "aime"
+    assert load_benchmark(DATA / "aime24_lowercase.csv").format == "aime"
+    assert load_benchmark(DATA / "math500_sample.jsonl").format == "math500"
+    assert load_benchmark(DATA / "gpqa_diamond_sample.csv").format == "gpqa"
+    assert load_benchmark(DATA / "qa_sample.jsonl").format == "generic"
+    assert detect_format(["Problem", "Answer", "Subject", "Level"]) == "math500"
+    with pytest.raises(ValueError, match="cannot tell"):
+        detect_format(["text", "label"])
+
+
+def test_aime_and_math500_questions() -> None:
+    aime = load_benchmark(DATA / "aime24_sample.jsonl")
+    assert [q.id for q in aime.questions][:2] == ["toy-2024-I-1", "toy-2024-I-2"]
+    assert aime.questions[2].gold == "024" and aime.questions[2].kind == "integer"
+    assert aime.questions[0].prompt == "What is the sum of the first ten positive integers?"
+    lower = load_benchmark(DATA / "aime24_lowercase.csv")
+    assert [q.gold for q in lower.questions] == ["56", "9", "23"]
+    math500 = load_benchmark(DATA / "math500_sample.jsonl", limit=2)
+    assert [q.id for q in math500.questions] == ["test/prealgebra/toy-1.json",
+                                                 "test/algebra/toy-2.json"]
+    assert math500.questions[0].kind == "math"
+    forced = load_benchmark(DATA / "math500_sample.jsonl", "generic")
+    assert forced.format == "generic" and forced.questions[0].kind == "auto"
+
+
+def test_gpqa_rendering_is_shuffled_and_seeded() -> None:
+    bench = load_benchmark(DATA / "gpqa_diamond_sample.csv")
+    q = bench.questions[0]
+    assert q.id == "toy-rec-1" and q.kind == "choice"
+    head, options = q.prompt.split("\n\n")
+    assert head == "What is the chemical symbol of sodium?"
+    lines = options.split("\n")
+    assert [line[:3] for line in lines] == ["A) ", "B) ", "C) ", "D) "]
+    assert sorted(line[3:] for line in lines) == ["N", "Na", "Sd", "So"]
+    assert lines["ABCD".index(q.gold)] == f"{q.gold}) Na"
+    again = load_benchmark(DATA / "gpqa_diamond_sample.csv")
+    assert [x.prompt for x in again.questions] == [x.prompt for x in bench.questions]
+    golds = {s: tuple(x.gold for x in load_benchmark(DATA / "gpqa_diamond_sample.csv",
+                                                     choice_seed=s).questions)
+             for s in range(8)}
+    assert len(set(golds.values())) > 1  # the seed changes the letters
+    assert any(g != "D" for g in golds[0])  # the correct answer does not stay last
+
+
+def test_parquet_and_json(tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+
+    rows = read_rows(DATA / "math500_sample.jsonl")
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "math500.parquet")
+    bench = load_benchmark(tmp_path / "math500.parquet")
+    assert bench.format == "math500" and bench.questions[1].gold == "5\\sqrt{2}"
+    (tmp_path / "qa.json").write_text(json.dumps([{"question": "1+1?", "answer": "2"}]))
+    assert load_benchmark(tmp_path / "qa.json").questions[0].id == "0"
+
+
+def test_bad_files(tmp_path: Path) -> None:
+    dup = tmp_path / "dup.jsonl"
+    dup.write_text('{"id": 1, "question": "a", "answer": "1"}\n'
+                   '{"id": 1, "question": "b", "answer": "2"}\n')
+    with pytest.raises(ValueError, match="not unique"):
+        load_benchmark(dup)
+    with pytest.raises(ValueError, match="unknown format"):
+        load_benchmark(DATA / "qa_sample.jsonl", "mmlu")
+
+
+# ------------------------------------------------------------------ settings
+def test_sweep_settings() -> None:
+    assert parse_ints("2048, 512,1024,512", "x") == [512, 1024, 2048]
+    with pytest.raises(ValueError, match="not an integer"):
+        parse_ints("512,lots", "--thinking-max")
+    sweep = build_sweep([512, 1024], [256], 2, None)
+    assert [s.key for s in sweep] == ["thinking_max=512", "thinking_max=1024",
+                                      "thinking_min=256", "waits=0", "waits=1", "waits=2"]
+    assert build_sweep([], [], None, None) == [Setting("waits", 0)]
+    with pytest.raises(ValueError, match="exceed"):
+        build_sweep([], [600], None, 512)
+
+
+# ---------------------------------------------------------------- fake server
+class FakeServer:
+    """Deterministic stand-in for a budget-forcing server (see module doc)."""
+
+    def __init__(self, golds: dict[str, str], exact_usage: bool = True) -> None:
+        self.golds = golds
+        self.exact_usage = exact_usage
+        self.bodies: list[dict[str, Any]] = []
+        self.fail_prompts: set[str] = set()
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"object": "list", "data": [{"id": "fake"}]})
+        body = json.loads(request.content)
+        self.bodies.append(body)
+        prompt = body["messages"][-1]["content"]
+        if prompt in self.fail_prompts:
+            return httpx.Response(500, json={"error": {"message": "boom", "type": "server"}})
+        tmin, tmax = body.get("thinking_min") or 0, body.get("thinking_max")
+        # end attempts at 40, 70, 100, ...: the first one at or past the minimum is kept
+        think = FIRST_END if tmin <= FIRST_END else \
+            FIRST_END + STEP * math.ceil((tmin - FIRST_END) / STEP)
+        if tmax is not None and think > tmax:
+            think = tmax
+        answer = self.golds[prompt] if think >= KNOWS_AFTER else "0"
+        usage: dict[str, Any] = {"prompt_tokens": 9, "completion_tokens": think + 6,
+                                 "total_tokens": think + 15}
+        if self.exact_usage:
+            usage["completion_tokens_details"] = {"reasoning_tokens": think}
+        return httpx.Response(200, json={
+            "id": "x", "object": "chat.completion", "created": 0, "model": "fake",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "reasoning": "hmm " * think,
+                                     "content": f"Answer: {answer}"}}],
+            "usage": usage})
+
+    def client(self) -> AsyncClient:
+        http = httpx.AsyncClient(transport=httpx.MockTransport(self.handler))
+        return AsyncClient("http://fake", "k", http_client=http, max_retries=0)
+
+
+def _fake_for(path: Path) -> FakeServer:
+    bench = load_benchmark(path)
+    return FakeServer({q.prompt: q.gold for q in bench.questions})
+
+
+async def _sweep(fake: FakeServer, cache: Cache, settings: list[Setting],
+                 config: RunConfig | None = None):
+    bench = load_benchmark(DATA / "aime24_sample.jsonl")
+    async with fake.client() as client:
+        runner = Runner(client, config or RunConfig(model="fake"), cache, concurrency=3)
+        return await runner.run(bench.questions, settings)
+
+
+def test_waits_chain_and_resume(tmp_path: Path) -> None:
+    import asyncio
+
+    fake = _fake_for(DATA / "aime24_sample.jsonl")
+    settings = build_sweep([64], [], 2, None)
+    cache = Cache(tmp_path / "cache.jsonl", RunConfig(model="fake").signature())
+    result = asyncio.run(_sweep(fake, cache, settings))
+    assert not result.failures and result.requested == 4 * 4
+    rec = result.records[("toy-2024-I-1", "waits=1")]
+    # round 1 asks for one token past round 0's natural end: exactly one suppression
+    assert rec.thinking_min == FIRST_END + 1 and rec.thinking_tokens == FIRST_END + STEP
+    rec2 = result.records[("toy-2024-I-1", "waits=2")]
+    assert rec2.thinking_min == FIRST_END + STEP + 1
+    assert rec2.thinking_tokens == FIRST_END + 2 * STEP and rec2.extended is True
+    assert result.records[("toy-2024-I-1", "thinking_max=64")].thinking_tokens == 40
+    # a second run with the same settings is served from the cache file alone
+    reloaded = Cache(tmp_path / "cache.jsonl", RunConfig(model="fake").signature())
+    assert len(reloaded) == 16
+    again = asyncio.run(_sweep(fake, reloaded, settings))
+    assert again.requested == 0 and len(fake.bodies) == 16
+    # another temperature is another signature: nothing reused
+    other = Cache(tmp_path / "cache.jsonl", RunConfig(model="fake", temperature=1.0).signature())
+    assert len(other) == 0
+
+
+def test_waits_stop_at_the_cap(tmp_path: Path) -> None:
+    import asyncio
+
+    fake = _fake_for(DATA / "aime24_sample.jsonl")
+    config = RunConfig(model="fake", thinking_cap=60)
+    cache = Cache(tmp_path / "cache.jsonl", config.signature())
+    result = asyncio.run(_sweep(fake, cache, build_sweep([], [], 2, 60), config))
+    r1, r2 = (result.records[("toy-2024-I-2", f"waits={k}")] for k in (1, 2))
+    assert r1.thinking_tokens == 60 and r1.thinking_max == 60 and r1.extended is True
+    assert r2.extended is False and r2.thinking_tokens == 60  # nothing left to suppress
+    assert result.requested == 4 * 2
+
+
+def test_thinking_tokens_fallback(tmp_path: Path) -> None:
+    import asyncio
+
+    fake = _fake_for(DATA / "aime24_sample.jsonl")
+    fake.exact_usage = False  # an endpoint that does not report reasoning tokens
+    cache = Cache(tmp_path / "cache.jsonl", "sig")
+    result = asyncio.run(_sweep(fake, cache, [Setting("thinking_max", 64)]))
+    rec = result.records[("toy-2024-I-1", "thinking_max=64")]
+    assert rec.thinking_source == "completion_tokens" and rec.thinking_tokens == 40 + 6
+
+
+def test_thinking_tokens_zero_is_trusted_without_reasoning() -> None:
+    from client import ChatResult
+
+    raw = {"choices": [{"message": {"content": "Answer: 1"}, "finish_reason": "stop"}],
+           "usage": {"completion_tokens": 5,
+                     "completion_tokens_details": {"reasoning_tokens": 0}}}
+    assert thinking_tokens(ChatResult.from_api(raw)) == (0, "reasoning_tokens")
+    raw["choices"][0]["message"]["reasoning"] = "some thinking"
+    assert thinking_tokens(ChatResult.from_api(raw)) == (5, "completion_tokens")
+
+
+def test_cache_ignores_a_torn_line(tmp_path: Path) -> None:
+    path = tmp_path / "cache.jsonl"
+    cache = Cache(path, "sig")
+    rec = Record(signature="sig", question_id="q", prompt_hash="h", setting="waits=0",
+                 method="waits", value=0, thinking_min=None, thinking_max=None,
+                 thinking_tokens=3, thinking_source="reasoning_tokens", completion_tokens=5,
+                 finish_reason="stop", answer="Answer: 1", reasoning="x")
+    cache.put(rec)
+    with path.open("a") as fh:
+        fh.write('{"signature": "sig", "question_id": "q2", "prompt')  # killed mid-write
+    assert Cache(path, "sig").get("q", "waits=0", "h") == rec
+    assert len(Cache(path, "sig", fresh=True)) == 0
+
+
+# ----------------------------------------------------------------------- CLI
+def test_cli_end_to_end_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    fake = _fake_for(DATA / "aime24_sample.jsonl")
+    fake.fail_prompts = {load_benchmark(DATA / "aime24_sample.jsonl").questions[3].prompt}
+    monkeypatch.setattr(evals.cli, "AsyncClient", lambda *a, **k: fake.client())
+    out = tmp_path / "run"
+    argv = ["--data", str(DATA / "aime24_sample.jsonl"), "--thinking-max", "32,64,128",
+            "--thinking-min", "100", "--waits", "1", "--out", str(out), "--no-progress"]
+    assert evals.cli.main(argv) == 1  # one question's requests fail: reported, not cached
+    assert "failed" in capsys.readouterr().err
+    first = json.loads((out / "results.json").read_text())
+    assert first["complete"] is False and first["settings"][0]["missing"] == 1
+    fake.fail_prompts = set()
+    sent = len(fake.bodies)
+    assert evals.cli.main(argv) == 0  # the rerun only asks for what is missing
+    assert len(fake.bodies) - sent == 6  # 3 maxima + 1 minimum + 2 waits rounds, one question
+    report = json.loads((out / "results.json").read_text())
+    assert report["complete"] and report["model"] == "fake" and report["requests_sent"] == 6
+    rows = {r["setting"]: r for r in report["settings"]}
+    assert rows["thinking_max=32"]["mean_thinking_tokens"] == 32.0
+    assert rows["thinking_max=32"]["accuracy"] == 0.0
+    assert rows["thinking_min=100"]["accuracy"] == 100.0
+    assert rows["waits=1"]["mean_thinking_tokens"] == 70.0 and rows["waits=1"]["extended"] == 4
+    methods = report["methods"]
+    assert {m["control"] for m in methods.values()} == {100.0}
+    assert methods["thinking_max"]["performance"] == 0.0
+    assert methods["waits"]["scaling"] == pytest.approx(100 / 30 * 1000)
+    assert (out / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "thinking_max=128" in capsys.readouterr().out
+
+
+def test_cli_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    assert evals.cli.main(["--data", str(DATA / "qa_sample.jsonl"),
+                           "--thinking-max", "a,b"]) == 2
+    assert "not an integer" in capsys.readouterr().err

@@ -35,7 +35,7 @@ class ServerProcess:
                                      env={**os.environ, **(env or {})})
         self.first_health_status: int | None = None
 
-    def wait_ready(self, timeout: float = 240.0) -> ServerProcess:
+    def wait_ready(self, timeout: float = 600.0) -> ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -1,0 +1,101 @@
+"""Stage 5, domains: put every question in one Mathematics Subject Classification domain.
+
+Why MSC: the paper's diversity signal. s1 classified with an LLM into MSC domains and then
+sampled domains uniformly. The 63 top-level MSC 2020 areas ship with the package
+(``msc.json``). The classifier's reply must be one of the codes (``11``, ``11 Number
+theory``, ``MSC 11`` or the exact area name); anything else is retried with a reminder
+(:mod:`datasets_build.validated`) and, after ``retries``, recorded as ``unknown``.
+
+A source that already labels its questions (``label_field``, read from the metadata) is
+trusted when its label is a valid code, and only the other questions go to the model.
+``domain_source`` says which: ``label``, ``llm`` or ``unknown``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from functools import cache
+from importlib import resources
+
+from datasets_build import prompts
+from datasets_build.calls import ModelCaller, fill
+from datasets_build.config import Domains
+from datasets_build.schema import UNKNOWN_DOMAIN, Row, metadata
+from datasets_build.tables import StageStats, Table
+from datasets_build.validated import ask_validated
+
+_CODE = re.compile(r"^(?:msc(?:\s*2020)?\s*[:#]?\s*)?(\d{2})(?:\s*[-–:.)]?\s*(.*))?$",
+                   re.IGNORECASE)
+
+
+@cache
+def msc_codes() -> dict[str, str]:
+    """code -> area name, from the packaged ``msc.json``."""
+    data = json.loads(resources.files("datasets_build").joinpath("msc.json").read_text())
+    return {c["code"]: c["name"] for c in data["codes"]}
+
+
+def _norm(text: str) -> str:
+    return " ".join(re.sub(r"[^a-z0-9]+", " ", text.casefold()).split())
+
+
+def parse_code(reply: str) -> str | None:
+    """The MSC code a reply names, or None when it is not exactly one valid code."""
+    lines = [ln for ln in reply.strip().splitlines() if ln.strip()]
+    if not lines:
+        return None
+    text = lines[0].strip().strip("*_`'\"").strip().rstrip(".").strip()
+    codes = msc_codes()
+    by_name = {_norm(name): code for code, name in codes.items()}
+    if _norm(text) in by_name:
+        return by_name[_norm(text)]
+    m = _CODE.match(text)
+    if m is None or m.group(1) not in codes:
+        return None
+    name = _norm(m.group(2) or "")
+    if name and not _norm(codes[m.group(1)]).startswith(name):
+        return None  # "11 Geometry": the code and the name disagree
+    return m.group(1)
+
+
+def codes_text() -> str:
+    return "\n".join(f"{code} {name}" for code, name in msc_codes().items())
+
+
+def _labelled(row: Row, field: str | None) -> str | None:
+    if field is None:
+        return None
+    value = metadata(row).get(field)
+    return parse_code(str(value)) if value not in (None, "") else None
+
+
+async def _classify(caller: ModelCaller, cfg: Domains, row: Row) -> tuple[str, str, int]:
+    """(domain, source, model tries)."""
+    label = _labelled(row, cfg.label_field)
+    if label is not None:
+        return label, "label", 0
+    if cfg.gen is None:
+        return UNKNOWN_DOMAIN, "unknown", 0
+    prompt = fill(cfg.gen.prompt, codes=codes_text(), question=row["question"])
+    result = await ask_validated(caller, cfg.gen, prompt, f"domain:{row['id']}", parse_code,
+                                 cfg.retries, prompts.DOMAIN_REMINDER)
+    if result.value is None:
+        return UNKNOWN_DOMAIN, "unknown", result.tries
+    return result.value, "llm", result.tries
+
+
+async def run_domains(table: Table, cfg: Domains, caller: ModelCaller
+                      ) -> tuple[Table, StageStats]:
+    rows = [dict(r) for r in table.rows]
+    stats = StageStats("domains", rows_in=len(rows), rows_out=len(rows))
+    results = await caller.map(rows, lambda r: _classify(caller, cfg, r), "domains")
+    names = msc_codes()
+    for row, (domain, source, tries) in zip(rows, results, strict=True):
+        row.update(domain=domain, domain_name=names.get(domain, "unknown"),
+                   domain_source=source, domain_tries=tries)
+    stats.notes["by_source"] = dict(Counter(r["domain_source"] for r in rows))
+    stats.notes["domains"] = dict(sorted(Counter(r["domain"] for r in rows).items()))
+    stats.calls = caller.stats()
+    return Table(rows, table.meta), stats

@@ -1,0 +1,261 @@
+"""datasets_build without a model server: config checks, each stage's rules, the selection
+algorithm, the cache, and the shipped test pool (regenerated and compared).
+
+The end-to-end run against the real server is in test_datasets_build_pipeline.py.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from datasets_build import cli
+from datasets_build.cache import ResponseCache, request_key
+from datasets_build.checks import ascii_art, broken_numbering, missing_image
+from datasets_build.collect import run_collect
+from datasets_build.config import ConfigError, PreselectRule, Select, load_config
+from datasets_build.decontam import Decontaminator
+from datasets_build.domains import msc_codes, parse_code
+from datasets_build.export import S1K_COLUMNS, to_layout
+from datasets_build.judging import clean_math, free_text, machine_grade, parse_verdict
+from datasets_build.pool import EXPECTED, build_pool
+from datasets_build.selection import draw_rank, select_rows
+from datasets_build.tables import StageStats, Table, read_table, with_stage, write_table
+from datasets_build.thinking import split_thinking
+
+POOL = Path(__file__).parent / "data" / "pool"
+CONFIG = POOL / "pipeline.yaml"
+
+
+def write_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    return path
+
+
+MINIMAL = """
+endpoints:
+  m: {base_url: "http://127.0.0.1:1", model: x}
+traces:
+  teachers: [{name: t, endpoint: m}]
+"""
+
+
+# ------------------------------------------------------------------ config
+def test_pool_config_loads() -> None:
+    cfg = load_config(CONFIG)
+    assert [t.name for t in cfg.traces.teachers] == ["gemini", "deepseek"]
+    assert cfg.difficulty.tokenizer.endswith("tiny-s1-open")
+    assert cfg.collect.sources[0].path == POOL / "numina_like.jsonl"
+    assert [e.name for e in cfg.endpoints_for(["traces", "difficulty"])] == ["tiny"]
+
+
+def test_example_config_loads() -> None:
+    cfg = load_config(Path(__file__).parents[1] / "datasets_build" / "configs" / "example.yaml")
+    assert [m.name for m in cfg.difficulty.base_models] == ["qwen7b", "qwen32b"]
+    assert cfg.select.size == 1000 and len(cfg.select.preselect) == 3
+    assert "\\boxed{}" in cfg.difficulty.base_models[0].gen.prompt
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (MINIMAL + "colect: {}\n", "unknown key(s) colect"),
+    (MINIMAL.replace("endpoint: m", "endpoint: nope"), "unknown endpoint 'nope'"),
+    (MINIMAL.replace("endpoint: m}", "endpoint: m, prompt: hi}"), "must contain {question}"),
+    (MINIMAL.replace("name: t", "name: Bad-Name"), "lowercase letters"),
+    (MINIMAL + "export: {layout: s1k-2}\n", "export.layout"),
+    (MINIMAL + "select: {size: many}\n", "select.size: expected int"),
+    (MINIMAL + "workdir: ${NO_SUCH_VAR_S1}\n", "NO_SUCH_VAR_S1"),
+])
+def test_bad_config_is_reported_with_its_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_config(write_config(tmp_path, text))
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_endpoint_stops_before_any_work(tmp_path: Path, capsys,
+                                                    monkeypatch) -> None:
+    monkeypatch.setenv("S1_BASE_URL", f"http://127.0.0.1:{_closed_port()}")
+    rc = cli.main(["run", "-c", str(CONFIG), "--workdir", str(tmp_path / "w"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 3
+    assert "endpoint 'tiny'" in err and "cannot reach" in err
+    assert not (tmp_path / "w" / "01_collect.parquet").exists()
+
+
+def test_bad_config_exit_code(tmp_path: Path, capsys) -> None:
+    path = write_config(tmp_path, MINIMAL + "quality: {checks: [ascii]}\n")
+    assert cli.main(["check", "-c", str(path)]) == 2
+    assert "quality.checks: unknown ['ascii']" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------- collect rules
+def test_collect_on_the_pool_counts_every_reason(tmp_path: Path) -> None:
+    cfg = load_config(CONFIG)
+    table, stats, removed = run_collect(cfg.collect)
+    assert stats.rows_in == EXPECTED["loaded"]
+    expect = dict(EXPECTED["collect"])
+    assert stats.rows_out == len(table.rows) == expect.pop("out")
+    assert dict(stats.dropped) == expect
+    assert len(removed) == sum(expect.values())
+    assert len({r["id"] for r in table.rows}) == len(table.rows)
+    contaminated = [r for r in removed if r["reason"].startswith("contaminated")]
+    assert all("shares" in r["detail"] for r in contaminated)
+    first = table.rows[0]
+    assert first["answer"] and first["source_type"].startswith("numina_like/")
+    assert json.loads(first["metadata"])["msc"]
+
+
+def test_decontamination_uses_8_grams() -> None:
+    d = Decontaminator(8)
+    d.add("ev", ["Find the number of ordered pairs of positive integers whose sum is 10.",
+                 "What is 2 + 2?"])
+    assert d.match("Find the NUMBER of ordered pairs, of positive integers, with product 6.")
+    assert d.match("Find the number of ordered triples of positive integers.") is None
+    assert d.match("what is 2+2") is not None  # shorter than n: compared whole
+    assert d.match("What is 2 + 2 + 2?") is None
+
+
+# ---------------------------------------------------------- quality rules
+def test_formatting_checks() -> None:
+    assert ascii_art("Count:\n+--+--+\n|  |  |\n+--+--+")
+    assert ascii_art("A table:\n| a | b |\n|---|---|\n| one | two |") is None
+    assert missing_image("As shown in the figure, ABCD is a square.")
+    assert missing_image("See the image: ![x](a.png)")
+    assert missing_image("[asy] draw((0,0)--(1,1)); [/asy] As shown in the figure...") is None
+    assert missing_image("Find the area of the square with side 3.") is None
+    assert broken_numbering("Parts:\n1. first\n2. second\n4. fourth")
+    assert broken_numbering("Which? (A) 1 (B) 2 (D) 3")
+    assert broken_numbering("Which? (A) 1 (B) 2 (C) 3 (D) 4") is None
+    assert broken_numbering("(i) x (ii) y (iii) z") is None
+    assert broken_numbering("Let f(x) = (2) + g(3), and (1) holds by (2).") is None
+
+
+def test_split_thinking() -> None:
+    assert split_thinking("42", " because ") == ("because", "42")
+    assert split_thinking("<think>hmm</think>The answer is 3", None) == ("hmm", "The answer is 3")
+    assert split_thinking("hmm\n</think>\n3", None) == ("hmm", "3")
+    text = "<|im_start|>think\nsteps\n<|im_start|>answer\nAnswer: 5"
+    assert split_thinking(text, "") == ("steps", "Answer: 5")
+    assert split_thinking("[[a]] b", None, [("[[", "]]")]) == ("a", "b")
+    assert split_thinking("just text", None) == ("", "just text")
+
+
+# ------------------------------------------------------------ grading
+def test_machine_grade_and_free_text() -> None:
+    assert machine_grade("so \\boxed{\\frac{1}{2}}", "0.5").correct is True
+    assert machine_grade("Answer: (C)", "C").correct is True
+    assert machine_grade("\\boxed{24}", "23").correct is False
+    assert machine_grade("no answer here", "23").correct is False
+    assert machine_grade("Final Answer: wor 48 27es13 reas", "27").correct is False
+    assert machine_grade("Answer: Alice", "Alice").correct is True
+    assert machine_grade("I think Alice", "Alice") is None  # needs a judge
+    assert machine_grade("\\boxed{3}", "").correct is None
+    assert free_text("Tuesday") and free_text("no") and free_text("no such function exists")
+    assert not free_text("\\frac{3}{4}") and not free_text("x^2 + 1") and not free_text("B")
+    assert clean_math("\\frac{\\sqrt{3}}{2}") and clean_math("x = 5")
+    assert clean_math("2 \\text{ cm}")
+    assert not clean_math("4 2 8") and not clean_math("letters 12") and not clean_math("4\x02")
+    assert parse_verdict("**YES**") is True and parse_verdict("Verdict: no.") is False
+    assert parse_verdict("yes, because") is None
+
+
+def test_msc_codes_and_parsing() -> None:
+    codes = msc_codes()
+    assert len(codes) == 63 and codes["11"] == "Number theory"
+    assert parse_code("11") == parse_code("MSC 11") == parse_code("11 - Number theory") == "11"
+    assert parse_code("**60**.") == "60" and parse_code("Number theory") == "11"
+    for bad in ("02", "11 Geometry", "number 11", "", "12 78 48", "1"):
+        assert parse_code(bad) is None, bad
+
+
+# ------------------------------------------------------------ selection
+def test_draw_rank_is_geometric() -> None:
+    rng = random.Random(1)
+    counts = Counter(draw_rank(rng, 6) for _ in range(30000))
+    total = 2 - 2 ** -5
+    for rank in range(6):
+        assert abs(counts[rank] / 30000 - 2 ** -rank / total) < 0.01
+    assert draw_rank(rng, 1) == 0
+    assert 0 <= draw_rank(rng, 5000) < 5000
+
+
+def _rows(n: int) -> list[dict]:
+    return [{"id": f"q{i:03d}", "domain": "ab"[i % 2] if i < n - 3 else "c",
+             "trace_tokens": (i * 37) % 101, "source_type": "aime" if i == 5 else "x"}
+            for i in range(n)]
+
+
+def test_select_rows_seeded_uniform_domains_and_preselect() -> None:
+    rows = _rows(60)
+    cfg = Select(size=20, seed=3, preselect=[PreselectRule(source_type="ai*")])
+    first = [r["id"] for r, _ in select_rows(rows, cfg)]
+    assert first == [r["id"] for r, _ in select_rows(list(reversed(rows)), cfg)]
+    assert first != [r["id"] for r, _ in select_rows(rows, Select(size=20, seed=4,
+                                                                  preselect=cfg.preselect))]
+    chosen = select_rows(rows, cfg)
+    assert chosen[0] == (rows[5], "preselect") and len(set(first)) == 20
+    assert {r["domain"] for r, _ in chosen} == {"a", "b", "c"}  # the small domain is reached
+    assert len(select_rows(rows, Select(size=500))) == 60  # everything, once
+
+
+# ------------------------------------------------------------ cache, tables, export
+def test_cache_roundtrip(tmp_path: Path) -> None:
+    key = request_key("m", {"messages": [{"role": "user", "content": "q"}], "seed": 1})
+    assert key == request_key("m", {"seed": 1, "messages": [{"content": "q", "role": "user"}]})
+    with ResponseCache(tmp_path / "c.sqlite") as cache:
+        assert cache.get(key) is None
+        cache.put(key, "e", {"x": 1}, response={"choices": []})
+        cache.put("k2", "e", {"x": 2}, error="HTTP 400: too long")
+    with ResponseCache(tmp_path / "c.sqlite") as cache:
+        assert cache.get(key) == ({"choices": []}, None)
+        assert cache.get("k2") == (None, "HTTP 400: too long")
+        assert cache.count() == 2
+
+
+def test_table_roundtrip_keeps_the_funnel(tmp_path: Path) -> None:
+    stats = StageStats("collect", rows_in=3, rows_out=2)
+    stats.dropped["duplicate"] = 1
+    table = Table([{"id": "a", "xs": ["1"]}, {"id": "b", "xs": []}],
+                  with_stage({"teachers": ["t"]}, stats))
+    for name in ("t.parquet", "t_dir"):
+        back = read_table(write_table(table, tmp_path / name))
+        assert back.rows == table.rows and back.teachers == ["t"]
+        assert back.funnel[0]["dropped"] == {"duplicate": 1}
+
+
+def test_export_layouts() -> None:
+    row = {"id": "a", "question": "q", "solution": "s", "answer": "1", "cot_type": "math",
+           "source_type": "x", "metadata": "{}", "gemini_thinking": "g", "gemini_attempt": "ga",
+           "deepseek_thinking": "d", "deepseek_attempt": "da", "gemini_grade": "No",
+           "gemini_grade_reason": "r", "deepseek_grade": "Yes", "deepseek_grade_reason": "r2"}
+    s1k = to_layout(row, "s1k", ["gemini", "deepseek"], [])
+    assert tuple(s1k) == S1K_COLUMNS and s1k["thinking_trajectories"] == ["g"]
+    s11 = to_layout(row, "s1k-1.1", ["gemini", "deepseek"], [])
+    assert list(s11) == ["question", "solution", "cot_type", "source_type", "metadata",
+                         "gemini_thinking_trajectory", "gemini_attempt",
+                         "deepseek_thinking_trajectory", "deepseek_attempt", "gemini_grade",
+                         "gemini_grade_reason", "deepseek_grade", "deepseek_grade_reason"]
+    assert json.loads(s11["metadata"])["id"] == "a"
+
+
+# ------------------------------------------------------------ the shipped pool
+def test_shipped_pool_matches_its_generator() -> None:
+    built = build_pool(0)
+    for name in ("numina_like.jsonl", "base_attempts.jsonl", "eval/aime_like.jsonl"):
+        lines = (POOL / name).read_text().splitlines()
+        assert [json.loads(line) for line in lines] == built[name], name
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(POOL / "proofs.parquet").to_pylist() == built["proofs.parquet"]
+    assert sum(len(v) for k, v in built.items()
+               if not k.startswith("eval/") and k != "base_attempts.jsonl") == EXPECTED["loaded"]

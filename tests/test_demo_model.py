@@ -1,0 +1,163 @@
+"""Tests for the embedded demo model: its data, its trainer, and the committed checkpoint.
+
+The checkpoint tests run the real vLLM engine with the server's budget-forcing processor
+(one engine for the module) on held-out questions, greedy.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from datasets_build.synthetic import (
+    GLANCE,
+    HEADER,
+    WAIT,
+    build_splits,
+    count_steps,
+    generate,
+    split_words,
+)
+from training.data import IGNORE, encode_example
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "server" / "demo_model"
+N_EVAL = 60
+
+
+def _check_count(segment: str, word: str, letter: str) -> None:
+    steps = count_steps(word, letter)
+    assert segment == HEADER.format(letter) + "".join(steps)
+    assert [s[0] for s in steps] == list(word)
+    assert [int(s[1:]) for s in steps] == [word[: i + 1].count(letter) for i in range(len(word))]
+    assert int(steps[-1][1:]) == word.count(letter)
+
+
+def test_traces_are_correct_except_flagged_slips():
+    train, held_out = build_splits(3000, 300, seed=0)
+    kinds = set()
+    for ex in train + held_out:
+        meta = json.loads(ex.metadata)
+        word, letter, truth = meta["word"], meta["letter"], meta["count"]
+        kinds.add(meta["trace"])
+        assert truth == word.count(letter) and ex.solution == str(truth)
+        assert ex.attempt == f"Answer: {truth}"
+        segments = ex.thinking_trajectories[0].split("\n" + WAIT + "\n")
+        assert WAIT not in "".join(segments)
+        # Every segment after a Wait, and the last one, is a complete correct count.
+        for seg in segments[1:]:
+            _check_count(seg, word, letter)
+        first = segments[0]
+        if first == GLANCE.format(truth):
+            continue
+        if meta["trace"] == "slip-wait":
+            # A correct prefix, then exactly one wrong running count, noticed at once.
+            good = count_steps(word, letter)
+            header = HEADER.format(letter)
+            assert first.startswith(header)
+            first = first[len(header):]
+            k = len(first) // 2
+            assert first[: 2 * (k - 1)] == "".join(good[: k - 1])
+            assert first[-2] == word[k - 1] and first[-2:] != good[k - 1]
+            assert len(segments) == 2
+        else:
+            _check_count(first, word, letter)
+    assert kinds == {"careful", "glance", "glance-wait", "slip-wait", "check-wait"}
+
+
+def test_held_out_questions_are_unseen():
+    train, held_out = build_splits(5000, 300, seed=0)
+    train_words, eval_words = split_words(0)
+    assert not set(train_words) & set(eval_words)
+    assert not {e.question for e in train} & {e.question for e in held_out}
+
+
+def test_loss_mask_covers_only_the_assistant_turn(tmp_path):
+    from training.demo import demo_tokenizer
+
+    tok = demo_tokenizer(tmp_path)
+    enc = encode_example(tok, "How many r in raspberry?", "r1a1", "Answer: 1")
+    trained = [i for i, lab in zip(enc["input_ids"], enc["labels"], strict=True) if lab != IGNORE]
+    assert tok.decode(trained) == (
+        "<|im_start|>think\nr1a1\n<|im_start|>answer\nAnswer: 1<|im_end|>")
+    assert "raspberry" in tok.decode(enc["input_ids"])
+
+
+def test_short_training_lowers_loss(tmp_path):
+    from training.demo import DemoConfig, demo_tokenizer, encode_rows, train
+    from training.tiny import build_random_model
+
+    cfg = DemoConfig(batch_size=8, lr=5e-3, warmup=5, max_minutes=2.0)
+    tok = demo_tokenizer(tmp_path)
+    model = build_random_model(tmp_path, tok, hidden_size=64, num_layers=2, num_heads=2,
+                               num_kv_heads=1, intermediate_size=128)
+    rows = generate(400, seed=1, words=split_words(0)[0])
+    losses = train(model, [encode_rows(tok, rows)], cfg, max_steps=40, log_every=10,
+                   pad_id=tok.pad_token_id)
+    assert len(losses) >= 15, "too few steps in the time limit (machine overloaded?)"
+    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+    assert last < 0.75 * first, (first, last)
+
+
+@pytest.fixture(scope="module")
+def evaluator():
+    if not (DEMO / "model.safetensors").exists():
+        pytest.skip("no committed demo checkpoint (run `make demo-model`)")
+    from training.demo_eval import DemoEvaluator
+
+    ev = DemoEvaluator(DEMO, max_num_seqs=64)
+    yield ev
+    ev.close()
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    _, rows = build_splits(0, N_EVAL, seed=0)
+    random.Random(1).shuffle(rows)
+    return [r.question for r in rows], [json.loads(r.metadata)["count"] for r in rows]
+
+
+def test_demo_checkpoint_is_small_and_auto_detects_s1():
+    if not (DEMO / "model.safetensors").exists():
+        pytest.skip("no committed demo checkpoint")
+    from transformers import AutoTokenizer
+
+    from server.formats import detect_format
+
+    total = sum(p.stat().st_size for p in DEMO.iterdir() if p.is_file())
+    assert total < 10 * 2**20
+    fmt = detect_format(AutoTokenizer.from_pretrained(DEMO), str(DEMO))
+    assert fmt is not None and fmt.name == "s1"
+
+
+@pytest.mark.engine
+def test_demo_answers_held_out_questions(evaluator, held_out):
+    questions, truths = held_out
+    res = evaluator.run(questions, truths)
+    acc = sum(r.correct for r in res) / len(res)
+    assert acc >= 0.7, acc
+    # Natural thinking: the model writes a trace and then "Answer: N" in the s1 layout.
+    assert all(r.answer is not None for r in res)
+
+
+@pytest.mark.engine
+def test_no_thinking_is_clearly_worse(evaluator, held_out):
+    questions, truths = held_out
+    natural = evaluator.run(questions, truths)
+    capped = evaluator.run(questions, truths, thinking_max=0)
+    acc_nat = sum(r.correct for r in natural) / len(natural)
+    acc_0 = sum(r.correct for r in capped) / len(capped)
+    assert all(r.thinking_tokens == 0 for r in capped)
+    assert acc_0 <= acc_nat - 0.25, (acc_0, acc_nat)
+
+
+def test_torch_threads_unchanged_by_import():
+    # training.demo sets OMP_WAIT_POLICY only; it must not change the thread count at import.
+    before = torch.get_num_threads()
+    import training.demo  # noqa: F401
+
+    assert torch.get_num_threads() == before

@@ -92,6 +92,11 @@ class BudgetSpec:
         object.__setattr__(self, "stop_ids", frozenset(self.stop_ids))
         object.__setattr__(self, "continuation_ids", tuple(self.continuation_ids))
         object.__setattr__(self, "answer_prefix_ids", tuple(self.answer_prefix_ids))
+        if self.end_ids:  # derived once: the engine reads these every step
+            attempts = (self.end_ids[0], *sorted(self.stop_ids - {self.end_ids[0]}))
+            object.__setattr__(self, "_attempt_ids", attempts)
+            object.__setattr__(self, "_special_ids",
+                               frozenset(attempts) | frozenset(self.continuation_ids[:1]))
         self.validate()
 
     @property
@@ -102,7 +107,12 @@ class BudgetSpec:
     @property
     def attempt_ids(self) -> tuple[int, ...]:
         """Tokens whose emission under the minimum means "stop thinking"."""
-        return (self.end_ids[0], *sorted(self.stop_ids - {self.end_ids[0]}))
+        return self._attempt_ids
+
+    @property
+    def special_ids(self) -> frozenset[int]:
+        """Tokens that can change the state inside the thinking block; others just count."""
+        return self._special_ids
 
     def validate(self) -> None:
         check_budget_values(self.thinking_min, self.thinking_max)
@@ -250,6 +260,9 @@ class BudgetState:
     def observe(self, tok: int) -> None:
         """Advance by one output token, forced or sampled."""
         self.position += 1
+        if self.phase == Phase.THINKING and not self._qkind and tok not in self.spec.special_ids:
+            self.thinking += 1  # the common case: an ordinary thinking token
+            return
         if self._qkind:
             if tok == self._queue[self._qi]:
                 self._advance_queue()

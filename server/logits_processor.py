@@ -42,7 +42,15 @@ from vllm.v1.sample.logits_processor import (
 )
 
 from server import engine_counters as ec
-from server.budget import FORCE, FREE, BudgetError, BudgetSpec, BudgetState, uniform_for_step
+from server.budget import (
+    FORCE,
+    FREE,
+    BudgetError,
+    BudgetSpec,
+    BudgetState,
+    Phase,
+    uniform_for_step,
+)
 
 if TYPE_CHECKING:
     from vllm.config import VllmConfig
@@ -134,7 +142,7 @@ class BudgetLogitsProcessor(LogitsProcessor):
                     state.observe(out[-1])
                 else:
                     state.observe_many(out[state.position:n])
-                if state.done:
+                if state.phase != Phase.THINKING and state.done:
                     finished.append(index)
         for index in finished:
             del rows[index]
@@ -202,44 +210,58 @@ class BudgetLogitsProcessor(LogitsProcessor):
     def _resolve_guards(self, logits: torch.Tensor, guards: list[tuple[int, _Row]],
                         force_rows: list[int], force_toks: list[int],
                         supp_rows: list[int], supp_toks: list[int]) -> None:
-        """Decide, per guarded row, whether the model tried to end its thinking."""
-        attempts = [row.state.spec.attempt_ids for _, row in guards]
-        width = max(len(a) for a in attempts)
-        padded = [list(a) + [a[0]] * (width - len(a)) for a in attempts]
-        dev = logits.device
-        row_idx = torch.tensor([i for i, _ in guards], dtype=torch.long, device=dev)
-        att_idx = torch.tensor(padded, dtype=torch.long, device=dev)
-        inv_t = torch.tensor([row.inv_temperature for _, row in guards], dtype=logits.dtype,
-                             device=dev).unsqueeze(1)
-        sub = logits.index_select(0, row_idx)
-        att = sub.gather(1, att_idx)
-        # Greedy rows: an attempt is an attempt token at the row's maximum.
-        greedy_hit = att.max(dim=1).values >= sub.max(dim=1).values
-        # Sampled rows: total attempt probability after temperature. Padding
-        # repeats a real id, so count each id once via a mask of first occurrences.
-        first = torch.ones_like(att_idx, dtype=torch.bool)
-        if width > 1:
-            first[:, 1:] = att_idx[:, 1:] != att_idx[:, :1]
-        scaled_att = torch.where(first, att * inv_t, torch.full_like(att, float("-inf")))
-        p_att = torch.exp(torch.logsumexp(scaled_att, 1) - torch.logsumexp(sub * inv_t, 1))
-        greedy_hit_l = greedy_hit.tolist()
-        p_att_l = p_att.tolist()
-        for k, (index, row) in enumerate(guards):
+        """Decide, per guarded row, whether the model tried to end its thinking.
+
+        Either way the attempt tokens are masked unless the continuation is forced:
+        penalties applied after this processor could otherwise promote them.
+        """
+        happened = self._greedy_attempts(logits, [g for g in guards if g[1].greedy])
+        happened.update(self._sampled_attempts(logits, [g for g in guards if not g[1].greedy]))
+        for index, row in guards:
             state = row.state
             pos = state.position
-            if row.greedy:
-                happened = greedy_hit_l[k]
-            else:
-                p = p_att_l[k]
-                happened = p == p and uniform_for_step(row.seed, pos) < p  # NaN: no attempt
             count = row.counted_position != pos
             row.counted_position = pos
-            if happened:
+            if happened[index]:
                 force_rows.append(index)
                 force_toks.append(state.guard_continuation_token)
                 if count:
                     self.counters.add(ec.FORCED_CONTINUATIONS)
             else:
-                for tok in attempts[k]:
+                for tok in state.spec.attempt_ids:
                     supp_rows.append(index)
                     supp_toks.append(tok)
+
+    @staticmethod
+    def _greedy_attempts(logits: torch.Tensor,
+                         rows: list[tuple[int, _Row]]) -> dict[int, bool]:
+        """Greedy: an attempt is an attempt token winning the argmax, as vLLM would pick."""
+        if not rows:
+            return {}
+        idx = torch.tensor([i for i, _ in rows], dtype=torch.long, device=logits.device)
+        winners = logits.index_select(0, idx).argmax(dim=1).tolist()
+        return {i: w in row.state.spec.attempt_ids
+                for (i, row), w in zip(rows, winners, strict=True)}
+
+    @staticmethod
+    def _sampled_attempts(logits: torch.Tensor,
+                          rows: list[tuple[int, _Row]]) -> dict[int, bool]:
+        """Sampling: an attempt happens with the model's probability of the attempt
+        tokens after temperature, drawn from the request's counter-based stream."""
+        if not rows:
+            return {}
+        attempts = [row.state.spec.attempt_ids for _, row in rows]
+        width = max(len(a) for a in attempts)
+        # Pad with -1 and mask it out, so each real id counts once.
+        padded = [list(a) + [-1] * (width - len(a)) for a in attempts]
+        dev = logits.device
+        row_idx = torch.tensor([i for i, _ in rows], dtype=torch.long, device=dev)
+        att_idx = torch.tensor(padded, dtype=torch.long, device=dev)
+        inv_t = torch.tensor([row.inv_temperature for _, row in rows], dtype=logits.dtype,
+                             device=dev).unsqueeze(1)
+        sub = logits.index_select(0, row_idx) * inv_t
+        att = sub.gather(1, att_idx.clamp(min=0))
+        att = att.masked_fill(att_idx < 0, float("-inf"))
+        p_att = torch.exp(torch.logsumexp(att, 1) - torch.logsumexp(sub, 1)).tolist()
+        return {i: p == p and uniform_for_step(row.seed, row.state.position) < p  # NaN: no
+                for (i, row), p in zip(rows, p_att, strict=True)}

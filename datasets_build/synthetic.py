@@ -39,7 +39,7 @@ from pathlib import Path
 WAIT = "Wait, let me count again."
 GLANCE = "At a glance: {}"
 HEADER = "'{}': "  # names the letter being counted before each careful count
-LAZY_LEN = 10  # words this long or longer tempt the teacher to glance instead of count
+LAZY_LEN = 11  # words this long or longer tempt the teacher to glance instead of count
 MIN_LEN, MAX_LEN = 3, 12
 TEMPLATE = "How many {c} in {w}?"
 
@@ -149,7 +149,7 @@ def make_trace(rng: random.Random, word: str, letter: str,
         wrong = n + 1 if n == 0 or rng.random() < 0.5 else n - 1
         slipped = header + "".join(steps[:i]) + f"{word[i]}{wrong}"
         return "\n".join([slipped, WAIT, careful]), truth, "slip-wait"
-    if r < 0.25:  # a complete count, then a confirming recount (once, rarely twice)
+    if r < 0.3:  # a complete count, then a confirming recount (once, rarely twice)
         times = 2 if rng.random() < 0.2 else 1
         return "\n".join([careful] + [WAIT, careful] * times), truth, "check-wait"
     return careful, truth, "careful"

@@ -49,8 +49,8 @@ class DemoConfig:
     """Everything that determines the demo checkpoint."""
 
     seed: int = 0
-    n_warmup_data: int = 9_000  # stage 1: careful counts only (learn to copy and count)
-    n_train: int = 18_000  # stage 2: the full mix (glances, Waits, slips)
+    n_warmup_data: int = 11_000  # stage 1: careful counts only (learn to copy and count)
+    n_train: int = 23_000  # stage 2: the full mix (glances, Waits, slips)
     n_eval: int = 400
     batch_size: int = 16
     lr: float = 3e-3
@@ -61,7 +61,7 @@ class DemoConfig:
     num_heads: int = 4
     num_kv_heads: int = 2
     intermediate_size: int = 384
-    max_minutes: float = 12.5  # wall-clock guard for the training loop
+    max_minutes: float = 13.5  # wall-clock guard for the training loop
 
 
 def demo_tokenizer(out_dir: Path):

@@ -389,7 +389,8 @@ def test_404_unknown_model(client: Client) -> None:
 
 def test_timeout(server: str) -> None:
     with Client(server, timeout=0.05) as c, pytest.raises(APITimeoutError) as err:
-        c.chat(QUESTION, thinking_max=200, max_tokens=900)
+        # ignore_eos: 900 tokens always take far longer than the 50 ms timeout.
+        c.chat(QUESTION, thinking_max=200, max_tokens=900, extra_body={"ignore_eos": True})
     assert err.value.attempts == 1  # a read timeout is not retried: the server got it
 
 

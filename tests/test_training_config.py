@@ -170,6 +170,6 @@ def test_launch_scripts_reference_shipped_configs():
 
 
 def test_readme_shows_the_16_gpu_command():
-    text = (ROOT / "training" / "README.md").read_text()
+    text = (ROOT / "README.md").read_text()
     assert "train_16xh100.slurm" in text and "accelerate_fsdp_16xh100.yaml" in text
     assert "s1-train" in text and "python -m training.gpu_check" in text

@@ -134,14 +134,22 @@ def test_demo_checkpoint_is_small_and_auto_detects_s1():
     assert fmt is not None and fmt.name == "s1"
 
 
+# Held-out words (never in training): readable examples for the natural-thinking check.
+NAMED = [(f"How many {c} in {w}?", w.count(c)) for w, c in
+         [("banana", "n"), ("pepper", "p"), ("reassess", "s"), ("parrot", "r"), ("tattoo", "t"),
+          ("eraser", "e")]]
+
+
 @pytest.mark.engine
 def test_demo_answers_held_out_questions(evaluator, held_out):
     questions, truths = held_out
     res = evaluator.run(questions, truths)
     acc = sum(r.correct for r in res) / len(res)
-    assert acc >= 0.7, acc
+    assert acc >= 0.8, acc
     # Natural thinking: the model writes a trace and then "Answer: N" in the s1 layout.
     assert all(r.answer is not None for r in res)
+    named = evaluator.run([q for q, _ in NAMED], [n for _, n in NAMED])
+    assert [r.answer for r in named] == [n for _, n in NAMED], [r.text for r in named]
 
 
 @pytest.mark.engine
@@ -152,7 +160,22 @@ def test_no_thinking_is_clearly_worse(evaluator, held_out):
     acc_nat = sum(r.correct for r in natural) / len(natural)
     acc_0 = sum(r.correct for r in capped) / len(capped)
     assert all(r.thinking_tokens == 0 for r in capped)
-    assert acc_0 <= acc_nat - 0.25, (acc_0, acc_nat)
+    assert acc_0 <= acc_nat - 0.4, (acc_0, acc_nat)
+
+
+@pytest.mark.engine
+def test_forced_wait_fixes_early_stops(evaluator):
+    """On long words the model glances and stops; a forced Wait makes it count instead."""
+    _, rows = build_splits(0, 400, seed=0)
+    long_rows = [r for r in rows if json.loads(r.metadata)["lazy"]][:30]
+    questions = [r.question for r in long_rows]
+    truths = [json.loads(r.metadata)["count"] for r in long_rows]
+    natural = evaluator.run(questions, truths)
+    forced = evaluator.run(questions, truths, thinking_min=16)
+    acc_nat = sum(r.correct for r in natural) / len(natural)
+    acc_forced = sum(r.correct for r in forced) / len(forced)
+    assert sum(r.continuations for r in forced) >= len(forced) // 2
+    assert acc_forced >= acc_nat + 0.3, (acc_nat, acc_forced)
 
 
 def test_torch_threads_unchanged_by_import():

@@ -63,10 +63,15 @@ def get_serving(request: Request) -> Serving:
 ServingDep = Annotated[Serving, Depends(get_serving)]
 
 
+# Line breaks that JSON leaves raw but many line splitters (httpx, str.splitlines) honour;
+# escaped so one event is always one line. They can only occur inside JSON strings.
+_RAW_BREAKS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
+
+
 def _sse(payload: Any) -> str:
     data = payload.model_dump_json(exclude_none=True) if hasattr(payload, "model_dump_json") \
         else json.dumps(payload)
-    return f"data: {data}\n\n"
+    return f"data: {data.translate(_RAW_BREAKS)}\n\n"
 
 
 async def _events(serving: Serving, prepared: Prepared, rid: str,

@@ -95,3 +95,15 @@ def _bump(directory: str, n: int) -> None:
     for _ in range(n):
         writer.add(engine_counters.FORCED_ENDS)
         writer.add(engine_counters.FORCED_CONTINUATIONS, 2)
+
+
+def test_sse_event_is_always_one_line():
+    from server.protocol import DeltaMessage
+    from server.routes import _sse
+
+    event = _sse(DeltaMessage(content="a\u2028b\u2029c\x85d\ne\rf"))
+    body = event[len("data: "):-2]
+    assert len(body.splitlines()) == 1  # as httpx and str.splitlines split
+    import json
+
+    assert json.loads(body)["content"] == "a\u2028b\u2029c\x85d\ne\rf"

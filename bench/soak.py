@@ -113,7 +113,11 @@ async def _one(client: httpx.AsyncClient, rng: random.Random, result: SoakResult
                 if hang_up_after is not None and events >= hang_up_after:
                     result.disconnected += 1
                     return  # leaving the context manager closes the connection
-                event = json.loads(line[6:])
+                try:
+                    event = json.loads(line[6:])
+                except json.JSONDecodeError:
+                    result.errors["broken_event"] += 1
+                    return
                 if "error" in event:
                     result.errors[str(event["error"].get("code"))] += 1
                     return

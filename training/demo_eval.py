@@ -51,7 +51,7 @@ class DemoEvaluator:
         from transformers import AutoTokenizer
         from vllm import LLM
 
-        from server.formats import FormatTokens, detect_format
+        from server.formats import FormatTokens, detect_format, get_format
         from server.logits_processor import BudgetLogitsProcessor
 
         self.tok = AutoTokenizer.from_pretrained(str(model))
@@ -60,6 +60,8 @@ class DemoEvaluator:
             raise RuntimeError(f"demo model should auto-detect as s1, got {fmt}")
         stop = {self.tok.convert_tokens_to_ids("<|im_end|>"), self.tok.eos_token_id}
         self.ft = FormatTokens.build(fmt, self.tok, stop)
+        # The same format without the "\nFinal Answer:" nudge after a forced end.
+        self.ft_plain = FormatTokens.build(get_format("s1", answer_prefix=""), self.tok, stop)
         self.cont = tuple(self.tok.encode("Wait", add_special_tokens=False))
         self.llm = LLM(model=str(model), enforce_eager=True, dtype="float32",
                        max_model_len=1024, max_num_seqs=max_num_seqs, seed=0,
@@ -76,8 +78,11 @@ class DemoEvaluator:
 
     def run(self, questions: list[str], truths: list[int], *,
             thinking_min: int | list[int] | None = None,
-            thinking_max: int | None = None) -> list[Outcome]:
-        """Greedy generations with the given budget (thinking_min may be per question)."""
+            thinking_max: int | None = None, answer_prefix: bool = True) -> list[Outcome]:
+        """Greedy generations with the given budget (thinking_min may be per question).
+
+        answer_prefix=False drops the s1 "\nFinal Answer:" appended after a forced end.
+        """
         from vllm import SamplingParams
 
         from server.budget import replay
@@ -86,7 +91,8 @@ class DemoEvaluator:
         mins = thinking_min if isinstance(thinking_min, list) else [thinking_min] * len(questions)
         specs, params = [], []
         for lo in mins:
-            spec = self.ft.spec(thinking_min=lo, thinking_max=thinking_max,
+            ft = self.ft if answer_prefix else self.ft_plain
+            spec = ft.spec(thinking_min=lo, thinking_max=thinking_max,
                                 continuation_ids=self.cont, prompt_opens=True)
             specs.append(spec)
             params.append(SamplingParams(
@@ -140,7 +146,7 @@ def evaluate(model: str | Path, n: int = 400, seed: int = 0,
         table.append({"setting": kind, "value": value, "accuracy": acc, "thinking": think,
                       "acc_long_words": lazy_acc, "acc_short_words": rest_acc,
                       "waits": sum(r.continuations for r in res) / len(res)})
-        print(f"{kind:>13} {value!s:>8}: acc {acc:5.1f}% (long {lazy_acc:5.1f}%, "
+        print(f"{kind:>24} {value!s:>4}: acc {acc:5.1f}% (long {lazy_acc:5.1f}%, "
               f"short {rest_acc:5.1f}%) thinking {think:6.1f} tok", flush=True)
 
     try:
@@ -149,6 +155,9 @@ def evaluate(model: str | Path, n: int = 400, seed: int = 0,
         record("natural", "-", natural)
         for hi in maxes:
             record("thinking_max", hi, ev.run(questions, truths, thinking_max=hi))
+        for hi in maxes:
+            record("thinking_max, no prefix", hi,
+                   ev.run(questions, truths, thinking_max=hi, answer_prefix=False))
         for lo in mins:
             record("thinking_min", lo, ev.run(questions, truths, thinking_min=lo))
         for k in waits:

@@ -24,6 +24,8 @@ from server.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_CPU_KVCACHE_GIB = 2
+
 # End-of-turn tokens of common chat families: an attempt to stop thinking too.
 _END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<｜end▁of▁sentence｜>",
                 "<|endoftext|>", "<end_of_turn>")
@@ -35,6 +37,12 @@ def prepare_environment(settings: Settings) -> str:
     os.environ[engine_counters.ENV_VAR] = counters_dir
     if settings.cpu_kvcache_space_gib:
         os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(settings.cpu_kvcache_space_gib)
+    elif "VLLM_CPU_KVCACHE_SPACE" not in os.environ and _on_cpu():
+        # Unset, vllm-cpu reserves gpu_memory_utilization (0.9) of the host's RAM for the
+        # KV cache and refuses to start when other processes hold some of it.
+        os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(DEFAULT_CPU_KVCACHE_GIB)
+        logger.info("CPU KV cache: %d GiB (set --cpu-kvcache-space-gib to change)",
+                    DEFAULT_CPU_KVCACHE_GIB)
     requested = os.environ.get("VLLM_USE_V2_MODEL_RUNNER", "").strip().lower()
     if requested in ("1", "true"):
         raise SystemExit(

@@ -87,7 +87,8 @@ class Settings(BaseSettings):
     data_parallel_size: int = Field(1, ge=1, description="Model replicas.")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="GPU memory share.")
     cpu_kvcache_space_gib: int | None = Field(None, ge=1, description="CPU KV cache in GiB "
-                                              "(vllm-cpu; sets VLLM_CPU_KVCACHE_SPACE).")
+                                              "(vllm-cpu; sets VLLM_CPU_KVCACHE_SPACE; "
+                                              "default 2 when that is unset).")
     max_num_seqs: int = Field(256, ge=1, description="Most sequences in one engine batch.")
     enable_chunked_prefill: bool | None = Field(None, description="Split long prompts across "
                                                 "steps (default: vLLM's choice on GPUs, off on "

@@ -37,6 +37,7 @@ from server.protocol import (
 )
 from server.serving import (
     ChoiceEvent,
+    ChoiceResult,
     Prepared,
     RunState,
     Serving,
@@ -188,6 +189,29 @@ async def _start_stream(gen: AsyncIterator[str], ticket: Ticket) -> StreamingRes
     return _stream(gen, first)
 
 
+async def _stream_response(serving: Serving, prepared: Prepared, rid: str, body: Any,
+                           chunk: Callable[[list, Any], Any], delta: Callable[[ChoiceEvent], Any],
+                           started: float) -> StreamingResponse:
+    include = bool(body.stream_options and body.stream_options.include_usage)
+    ticket = serving.admit(body.n)
+    gen = _stream_lines(serving, prepared, rid, ticket, include, chunk, delta, started)
+    return await _start_stream(gen, ticket)
+
+
+async def _run_to_end(serving: Serving, prepared: Prepared, rid: str, request: Request, n: int,
+                      started: float) -> RunState:
+    with serving.admit(n):
+        state = await _collect(serving, prepared, rid, request)
+    _observe(state, started)
+    return state
+
+
+def _finished_choices(state: RunState) -> list[tuple[int, ChoiceResult, str | None]]:
+    """Choices in index order with their reasoning (None without a thinking format)."""
+    return [(i, c, c.splitter.reasoning_text if c.splitter.state is not None else None)
+            for i, c in sorted(state.choices.items())]
+
+
 # ---------------------------------------------------------------------- chat
 @router.post("/v1/chat/completions", response_model=ChatCompletionResponse,
              responses=ERROR_RESPONSES)
@@ -217,18 +241,11 @@ async def chat_completions(body: ChatCompletionRequest, request: Request,
                                        reasoning=ev.reasoning or None,
                                        reasoning_content=ev.reasoning or None))
 
-        include = bool(body.stream_options and body.stream_options.include_usage)
-        ticket = serving.admit(body.n)
-        gen = _stream_lines(serving, prepared, rid, ticket, include, chunk, delta, started)
-        return await _start_stream(gen, ticket)
+        return await _stream_response(serving, prepared, rid, body, chunk, delta, started)
 
-    with serving.admit(body.n):
-        state = await _collect(serving, prepared, rid, request)
-    _observe(state, started)
+    state = await _run_to_end(serving, prepared, rid, request, body.n, started)
     choices = []
-    for index in sorted(state.choices):
-        c = state.choices[index]
-        reasoning = c.splitter.reasoning_text if c.splitter.state is not None else None
+    for index, c, reasoning in _finished_choices(state):
         choices.append(ChatChoice(index=index, finish_reason=c.finish_reason,
                                   message=ResponseMessage(content=c.splitter.content_text,
                                                           reasoning=reasoning,
@@ -265,18 +282,11 @@ async def completions(body: CompletionRequest, request: Request,
                                     reasoning=ev.reasoning or None,
                                     reasoning_content=ev.reasoning or None)
 
-        include = bool(body.stream_options and body.stream_options.include_usage)
-        ticket = serving.admit(body.n)
-        gen = _stream_lines(serving, prepared, rid, ticket, include, chunk, delta, started)
-        return await _start_stream(gen, ticket)
+        return await _stream_response(serving, prepared, rid, body, chunk, delta, started)
 
-    with serving.admit(body.n):
-        state = await _collect(serving, prepared, rid, request)
-    _observe(state, started)
+    state = await _run_to_end(serving, prepared, rid, request, body.n, started)
     choices = []
-    for index in sorted(state.choices):
-        c = state.choices[index]
-        reasoning = c.splitter.reasoning_text if c.splitter.state is not None else None
+    for index, c, reasoning in _finished_choices(state):
         choices.append(CompletionChoice(index=index, text=echo + c.splitter.content_text,
                                         finish_reason=c.finish_reason, reasoning=reasoning,
                                         reasoning_content=reasoning))

@@ -259,8 +259,12 @@ class Serving:
                 kwargs[name] = value
         if spec is not None and spec.active:
             kwargs["extra_args"] = budget_extra_args(spec)
+        from vllm.exceptions import VLLMClientError
+
         try:
             params = SamplingParams(**kwargs)
+        except VLLMClientError as exc:  # e.g. n > 1 with greedy sampling
+            raise bad_request(str(exc), getattr(exc, "parameter", None)) from None
         except (ValueError, TypeError) as exc:
             raise bad_request(str(exc)) from None
         return Prepared(prompt_ids, params, spec, stop)

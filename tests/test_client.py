@@ -234,8 +234,9 @@ def test_429_at_the_in_flight_limit(auth_server: ServerProcess,
     auth_server.wait_ready()
     args = dict(thinking_max=4, max_tokens=30, temperature=0)
     with Client(auth_server.url, API_KEY) as holder:
-        held = holder.chat(QUESTION, thinking_max=8, max_tokens=900, temperature=0,
-                           extra_body={"ignore_eos": True}, stream=True)  # the one slot
+        # The one slot: 8 x 900 tokens, so it cannot finish before the next request lands.
+        held = holder.chat(QUESTION, thinking_max=8, max_tokens=900, temperature=1, n=8,
+                           extra_body={"ignore_eos": True}, stream=True)
         with Client(auth_server.url, API_KEY, max_retries=0) as c, \
                 pytest.raises(RateLimitError) as err:
             c.chat(QUESTION, **args)

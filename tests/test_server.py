@@ -331,6 +331,7 @@ def test_metrics_exported(server):
 
 @pytest.mark.parametrize("body,param", [
     ({"n": 17}, "n"),
+    ({"n": 2, "temperature": 0}, None),  # vLLM refuses n > 1 with greedy: a 400, not a 500
     ({"stop": [f"s{i}" for i in range(17)]}, "stop"),
     ({"stop": "x" * 300}, "stop"),
     ({"logit_bias": {str(i): 1 for i in range(301)}}, "logit_bias"),
@@ -339,7 +340,8 @@ def test_metrics_exported(server):
 def test_input_limits_name_the_field(server, body, param):
     r = post(server, "/v1/chat/completions", {"messages": MSG, **body})
     assert r.status_code == 400, r.text
-    assert r.json()["error"]["param"] == param
+    if param is not None:
+        assert r.json()["error"]["param"] == param
 
 
 def test_request_id_round_trip(server):

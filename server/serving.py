@@ -309,14 +309,15 @@ class Serving:
         stream = self.engine.generate(TokensPrompt(prompt_token_ids=prepared.prompt_ids),
                                       prepared.sampling_params, request_id)
         timeout = self.settings.request_timeout_s
-        deadline = time.monotonic() + timeout if timeout else None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout if timeout else None
         while True:
             try:
-                if deadline is None:
+                # A timer per wait rather than asyncio.wait_for, which on Python 3.11 wraps
+                # every wait in a new task. The scope never spans a yield. On expiry it
+                # raises TimeoutError; cancelling the engine stream aborts the request.
+                async with asyncio.timeout_at(deadline):
                     output = await anext(stream)
-                else:  # raises TimeoutError; cancelling the engine stream aborts the request
-                    output = await asyncio.wait_for(anext(stream),
-                                                    max(0.0, deadline - time.monotonic()))
             except StopAsyncIteration:
                 break
             for comp in output.outputs:
@@ -340,6 +341,11 @@ class Serving:
                         delta = _trim_stop(choice.splitter, delta, comp.stop_reason)
                 if delta.reasoning or delta.content or finish:
                     yield ChoiceEvent(comp.index, delta.reasoning, delta.content, finish)
+            # vLLM hands over queued output without suspending, so a request with a
+            # backlog (a fast engine, a busy or slow-reading client) would keep the event
+            # loop to itself and stall every other request, new ones included, until it
+            # caught up. One turn of the loop per engine output keeps serving fair.
+            await asyncio.sleep(0)
 
     async def abort(self, request_id: str) -> None:
         try:

@@ -227,28 +227,32 @@ def test_401_without_or_with_wrong_key(auth_server: ServerProcess,
     assert cli.returncode == 0 and cli.stdout.startswith("tiny-s1-open")
 
 
-@pytest.mark.skip(reason="the held stream does not keep the server's only slot busy from this "
-                  "client (the server's 429 itself is tested in test_hardening.py); to fix")
 def test_429_at_the_in_flight_limit(auth_server: ServerProcess,
                                     caplog: pytest.LogCaptureFixture) -> None:
     if not auth_server.limited:
         pytest.skip("this server has no --max-in-flight limit, so it never answers 429")
     auth_server.wait_ready()
     args = dict(thinking_max=4, max_tokens=30, temperature=0)
-    with Client(auth_server.url, API_KEY) as holder:
-        # The one slot: 8 x 900 tokens, so it cannot finish before the next request lands.
+    # Every client exists, with its connection open, before the slot is taken: building
+    # an httpx client (its TLS context) once took 2 s under the test suite's load, long
+    # enough for the held request to finish first.
+    with Client(auth_server.url, API_KEY) as holder, \
+            Client(auth_server.url, API_KEY, max_retries=0) as probe, \
+            Client(auth_server.url, API_KEY, max_retries=8) as patient:
+        assert probe.models() and patient.models()
+        # The one slot: 8 x 900 tokens, far longer than the probe takes to land. (This test
+        # also found the server letting one backlogged stream keep the event loop until it
+        # had finished, so the probe was only read after that; fixed in serving.py.)
         held = holder.chat(QUESTION, thinking_max=8, max_tokens=900, temperature=1, n=8,
                            extra_body={"ignore_eos": True}, stream=True)
-        with Client(auth_server.url, API_KEY, max_retries=0) as c, \
-                pytest.raises(RateLimitError) as err:
-            c.chat(QUESTION, **args)
+        with pytest.raises(RateLimitError) as err:
+            probe.chat(QUESTION, **args)
         e = err.value
         assert e.status == 429 and e.retry_after == 1 and e.request_id and e.attempts == 1
         release = threading.Timer(1.5, held.close)  # the slot frees up while we retry
         release.start()
-        with caplog.at_level(logging.INFO, logger="client"), \
-                Client(auth_server.url, API_KEY, max_retries=8) as c:
-            assert c.chat(QUESTION, **args).usage.reasoning_tokens == 4
+        with caplog.at_level(logging.INFO, logger="client"):
+            assert patient.chat(QUESTION, **args).usage.reasoning_tokens == 4
         release.join()
     assert any("HTTP 429" in rec.getMessage() for rec in caplog.records)
 

@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM := false
 # vLLM on CPU starts fastest in eager mode; override with SERVE_ARGS=...
 SERVE_ARGS ?= --enforce-eager
 
-.PHONY: install test lint serve demo-model train-smoke bench clean
+.PHONY: install test lint serve demo-model train-smoke bench bench-server clean
 
 $(STAMP): pyproject.toml
 	@mkdir -p $(TMPDIR) $(VLLM_CACHE_ROOT) $(TORCHINDUCTOR_CACHE_DIR)
@@ -49,6 +49,10 @@ train-smoke: $(STAMP)
 bench: $(STAMP)
 	@mkdir -p $(TMPDIR)
 	$(PY) bench/bench_processor.py
+
+bench-server: $(STAMP)
+	@mkdir -p $(TMPDIR)
+	$(PY) bench/bench_server.py
 
 clean:
 	rm -rf $(CACHE) .pytest_cache

@@ -1,0 +1,88 @@
+"""The server benchmark's own logic (schedule, pairing, verdicts) on made-up runs.
+
+The benchmark itself is not a test (it measures speed); these check that the numbers
+it prints are computed and judged the way its docstring says.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from bench import bench_server as bs
+
+
+def test_schedule_runs_every_workload_on_every_server_in_abba_order() -> None:
+    plan = (bs.Workload(1, 4, False), bs.Workload(64, 8, False), bs.Workload(64, 8, True))
+    order = bs.schedule([bs.OURS, bs.THEIRS], plan, rounds=2)
+    assert len(order) == 2 * 2 * len(plan)
+    pairs = [order[i:i + 2] for i in range(0, len(order), 2)]
+    for pair in pairs:  # back to back, same workload, both servers
+        assert pair[0][0] == pair[1][0] and {k for _, k in pair} == {bs.OURS, bs.THEIRS}
+    firsts = [pair[0][1] for pair in pairs]
+    assert firsts == [bs.OURS, bs.THEIRS] * len(plan)  # the order flips every workload
+
+
+@pytest.mark.parametrize(("values", "q", "expected"), [
+    ([3.0, 1.0, 2.0], 0.5, 2.0),
+    ([1.0, 2.0, 3.0, 4.0], 0.25, 1.75),  # NumPy's linear method
+    ([1.0, 2.0, 3.0, 4.0], 0.99, 3.97),
+    ([5.0, float("nan")], 0.5, 5.0),  # NaN (no text token seen) is left out
+])
+def test_quantile(values: list[float], q: float, expected: float) -> None:
+    assert bs.quantile(values, q) == pytest.approx(expected)
+
+
+def _run(work: bs.Workload, tokens_per_s: float, ttft_s: float = 0.1) -> bs.RunResult:
+    wall = 10.0
+    count = round(tokens_per_s * wall / bs.MAX_TOKENS)
+    samples = [bs.Sample(ttft_s, ttft_s, 1.0, bs.MAX_TOKENS,
+                         bs.THINKING_MAX if work.budget else 0) for _ in range(count)]
+    return bs.RunResult(work, wall, samples, api_cpu_s=1.0, engine_cpu_s=5.0, idle_cpu_s=0.0)
+
+
+def _start(kind: bs.ServerKind, runs: list[bs.RunResult]) -> bs.StartResult:
+    checks = {"eos_tokens_without_ignore": 1, "eos_tokens_with_ignore": bs.MAX_TOKENS,
+              "thinking_capped": [bs.THINKING_MAX], "thinking_free": [bs.MAX_TOKENS]}
+    return bs.StartResult(kind, 20.0, checks, runs, [1.0, 2.0])
+
+
+def _report(ours: dict[str, list[float]], theirs: dict[str, list[float]]) -> str:
+    plan = (bs.Workload(1, 16, False), *bs._abba(64, 128))
+    by_key = {w.key: w for w in plan}
+    starts = [_start(kind, [_run(by_key[key], tps) for key, values in table.items()
+                            for tps in values])
+              for kind, table in ((bs.OURS, ours), (bs.THEIRS, theirs))]
+    facts = bs.ModelFacts(Path("model"), 3_670_000, 1, 2)
+    info = {"cpu": "test CPU", "cores": "2", "vllm": "0", "torch": "0", "python": "3"}
+    return bs.report(starts, plan, 1, facts, info, dt.datetime(2026, 1, 1), 60.0, "cmd")
+
+
+def test_report_judges_goals_on_paired_ratios() -> None:
+    text = _report(
+        ours={"plain@1": [300.0], "plain@64": [3000.0, 2000.0], "budget@64": [2900.0, 1900.0]},
+        theirs={"plain@1": [300.0], "plain@64": [3000.0, 2000.0],
+                "budget@64": [3000.0, 2000.0]})
+    rows = [line for line in text.splitlines() if line.startswith("| 64 |")]
+    tokens_row = next(r for r in rows if "| tokens/s |" in r)
+    assert "| 1.000 (1.00-1.00) | met |" in tokens_row
+    # budgeted: 2900/3000 and 1900/2000 -> below 1 on every pair: missed, and said so
+    budget_row = next(r for r in rows if r.count("|") > 10)
+    assert "**missed**" in budget_row and "Goals: missed: budgeted throughput" in text
+
+
+def test_report_flags_a_slower_server() -> None:
+    text = _report(ours={"plain@1": [200.0], "plain@64": [2000.0, 2000.0]},
+                   theirs={"plain@1": [300.0], "plain@64": [3000.0, 3000.0]})
+    assert "requests/s at 64 clients: 0.667" in text and "tokens/s at 1 clients: 0.667" in text
+
+
+def test_histogram_quantile_interpolates_inside_the_bucket() -> None:
+    cumulative = {0.01: 50.0, 0.02: 90.0, 0.04: 100.0, float("inf"): 100.0}
+    assert bs.histogram_quantile(cumulative, 0.5) == pytest.approx(0.01)
+    assert bs.histogram_quantile(cumulative, 0.7) == pytest.approx(0.015)
+    assert bs.histogram_quantile(cumulative, 0.99) == pytest.approx(0.038)
+    assert bs.histogram_quantile({0.01: 0.0, float("inf"): 0.0}, 0.5) != \
+        bs.histogram_quantile({0.01: 0.0, float("inf"): 0.0}, 0.5)  # NaN: no requests

@@ -82,10 +82,8 @@ import datetime as dt
 import gc
 import json
 import os
-import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -433,22 +431,6 @@ def run_loop_comparison(plain: Any, proc: Any, wl: Workload) -> list[LoopRow]:
 
 
 # --------------------------------------------------------------------------- report
-def machine_info() -> dict[str, str]:
-    model = platform.processor() or "?"
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in lscpu.splitlines():
-            if line.startswith("Model name:"):
-                model = line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    import torch
-    import vllm
-
-    return {"cpu": model, "cores": str(os.cpu_count()), "vllm": vllm.__version__,
-            "torch": torch.__version__, "python": platform.python_version()}
-
-
 def _cell(values: Sequence[float], fmt: str = ".0f") -> str:
     return f"{statistics.median(values):{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
 
@@ -574,6 +556,8 @@ def main() -> None:
         close_llm(proc)
         close_llm(plain)
         shutil.rmtree(timing_dir, ignore_errors=True)
+    from bench.machine import machine_info
+
     info = machine_info()
     text = render(info, n_params, (load_start, os.getloadavg()),
                   time.perf_counter() - t_start, tp, loop)

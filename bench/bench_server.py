@@ -54,7 +54,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import platform
 import signal
 import socket
 import statistics
@@ -654,22 +653,6 @@ def fmt(x: float, digits: int = 0) -> str:
     return "n/a" if x != x else f"{x:,.{digits}f}"
 
 
-def machine() -> dict[str, str]:
-    model_name = platform.processor() or "unknown"
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                model_name = line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    import torch
-    import vllm
-
-    return {"cpu": model_name, "cores": str(os.cpu_count()), "vllm": vllm.__version__,
-            "torch": torch.__version__, "python": platform.python_version()}
-
-
 def run_value(run: RunResult, name: str) -> float:
     return {"rps": run.requests_per_s, "tps": run.tokens_per_s, "p50": run.ttft_ms(0.5),
             "p99": run.ttft_ms(0.99), "fb50": run.ttfb_ms(0.5),
@@ -903,7 +886,9 @@ def main(argv: list[str] | None = None) -> int:
 
     started, t0 = dt.datetime.now(), time.perf_counter()
     facts = build_model()
-    info = machine()
+    from bench.machine import machine_info
+
+    info = machine_info()
     chats = prompts()
     kinds = [OURS, THEIRS, *([THEIRS_WITH_PROCESSOR] if args.diagnose else [])]
     log(f"model {facts.path} ({facts.n_params / 1e6:.2f}M params); {rounds} round(s) on "

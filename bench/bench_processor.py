@@ -94,17 +94,12 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache"
-for _var, _value in (("VLLM_CACHE_ROOT", CACHE / "vllm"),
-                     ("TORCHINDUCTOR_CACHE_DIR", CACHE / "inductor"),
-                     ("TMPDIR", CACHE / "tmp")):
-    os.environ.setdefault(_var, str(_value))
-    Path(os.environ[_var]).mkdir(parents=True, exist_ok=True)
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
 for _path in (ROOT, ROOT / "bench"):  # server/, training/ and bench/timed_processor.py
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
+from bench.machine import machine_info, prepare_env  # noqa: E402 (needs ROOT on the path)
+
+prepare_env(CACHE)
 TIMING_ENV = "BENCH_PROC_TIMING_DIR"  # timed_processor.ENV_VAR, read before vLLM starts
 
 MODEL_DIR = CACHE / "bench-qwen2-3.7m"
@@ -556,8 +551,6 @@ def main() -> None:
         close_llm(proc)
         close_llm(plain)
         shutil.rmtree(timing_dir, ignore_errors=True)
-    from bench.machine import machine_info
-
     info = machine_info()
     text = render(info, n_params, (load_start, os.getloadavg()),
                   time.perf_counter() - t_start, tp, loop)

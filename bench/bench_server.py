@@ -67,16 +67,11 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache"
-for _name, _value in (("VLLM_CACHE_ROOT", CACHE / "vllm"),
-                      ("TORCHINDUCTOR_CACHE_DIR", CACHE / "inductor"),
-                      ("TMPDIR", CACHE / "tmp")):
-    os.environ.setdefault(_name, str(_value))
-    Path(os.environ[_name]).mkdir(parents=True, exist_ok=True)
-for _name, _text in (("HF_HUB_OFFLINE", "1"), ("TOKENIZERS_PARALLELISM", "false"),
-                     ("VLLM_CPU_KVCACHE_SPACE", "2")):
-    os.environ.setdefault(_name, _text)
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+from bench.machine import machine_info, prepare_env  # noqa: E402 (needs ROOT on the path)
+
+prepare_env(CACHE)
 
 MODEL_DIR = CACHE / "bench-think"
 MODEL_NAME = "bench-think"
@@ -886,8 +881,6 @@ def main(argv: list[str] | None = None) -> int:
 
     started, t0 = dt.datetime.now(), time.perf_counter()
     facts = build_model()
-    from bench.machine import machine_info
-
     info = machine_info()
     chats = prompts()
     kinds = [OURS, THEIRS, *([THEIRS_WITH_PROCESSOR] if args.diagnose else [])]

@@ -526,9 +526,6 @@ class StartResult:
             by_key.setdefault(run.workload.key, []).append(run)
         return by_key
 
-    def all_runs(self) -> list[RunResult]:
-        return list(self.sequence)
-
 
 def new_session() -> Any:
     import aiohttp
@@ -829,9 +826,9 @@ def checks_text(starts: list[StartResult], plan: Sequence[Workload]) -> list[str
         if not mine:
             continue
         c = mine[0].checks
-        wrong = sum(r.wrong_length for s in mine for r in s.all_runs())
-        errors = sum(len(r.errors) for s in mine for r in s.all_runs())
-        total = sum(len(r.samples) for s in mine for r in s.all_runs())
+        wrong = sum(r.wrong_length for s in mine for r in s.sequence)
+        errors = sum(len(r.errors) for s in mine for r in s.sequence)
+        total = sum(len(r.samples) for s in mine for r in s.sequence)
         capped = sorted({x for s in mine for x in s.checks["thinking_capped"]})
         free = sorted({x for s in mine for x in s.checks["thinking_free"]})
         honoured = (c["eos_tokens_without_ignore"] < MAX_TOKENS
@@ -846,7 +843,7 @@ def checks_text(starts: list[StartResult], plan: Sequence[Workload]) -> list[str
                 f"{'capped' if capped_ok else '**NOT capped**'}: thinking tokens with the cap "
                 f"{capped}, without {free}")
         if kind is OURS:
-            streamed = [s.reasoning_tokens for st in mine for r in st.all_runs()
+            streamed = [s.reasoning_tokens for st in mine for r in st.sequence
                         if r.workload.budget for s in r.samples]
             if streamed:
                 early = sum(x < THINKING_MAX for x in streamed)
@@ -890,7 +887,7 @@ def main(argv: list[str] | None = None) -> int:
     raw = LOG_DIR / f"bench-server-{started:%Y%m%d-%H%M%S}.json"
     raw.write_text(json.dumps([{"server": s.kind.name, "ready_s": round(s.ready_s, 1),
                                 "checks": s.checks, "load": s.load,
-                                "runs": [r.summary() for r in s.all_runs()]}
+                                "runs": [r.summary() for r in s.sequence]}
                                for s in starts], indent=1))
     log(f"raw numbers in {raw}")
     command = " ".join(["python bench/bench_server.py", *(argv if argv is not None

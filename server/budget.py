@@ -48,6 +48,7 @@ __all__ = [
     "Accounting",
     "attempt_happened",
     "replay",
+    "uniform_bits",
     "uniform_for_step",
 ]
 
@@ -381,17 +382,23 @@ def replay(spec: BudgetSpec, output_ids: Sequence[int]) -> Accounting:
 _MASK64 = (1 << 64) - 1
 
 
-def uniform_for_step(seed: int, position: int) -> float:
-    """A uniform draw in [0, 1) that depends only on (seed, position).
+def uniform_bits(seed: int, position: int) -> int:
+    """53 random bits that depend only on (seed, position): ``uniform_for_step * 2**53``.
 
     Counter-based (splitmix64), so a seeded request decides the same way however
-    the batch around it changes, and after preemption.
+    the batch around it changes, after preemption, and on every tensor-parallel
+    rank. An integer, so it travels to the device exactly.
     """
     z = (seed * 0x9E3779B97F4A7C15 + (position + 1) * 0xBF58476D1CE4E5B9) & _MASK64
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
     z ^= z >> 31
-    return (z >> 11) * (1.0 / (1 << 53))
+    return z >> 11
+
+
+def uniform_for_step(seed: int, position: int) -> float:
+    """A uniform draw in [0, 1) that depends only on (seed, position)."""
+    return uniform_bits(seed, position) * (1.0 / (1 << 53))
 
 
 def attempt_happened(p_attempt: float, u: float) -> bool:

@@ -1,26 +1,37 @@
 """The vLLM v1 adapter: budget forcing as a token-level logits processor.
 
 Each request carries its :class:`~server.budget.BudgetSpec` as a plain dict in
-``SamplingParams.extra_args["s1_budget"]`` (see :func:`budget_extra_args`). The
-processor keeps one :class:`~server.budget.BudgetState` per budgeted row, feeds
-it the row's live output list before every step, and turns the state's decision
-into a logits edit:
+``SamplingParams.extra_args["s1_budget"]`` (see :func:`budget_extra_args`),
+with an explicit decision seed. The processor keeps one
+:class:`~server.budget.BudgetState` per budgeted row.
 
-- FORCE: the row's logits become -inf except the forced token;
-- GUARD (below the minimum): the model's probability of an end attempt is read
-  off the logits (greedy: is an attempt token the argmax; sampling: softmax
-  after the request's temperature). With that probability the continuation
-  string's first token is forced; otherwise the attempt tokens are set to -inf
-  and the rest of the distribution is sampled as before.
+When it looks at tokens matters. Under async scheduling (vLLM's default on
+GPUs) the model runner appends a ``-1`` placeholder to each request's output
+list at the end of a step, calls :meth:`update_state` at the next batch refresh
+(placeholder still there) and writes the real sampled id over it only in
+``InputBatch.update_async_output_token_ids()``, right before the sampler calls
+:meth:`apply`. So :meth:`update_state` only does bookkeeping (rows added,
+removed, moved), and :meth:`apply` first catches each row's state up with its
+live output list, never consuming a ``-1``. Under synchronous scheduling the
+list is already complete at :meth:`update_state`; catching up in :meth:`apply`
+gives the same result.
 
-Cost: nothing for batches without budgets (early return), a few attribute reads
-per budgeted row per step, and at most three vectorised tensor ops per step.
-Rows whose thinking is over leave the processor's state.
+:meth:`apply` then runs the state machines on the host (they need only token
+ids) and hands the logits-dependent part to :func:`server.logits_edit.apply_plan`
+through one packed int64 plan and one non-blocking host-to-device copy: no
+host synchronisation per step. Rows with nothing to enforce cost a few
+attribute reads; batches without budgets return at once; rows whose thinking
+is over leave.
+
+Under tensor parallelism every rank runs this processor on identical inputs.
+Decisions depend only on token ids, logits and the request's decision seed
+(sent by the API process), so every rank decides the same. Nothing is counted
+here: the API process derives forced ends and continuations from the output
+token ids, exactly once per request whatever the parallel layout.
 
 Approximation: the attempt probability is computed from the logits this
 processor sees, i.e. after ``logit_bias``/``min_tokens`` but before penalties,
-top-k, top-p and min-p, which vLLM applies later. With those filters on, the
-replacement rate is the untruncated model's, not the truncated one's.
+top-k, top-p and min-p, which vLLM applies later.
 
 Speculative decoding is not supported (vLLM refuses custom logits processors
 with it).
@@ -28,7 +39,6 @@ with it).
 
 from __future__ import annotations
 
-import os
 import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -41,15 +51,13 @@ from vllm.v1.sample.logits_processor import (
     MoveDirectionality,
 )
 
-from server import engine_counters as ec
-from server.budget import (
-    FORCE,
-    FREE,
-    BudgetError,
-    BudgetSpec,
-    BudgetState,
-    Phase,
-    uniform_for_step,
+from server.budget import FORCE, FREE, BudgetError, BudgetSpec, BudgetState, uniform_bits
+from server.logits_edit import (
+    FORCED,
+    GUARD_GREEDY,
+    GUARD_SAMPLED,
+    apply_plan,
+    float32_bits,
 )
 
 if TYPE_CHECKING:
@@ -60,7 +68,11 @@ _GREEDY_EPS = 1e-5  # vLLM's own threshold for "temperature 0"
 
 
 def budget_extra_args(spec: BudgetSpec, seed: int | None = None) -> dict[str, Any]:
-    """The ``SamplingParams.extra_args`` entry that turns budget forcing on."""
+    """The ``SamplingParams.extra_args`` entry that turns budget forcing on.
+
+    Send a ``seed``: without one each engine process draws its own, and
+    tensor-parallel ranks could then decide differently.
+    """
     payload = spec.to_dict()
     if seed is not None:
         payload["seed"] = int(seed)
@@ -88,12 +100,11 @@ def spec_from_params(params: SamplingParams) -> tuple[BudgetSpec, int | None] | 
 @dataclass(slots=True)
 class _Row:
     state: BudgetState
-    out: list[int]  # vLLM's live output list for this request
+    out: list[int]  # vLLM's live output list for this request (may end in -1 placeholders)
     seed: int
-    greedy: bool
-    inv_temperature: float
-    counted_end: bool = False
-    counted_position: int = -1  # last position a continuation/suppression was counted
+    kind: int  # GUARD_GREEDY or GUARD_SAMPLED: how a guarded step is decided
+    inv_t_bits: int  # 1 / temperature as float32 bits (sampled rows)
+    attempts: tuple[int, ...]  # end-attempt ids, padded with -1 to the processor's width
 
 
 class BudgetLogitsProcessor(LogitsProcessor):
@@ -103,165 +114,121 @@ class BudgetLogitsProcessor(LogitsProcessor):
     def validate_params(cls, sampling_params: SamplingParams) -> None:
         spec_from_params(sampling_params)  # raises BudgetError, a ValueError -> HTTP 400
 
-    def __init__(self, vllm_config: VllmConfig, device: torch.device,
+    def __init__(self, vllm_config: VllmConfig | None, device: torch.device,
                  is_pin_memory: bool) -> None:
         self.device = device
+        self.pin_memory = bool(is_pin_memory) and device.type != "cpu"
         self.rows: dict[int, _Row] = {}
-        self.counters = ec.CounterWriter(os.environ.get(ec.ENV_VAR))
-        self._neg_inf = torch.tensor(float("-inf"), device=device)
-        self._zero = torch.tensor(0.0, device=device)
+        self.width = 1  # attempt columns in the plan: the most any row needs
 
     def is_argmax_invariant(self) -> bool:
         return False  # it forces and suppresses tokens, so greedy picks change
 
     # ------------------------------------------------------------ batch state
     def update_state(self, batch_update: BatchUpdate | None) -> None:
-        rows = self.rows
-        if batch_update is not None:
-            for index in batch_update.removed:
-                rows.pop(index, None)
-            for index, params, _prompt, out in batch_update.added:
-                rows.pop(index, None)
-                row = self._new_row(params, out)
-                if row is not None:
-                    rows[index] = row
-            for a, b, direction in batch_update.moved:
-                row_a, row_b = rows.pop(a, None), rows.pop(b, None)
-                if row_a is not None:
-                    rows[b] = row_a
-                if direction == MoveDirectionality.SWAP and row_b is not None:
-                    rows[a] = row_b
-        if not rows:
+        """Bookkeeping only: under async scheduling the newest token is still a placeholder."""
+        if batch_update is None:
             return
-        finished = []
-        for index, row in rows.items():
-            state, out = row.state, row.out
-            n = len(out)
-            if n > state.position:
-                if n == state.position + 1:
-                    state.observe(out[-1])
-                else:
-                    state.observe_many(out[state.position:n])
-                if state.phase != Phase.THINKING and state.done:
-                    finished.append(index)
-        for index in finished:
-            del rows[index]
+        rows = self.rows
+        for index in batch_update.removed:
+            rows.pop(index, None)
+        for index, params, _prompt, out in batch_update.added:
+            rows.pop(index, None)
+            row = self._new_row(params, out)
+            if row is not None:
+                rows[index] = row
+        for a, b, direction in batch_update.moved:
+            row_a, row_b = rows.pop(a, None), rows.pop(b, None)
+            if row_a is not None:
+                rows[b] = row_a
+            if direction == MoveDirectionality.SWAP and row_b is not None:
+                rows[a] = row_b
 
     def _new_row(self, params: SamplingParams, out: list[int]) -> _Row | None:
         found = spec_from_params(params)
         if found is None:
             return None
         spec, seed = found
-        state = BudgetState(spec)
-        # A request re-added after preemption resumes from its output so far.
-        state.observe_many(out)
-        if state.done:
-            return None
-        self.counters.add(ec.BUDGETED_REQUESTS)
+        # A request re-added after preemption starts from position 0 and catches up
+        # with its output list in apply(), like any other row.
         temperature = params.temperature
         greedy = temperature < _GREEDY_EPS
+        attempts = spec.attempt_ids
+        if len(attempts) > self.width:
+            self._widen(len(attempts))
         return _Row(
-            state=state,
+            state=BudgetState(spec),
             out=out,
+            # Only for direct engine users who send no seed; the server always sends one.
             seed=random.getrandbits(63) if seed is None else seed,
-            greedy=greedy,
-            inv_temperature=0.0 if greedy else 1.0 / temperature,
+            kind=GUARD_GREEDY if greedy else GUARD_SAMPLED,
+            inv_t_bits=0 if greedy else float32_bits(1.0 / temperature),
+            attempts=attempts + (-1,) * (self.width - len(attempts)),
         )
+
+    def _widen(self, width: int) -> None:
+        self.width = width
+        for row in self.rows.values():
+            row.attempts = row.attempts + (-1,) * (width - len(row.attempts))
 
     # ------------------------------------------------------------------ apply
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
-        if not self.rows:
+        rows = self.rows
+        if not rows:
             return logits
-        force_rows: list[int] = []
-        force_toks: list[int] = []
-        guards: list[tuple[int, _Row]] = []
-        for index, row in self.rows.items():
+        forced: list[int] = []
+        guarded: list[int] = []
+        n_forced = 0
+        finished: list[int] = []
+        pad = (FORCED, 0, 0) + (-1,) * self.width  # kind, u, 1/T and attempts: unused
+        for index, row in rows.items():
             state = row.state
+            out = row.out
+            n = len(out)
+            pos = state.position
+            if n != pos:
+                if n == pos + 1 and out[pos] >= 0:
+                    state.observe(out[pos])
+                else:
+                    _catch_up(state, out, n)
+                if state.done:
+                    finished.append(index)
+                    continue
             action = state.decide()
             if action == FREE:
                 continue
             if action == FORCE:
-                tok = state.forced_token
-                force_rows.append(index)
-                force_toks.append(tok)
-                if not row.counted_end and state.forcing_end_at_max(tok):
-                    row.counted_end = True
-                    self.counters.add(ec.FORCED_ENDS)
-            else:
-                guards.append((index, row))
-        supp_rows: list[int] = []
-        supp_toks: list[int] = []
-        if guards:
-            self._resolve_guards(logits, guards, force_rows, force_toks, supp_rows, supp_toks)
-        if supp_rows:
-            logits.index_put_(self._idx(supp_rows, supp_toks), self._neg_inf)
-        if force_rows:
-            r = torch.tensor(force_rows, dtype=torch.long, device=logits.device)
-            t = torch.tensor(force_toks, dtype=torch.long, device=logits.device)
-            logits.index_fill_(0, r, float("-inf"))
-            logits.index_put_((r, t), self._zero)
+                forced.append(index)
+                forced.append(state.forced_token)
+                forced.extend(pad)
+                n_forced += 1
+            else:  # GUARD
+                kind = row.kind
+                guarded.append(index)
+                guarded.append(state.guard_continuation_token)
+                guarded.append(kind)
+                if kind == GUARD_SAMPLED:
+                    guarded.append(uniform_bits(row.seed, state.position))
+                    guarded.append(row.inv_t_bits)
+                else:
+                    guarded.append(0)
+                    guarded.append(0)
+                guarded.extend(row.attempts)
+        for index in finished:
+            del rows[index]
+        if not forced and not guarded:
+            return logits
+        forced.extend(guarded)
+        plan = torch.tensor(forced, dtype=torch.int64, pin_memory=self.pin_memory)
+        plan = plan.view(-1, 5 + self.width).to(logits.device, non_blocking=True)
+        apply_plan(logits, plan, n_forced)
         return logits
 
-    def _idx(self, rows: list[int], toks: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        dev = self._neg_inf.device
-        return (torch.tensor(rows, dtype=torch.long, device=dev),
-                torch.tensor(toks, dtype=torch.long, device=dev))
 
-    def _resolve_guards(self, logits: torch.Tensor, guards: list[tuple[int, _Row]],
-                        force_rows: list[int], force_toks: list[int],
-                        supp_rows: list[int], supp_toks: list[int]) -> None:
-        """Decide, per guarded row, whether the model tried to end its thinking.
+def _catch_up(state: BudgetState, out: list[int], n: int) -> None:
+    """Observe ``out[state.position:n]``, stopping at a placeholder (-1) not yet repaired."""
+    for tok in out[state.position:n]:
+        if tok < 0:
+            return
+        state.observe(tok)
 
-        Either way the attempt tokens are masked unless the continuation is forced:
-        penalties applied after this processor could otherwise promote them.
-        """
-        happened = self._greedy_attempts(logits, [g for g in guards if g[1].greedy])
-        happened.update(self._sampled_attempts(logits, [g for g in guards if not g[1].greedy]))
-        for index, row in guards:
-            state = row.state
-            pos = state.position
-            count = row.counted_position != pos
-            row.counted_position = pos
-            if happened[index]:
-                force_rows.append(index)
-                force_toks.append(state.guard_continuation_token)
-                if count:
-                    self.counters.add(ec.FORCED_CONTINUATIONS)
-            else:
-                for tok in state.spec.attempt_ids:
-                    supp_rows.append(index)
-                    supp_toks.append(tok)
-
-    @staticmethod
-    def _greedy_attempts(logits: torch.Tensor,
-                         rows: list[tuple[int, _Row]]) -> dict[int, bool]:
-        """Greedy: an attempt is an attempt token winning the argmax, as vLLM would pick."""
-        if not rows:
-            return {}
-        idx = torch.tensor([i for i, _ in rows], dtype=torch.long, device=logits.device)
-        winners = logits.index_select(0, idx).argmax(dim=1).tolist()
-        return {i: w in row.state.spec.attempt_ids
-                for (i, row), w in zip(rows, winners, strict=True)}
-
-    @staticmethod
-    def _sampled_attempts(logits: torch.Tensor,
-                          rows: list[tuple[int, _Row]]) -> dict[int, bool]:
-        """Sampling: an attempt happens with the model's probability of the attempt
-        tokens after temperature, drawn from the request's counter-based stream."""
-        if not rows:
-            return {}
-        attempts = [row.state.spec.attempt_ids for _, row in rows]
-        width = max(len(a) for a in attempts)
-        # Pad with -1 and mask it out, so each real id counts once.
-        padded = [list(a) + [-1] * (width - len(a)) for a in attempts]
-        dev = logits.device
-        row_idx = torch.tensor([i for i, _ in rows], dtype=torch.long, device=dev)
-        att_idx = torch.tensor(padded, dtype=torch.long, device=dev)
-        inv_t = torch.tensor([row.inv_temperature for _, row in rows], dtype=logits.dtype,
-                             device=dev).unsqueeze(1)
-        sub = logits.index_select(0, row_idx) * inv_t
-        att = sub.gather(1, att_idx.clamp(min=0))
-        att = att.masked_fill(att_idx < 0, float("-inf"))
-        p_att = torch.exp(torch.logsumexp(att, 1) - torch.logsumexp(sub, 1)).tolist()
-        return {i: p == p and uniform_for_step(row.seed, row.state.position) < p  # NaN: no
-                for (i, row), p in zip(rows, p_att, strict=True)}

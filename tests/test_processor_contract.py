@@ -1,0 +1,197 @@
+"""The processor's contracts without an engine: same decisions as a plain reference,
+no host synchronisation inside ``apply()``, identical decisions on every rank.
+
+The reference below is written row by row with Python floats, the way the s1
+rule reads (force; or guard: did the model try to stop?), independently of the
+packed plan and the device code in ``server/logits_edit.py``.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from vllm import SamplingParams
+from vllm.v1.sample.logits_processor import BatchUpdate
+
+from server.budget import FORCE, GUARD, BudgetSpec, BudgetState, uniform_for_step
+from server.logits_processor import BudgetLogitsProcessor, budget_extra_args
+
+VOCAB = 50
+EOS, EOS2 = 2, 3
+END, PREFIX, CONT = (10, 11), (14, 15), (20, 21)
+
+
+def random_request(rng: random.Random, with_seed: bool = True) -> SamplingParams:
+    lo = rng.choice([None, 0, 3, 8, 40])
+    hi = rng.choice([None, 5, 12, 60])
+    if lo is None and hi is None:
+        lo = 6
+    if lo is not None and hi is not None and lo > hi:
+        lo, hi = hi, lo
+    spec = BudgetSpec(start_ids=(30, 31), end_ids=END, stop_ids={EOS, EOS2},
+                      continuation_ids=CONT if rng.random() < 0.5 else (CONT[0],),
+                      answer_prefix_ids=PREFIX, thinking_min=lo, thinking_max=hi,
+                      prompt_opens=rng.random() < 0.8)
+    temperature = rng.choice([0.0, 0.0, 0.7, 1.0, 1.3])
+    seed = rng.getrandbits(40) if with_seed else None
+    return SamplingParams(temperature=temperature, max_tokens=100,
+                          extra_args=budget_extra_args(spec, seed))
+
+
+def reference_edit(logits: torch.Tensor, params: list[SamplingParams],
+                   outs: list[list[int]]) -> torch.Tensor:
+    """The s1 rule, one row at a time."""
+    logits = logits.clone()
+    for i, (p, out) in enumerate(zip(params, outs, strict=True)):
+        payload = p.extra_args["s1_budget"]
+        spec = BudgetSpec.from_dict(payload)
+        state = BudgetState(spec)
+        state.observe_many(out)
+        action = state.decide()
+        row = logits[i]
+        if action == FORCE:
+            tok = state.forced_token
+        elif action == GUARD:
+            attempts = list(spec.attempt_ids)
+            if p.temperature < 1e-5:
+                tried = int(row.argmax()) in attempts
+            else:
+                probs = torch.softmax(row.double() / p.temperature, dim=0)
+                tried = uniform_for_step(payload["seed"], state.position) < float(
+                    probs[attempts].sum())
+            if not tried:
+                row[attempts] = float("-inf")
+                continue
+            tok = spec.continuation_ids[0]
+        else:
+            continue
+        row.fill_(float("-inf"))
+        row[tok] = 0.0
+    return logits
+
+
+def sample(row: torch.Tensor, temperature: float, g: torch.Generator) -> int:
+    if temperature < 1e-5:
+        return int(row.argmax())
+    return int(torch.multinomial(torch.softmax(row / temperature, 0), 1, generator=g))
+
+
+def attempt_prone_logits(g: torch.Generator, n: int) -> torch.Tensor:
+    logits = torch.randn(n, VOCAB, generator=g) * 2
+    # Attempt tokens near the top, so greedy and sampled decisions both go either way.
+    logits[:, END[0]] += torch.rand(n, generator=g) * 6
+    logits[:, EOS] += torch.rand(n, generator=g) * 3
+    return logits
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_apply_matches_the_row_by_row_reference(seed: int) -> None:
+    rng = random.Random(seed)
+    g = torch.Generator().manual_seed(seed)
+    n = 16
+    params = [random_request(rng) for _ in range(n)]
+    outs: list[list[int]] = [[] for _ in range(n)]
+    proc = BudgetLogitsProcessor(None, torch.device("cpu"), False)
+    proc.update_state(BatchUpdate(batch_size=n, removed=[], moved=[],
+                                  added=[(i, p, [1], outs[i]) for i, p in enumerate(params)]))
+    decisions = 0
+    for _ in range(70):
+        logits = attempt_prone_logits(g, n)
+        expected = reference_edit(logits, params, outs)
+        got = proc.apply(logits.clone())
+        assert torch.equal(got, expected)
+        decisions += int((got != logits).any(dim=1).sum())
+        for i in range(n):
+            outs[i].append(sample(got[i], params[i].temperature, g))
+    assert decisions > 40  # the run really forced and guarded
+
+
+def test_apply_leaves_batches_without_budgets_alone() -> None:
+    proc = BudgetLogitsProcessor(None, torch.device("cpu"), False)
+    plain = SamplingParams(temperature=1.0)
+    proc.update_state(BatchUpdate(batch_size=2, removed=[], moved=[],
+                                  added=[(0, plain, [1], []), (1, plain, [1], [])]))
+    logits = torch.randn(2, VOCAB)
+    assert proc.apply(logits.clone()).equal(logits)
+    assert not proc.rows
+
+
+class _HostSync(AssertionError):
+    pass
+
+
+def test_apply_never_synchronises_with_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Logits on the meta device have no data: any read of a device value on the host
+    (``.item()``, ``.tolist()``, ``bool()``, a device-to-host copy) fails. The only
+    host-to-device traffic allowed is one non-blocking copy per step."""
+    rng = random.Random(1)
+    n = 64
+    params = [random_request(rng) for _ in range(n)]
+    outs: list[list[int]] = [[] for _ in range(n)]
+    meta = torch.device("meta")
+    proc = BudgetLogitsProcessor(None, meta, False)
+    proc.update_state(BatchUpdate(batch_size=n, removed=[], moved=[],
+                                  added=[(i, p, [1], outs[i]) for i, p in enumerate(params)]))
+    copies: list[bool] = []
+    real_to = torch.Tensor.to
+
+    def counting_to(self: torch.Tensor, *args, **kwargs):
+        result = real_to(self, *args, **kwargs)
+        if result.device != self.device:
+            if self.device.type == "meta":
+                raise _HostSync("device-to-host copy inside apply()")
+            copies.append(bool(kwargs.get("non_blocking")))
+        return result
+
+    def forbidden(*_args, **_kwargs):
+        raise _HostSync("host read of a device value inside apply()")
+
+    g = torch.Generator().manual_seed(0)
+    forced_or_guarded = 0
+    for _ in range(40):
+        copies.clear()
+        with monkeypatch.context() as m:
+            m.setattr(torch.Tensor, "to", counting_to)
+            for name in ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__"):
+                m.setattr(torch.Tensor, name, forbidden)
+            proc.apply(torch.empty(n, VOCAB, device=meta))
+        assert copies in ([], [True])
+        forced_or_guarded += len(copies)
+        for out in outs:  # advance every row with some token (meta logits cannot be sampled)
+            out.append(int(torch.randint(0, VOCAB, (1,), generator=g)))
+    assert forced_or_guarded > 10
+
+
+def _run_rank(params: list[SamplingParams], python_seed: int, steps: int) -> list[torch.Tensor]:
+    """One "TP rank": its own processor and Python random state, the same inputs."""
+    random.seed(python_seed)
+    n = len(params)
+    outs: list[list[int]] = [[] for _ in range(n)]
+    proc = BudgetLogitsProcessor(None, torch.device("cpu"), False)
+    proc.update_state(BatchUpdate(batch_size=n, removed=[], moved=[],
+                                  added=[(i, p, [1], outs[i]) for i, p in enumerate(params)]))
+    g = torch.Generator().manual_seed(123)  # ranks see identical logits
+    edited = []
+    for _ in range(steps):
+        logits = proc.apply(attempt_prone_logits(g, n))
+        edited.append(logits)
+        for i in range(n):
+            outs[i].append(int(logits[i].argmax()))  # the same token on every rank
+    return edited
+
+
+@pytest.mark.parametrize("with_seed", [True, False])
+def test_ranks_with_different_python_random_states_agree(with_seed: bool) -> None:
+    rng = random.Random(5)
+    params = [SamplingParams(temperature=1.0, max_tokens=100, extra_args=budget_extra_args(
+        BudgetSpec(start_ids=(), end_ids=END, stop_ids={EOS}, continuation_ids=CONT,
+                   thinking_min=60), rng.getrandbits(40) if with_seed else None))
+        for _ in range(8)]
+    a = _run_rank(params, python_seed=1, steps=40)
+    b = _run_rank(params, python_seed=2, steps=40)
+    same = all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    # With the API's decision seed the ranks agree; without one (a direct engine user's
+    # request) each process draws its own, and they part ways: the check can fail.
+    assert same is with_seed

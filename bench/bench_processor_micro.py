@@ -1,259 +1,219 @@
-"""Micro-benchmark of ``BudgetLogitsProcessor.update_state`` + ``apply``, without an engine.
+"""Micro-benchmark: the budget processor's host time per engine step, before and after.
 
-Why: the end-to-end benchmark (``bench_processor.py``) says how much throughput the
-processor costs, but on a shared 2-core machine a 1-2% effect is hard to see and
-profiling inside vLLM's worker process is awkward. Here the processor is driven the
-way the engine drives it (a synthetic ``BatchUpdate`` adding rows whose output lists
-the "sampler" then appends to, one ``update_state`` and one ``apply`` per step) on a
-fake float32 logits tensor of the benchmark model's vocabulary, and only the two
-processor calls are timed (thread CPU time, so other users' load matters less).
+Why: a decode step of a 32B model on one H100 takes ~20 ms; the processor runs on
+the host inside every step, and a host sync there also removes vLLM's CPU/GPU
+overlap. Here the processor is driven as the engine drives it (one
+``update_state`` and one ``apply`` per step, the "sampler" appending each row's
+token to its live output list) and only those two calls are timed, for:
 
-Scenarios, each at batch 1, 32 and 64:
+- ``before``: ``bench/legacy_processor.py``, the processor as it was (observes in
+  ``update_state``, ``.tolist()`` in ``apply``);
+- ``after``: ``server.logits_processor.BudgetLogitsProcessor`` (catch-up in
+  ``apply``, one packed plan, one non-blocking copy, decisions on the device).
 
-- ``no budgets``: rows without a budget (the processor's early return);
-- ``free``: budgeted rows past their minimum and far from their maximum (bookkeeping
-  only: ``observe`` and ``decide`` per row);
-- ``guard, greedy`` / ``guard, sampled``: every row below its minimum, the model never
-  tries to stop (the suppression path, with the attempt-probability tensor work);
-- ``part-1 schedule``: the end-to-end benchmark's requests (``thinking_min=64``,
-  ``thinking_max=200``, 256 steps, greedy, tokens taken as the argmax of random logits
-  with the end token biased so that some rows try to stop) — its per-step figure is
-  comparable to the in-engine "processor us/step" column of ``RESULTS.md``.
+Row types, every row of the batch the same: ``free`` (past the minimum, far from
+the maximum), ``guard greedy`` / ``guard sampled`` (below the minimum, the model
+not trying to stop: the suppression path), ``forced`` (every step forces a token).
+Before timing, both implementations must edit the logits identically.
 
-Then a cProfile of the part-1 schedule at batch 1 and 64 shows where the time goes,
-and the same scenarios run with :class:`GreedyGuardPrototype`, a sketch of the main
-suggested change (a greedy-only fast path for guarded rows), after checking that it
-makes exactly the same decisions as the current processor. The prototype lives here
-only to size the suggestion; the server does not use it.
-Run: ``.venv/bin/python bench/bench_processor_micro.py`` (about a minute).
+On CUDA (``--device cuda``, torch without vLLM is enough) host time is what the
+CPU spends in the calls (the GPU runs behind it), and the GPU time of ``apply``
+is read from CUDA events. Run: ``.venv/bin/python bench/bench_processor_micro.py``
+(``--record`` appends the table to ``bench/RESULTS.md``).
 """
 
 from __future__ import annotations
 
-import cProfile
+import argparse
 import datetime as dt
-import io
-import os
-import pstats
+import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_processor as bp  # noqa: E402  (sets the cache variables before vLLM loads)
+import torch
 
-STEPS = 256
-BATCHES = (1, 32, 64)
-REPEATS = 5
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
+from legacy_processor import LegacyBudgetLogitsProcessor  # noqa: E402
+from vllm import SamplingParams  # noqa: E402
+from vllm.v1.sample.logits_processor import BatchUpdate  # noqa: E402
 
-@dataclass
-class Scenario:
-    name: str
-    thinking_min: int | None
-    thinking_max: int | None
-    budgeted: bool = True
-    temperature: float = 0.0
-    attempts: bool = False  # let the end token win the argmax now and then
+import server.logits_processor as lp  # noqa: E402
+from server.budget import BudgetSpec  # noqa: E402
+from server.logits_processor import BudgetLogitsProcessor, budget_extra_args  # noqa: E402
 
-
-SCENARIOS = (
-    Scenario("no budgets", None, None, budgeted=False),
-    Scenario("free", 0, 10**6),
-    Scenario("guard, greedy", 10**6, None),
-    Scenario("guard, sampled", 10**6, None, temperature=1.0),
-    Scenario("part-1 schedule", bp.THINKING_MIN, bp.THINKING_MAX, attempts=True),
-)
+END, EOS, CONT = (7, 8), 2, (20, 21)
+SCENARIOS = {  # name: (thinking_min, thinking_max, temperature, forced answer prefix)
+    "free": (0, 10**6, 0.0, False),
+    "guard greedy": (10**6, None, 0.0, False),
+    "guard sampled": (10**6, None, 1.0, False),
+    "forced": (None, 0, 0.0, True),
+}
 
 
-def prototype_class() -> type:
-    """Build :class:`GreedyGuardPrototype` (deferred: importing vLLM is slow)."""
-    import torch
-
-    from server import engine_counters as ec
-    from server.logits_processor import BudgetLogitsProcessor
-
-    class GreedyGuardPrototype(BudgetLogitsProcessor):
-        """Guarded greedy rows decided by one argmax instead of the probability math.
-
-        For a greedy row the end attempt happens iff the row's argmax is an attempt
-        token, so the index tensors, the two ``max`` and the two ``logsumexp`` (computed
-        today for greedy rows too, then unused) reduce to one ``argmax`` over the
-        guarded rows and a Python membership test. Sampled rows keep the current path.
-        Ties: ``argmax`` takes the lowest id where the current ``>=`` counts a tie as an
-        attempt; with float logits an exact tie between distinct tokens is rare.
-        """
-
-        def _resolve_guards(self, logits: torch.Tensor, guards: list, force_rows: list[int],
-                            force_toks: list[int], supp_rows: list[int],
-                            supp_toks: list[int]) -> None:
-            if not all(row.greedy for _, row in guards):
-                super()._resolve_guards(logits, guards, force_rows, force_toks, supp_rows,
-                                        supp_toks)
-                return
-            if len(guards) == logits.shape[0]:
-                best = logits.argmax(dim=1).tolist()
-                picks = [best[i] for i, _ in guards]
-            else:
-                idx = torch.tensor([i for i, _ in guards], dtype=torch.long,
-                                   device=logits.device)
-                picks = logits.index_select(0, idx).argmax(dim=1).tolist()
-            for (index, row), tok in zip(guards, picks, strict=True):
-                state = row.state
-                pos = state.position
-                count = row.counted_position != pos
-                row.counted_position = pos
-                attempts = state.spec.attempt_ids
-                if tok in attempts:
-                    force_rows.append(index)
-                    force_toks.append(state.guard_continuation_token)
-                    if count:
-                        self.counters.add(ec.FORCED_CONTINUATIONS)
-                else:
-                    supp_rows.extend([index] * len(attempts))
-                    supp_toks.extend(attempts)
-
-    return GreedyGuardPrototype
+def make_params(scenario: str, steps: int, i: int) -> SamplingParams:
+    lo, hi, temperature, prefix = SCENARIOS[scenario]
+    spec = BudgetSpec(start_ids=(), end_ids=END, stop_ids={EOS}, continuation_ids=CONT,
+                      answer_prefix_ids=tuple(30 + k % 50 for k in range(steps + 4)) if prefix
+                      else (), thinking_min=lo, thinking_max=hi)
+    return SamplingParams(temperature=temperature, max_tokens=steps + 8,
+                          extra_args=budget_extra_args(spec, seed=1000 + i))
 
 
 class Driver:
-    """Feeds one processor the way vLLM's persistent batch does, for ``STEPS`` steps."""
+    """One processor and its batch, stepped with logits that never favour ending."""
 
-    def __init__(self, wl: bp.Workload, sc: Scenario, batch: int, seed: int = 0,
-                 cls: type | None = None) -> None:
-        import torch
-        from vllm import SamplingParams
-
-        from server.logits_processor import BudgetLogitsProcessor, budget_extra_args
-
-        cls = cls or BudgetLogitsProcessor
-
-        self.torch = torch
-        self.sc, self.batch, self.wl = sc, batch, wl
-        extra = (budget_extra_args(wl.spec(sc.thinking_min, sc.thinking_max), seed=seed)
-                 if sc.budgeted else None)
-        params = SamplingParams(max_tokens=STEPS, temperature=sc.temperature, extra_args=extra)
-        self.proc = cls(None, torch.device("cpu"), False)
+    def __init__(self, cls: type, scenario: str, batch: int, vocab: int, steps: int,
+                 device: torch.device) -> None:
+        self.proc = cls(None, device, device.type == "cuda")
+        # CPU: thread CPU time, so other processes' load on a shared machine counts less.
+        self.clock = time.perf_counter if device.type == "cuda" else time.thread_time
         self.outs: list[list[int]] = [[] for _ in range(batch)]
-        self.added = [(i, params, wl.prompts[i % len(wl.prompts)], self.outs[i])
-                      for i in range(batch)]
-        gen = torch.Generator().manual_seed(seed)
-        vocab = 512
-        self.logits = [torch.randn(batch, vocab, generator=gen) for _ in range(16)]
-        attempt = list(wl.attempt_ids)
-        for t in self.logits:
-            # Never an end attempt, unless the scenario wants some (one step in ~40 per row).
-            t[:, attempt] = -30.0
-            if sc.attempts:
-                hit = torch.rand(batch, generator=gen) < 1 / 40
-                t[hit, wl.attempt_ids[0]] = 30.0
+        added = [(i, make_params(scenario, steps, i), [1], self.outs[i]) for i in range(batch)]
+        self.pending: BatchUpdate | None = BatchUpdate(batch_size=batch, removed=[], moved=[],
+                                                       added=added)
+        g = torch.Generator(device="cpu").manual_seed(0)
+        self.logits = (torch.randn(batch, vocab, generator=g) * 2).to(device)
+        self.logits[:, [END[0], EOS]] -= 8.0  # no attempts: guarded rows stay guarded
 
-    def run(self, timer: Callable[[], float] = time.thread_time) -> float:
-        """Seconds spent inside update_state + apply over all steps.
-
-        Thread CPU time by default: on a shared machine, time spent descheduled would
-        otherwise dominate figures of a few microseconds.
-        """
-        from vllm.v1.sample.logits_processor import BatchUpdate
-
-        proc, spent = self.proc, 0.0
-        update: Any = BatchUpdate(batch_size=self.batch, removed=[], added=self.added, moved=[])
-        for step in range(STEPS):
-            logits = self.logits[step % len(self.logits)].clone()
-            t0 = timer()
-            proc.update_state(update)
-            out = proc.apply(logits)
-            spent += timer() - t0
-            update = None
-            toks = out.argmax(dim=1).tolist()  # the "sampler", not timed
-            for row, tok in zip(self.outs, toks, strict=True):
-                row.append(tok)
-        return spent
+    def step(self) -> tuple[float, torch.Tensor]:
+        """Host seconds inside update_state + apply, and the edited logits."""
+        logits = self.logits.clone()
+        t0 = self.clock()
+        self.proc.update_state(self.pending)
+        out = self.proc.apply(logits)
+        host = self.clock() - t0
+        self.pending = None
+        for row, tok in zip(self.outs, out.argmax(dim=1).tolist(), strict=True):
+            row.append(tok)  # the engine's bookkeeping, outside the timed calls
+        return host, out
 
 
-def measure(wl: bp.Workload, cls: type | None,
-            scenarios: tuple[Scenario, ...] = SCENARIOS) -> list[tuple[str, int, float]]:
-    results = []
-    for sc in scenarios:
-        for batch in BATCHES:
-            samples = [Driver(wl, sc, batch, seed=r, cls=cls).run() / STEPS * 1e6
-                       for r in range(REPEATS)]
-            results.append((sc.name, batch, statistics.median(samples)))
-            print(f"  {sc.name:16s} batch {batch:2d}: {results[-1][2]:8.1f} us/step", flush=True)
-    return results
+def same_edits(scenario: str, vocab: int, device: torch.device) -> bool:
+    a = Driver(LegacyBudgetLogitsProcessor, scenario, 16, vocab, 12, device)
+    b = Driver(BudgetLogitsProcessor, scenario, 16, vocab, 12, device)
+    return all(torch.equal(a.step()[1], b.step()[1]) for _ in range(12))
 
 
-def same_decisions(wl: bp.Workload, cls: type) -> bool:
-    """True when ``cls`` produces the same tokens as the current processor everywhere."""
-    for sc in SCENARIOS:
-        for batch in BATCHES:
-            a, b = Driver(wl, sc, batch, seed=7), Driver(wl, sc, batch, seed=7, cls=cls)
-            a.run()
-            b.run()
-            if a.outs != b.outs:
-                print(f"  prototype differs: {sc.name}, batch {batch}")
-                return False
-    return True
+class _DeviceShare:
+    """Times ``apply_plan`` (the tensor ops) inside the new processor's ``apply`` and
+    counts the ops it dispatches, so the host's own share (state machines, plan,
+    launches) can be told apart from the tensor maths, which on CPU is host work too."""
+
+    def __init__(self, clock) -> None:
+        self.clock, self.seconds, self.ops, self.calls = clock, 0.0, 0, 0
+
+    def __enter__(self) -> _DeviceShare:
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        share = self
+
+        class Count(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                share.ops += 1
+                return func(*args, **(kwargs or {}))
+
+        def timed(*args, **kwargs):
+            t0 = self.clock()
+            if self.calls == 0:  # count the ops of one step (the same every step)
+                with Count():
+                    _real_apply_plan(*args, **kwargs)
+            else:
+                _real_apply_plan(*args, **kwargs)
+            self.seconds += self.clock() - t0
+            self.calls += 1
+
+        lp.apply_plan = timed
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        lp.apply_plan = _real_apply_plan
 
 
-def table(results: list[tuple[str, int, float]], label: str) -> list[str]:
-    lines = [f"| {label} | " + " | ".join(f"batch {b}" for b in BATCHES) + " |",
-             "|---|" + "---:|" * len(BATCHES)]
-    for name in dict.fromkeys(r[0] for r in results):
-        cells = [f"{us:.0f} us" for n, _, us in results if n == name]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return lines
+_real_apply_plan = lp.apply_plan
 
 
-def profile(wl: bp.Workload, batch: int, top: int = 14) -> str:
-    sc = SCENARIOS[-1]
-    prof = cProfile.Profile()
-    for r in range(3):
-        driver = Driver(wl, sc, batch, seed=r)
-        prof.enable()
-        driver.run()
-        prof.disable()
-    buf = io.StringIO()
-    pstats.Stats(prof, stream=buf).strip_dirs().sort_stats("tottime").print_stats(top)
-    return buf.getvalue()
+def measure(cls: type, scenario: str, batch: int, vocab: int, steps: int,
+            device: torch.device, repeats: int) -> dict[str, float]:
+    """Median host ms per step; for the new processor also the host ms outside the
+    tensor ops, the ops per step and (CUDA) the GPU ms per step."""
+    runs: dict[str, list[float]] = {"host": [], "own": [], "gpu": [], "ops": []}
+    for _ in range(repeats):
+        d = Driver(cls, scenario, batch, vocab, steps + 2, device)
+        d.step()  # the first step adds the rows: not a steady-state step
+        host = gpu = 0.0
+        with _DeviceShare(d.clock) as share:
+            for _ in range(steps):
+                if device.type == "cuda":
+                    start = torch.cuda.Event(enable_timing=True)
+                    end = torch.cuda.Event(enable_timing=True)
+                    start.record()
+                    dt_host, _ = d.step()
+                    end.record()
+                    end.synchronize()
+                    gpu += start.elapsed_time(end)
+                else:
+                    dt_host, _ = d.step()
+                host += dt_host
+        runs["host"].append(host * 1000 / steps)
+        own = host if device.type == "cuda" else host - share.seconds
+        runs["own"].append(own * 1000 / steps)
+        runs["gpu"].append(gpu / steps)
+        runs["ops"].append(share.ops)
+    return {k: statistics.median(v) for k, v in runs.items()}
 
 
 def main() -> None:
-    import torch
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--vocab", type=int, default=None,
+                    help="vocabulary size (default 1024 on CPU, 152064 on CUDA)")
+    ap.add_argument("--batches", type=int, nargs="+", default=[256, 1024])
+    ap.add_argument("--steps", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--record", action="store_true", help="append to bench/RESULTS.md")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    vocab = args.vocab or (152064 if device.type == "cuda" else 1024)
+    torch.set_num_threads(1)
 
-    torch.set_num_threads(1)  # the engine's worker runs with one torch thread here
-    model_dir, _ = bp.build_bench_model()
-    wl = bp.make_workload(model_dir)
-    print(f"per-step processor time (median of {REPEATS} x {STEPS} steps), "
-          f"torch {torch.__version__}, threads {torch.get_num_threads()}")
-    print("current processor:")
-    current = measure(wl, None)
-    proto_cls = prototype_class()
-    print("prototype (greedy guard fast path):")
-    same = same_decisions(wl, proto_cls)
-    greedy = tuple(sc for sc in SCENARIOS if sc.budgeted and sc.temperature == 0.0)
-    proto = measure(wl, proto_cls, greedy)
-    print()
-    print("\n".join(table(current, "current processor, us/step")))
-    print()
-    print("\n".join(table(proto, "prototype: greedy guard fast path, us/step")))
-    print(f"\nprototype makes the same decisions as the current processor: {same}")
-    load = "/".join(f"{x:.1f}" for x in os.getloadavg())
-    now = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    bp.append_results("\n".join([
-        f"## Micro-benchmark {now} (bench/bench_processor_micro.py)", "",
-        f"Processor CPU time per engine step (update_state + apply), median of {REPEATS} x "
-        f"{STEPS} steps, fake logits, one torch thread; load average at the end {load}.", "",
-        *table(current, "current processor"), "",
-        *table(proto, "prototype: greedy guard fast path"), "",
-        f"The prototype makes the same decisions as the current processor: {same}.", ""]))
-    for batch in (1, 64):
-        print(f"\ncProfile, part-1 schedule, batch {batch} (3 x {STEPS} steps, by own time):")
-        print(profile(wl, batch))
+    lines = [f"## Processor micro-benchmark {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC "
+             "(bench/bench_processor_micro.py)", "",
+             f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
+             f"device {device}"
+             + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else "")
+             + f", vocabulary {vocab}, {args.steps} steps x {args.repeats} repeats (median), "
+             "ms per step in update_state + apply (CPU: thread time).", ""]
+    cuda = device.type == "cuda"
+    header = ("| rows | batch | before ms | after ms | after/before | after, host share ms "
+              "| tensor ops/step |" + (" after GPU ms |" if cuda else ""))
+    lines += [header, "|" + "---|" * (header.count("|") - 1)]
+    for scenario in SCENARIOS:
+        if not same_edits(scenario, vocab, device):
+            raise SystemExit(f"{scenario}: before and after edit the logits differently")
+        for batch in args.batches:
+            before = measure(LegacyBudgetLogitsProcessor, scenario, batch, vocab,
+                             args.steps, device, args.repeats)
+            after = measure(BudgetLogitsProcessor, scenario, batch, vocab,
+                            args.steps, device, args.repeats)
+            row = (f"| {scenario} | {batch} | {before['host']:.3f} | {after['host']:.3f} | "
+                   f"{after['host'] / before['host']:.2f} | {after['own']:.3f} | "
+                   f"{after['ops']:.0f} |" + (f" {after['gpu']:.3f} |" if cuda else ""))
+            lines.append(row)
+            print(row, flush=True)
+    lines += ["", "host share: time in update_state + apply outside the tensor ops "
+              "(state machines, the plan, dispatch); on CPU the tensor ops run on the host "
+              "too and are in 'after ms'. On CUDA 'after ms' is all host time (no sync)."]
+    lines += ["", "Both implementations edited the logits identically in every row type "
+              "(checked before timing).", ""]
+    text = "\n".join(lines)
+    print(text)
+    if args.record:
+        with open(ROOT / "bench" / "RESULTS.md", "a") as fh:
+            fh.write("\n" + text + "\n")
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ __all__ = [
     "FREE",
     "FORCE",
     "GUARD",
+    "DONE",
     "BudgetError",
     "BudgetSpec",
     "BudgetState",
@@ -53,6 +54,7 @@ __all__ = [
 ]
 
 FREE, FORCE, GUARD = 0, 1, 2
+DONE = 3  # returned by BudgetState.advance: nothing left to enforce
 
 
 class BudgetError(ValueError):
@@ -207,12 +209,14 @@ class BudgetState:
     _min: int = 0
     _max: int = -1  # -1: no maximum
     _force_tok: int = -1
+    _special: frozenset[int] = frozenset()
 
     def __post_init__(self) -> None:
         spec = self.spec
         self.phase = Phase.THINKING if spec.prompt_opens else Phase.BEFORE
         self._min = spec.thinking_min or 0
         self._max = -1 if spec.thinking_max is None else spec.thinking_max
+        self._special = spec.special_ids
 
     # ------------------------------------------------------------------ decide
     def decide(self) -> int:
@@ -254,6 +258,24 @@ class BudgetState:
         return self.phase >= Phase.ANSWER and not self._qkind
 
     # ----------------------------------------------------------------- observe
+    def advance(self, tok: int) -> int:
+        """:meth:`observe` then :meth:`decide` in one call, or DONE when :attr:`done`.
+
+        The engine calls this once per row and step; the common case (an ordinary
+        thinking token, nothing queued) takes a few comparisons.
+        """
+        if self.phase == Phase.THINKING and not self._qkind and tok not in self._special:
+            self.position += 1
+            thinking = self.thinking = self.thinking + 1
+            if 0 <= self._max <= thinking:
+                self._force_tok = self.spec.end_ids[0]
+                return FORCE
+            return GUARD if thinking < self._min else FREE
+        self.observe(tok)
+        if self.phase >= Phase.ANSWER and not self._qkind:
+            return DONE
+        return self.decide()
+
     def observe_many(self, tokens: Iterable[int]) -> None:
         for tok in tokens:
             self.observe(tok)

@@ -9,7 +9,8 @@ on the device, so the host never waits for the GPU: no ``.item()``, ``.tolist()`
 ``.cpu()`` or blocking copy, and the CPU can run ahead as vLLM's async
 scheduling expects.
 
-Plan layout, one row per forced or guarded request, forced rows first::
+Plan layout, one row per forced or guarded request: forced rows, then greedy
+guarded rows, then sampled guarded rows (the host knows each count)::
 
     [batch_row, token, kind, u_bits, inv_temperature_bits, attempt_0, ..., attempt_{W-1}]
 
@@ -43,38 +44,39 @@ def float32_bits(value: float) -> int:
     return struct.unpack("<i", struct.pack("<f", value))[0]
 
 
-def apply_plan(logits: torch.Tensor, plan: torch.Tensor, n_forced: int) -> None:
-    """Edit ``logits`` in place. ``plan`` is on the logits' device; its first
-    ``n_forced`` rows are forced, the rest guarded. Never synchronises."""
-    n_guard = plan.shape[0] - n_forced
+def apply_plan(logits: torch.Tensor, plan: torch.Tensor, n_forced: int, n_greedy: int) -> None:
+    """Edit ``logits`` in place. ``plan`` is on the logits' device: ``n_forced`` forced
+    rows, ``n_greedy`` greedy guarded rows, then sampled guarded rows. Never synchronises."""
     if n_forced:
         rows = plan[:n_forced, COL_ROW]
         logits.index_fill_(0, rows, float("-inf"))
         logits.index_put_((rows, plan[:n_forced, COL_TOKEN]),
                           torch.zeros((), dtype=logits.dtype, device=logits.device))
-    if n_guard:
-        _apply_guards(logits, plan[n_forced:])
+    end_greedy = n_forced + n_greedy
+    if n_greedy:
+        _guard(logits, plan[n_forced:end_greedy], sampled=False)
+    if plan.shape[0] > end_greedy:
+        _guard(logits, plan[end_greedy:], sampled=True)
 
 
-def _apply_guards(logits: torch.Tensor, guard: torch.Tensor) -> None:
+def _guard(logits: torch.Tensor, guard: torch.Tensor, sampled: bool) -> None:
     rows = guard[:, COL_ROW]
     attempts = guard[:, COL_ATTEMPTS:]
     valid = attempts >= 0
     # Every row has at least one attempt id (the end delimiter's first token): pad with it.
     att_idx = torch.where(valid, attempts, attempts[:, :1])
     sub = logits.index_select(0, rows)  # a copy: [guarded rows, vocabulary]
-
-    greedy_hit = (sub.argmax(dim=1, keepdim=True) == att_idx).any(dim=1)
-
-    inv_t = guard[:, COL_INV_T].to(torch.int32).view(torch.float32).to(logits.dtype)
-    scaled = sub * inv_t.unsqueeze(1)
-    att = scaled.gather(1, att_idx).masked_fill(~valid, float("-inf"))
-    p_attempt = torch.exp(torch.logsumexp(att, 1) - torch.logsumexp(scaled, 1))
-    del scaled
-    # NaN probabilities compare False: no attempt, as before.
-    sampled_hit = guard[:, COL_U].to(torch.float64) < p_attempt.to(torch.float64) * _TWO_53
-
-    hit = torch.where(guard[:, COL_KIND] == GUARD_GREEDY, greedy_hit, sampled_hit).unsqueeze(1)
+    if sampled:
+        inv_t = guard[:, COL_INV_T].to(torch.int32).view(torch.float32).to(logits.dtype)
+        scaled = sub * inv_t.unsqueeze(1)
+        att = scaled.gather(1, att_idx).masked_fill(~valid, float("-inf"))
+        p_attempt = torch.exp(torch.logsumexp(att, 1) - torch.logsumexp(scaled, 1))
+        del scaled
+        # NaN probabilities compare False: no attempt.
+        hit = guard[:, COL_U].to(torch.float64) < p_attempt.to(torch.float64) * _TWO_53
+    else:
+        hit = (sub.argmax(dim=1, keepdim=True) == att_idx).any(dim=1)
+    hit = hit.unsqueeze(1)
     # Not tried: attempt tokens masked. Tried: only the continuation token is left.
     sub.scatter_(1, att_idx, float("-inf"))
     cont = guard[:, COL_TOKEN].unsqueeze(1)

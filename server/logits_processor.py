@@ -51,7 +51,16 @@ from vllm.v1.sample.logits_processor import (
     MoveDirectionality,
 )
 
-from server.budget import FORCE, FREE, BudgetError, BudgetSpec, BudgetState, uniform_bits
+from server.budget import (
+    DONE,
+    FORCE,
+    FREE,
+    GUARD,
+    BudgetError,
+    BudgetSpec,
+    BudgetState,
+    uniform_bits,
+)
 from server.logits_edit import (
     FORCED,
     GUARD_GREEDY,
@@ -176,52 +185,58 @@ class BudgetLogitsProcessor(LogitsProcessor):
         rows = self.rows
         if not rows:
             return logits
+        # The plan, flat: forced rows, then greedy guarded rows, then sampled guarded rows.
         forced: list[int] = []
-        guarded: list[int] = []
-        n_forced = 0
+        greedy: list[int] = []
+        sampled: list[int] = []
         finished: list[int] = []
-        pad = (FORCED, 0, 0) + (-1,) * self.width  # kind, u, 1/T and attempts: unused
+        width = self.width
+        pad = (FORCED, 0, 0) + (-1,) * width  # kind, u, 1/T, attempts: unused when forced
         for index, row in rows.items():
             state = row.state
             out = row.out
             n = len(out)
             pos = state.position
-            if n != pos:
-                if n == pos + 1 and out[pos] >= 0:
-                    state.observe(out[pos])
-                else:
-                    _catch_up(state, out, n)
-                if state.done:
-                    finished.append(index)
-                    continue
-            action = state.decide()
+            if n == pos + 1 and out[pos] >= 0:
+                action = state.advance(out[pos])
+            elif n == pos:
+                action = state.decide()
+            else:  # several new tokens (a re-added row), or a placeholder not yet repaired
+                _catch_up(state, out, n)
+                action = DONE if state.done else state.decide()
             if action == FREE:
                 continue
             if action == FORCE:
                 forced.append(index)
                 forced.append(state.forced_token)
-                forced.extend(pad)
-                n_forced += 1
-            else:  # GUARD
-                kind = row.kind
-                guarded.append(index)
-                guarded.append(state.guard_continuation_token)
-                guarded.append(kind)
-                if kind == GUARD_SAMPLED:
-                    guarded.append(uniform_bits(row.seed, state.position))
-                    guarded.append(row.inv_t_bits)
+                forced += pad
+            elif action == GUARD:
+                if row.kind == GUARD_GREEDY:
+                    greedy.append(index)
+                    greedy.append(state.guard_continuation_token)
+                    greedy.append(GUARD_GREEDY)
+                    greedy.append(0)
+                    greedy.append(0)
+                    greedy += row.attempts
                 else:
-                    guarded.append(0)
-                    guarded.append(0)
-                guarded.extend(row.attempts)
+                    sampled.append(index)
+                    sampled.append(state.guard_continuation_token)
+                    sampled.append(GUARD_SAMPLED)
+                    sampled.append(uniform_bits(row.seed, state.position))
+                    sampled.append(row.inv_t_bits)
+                    sampled += row.attempts
+            else:  # DONE: thinking is over, the row leaves
+                finished.append(index)
         for index in finished:
             del rows[index]
-        if not forced and not guarded:
+        cols = 5 + width
+        n_forced, n_greedy = len(forced) // cols, len(greedy) // cols
+        if not (n_forced or n_greedy or sampled):
             return logits
-        forced.extend(guarded)
-        plan = torch.tensor(forced, dtype=torch.int64, pin_memory=self.pin_memory)
-        plan = plan.view(-1, 5 + self.width).to(logits.device, non_blocking=True)
-        apply_plan(logits, plan, n_forced)
+        plan = torch.tensor(forced + greedy + sampled, dtype=torch.int64,
+                            pin_memory=self.pin_memory)
+        plan = plan.view(-1, cols).to(logits.device, non_blocking=True)
+        apply_plan(logits, plan, n_forced, n_greedy)
         return logits
 
 

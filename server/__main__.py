@@ -21,6 +21,9 @@ def main(argv: list[str] | None = None) -> None:
         os.environ.setdefault(var, os.path.join(".cache", sub))
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from server.preflight import run_preflight
+
+    run_preflight(settings)  # exits with values that fit before vLLM spends minutes loading
     import uvicorn
 
     from server.app import create_app

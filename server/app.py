@@ -21,7 +21,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from server import metrics
+from server import engine_info, metrics
 from server.engine import describe_model, prepare_environment, start_engine
 from server.errors import APIError
 from server.serving import Serving
@@ -30,8 +30,10 @@ from server.settings import Settings
 logger = logging.getLogger(__name__)
 access_log = logging.getLogger("s1.access")
 
-KNOWN_PATHS = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics"}
-EXEMPT_PATHS = {"/health", "/metrics"}
+KNOWN_PATHS = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics",
+               "/version"}
+# Operational endpoints, open with --auth-exempt-health (vLLM guards only /v1/... paths).
+EXEMPT_PATHS = {"/health", "/metrics", "/version"}
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -41,6 +43,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.serving = None
         app.state.engine = None
+        app.state.engine_info = None
         app.state.load_error = None
         metrics.ENGINE_COUNTERS.directory = prepare_environment(settings)
         loader = asyncio.create_task(_load(app, settings))
@@ -57,6 +60,7 @@ def create_app(settings: Settings) -> FastAPI:
                   "(thinking_min / thinking_max) enforced inside vLLM.")
     app.state.serving = None
     app.state.engine = None
+    app.state.engine_info = None
     app.state.load_error = None
     app.state.engine_dead = lambda: _engine_dead(app)
     from server.routes import router
@@ -103,6 +107,7 @@ async def _load(app: FastAPI, settings: Settings) -> None:
     try:
         engine = await asyncio.to_thread(start_engine, settings)
         app.state.engine = engine
+        app.state.engine_info = engine_info.collect_and_log(engine.vllm_config)
         model = await asyncio.to_thread(describe_model, settings, engine)
         app.state.serving = Serving(engine, model, settings)
         logger.info("ready: serving %s (context %d, thinking format %s)", model.name,

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from server import metrics
+from server.engine_info import VersionInfo, version_info
 from server.errors import ERROR_RESPONSES, APIError
 from server.protocol import (
     ChatChoice,
@@ -316,6 +317,12 @@ async def health(request: Request) -> JSONResponse:
     if getattr(state, "serving", None) is None:
         return JSONResponse(Health(status="loading").model_dump(), status_code=503)
     return JSONResponse(Health(status="ok").model_dump())
+
+
+@router.get("/version", response_model=VersionInfo)
+async def version(request: Request) -> VersionInfo:
+    """vLLM's ``{"version"}``, our version and the resolved engine configuration."""
+    return version_info(getattr(request.app.state, "engine_info", None))
 
 
 @router.get("/metrics", response_class=Response)

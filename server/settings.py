@@ -61,8 +61,8 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Accepted API keys "
                                 "(comma-separated in the env var). Empty: no auth.")
     api_key_file: Path | None = Field(None, description="File with one API key per line.")
-    auth_exempt_health: bool = Field(True, description="Serve /health and /metrics "
-                                     "without an API key.")
+    auth_exempt_health: bool = Field(True, description="Serve /health, /metrics and "
+                                     "/version without an API key.")
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Allowed CORS origins "
                                     "(comma-separated; '*' for any). Empty: CORS off.")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest request body.")
@@ -98,6 +98,9 @@ class Settings(BaseSettings):
                                 "(fastest start; the CPU default is eager anyway).")
     seed: int = Field(0, description="Engine seed.")
     disable_log_stats: bool = Field(False, description="Turn off vLLM's engine statistics.")
+    preflight: bool = Field(True, description="Before loading, check that the weights and one "
+                            "max_model_len sequence of KV cache fit in GPU memory, and stop with "
+                            "values that fit if not (GPU only; needs the model on disk).")
 
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod

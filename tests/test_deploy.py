@@ -510,6 +510,16 @@ def test_compose_environment_validates_as_settings(service, monkeypatch):
         assert settings.model == "simplescaling/s1.1-32B"
         assert settings.thinking_format == "s1"
         assert settings.tensor_parallel_size == 1
+        # Defaults that start s1.1-32B on one H100 80 GB (tests/test_preflight.py: 43k tokens).
+        assert settings.max_model_len == 32768
+        assert settings.gpu_memory_utilization == 0.95
+        assert settings.preflight is True
+        from server.preflight import plan_memory
+        from tests.test_preflight import H100_BYTES, SHAPE
+
+        plan = plan_memory(SHAPE, 2, settings.max_model_len, settings.tensor_parallel_size,
+                           H100_BYTES, settings.gpu_memory_utilization)
+        assert plan.fits and plan.full_sequences > 1.2, plan.summary()
     else:
         assert settings.cpu_kvcache_space_gib == 1
         assert "S1_MODEL" not in env, "the cpu server serves the image's embedded demo model"
@@ -531,7 +541,10 @@ def test_docker_compose_config_when_installed(tmp_path):
     s1 = config["services"]["s1"]
     assert s1["environment"]["S1_MODEL"] == "simplescaling/s1.1-32B"
     assert s1["deploy"]["resources"]["reservations"]["devices"][0]["count"] in (-1, "all")
-    assert "S1_MAX_MODEL_LEN" not in {k for k, v in s1["environment"].items() if v}
+    assert s1["environment"]["S1_MAX_MODEL_LEN"] == "32768"
+    assert s1["environment"]["S1_GPU_MEMORY_UTILIZATION"] == "0.95"
+    assert s1["environment"]["S1_TENSOR_PARALLEL_SIZE"] == "1"
+    assert "S1_PREFLIGHT" not in {k for k, v in s1["environment"].items() if v}
 
 
 # ------------------------------------------------------------------------------ monitoring

@@ -1,7 +1,9 @@
 """``python -m server`` / ``s1-serve``: parse settings, start uvicorn.
 
 SIGTERM and Ctrl-C stop accepting connections, let in-flight requests finish
-for a grace period (then abort them), shut the engine down and exit 0.
+for a grace period (then abort them), shut the engine down and exit 0. When the
+engine dies or fails to start, :mod:`server.watchdog` stops the server the same way,
+and the process exits 3 so that a restart policy brings it back.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import contextlib
 import logging
 import os
 import signal
+import sys
+import threading
 from collections.abc import Iterator
 
 
@@ -27,6 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
     from server.app import create_app
+    from server.watchdog import ENGINE_DEATH_EXIT_CODE, HARD_EXIT_S
 
     class Server(uvicorn.Server):
         """uvicorn re-raises SIGTERM after its graceful shutdown (exit status -15);
@@ -42,13 +47,37 @@ def main(argv: list[str] | None = None) -> None:
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
 
-    config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
+        exit_code = 0
+
+        def stop_with(self, code: int) -> None:
+            """Graceful stop (in-flight responses flush), then exit ``code``; from the loop."""
+            self.exit_code = code
+            self.should_exit = True
+            # Guard against a hang in the graceful path, which expects a live engine.
+            timer = threading.Timer(HARD_EXIT_S, _hard_exit, (code, HARD_EXIT_S))
+            timer.daemon = True
+            timer.start()
+
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port,
                             log_level=settings.log_level, access_log=False,
                             # Longer than uvicorn's 5 s: fewer clients reusing a connection
                             # just as the server closes it (the soak saw 5 such ReadErrors).
                             timeout_keep_alive=30,
                             timeout_graceful_shutdown=settings.shutdown_grace_s)
-    Server(config).run()
+    server = Server(config)
+    app.state.request_exit = server.stop_with
+    server.run()
+    if not server.started:  # the app's startup raised (e.g. a refused engine setting)
+        sys.exit(ENGINE_DEATH_EXIT_CODE)
+    if server.exit_code:
+        sys.exit(server.exit_code)
+
+
+def _hard_exit(code: int, waited: float) -> None:
+    logging.getLogger(__name__).error("the graceful stop took over %g s; exiting now", waited)
+    logging.shutdown()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """The FastAPI application: engine lifecycle, auth, limits, request ids, error shapes.
 
 The HTTP port opens at once and answers ``/health`` with 503 while the engine
-loads in a worker thread; generation routes answer 503 until it is ready.
+loads in a worker thread; generation routes answer 503 until it is ready. If the
+engine fails to load or dies later, :mod:`server.watchdog` stops the process with a
+non-zero status (unless ``exit_on_engine_death`` is off).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from server.engine import describe_model, prepare_environment, start_engine
 from server.errors import APIError
 from server.serving import Serving
 from server.settings import Settings
+from server.watchdog import watch_engine
 
 logger = logging.getLogger(__name__)
 access_log = logging.getLogger("s1.access")
@@ -47,10 +50,12 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.load_error = None
         metrics.ENGINE_COUNTERS.directory = prepare_environment(settings)
         loader = asyncio.create_task(_load(app, settings))
+        watcher = asyncio.create_task(watch_engine(app, settings.exit_on_engine_death))
         try:
             yield
         finally:
             loader.cancel()
+            watcher.cancel()
             engine = app.state.engine
             if engine is not None:
                 engine.shutdown()
@@ -115,7 +120,7 @@ async def _load(app: FastAPI, settings: Settings) -> None:
                     model.format_tokens.fmt.name if model.format_tokens else "none")
     except asyncio.CancelledError:
         raise
-    except BaseException as exc:  # startup failed: /health reports it, the process stays up
+    except BaseException as exc:  # startup failed: /health reports it; the watchdog acts
         app.state.load_error = f"{type(exc).__name__}: {exc}"
         logger.exception("the engine failed to start")
 

@@ -79,6 +79,10 @@ class Settings(BaseSettings):
                                      "seconds (0: none); past it the request is aborted.")
     shutdown_grace_s: float = Field(30.0, ge=0, description="On SIGTERM, how long in-flight "
                                     "requests may finish before they are aborted.")
+    exit_on_engine_death: bool = Field(True, description="When the engine fails to start or "
+                                       "its process dies, exit with status 3 so that a "
+                                       "restart policy (Docker's restart: unless-stopped) "
+                                       "brings the server back. Off: stay up, answer 503.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description=
                                                                      "Log level.")
 

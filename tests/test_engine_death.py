@@ -1,0 +1,180 @@
+"""Engine death: the real server (subprocess, tiny model) with its engine core killed.
+
+vLLM's engine core is a separate process. When it dies the server cannot serve again, so
+with ``exit_on_engine_death`` (the default) it must end the in-flight requests with
+errors in OpenAI's shape, refuse new ones, and exit non-zero so that a restart policy
+(Docker's ``restart: unless-stopped``) brings it back. With the setting off it stays up and
+``/health`` answers 503. A model that cannot load takes the same exit path.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from server.watchdog import ENGINE_DEATH_EXIT_CODE
+from tests.server_proc import ServerProcess
+from tests.test_server import metric
+
+pytestmark = pytest.mark.engine
+MSG = [{"role": "user", "content": "How many r in raspberry?"}]
+# Long enough to be mid-generation when the engine is killed (max_model_len is 1024).
+LONG = {"messages": MSG, "max_tokens": 900, "ignore_eos": True}
+STREAMS = 3
+EXIT_WITHIN_S = 10.0
+
+
+@dataclass
+class StreamRecord:
+    """What one SSE reader saw; ``first_token`` is set once content has arrived."""
+
+    status: int | None = None
+    events: list[dict] = field(default_factory=list)
+    done: bool = False
+    transport_error: str | None = None
+    first_token: threading.Event = field(default_factory=threading.Event)
+    ended: threading.Event = field(default_factory=threading.Event)
+
+
+def read_stream(base_url: str, rec: StreamRecord) -> None:
+    try:
+        with httpx.stream("POST", base_url + "/v1/chat/completions",
+                          json={**LONG, "stream": True}, timeout=120) as resp:
+            rec.status = resp.status_code
+            for line in resp.iter_lines():
+                if line == "data: [DONE]":
+                    rec.done = True
+                elif line.startswith("data: "):
+                    rec.events.append(json.loads(line[6:]))
+                    if "choices" in rec.events[-1]:
+                        rec.first_token.set()
+    except httpx.HTTPError as exc:
+        rec.transport_error = repr(exc)
+    finally:
+        rec.first_token.set()  # never leave the test waiting on a stream that failed early
+        rec.ended.set()
+
+
+def post_once(base_url: str, out: dict) -> None:
+    try:
+        r = httpx.post(base_url + "/v1/chat/completions", json=LONG, timeout=120)
+        out["status"], out["body"] = r.status_code, r.json()
+    except httpx.HTTPError as exc:
+        out["transport_error"] = repr(exc)
+
+
+def engine_core(server: subprocess.Popen) -> psutil.Process:
+    """The vLLM engine-core child of the server (vLLM titles it ``VLLM::EngineCore``)."""
+    seen = []
+    for child in psutil.Process(server.pid).children(recursive=True):
+        try:
+            text = f"{child.name()} {' '.join(child.cmdline())}"
+        except psutil.Error:
+            continue
+        if "EngineCore" in text:
+            return child
+        seen.append(f"{child.pid}: {text}")
+    raise AssertionError(f"no EngineCore process under the server; children: {seen}")
+
+
+def wait_until(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out after {timeout:g} s waiting for {what}"
+        time.sleep(0.05)
+
+
+def assert_engine_error(error: dict) -> None:
+    assert error["type"] == "service_unavailable_error" and error["code"] == 503, error
+    assert "engine" in error["message"], error
+
+
+def test_engine_death_ends_requests_and_exits_non_zero(tiny_s1_open):
+    server = ServerProcess(tiny_s1_open, "--shutdown-grace-s", "30")
+    try:
+        server.wait_ready()
+        plain: dict = {}
+        plain_thread = threading.Thread(target=post_once, args=(server.base_url, plain))
+        plain_thread.start()
+        streams = [StreamRecord() for _ in range(STREAMS)]
+        threads = [threading.Thread(target=read_stream, args=(server.base_url, rec))
+                   for rec in streams]
+        for t in threads:
+            t.start()
+        for rec in streams:
+            assert rec.first_token.wait(120), "a stream produced no token"
+            assert not rec.ended.is_set(), f"a stream ended before the kill: {rec}"
+        # Every request admitted (the non-streamed one included) before the engine dies.
+        wait_until(lambda: metric(server, "s1_requests_in_flight") >= STREAMS + 1, 60,
+                   "all requests in flight")
+
+        engine_core(server.proc).kill()  # SIGKILL: no chance to say goodbye
+        killed_at = time.monotonic()
+
+        for t in threads:
+            t.join(60)
+        for rec in streams:
+            assert rec.status == 200 and rec.transport_error is None, rec
+            assert rec.events and "error" in rec.events[-1], f"no error event at the end: {rec}"
+            assert_engine_error(rec.events[-1]["error"])
+            finished = [c for e in rec.events for c in e.get("choices", [])
+                        if c.get("finish_reason")]
+            assert not finished, f"a killed stream must not look finished: {finished}"
+        plain_thread.join(60)
+        assert plain.get("status") == 503, plain
+        assert_engine_error(plain["body"]["error"])
+
+        # Engine dead, process maybe still flushing: a new request is refused either way.
+        try:
+            r = httpx.post(server.base_url + "/v1/chat/completions",
+                           json={"messages": MSG, "max_tokens": 5}, timeout=10)
+            assert r.status_code == 503, r.text
+            assert_engine_error(r.json()["error"])
+        except httpx.TransportError:
+            pass  # already gone
+
+        remaining = EXIT_WITHIN_S - (time.monotonic() - killed_at)
+        code = server.proc.wait(max(remaining, 0.1))
+        assert code == ENGINE_DEATH_EXIT_CODE, server.log_path.read_text()[-4000:]
+        log = server.log_path.read_text()
+        assert "the inference engine died" in log and "exiting with status 3" in log, log[-4000:]
+    finally:
+        server.stop()
+
+
+def test_engine_death_with_exit_off_stays_up_and_reports_dead(tiny_s1_open):
+    server = ServerProcess(tiny_s1_open, "--no-exit-on-engine-death")
+    try:
+        server.wait_ready()
+        engine_core(server.proc).kill()
+        # The watchdog logs this where it would otherwise stop the server.
+        wait_until(lambda: "staying up" in server.log_path.read_text(), 30,
+                   "the watchdog to notice the death")
+        assert server.proc.poll() is None, "the server exited although the setting is off"
+        r = httpx.get(server.base_url + "/health", timeout=10)
+        assert r.status_code == 503 and r.json()["status"] == "dead", r.text
+        r = httpx.post(server.base_url + "/v1/chat/completions",
+                       json={"messages": MSG, "max_tokens": 5}, timeout=10)
+        assert r.status_code == 503, r.text
+        assert_engine_error(r.json()["error"])
+    finally:
+        assert server.stop() == 0, "SIGTERM must still exit 0"
+
+
+def test_engine_that_cannot_load_exits_non_zero(tmp_path: Path):
+    server = ServerProcess(tmp_path / "no-such-model")  # an empty path: the load fails
+    try:
+        code = server.proc.wait(300)
+        log = server.log_path.read_text()
+        assert code == ENGINE_DEATH_EXIT_CODE, log[-4000:]
+        assert "the engine failed to start" in log, log[-4000:]
+    finally:
+        server.stop()

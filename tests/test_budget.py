@@ -8,6 +8,7 @@ import random
 import pytest
 
 from server.budget import (
+    DONE,
     FORCE,
     FREE,
     GUARD,
@@ -223,3 +224,33 @@ def test_decide_states():
     assert s.decide() == FREE
     s.observe(1)
     assert s.decide() == FORCE and s.forced_token == IM_START
+
+
+def test_advance_is_observe_then_decide():
+    """The engine's one-call fast path must agree with the two-call definition."""
+    rng = random.Random(1)
+    for _ in range(300):
+        lo = rng.choice([None, 0, 1, 3, 7])
+        hi = rng.choice([None, 0, 2, 5, 9, 20])
+        if lo is not None and hi is not None and lo > hi:
+            lo, hi = hi, lo
+        if lo is None and hi is None:
+            hi = 4
+        sp = spec(thinking_min=lo, thinking_max=hi, prompt_opens=rng.random() < 0.8,
+                  continuation_ids=rng.choice([(WAIT,), (WAIT, 3)]))
+        fast, slow = BudgetState(sp), BudgetState(sp)
+        for _ in range(40):
+            # Mostly the token the machine asks for, sometimes anything (as a sampler may).
+            slow.decide()
+            tok = slow.forced_token if rng.random() < 0.5 and slow.decide() == FORCE \
+                else rng.choice(VOCAB)
+            slow.observe(tok)
+            expected = DONE if slow.done else slow.decide()
+            got = fast.advance(tok)
+            assert got == expected
+            if got == FORCE:
+                assert fast.forced_token == slow.forced_token
+            assert (fast.position, fast.thinking, fast.phase) == (
+                slow.position, slow.thinking, slow.phase)
+            if got == DONE:
+                break

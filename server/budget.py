@@ -50,6 +50,7 @@ __all__ = [
     "attempt_happened",
     "replay",
     "uniform_bits",
+    "uniform_bits_block",
     "uniform_for_step",
 ]
 
@@ -264,7 +265,23 @@ class BudgetState:
         The engine calls this once per row and step; the common case (an ordinary
         thinking token, nothing queued) takes a few comparisons.
         """
-        if self.phase == Phase.THINKING and not self._qkind and tok not in self._special:
+        kind = self._qkind
+        if kind:
+            queue, qi = self._queue, self._qi
+            if tok == queue[qi] and qi + 1 < len(queue):  # inside a forced string
+                self.position += 1
+                self._qi = qi + 1
+                if kind == _Q_CONT:
+                    self.thinking += 1
+                elif kind == _Q_PREFIX:
+                    self.answer += 1
+                if (kind == _Q_CONT and self.phase == Phase.THINKING
+                        and 0 <= self._max <= self.thinking):
+                    self._force_tok = self.spec.end_ids[0]  # the maximum wins
+                else:
+                    self._force_tok = queue[qi + 1]
+                return FORCE
+        elif self.phase == Phase.THINKING and tok not in self._special:
             self.position += 1
             thinking = self.thinking = self.thinking + 1
             if 0 <= self._max <= thinking:
@@ -416,6 +433,20 @@ def uniform_bits(seed: int, position: int) -> int:
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
     z ^= z >> 31
     return z >> 11
+
+
+def uniform_bits_block(seed: int, start: int, count: int) -> list[int]:
+    """``[uniform_bits(seed, p) for p in range(start, start + count)]``, vectorised
+    (numpy's uint64 arithmetic wraps modulo 2**64, as the masks above do)."""
+    import numpy as np
+
+    with np.errstate(over="ignore"):
+        pos = np.arange(start + 1, start + count + 1, dtype=np.uint64)
+        z = np.uint64((seed * 0x9E3779B97F4A7C15) & _MASK64) + pos * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z ^= z >> np.uint64(31)
+    return (z >> np.uint64(11)).tolist()
 
 
 def uniform_for_step(seed: int, position: int) -> float:

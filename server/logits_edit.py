@@ -12,7 +12,7 @@ scheduling expects.
 Plan layout, one row per forced or guarded request: forced rows, then greedy
 guarded rows, then sampled guarded rows (the host knows each count)::
 
-    [batch_row, token, kind, u_bits, inv_temperature_bits, attempt_0, ..., attempt_{W-1}]
+    [batch_row, token, kind, inv_temperature_bits, attempt_0, ..., attempt_{W-1}, u_bits]
 
 - ``kind``: :data:`FORCED`, :data:`GUARD_GREEDY` or :data:`GUARD_SAMPLED`;
 - ``token``: the forced token, or for a guarded row the continuation's first token;
@@ -35,7 +35,9 @@ import struct
 import torch
 
 FORCED, GUARD_GREEDY, GUARD_SAMPLED = 0, 1, 2
-COL_ROW, COL_TOKEN, COL_KIND, COL_U, COL_INV_T, COL_ATTEMPTS = range(6)
+COL_ROW, COL_TOKEN, COL_KIND, COL_INV_T, COL_ATTEMPTS = range(5)
+COL_U = -1
+FIXED_COLUMNS = 5  # all but the attempt ids
 _TWO_53 = float(1 << 53)
 
 
@@ -61,7 +63,7 @@ def apply_plan(logits: torch.Tensor, plan: torch.Tensor, n_forced: int, n_greedy
 
 def _guard(logits: torch.Tensor, guard: torch.Tensor, sampled: bool) -> None:
     rows = guard[:, COL_ROW]
-    attempts = guard[:, COL_ATTEMPTS:]
+    attempts = guard[:, COL_ATTEMPTS:COL_U]
     valid = attempts >= 0
     # Every row has at least one attempt id (the end delimiter's first token): pad with it.
     att_idx = torch.where(valid, attempts, attempts[:, :1])

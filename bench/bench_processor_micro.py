@@ -74,7 +74,6 @@ def prototype_class() -> type:
     """Build :class:`GreedyGuardPrototype` (deferred: importing vLLM is slow)."""
     import torch
 
-    from server import engine_counters as ec
     from server.logits_processor import BudgetLogitsProcessor
 
     class GreedyGuardPrototype(BudgetLogitsProcessor):
@@ -104,15 +103,10 @@ def prototype_class() -> type:
                 picks = logits.index_select(0, idx).argmax(dim=1).tolist()
             for (index, row), tok in zip(guards, picks, strict=True):
                 state = row.state
-                pos = state.position
-                count = row.counted_position != pos
-                row.counted_position = pos
                 attempts = state.spec.attempt_ids
                 if tok in attempts:
                     force_rows.append(index)
                     force_toks.append(state.guard_continuation_token)
-                    if count:
-                        self.counters.add(ec.FORCED_CONTINUATIONS)
                 else:
                     supp_rows.extend([index] * len(attempts))
                     supp_toks.extend(attempts)

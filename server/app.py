@@ -42,7 +42,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.serving = None
         app.state.engine = None
         app.state.load_error = None
-        metrics.ENGINE_COUNTERS.directory = prepare_environment(settings)
+        prepare_environment(settings)
         loader = asyncio.create_task(_load(app, settings))
         try:
             yield

@@ -28,7 +28,6 @@ with it).
 
 from __future__ import annotations
 
-import os
 import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -41,7 +40,6 @@ from vllm.v1.sample.logits_processor import (
     MoveDirectionality,
 )
 
-from server import engine_counters as ec
 from server.budget import (
     FORCE,
     FREE,
@@ -92,8 +90,6 @@ class _Row:
     seed: int
     greedy: bool
     inv_temperature: float
-    counted_end: bool = False
-    counted_position: int = -1  # last position a continuation/suppression was counted
 
 
 class BudgetLogitsProcessor(LogitsProcessor):
@@ -107,7 +103,6 @@ class BudgetLogitsProcessor(LogitsProcessor):
                  is_pin_memory: bool) -> None:
         self.device = device
         self.rows: dict[int, _Row] = {}
-        self.counters = ec.CounterWriter(os.environ.get(ec.ENV_VAR))
         self._neg_inf = torch.tensor(float("-inf"), device=device)
         self._zero = torch.tensor(0.0, device=device)
 
@@ -157,7 +152,6 @@ class BudgetLogitsProcessor(LogitsProcessor):
         state.observe_many(out)
         if state.done:
             return None
-        self.counters.add(ec.BUDGETED_REQUESTS)
         temperature = params.temperature
         greedy = temperature < _GREEDY_EPS
         return _Row(
@@ -184,9 +178,6 @@ class BudgetLogitsProcessor(LogitsProcessor):
                 tok = state.forced_token
                 force_rows.append(index)
                 force_toks.append(tok)
-                if not row.counted_end and state.forcing_end_at_max(tok):
-                    row.counted_end = True
-                    self.counters.add(ec.FORCED_ENDS)
             else:
                 guards.append((index, row))
         supp_rows: list[int] = []
@@ -219,14 +210,9 @@ class BudgetLogitsProcessor(LogitsProcessor):
         happened.update(self._sampled_attempts(logits, [g for g in guards if not g[1].greedy]))
         for index, row in guards:
             state = row.state
-            pos = state.position
-            count = row.counted_position != pos
-            row.counted_position = pos
             if happened[index]:
                 force_rows.append(index)
                 force_toks.append(state.guard_continuation_token)
-                if count:
-                    self.counters.add(ec.FORCED_CONTINUATIONS)
             else:
                 for tok in state.spec.attempt_ids:
                     supp_rows.append(index)

@@ -48,7 +48,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.engine = None
         app.state.engine_info = None
         app.state.load_error = None
-        metrics.ENGINE_COUNTERS.directory = prepare_environment(settings)
+        prepare_environment(settings)
         loader = asyncio.create_task(_load(app, settings))
         watcher = asyncio.create_task(watch_engine(app, settings.exit_on_engine_death))
         try:

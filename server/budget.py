@@ -248,11 +248,6 @@ class BudgetState:
         """The token to emit when a GUARD step's end attempt happened."""
         return self.spec.continuation_ids[0]
 
-    def forcing_end_at_max(self, tok: int) -> bool:
-        """True when forcing ``tok`` now is the forced end of thinking at the maximum."""
-        return (self.phase == Phase.THINKING and 0 <= self._max <= self.thinking
-                and tok == self.spec.end_ids[0])
-
     @property
     def done(self) -> bool:
         """Nothing left to enforce: the engine can stop looking at this request."""

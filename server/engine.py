@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from typing import Any
 
-from server import engine_counters
 from server.formats import FormatTokens, ThinkingFormat, detect_format, get_format
 from server.settings import Settings
 
@@ -31,10 +29,8 @@ _END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<｜end▁of▁s
                 "<|endoftext|>", "<end_of_turn>")
 
 
-def prepare_environment(settings: Settings) -> str:
-    """Set the variables the engine process reads; returns the counters directory."""
-    counters_dir = tempfile.mkdtemp(prefix="s1-counters-")
-    os.environ[engine_counters.ENV_VAR] = counters_dir
+def prepare_environment(settings: Settings) -> None:
+    """Set the variables the engine process reads."""
     if settings.cpu_kvcache_space_gib:
         os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(settings.cpu_kvcache_space_gib)
     elif "VLLM_CPU_KVCACHE_SPACE" not in os.environ and _on_cpu():
@@ -50,7 +46,6 @@ def prepare_environment(settings: Settings) -> str:
             "needs vLLM's V1 model runner; unset it (s1-serve selects V1 itself).")
     os.environ["VLLM_USE_V2_MODEL_RUNNER"] = "0"
     logger.info("using vLLM's V1 model runner (the budget logits processor is a V1 processor)")
-    return counters_dir
 
 
 def _on_cpu() -> bool:

@@ -1,20 +1,17 @@
 """Prometheus metrics: ``s1_*`` for the API and the budget, plus vLLM's own ``vllm:*``.
 
-Names use base units and counters end in ``_total``. Forced ends and forced
-continuations happen inside the engine process; they arrive here through
-:mod:`server.engine_counters` and are exported by a custom collector at scrape
-time, so the numbers are exact and need no extra IPC per request.
+Names use base units and counters end in ``_total``. Everything ``s1_*`` is
+counted in the API process. The budget counters (forced ends, forced
+continuations, budgeted choices) are derived from each finished choice's output
+token ids, replayed through the same state machine the engine ran
+(:func:`server.serving.record_choice_metrics`): the logits processor runs in
+every tensor-parallel worker and again for a request re-added after preemption,
+so counting there would count one decision several times.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily
-from prometheus_client.registry import Collector
-
-from server import engine_counters
 
 PREFIX = "s1"
 _TOKEN_BUCKETS = (0, 1, 4, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
@@ -33,31 +30,20 @@ THINKING_TOKENS = Histogram(f"{PREFIX}_thinking_tokens", "Thinking tokens per ch
 ANSWER_TOKENS = Histogram(f"{PREFIX}_answer_tokens", "Answer tokens per choice.",
                           buckets=_TOKEN_BUCKETS)
 
-_HELP = {
-    "forced_ends": "Thinking blocks ended by force at thinking_max (counted in the engine).",
-    "forced_continuations": "End-of-thinking attempts replaced by the continuation string "
-                            "below thinking_min (counted in the engine).",
-    "budgeted_requests": "Requests the engine enforced a thinking budget on.",
-}
-
-
-class EngineCounterCollector(Collector):
-    """Reads the engine process's counter files at each scrape."""
-
-    def __init__(self) -> None:
-        self.directory: str | None = None
-
-    def collect(self) -> Iterator[CounterMetricFamily]:
-        values = (engine_counters.read_counters(self.directory) if self.directory
-                  else dict.fromkeys(engine_counters.NAMES, 0))
-        for name in engine_counters.NAMES:
-            family = CounterMetricFamily(f"{PREFIX}_{name}", _HELP[name])
-            family.add_metric([], values[name])
-            yield family
-
-
-ENGINE_COUNTERS = EngineCounterCollector()
-REGISTRY.register(ENGINE_COUNTERS)
+# The budget counters: one increment per choice (a request with n choices counts n),
+# when its response ends (streamed: however it ends; non-streamed: when it succeeds),
+# from the token ids the engine returned.
+BUDGETED_REQUESTS = Counter(
+    f"{PREFIX}_budgeted_requests",
+    "Choices generated under an active thinking budget (thinking_min or thinking_max); "
+    "a request with n choices counts n.")
+FORCED_ENDS = Counter(
+    f"{PREFIX}_forced_ends",
+    "Budgeted choices whose thinking block was ended by force at thinking_max.")
+FORCED_CONTINUATIONS = Counter(
+    f"{PREFIX}_forced_continuations",
+    "Continuation strings (e.g. 'Wait') started inside the thinking block below "
+    "thinking_min, summed over budgeted choices.")
 
 
 def render() -> bytes:

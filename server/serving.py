@@ -5,7 +5,11 @@ One path serves chat and completions, streamed or not:
 engine request (prompt ids + ``SamplingParams`` carrying the budget);
 ``run_choices`` drives the engine and splits each choice into reasoning and
 answer with :class:`~server.reasoning.ChoiceSplitter`, which replays the same
-state machine the engine's logits processor ran.
+state machine the engine's logits processor ran. The same replay feeds the
+budget counters (:func:`record_choice_metrics`), counted here once per choice
+rather than in the engine, where every tensor-parallel rank and every re-add
+after preemption would count again. Decision seeds are drawn here too, for the
+same reason (:mod:`server.fanout`).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from server import metrics
+from server import fanout, metrics
 from server.budget import BudgetError, BudgetSpec, check_budget_values
 from server.engine import ModelInfo
 from server.errors import APIError, bad_request
@@ -59,6 +63,8 @@ class Prepared:
     sampling_params: Any
     spec: BudgetSpec | None  # active or not; None without a thinking format
     stop: list[str]
+    # Set when the n choices run as n engine requests of n=1 (see server.fanout).
+    choice_params: list[Any] | None = None
 
 
 @dataclass
@@ -257,8 +263,11 @@ class Serving:
             value = getattr(req, name)
             if value is not None:
                 kwargs[name] = value
-        if spec is not None and spec.active:
-            kwargs["extra_args"] = budget_extra_args(spec)
+        active = spec is not None and spec.active
+        if active:
+            # Always an explicit decision seed, so tensor-parallel ranks decide alike.
+            seed = req.seed if req.seed is not None else fanout.fresh_seed()
+            kwargs["extra_args"] = budget_extra_args(spec, seed)
         from vllm.exceptions import VLLMClientError
 
         try:
@@ -267,7 +276,11 @@ class Serving:
             raise bad_request(str(exc), getattr(exc, "parameter", None)) from None
         except (ValueError, TypeError) as exc:
             raise bad_request(str(exc)) from None
-        return Prepared(prompt_ids, params, spec, stop)
+        choice_params = None
+        if fanout.needs_fanout(active, req.seed, req.n):
+            choice_params = [SamplingParams(**{**kwargs, "n": 1, "extra_args": budget_extra_args(
+                spec, fanout.fresh_seed())}) for _ in range(req.n)]
+        return Prepared(prompt_ids, params, spec, stop, choice_params)
 
     def _max_tokens(self, req: _SamplingFields, spec: BudgetSpec | None, room: int) -> int:
         hi = spec.thinking_max if spec else None
@@ -306,8 +319,14 @@ class Serving:
 
         state.prompt_tokens = len(prepared.prompt_ids)
         tokenizer = self.model.tokenizer
-        stream = self.engine.generate(TokensPrompt(prompt_token_ids=prepared.prompt_ids),
-                                      prepared.sampling_params, request_id)
+        prompt = TokensPrompt(prompt_token_ids=prepared.prompt_ids)
+        fanned = prepared.choice_params is not None
+        if fanned:  # n engine requests of n=1: merge() tags each output with its choice index
+            stream = fanout.merge([
+                self.engine.generate(prompt, params, fanout.child_id(request_id, i))
+                for i, params in enumerate(prepared.choice_params)])
+        else:
+            stream = self.engine.generate(prompt, prepared.sampling_params, request_id)
         timeout = self.settings.request_timeout_s
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout if timeout else None
@@ -320,11 +339,15 @@ class Serving:
                     output = await anext(stream)
             except StopAsyncIteration:
                 break
+            offset = 0
+            if fanned:
+                offset, output = output
             for comp in output.outputs:
-                choice = state.choices.get(comp.index)
+                index = offset + comp.index
+                choice = state.choices.get(index)
                 if choice is None:
                     choice = ChoiceResult(ChoiceSplitter(prepared.spec, tokenizer))
-                    state.choices[comp.index] = choice
+                    state.choices[index] = choice
                 new = list(comp.token_ids)
                 if new and state.first_token_at is None:
                     state.first_token_at = time.perf_counter()
@@ -340,7 +363,7 @@ class Serving:
                     if isinstance(comp.stop_reason, str):
                         delta = _trim_stop(choice.splitter, delta, comp.stop_reason)
                 if delta.reasoning or delta.content or finish:
-                    yield ChoiceEvent(comp.index, delta.reasoning, delta.content, finish)
+                    yield ChoiceEvent(index, delta.reasoning, delta.content, finish)
             # vLLM hands over queued output without suspending, so a request with a
             # backlog (a fast engine, a busy or slow-reading client) would keep the event
             # loop to itself and stall every other request, new ones included, until it
@@ -348,8 +371,10 @@ class Serving:
             await asyncio.sleep(0)
 
     async def abort(self, request_id: str) -> None:
+        # A fanned-out request's choices run under child ids; unknown ids are ignored.
+        ids = [request_id, *(fanout.child_id(request_id, i) for i in range(self.settings.max_n))]
         try:
-            await self.engine.abort(request_id)
+            await self.engine.abort(ids)
         except Exception:  # the engine may be gone already; nothing left to free
             logger.debug("abort of %s failed", request_id, exc_info=True)
 
@@ -379,8 +404,22 @@ async def watch_disconnect(is_disconnected: Any, task: asyncio.Task) -> None:
 
 
 def record_choice_metrics(state: RunState) -> None:
+    """Per-choice histograms and budget counters; called once per request, at its end.
+
+    The budget counters come from each choice's :class:`~server.budget.BudgetState`,
+    which replayed exactly the token ids the engine returned, so ``hit_max`` and
+    ``continuations`` are what the logits processor did, counted once however many
+    tensor-parallel ranks ran it. A request re-added after preemption is still one
+    choice here, so nothing counts twice.
+    """
     for choice in state.choices.values():
         metrics.THINKING_TOKENS.observe(choice.splitter.reasoning_tokens)
         sp = choice.splitter
         answer = sp.state.answer if sp.state is not None else choice.tokens
         metrics.ANSWER_TOKENS.observe(answer)
+        if sp.state is not None and sp.state.spec.active:
+            metrics.BUDGETED_REQUESTS.inc()
+            if sp.state.hit_max:
+                metrics.FORCED_ENDS.inc()
+            if sp.state.continuations:
+                metrics.FORCED_CONTINUATIONS.inc(sp.state.continuations)

@@ -104,9 +104,10 @@ def test_min_extends_thinking_with_continuation(server, oai, end_token_id):
     assert 12 <= thinking <= 30
     assert "Wait" in reasoning
     after = metric(server, "s1_forced_continuations_total")
-    # Counted in the engine process, read by the API process.
+    # Greedy with the end token favoured: every guarded step is an end attempt, so the
+    # thinking is continuation strings only. Counted once, in the API process.
     assert after - before >= 1
-    assert after - before <= reasoning.count("Wait")
+    assert after - before == reasoning.count("Wait")
 
 
 def test_streaming_matches_non_streaming(server):
@@ -327,6 +328,31 @@ def test_metrics_exported(server):
                                           "max_tokens": 30, "thinking_min": 2,
                                           "thinking_max": 2})
     assert metric(server, "s1_forced_ends_total") - ends_before == 3
+
+
+def test_budget_counters_match_unseeded_n_choices(server):
+    """No client seed and n > 1: the choices run as separate engine requests, each with its
+    own decision seed; the response and the counters look as for one request."""
+    names = ("s1_forced_ends_total", "s1_forced_continuations_total",
+             "s1_budgeted_requests_total")
+    before = {name: metric(server, name) for name in names}
+    n, think = 3, 6
+    r = post(server, "/v1/chat/completions", {"messages": MSG, "n": n, "temperature": 1,
+                                              "max_tokens": 40, "thinking_min": think,
+                                              "thinking_max": think})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [c["index"] for c in body["choices"]] == list(range(n))
+    usage = body["usage"]
+    assert usage["completion_tokens_details"]["reasoning_tokens"] == n * think
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    assert all(c["message"]["content"].startswith("Final Answer:") for c in body["choices"])
+    delta = {name: metric(server, name) - before[name] for name in names}
+    # thinking_min == thinking_max: every block is cut at the maximum, once per choice.
+    assert delta["s1_forced_ends_total"] == n
+    assert delta["s1_budgeted_requests_total"] == n
+    waits = sum(c["message"]["reasoning"].count("Wait") for c in body["choices"])
+    assert 0 <= delta["s1_forced_continuations_total"] <= waits
 
 
 @pytest.mark.parametrize("body,param", [

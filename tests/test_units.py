@@ -1,10 +1,9 @@
-"""Pure unit tests: settings, format detection, the text splitter, engine counters."""
+"""Pure unit tests: settings, format detection, the text splitter, SSE framing."""
 
 from __future__ import annotations
 
 import pytest
 
-from server import engine_counters
 from server.budget import BudgetError
 from server.formats import FORMATS, FormatTokens, detect_format, get_format
 from server.reasoning import ChoiceSplitter
@@ -75,26 +74,6 @@ def test_splitter_separates_reasoning_and_answer(tiny_s1_open):
     assert "".join(p.content for p in parts) == whole.content_text
     assert whole.reasoning_tokens == len(tok.encode("count the r letters\n",
                                                     add_special_tokens=False))
-
-
-def test_engine_counters_cross_process(tmp_path):
-    import multiprocessing as mp
-
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_bump, args=(str(tmp_path), n)) for n in (3, 4)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(30)
-    totals = engine_counters.read_counters(tmp_path)
-    assert totals["forced_ends"] == 7 and totals["forced_continuations"] == 14
-
-
-def _bump(directory: str, n: int) -> None:
-    writer = engine_counters.CounterWriter(directory)
-    for _ in range(n):
-        writer.add(engine_counters.FORCED_ENDS)
-        writer.add(engine_counters.FORCED_CONTINUATIONS, 2)
 
 
 def test_sse_event_is_always_one_line():

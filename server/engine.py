@@ -1,8 +1,8 @@
 """Start vLLM's v1 ``AsyncLLM`` in-process with the budget logits processor, and
 collect what the API needs to know about the loaded model.
 
-The engine core runs in its own process (vLLM's default); the processor lives
-there. On GPUs vLLM 0.32 defaults to Model Runner V2, whose logits-processor
+The engine core runs in its own process (vLLM's default); the processor runs in
+its model-runner worker, one per tensor-/pipeline-parallel rank. On GPUs vLLM 0.32 defaults to Model Runner V2, whose logits-processor
 interface differs and which rejects V1 processor classes, so the server selects
 the V1 runner unless the user explicitly asked for V2 (then it refuses to start
 with a message). Porting to V2 would mean re-expressing the per-row state as

@@ -70,10 +70,9 @@ def _guard(logits: torch.Tensor, guard: torch.Tensor, sampled: bool) -> None:
     sub = logits.index_select(0, rows)  # a copy: [guarded rows, vocabulary]
     if sampled:
         inv_t = guard[:, COL_INV_T].to(torch.int32).view(torch.float32).to(logits.dtype)
-        scaled = sub * inv_t.unsqueeze(1)
-        att = scaled.gather(1, att_idx).masked_fill(~valid, float("-inf"))
-        p_attempt = torch.exp(torch.logsumexp(att, 1) - torch.logsumexp(scaled, 1))
-        del scaled
+        probs = torch.softmax(sub * inv_t.unsqueeze(1), dim=1)
+        p_attempt = probs.gather(1, att_idx).masked_fill_(~valid, 0.0).sum(dim=1)
+        del probs
         # NaN probabilities compare False: no attempt.
         hit = guard[:, COL_U].to(torch.float64) < p_attempt.to(torch.float64) * _TWO_53
     else:

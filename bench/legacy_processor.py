@@ -20,7 +20,8 @@ from vllm.v1.sample.logits_processor import (
     MoveDirectionality,
 )
 
-from server.budget import FORCE, FREE, BudgetState, Phase, uniform_for_step
+from server.budget import FORCE, FREE, BudgetState, Phase
+from server.draws import uniform_for_step
 from server.logits_processor import spec_from_params
 
 if TYPE_CHECKING:

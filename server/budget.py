@@ -11,7 +11,14 @@ sampler must do next:
   caller decides, with the model's own probability of that attempt, whether it
   happened; if so it forces the continuation string's first token, otherwise it
   suppresses the attempt tokens and samples from the rest (see
-  :func:`attempt_happened`).
+  :mod:`server.draws`);
+- ``GUARD_TURN``: at or above the minimum, an end of turn inside the block is
+  turned into the end of thinking (the same decision, with the end-of-turn ids
+  as the attempt and the end delimiter as the replacement), as the s1
+  evaluation does: it strips the end of turn and starts the answer;
+- ``HOLD``: right after a continuation string (and at the block's first token
+  when there is a minimum) no attempt may happen at all: the attempt tokens are
+  masked, nothing is replaced. This is s1's ``min_tokens=1`` per round.
 
 Rules (the s1 paper's budget forcing, made token-exact):
 
@@ -20,7 +27,9 @@ Rules (the s1 paper's budget forcing, made token-exact):
 - thinking tokens are the tokens generated inside the block, forced
   continuation tokens included, the end delimiter excluded;
 - at ``thinking_max`` the end delimiter is forced (every token, in order) and
-  then the answer prefix; ``thinking_max == 0`` means answer without thinking;
+  then the answer prefix; ``thinking_max == 0`` means answer without thinking.
+  When the thinking text does not end with a newline, a newline is forced
+  first (s1 does: the model saw the delimiter only at the start of a line);
 - once the first token of a multi-token end delimiter or continuation string is
   emitted inside the block, the rest of it is forced. This makes the machine a
   function of the output tokens alone: :func:`replay` recomputes every count
@@ -41,21 +50,19 @@ __all__ = [
     "FREE",
     "FORCE",
     "GUARD",
+    "GUARD_TURN",
+    "HOLD",
     "DONE",
     "BudgetError",
     "BudgetSpec",
     "BudgetState",
     "Phase",
     "Accounting",
-    "attempt_happened",
     "replay",
-    "uniform_bits",
-    "uniform_bits_block",
-    "uniform_for_step",
 ]
 
-FREE, FORCE, GUARD = 0, 1, 2
-DONE = 3  # returned by BudgetState.advance: nothing left to enforce
+FREE, FORCE, GUARD, GUARD_TURN, HOLD = 0, 1, 2, 3, 4
+DONE = 5  # returned by BudgetState.advance: nothing left to enforce
 
 
 class BudgetError(ValueError):
@@ -79,6 +86,13 @@ class BudgetSpec:
 
     ``stop_ids`` are the ids that end the turn (EOS, end-of-turn): under the
     minimum, emitting one of them counts as an attempt to stop thinking.
+
+    The s1 evaluation's details (the server turns them on by default; off here):
+    ``newline_id`` is forced before a cut end delimiter unless the thinking text
+    already ends with a newline (a token of ``newline_ids``, or
+    ``opens_on_newline`` before the first thinking token); ``turn_ends_thinking``
+    turns an end of turn inside the block into its end; ``hold_after_continuation``
+    allows no attempt right after a continuation string.
     """
 
     start_ids: tuple[int, ...]
@@ -89,6 +103,11 @@ class BudgetSpec:
     thinking_min: int | None = None
     thinking_max: int | None = None
     prompt_opens: bool = True
+    newline_id: int | None = None
+    newline_ids: frozenset[int] = frozenset()
+    opens_on_newline: bool = False
+    turn_ends_thinking: bool = False
+    hold_after_continuation: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "start_ids", tuple(self.start_ids))
@@ -96,11 +115,15 @@ class BudgetSpec:
         object.__setattr__(self, "stop_ids", frozenset(self.stop_ids))
         object.__setattr__(self, "continuation_ids", tuple(self.continuation_ids))
         object.__setattr__(self, "answer_prefix_ids", tuple(self.answer_prefix_ids))
+        object.__setattr__(self, "newline_ids", frozenset(self.newline_ids))
         if self.end_ids:  # derived once: the engine reads these every step
             attempts = (self.end_ids[0], *sorted(self.stop_ids - {self.end_ids[0]}))
             object.__setattr__(self, "_attempt_ids", attempts)
-            object.__setattr__(self, "_special_ids",
-                               frozenset(attempts) | frozenset(self.continuation_ids[:1]))
+            object.__setattr__(self, "_turn_ids", attempts[1:])
+            special = frozenset(attempts) | frozenset(self.continuation_ids[:1])
+            if self.newline_id is not None:
+                special |= {self.newline_id}
+            object.__setattr__(self, "_special_ids", special)
         self.validate()
 
     @property
@@ -112,6 +135,11 @@ class BudgetSpec:
     def attempt_ids(self) -> tuple[int, ...]:
         """Tokens whose emission under the minimum means "stop thinking"."""
         return self._attempt_ids
+
+    @property
+    def turn_ids(self) -> tuple[int, ...]:
+        """End-of-turn ids that are not the end delimiter: what GUARD_TURN watches."""
+        return self._turn_ids
 
     @property
     def special_ids(self) -> frozenset[int]:
@@ -134,6 +162,9 @@ class BudgetSpec:
                 "(thinking_continuation, default 'Wait')",
                 "thinking_continuation",
             )
+        if self.newline_id is not None and self.newline_id in self.attempt_ids:
+            raise BudgetError("the newline token is an end-of-thinking or end-of-turn id",
+                              "thinking_format")
         clash = set(self.continuation_ids) & set(self.attempt_ids)
         if clash:
             raise BudgetError(
@@ -153,6 +184,11 @@ class BudgetSpec:
             "thinking_min": self.thinking_min,
             "thinking_max": self.thinking_max,
             "prompt_opens": self.prompt_opens,
+            "newline_id": self.newline_id,
+            "newline_ids": sorted(self.newline_ids),
+            "opens_on_newline": self.opens_on_newline,
+            "turn_ends_thinking": self.turn_ends_thinking,
+            "hold_after_continuation": self.hold_after_continuation,
         }
 
     @classmethod
@@ -167,6 +203,11 @@ class BudgetSpec:
                 thinking_min=data.get("thinking_min"),
                 thinking_max=data.get("thinking_max"),
                 prompt_opens=bool(data.get("prompt_opens", True)),
+                newline_id=data.get("newline_id"),
+                newline_ids=frozenset(data.get("newline_ids", ())),
+                opens_on_newline=bool(data.get("opens_on_newline", False)),
+                turn_ends_thinking=bool(data.get("turn_ends_thinking", False)),
+                hold_after_continuation=bool(data.get("hold_after_continuation", False)),
             )
         except (KeyError, TypeError) as exc:
             raise BudgetError(f"malformed budget settings: {exc!r}") from exc
@@ -211,28 +252,36 @@ class BudgetState:
     _max: int = -1  # -1: no maximum
     _force_tok: int = -1
     _special: frozenset[int] = frozenset()
+    _last: int = -1  # the last token observed
+    _hold: bool = False  # no end attempt allowed at the next step
+    _settled: int = FREE  # the action at or above the minimum: FREE or GUARD_TURN
 
     def __post_init__(self) -> None:
         spec = self.spec
-        self.phase = Phase.THINKING if spec.prompt_opens else Phase.BEFORE
         self._min = spec.thinking_min or 0
         self._max = -1 if spec.thinking_max is None else spec.thinking_max
         self._special = spec.special_ids
+        self._settled = GUARD_TURN if spec.turn_ends_thinking and spec.turn_ids else FREE
+        self.phase = Phase.BEFORE
+        if spec.prompt_opens:
+            self._open()
 
     # ------------------------------------------------------------------ decide
     def decide(self) -> int:
-        """What the next step must do: FREE, FORCE (see :attr:`forced_token`) or GUARD."""
-        phase = self.phase
-        if phase == Phase.THINKING:
+        """What the next step must do: FREE, FORCE (see :attr:`forced_token`), GUARD,
+        GUARD_TURN or HOLD (see :attr:`guard_replacement` and :attr:`guard_attempts`)."""
+        if self.phase == Phase.THINKING:
             if self._max >= 0 and self.thinking >= self._max and self._qkind != _Q_END:
-                self._force_tok = self.spec.end_ids[0]
+                self._force_tok = self._cut_token()
                 return FORCE
             if self._qkind:
                 self._force_tok = self._queue[self._qi]
                 return FORCE
+            if self._hold:
+                return HOLD
             if self.thinking < self._min:
                 return GUARD
-            return FREE
+            return self._settled
         if self._qkind:  # the answer prefix
             self._force_tok = self._queue[self._qi]
             return FORCE
@@ -253,18 +302,29 @@ class BudgetState:
         """Nothing left to enforce: the engine can stop looking at this request."""
         return self.phase >= Phase.ANSWER and not self._qkind
 
+    def _cut_token(self) -> int:
+        """The first token of a forced end: a newline unless thinking ends with one."""
+        spec = self.spec
+        if spec.newline_id is not None:
+            ends_nl = (self._last in spec.newline_ids if self.thinking
+                       else spec.opens_on_newline)
+            if not ends_nl:
+                return spec.newline_id
+        return spec.end_ids[0]
+
     # ----------------------------------------------------------------- observe
     def advance(self, tok: int) -> int:
         """:meth:`observe` then :meth:`decide` in one call, or DONE when :attr:`done`.
 
-        The engine calls this once per row and step; the common case (an ordinary
-        thinking token, nothing queued) takes a few comparisons.
+        The engine calls this once per row and step; the common cases (an ordinary
+        thinking token, or the next token of a forced string) take a few comparisons.
         """
         kind = self._qkind
         if kind:
             queue, qi = self._queue, self._qi
             if tok == queue[qi] and qi + 1 < len(queue):  # inside a forced string
                 self.position += 1
+                self._last = tok
                 self._qi = qi + 1
                 if kind == _Q_CONT:
                     self.thinking += 1
@@ -272,17 +332,19 @@ class BudgetState:
                     self.answer += 1
                 if (kind == _Q_CONT and self.phase == Phase.THINKING
                         and 0 <= self._max <= self.thinking):
-                    self._force_tok = self.spec.end_ids[0]  # the maximum wins
+                    self._force_tok = self._cut_token()  # the maximum wins
                 else:
                     self._force_tok = queue[qi + 1]
                 return FORCE
         elif self.phase == Phase.THINKING and tok not in self._special:
             self.position += 1
+            self._last = tok
+            self._hold = False
             thinking = self.thinking = self.thinking + 1
             if 0 <= self._max <= thinking:
-                self._force_tok = self.spec.end_ids[0]
+                self._force_tok = self._cut_token()
                 return FORCE
-            return GUARD if thinking < self._min else FREE
+            return GUARD if thinking < self._min else self._settled
         self.observe(tok)
         if self.phase >= Phase.ANSWER and not self._qkind:
             return DONE
@@ -295,11 +357,14 @@ class BudgetState:
     def observe(self, tok: int) -> None:
         """Advance by one output token, forced or sampled."""
         self.position += 1
-        if self.phase == Phase.THINKING and not self._qkind and tok not in self.spec.special_ids:
+        self._hold = False
+        if self.phase == Phase.THINKING and not self._qkind and tok not in self._special:
             self.thinking += 1  # the common case: an ordinary thinking token
+            self._last = tok
             return
         if self._qkind:
             if tok == self._queue[self._qi]:
+                self._last = tok
                 self._advance_queue()
                 return
             # Not what was forced: only possible in replay of foreign tokens.
@@ -307,12 +372,16 @@ class BudgetState:
         phase = self.phase
         spec = self.spec
         if phase == Phase.THINKING:
+            at_max = 0 <= self._max <= self.thinking
             if tok == spec.end_ids[0]:
-                self.hit_max = self._max >= 0 and self.thinking >= self._max
+                self.hit_max = at_max
                 if len(spec.end_ids) > 1:
                     self._set_queue(spec.end_ids[1:], _Q_END)
                 else:
                     self._enter_answer()
+            elif at_max and tok == spec.newline_id:
+                self.hit_max = True  # the newline before a cut end: part of the forced end
+                self._set_queue(spec.end_ids, _Q_END)
             elif tok in spec.stop_ids:
                 self.phase = Phase.ENDED
             else:
@@ -322,6 +391,8 @@ class BudgetState:
                     self.continuations += 1
                     if len(cont) > 1:
                         self._set_queue(cont[1:], _Q_CONT)
+                    else:
+                        self._hold = spec.hold_after_continuation
         elif phase == Phase.ANSWER:
             if tok not in spec.stop_ids:
                 self.answer += 1
@@ -332,7 +403,8 @@ class BudgetState:
             else:
                 self._start_match = 1 if tok == start[0] else 0
             if self._start_match == len(start):
-                self.phase = Phase.THINKING
+                self._open()
+        self._last = tok
 
     # ----------------------------------------------------------------- helpers
     def _set_queue(self, toks: Sequence[int], kind: int) -> None:
@@ -353,6 +425,13 @@ class BudgetState:
         self._clear_queue()
         if kind == _Q_END:
             self._enter_answer()
+        elif kind == _Q_CONT:
+            self._hold = self.spec.hold_after_continuation
+
+    def _open(self) -> None:
+        """The block opens: with a minimum, s1 allows no end attempt at its first token."""
+        self.phase = Phase.THINKING
+        self._hold = self.spec.hold_after_continuation and self._min > 0
 
     def _enter_answer(self) -> None:
         self.phase = Phase.ANSWER
@@ -410,51 +489,3 @@ def replay(spec: BudgetSpec, output_ids: Sequence[int]) -> Accounting:
         thinking_span=(think_start, think_stop),
         answer_span=(answer_start, n),
     )
-
-
-# ---------------------------------------------------------------- sampling rule
-_MASK64 = (1 << 64) - 1
-
-
-def uniform_bits(seed: int, position: int) -> int:
-    """53 random bits that depend only on (seed, position): ``uniform_for_step * 2**53``.
-
-    Counter-based (splitmix64), so a seeded request decides the same way however
-    the batch around it changes, after preemption, and on every tensor-parallel
-    rank. An integer, so it travels to the device exactly.
-    """
-    z = (seed * 0x9E3779B97F4A7C15 + (position + 1) * 0xBF58476D1CE4E5B9) & _MASK64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-    z ^= z >> 31
-    return z >> 11
-
-
-def uniform_bits_block(seed: int, start: int, count: int) -> list[int]:
-    """``[uniform_bits(seed, p) for p in range(start, start + count)]``, vectorised
-    (numpy's uint64 arithmetic wraps modulo 2**64, as the masks above do)."""
-    import numpy as np
-
-    with np.errstate(over="ignore"):
-        pos = np.arange(start + 1, start + count + 1, dtype=np.uint64)
-        z = np.uint64((seed * 0x9E3779B97F4A7C15) & _MASK64) + pos * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z ^= z >> np.uint64(31)
-    return (z >> np.uint64(11)).tolist()
-
-
-def uniform_for_step(seed: int, position: int) -> float:
-    """A uniform draw in [0, 1) that depends only on (seed, position)."""
-    return uniform_bits(seed, position) * (1.0 / (1 << 53))
-
-
-def attempt_happened(p_attempt: float, u: float) -> bool:
-    """The paper's rule for sampling: the model tried to stop with its own probability.
-
-    ``p_attempt`` is the total probability (after temperature) of the attempt
-    tokens; ``u`` a uniform draw. True: replace the attempt with the continuation
-    string. False: suppress the attempt tokens; the rest of the distribution,
-    renormalised, is exactly the model's distribution given "no attempt".
-    """
-    return u < p_attempt

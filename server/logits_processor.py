@@ -57,16 +57,19 @@ from server.budget import (
     FORCE,
     FREE,
     GUARD,
+    GUARD_TURN,
+    HOLD,
     BudgetError,
     BudgetSpec,
     BudgetState,
-    uniform_bits_block,
 )
+from server.draws import uniform_bits_block
 from server.logits_edit import (
     FIXED_COLUMNS,
     FORCED,
     GUARD_GREEDY,
     GUARD_SAMPLED,
+    SUPPRESS,
     apply_plan,
     float32_bits,
 )
@@ -115,9 +118,13 @@ class _Row:
     out: list[int]  # vLLM's live output list for this request (may end in -1 placeholders)
     seed: int
     greedy: bool
-    # The row's guarded plan entry after its batch index and before the uniform draw:
-    # (continuation token, kind, 1/temperature as float32 bits, attempt ids padded with -1).
-    guard_plan: tuple[int, ...]
+    # The row's plan entries after its batch index and before the uniform draw:
+    # (replacement token, kind, 1/temperature as float32 bits, attempt ids padded with -1)
+    # for GUARD (below the minimum), GUARD_TURN (end of turn in thinking) and HOLD.
+    min_plan: tuple[int, ...] = ()
+    turn_plan: tuple[int, ...] = ()
+    hold_plan: tuple[int, ...] = ()
+    inv_t_bits: int = 0
     u_start: int = 0  # uniform draws for positions u_start, u_start + 1, ... (sampled rows)
     u_bits: list[int] | None = None
 
@@ -176,34 +183,34 @@ class BudgetLogitsProcessor(LogitsProcessor):
             # Only for direct engine users who send no seed; the server always sends one.
             seed=random.getrandbits(63) if seed is None else seed,
             greedy=greedy,
-            guard_plan=(),
         )
-        self._set_guard_plan(row, temperature)
+        row.inv_t_bits = 0 if greedy else float32_bits(1.0 / temperature)
+        self._set_plans(row)
         return row
 
-    def _set_guard_plan(self, row: _Row, temperature: float) -> None:
-        spec = row.state.spec
-        attempts = spec.attempt_ids + (-1,) * (self.width - len(spec.attempt_ids))
+    def _set_plans(self, row: _Row) -> None:
+        spec, width = row.state.spec, self.width
+        kind = GUARD_GREEDY if row.greedy else GUARD_SAMPLED
+        pad = lambda ids: (*ids, *((-1,) * (width - len(ids))))  # noqa: E731
+        attempts = pad(spec.attempt_ids)
         cont = spec.continuation_ids[0] if spec.continuation_ids else 0
-        if row.greedy:
-            row.guard_plan = (cont, GUARD_GREEDY, 0, *attempts)
-        else:
-            row.guard_plan = (cont, GUARD_SAMPLED, float32_bits(1.0 / temperature), *attempts)
+        row.min_plan = (cont, kind, row.inv_t_bits, *attempts)
+        row.turn_plan = (spec.end_ids[0], kind, row.inv_t_bits, *pad(spec.turn_ids))
+        row.hold_plan = (0, SUPPRESS, 0, *attempts)
 
     def _widen(self, width: int) -> None:
-        old = self.width
         self.width = width
         for row in self.rows.values():
-            plan = row.guard_plan
-            row.guard_plan = plan + (-1,) * (width - old)
+            self._set_plans(row)
 
     # ------------------------------------------------------------------ apply
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         rows = self.rows
         if not rows:
             return logits
-        # The plan, flat: forced rows, then greedy guarded rows, then sampled guarded rows.
+        # The plan, flat: forced rows, held rows, greedy guarded rows, sampled guarded rows.
         forced: list[int] = []
+        held: list[int] = []
         greedy: list[int] = []
         sampled: list[int] = []
         finished: list[int] = []
@@ -223,14 +230,15 @@ class BudgetLogitsProcessor(LogitsProcessor):
                 action = DONE if state.done else state.decide()
             if action == FREE:
                 continue
-            if action == GUARD:
+            if action in (GUARD, GUARD_TURN):
+                entry = row.min_plan if action == GUARD else row.turn_plan
                 if row.greedy:
                     greedy.append(index)
-                    greedy += row.guard_plan
+                    greedy += entry
                     greedy.append(0)
                 else:
                     sampled.append(index)
-                    sampled += row.guard_plan
+                    sampled += entry
                     k = state.position - row.u_start
                     block = row.u_bits
                     if block is None or not 0 <= k < len(block):
@@ -241,21 +249,25 @@ class BudgetLogitsProcessor(LogitsProcessor):
                 forced.append(index)
                 forced.append(state.forced_token)
                 forced += pad
+            elif action == HOLD:
+                held.append(index)
+                held += row.hold_plan
+                held.append(0)
             else:  # DONE: thinking is over, the row leaves
                 finished.append(index)
         for index in finished:
             del rows[index]
         cols = FIXED_COLUMNS + width
-        n_forced, n_greedy = len(forced) // cols, len(greedy) // cols
-        if not (n_forced or n_greedy or sampled):
+        n_forced, n_held, n_greedy = len(forced) // cols, len(held) // cols, len(greedy) // cols
+        if not (n_forced or n_held or n_greedy or sampled):
             return logits
         # array -> tensor is ~3x faster than torch.tensor(list); then pinned, so the
         # copy to the device really is asynchronous.
-        plan = torch.frombuffer(array("q", forced + greedy + sampled), dtype=torch.int64)
+        plan = torch.frombuffer(array("q", forced + held + greedy + sampled), dtype=torch.int64)
         if self.pin_memory:
             plan = plan.pin_memory()
         plan = plan.view(-1, cols).to(logits.device, non_blocking=True)
-        apply_plan(logits, plan, n_forced, n_greedy)
+        apply_plan(logits, plan, n_forced, n_held, n_greedy)
         return logits
 
 

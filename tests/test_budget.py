@@ -12,14 +12,15 @@ from server.budget import (
     FORCE,
     FREE,
     GUARD,
+    GUARD_TURN,
+    HOLD,
     BudgetError,
     BudgetSpec,
     BudgetState,
     Phase,
-    attempt_happened,
     replay,
-    uniform_for_step,
 )
+from server.draws import attempt_happened, uniform_for_step
 
 # A toy vocabulary: 0-9 ordinary tokens, then the special ones.
 IM_START, THINK, ANSWER, IM_END, EOS, WAIT, NL, FINAL = 100, 101, 102, 103, 104, 105, 106, 107
@@ -148,7 +149,7 @@ def test_block_opened_by_the_model():
     assert acc.thinking_tokens == 2 and acc.thinking_span == (3, 5)
 
 
-VOCAB = [1, 2, 3, IM_START, THINK, ANSWER, EOS, IM_END, WAIT]
+VOCAB = [1, 2, 3, IM_START, THINK, ANSWER, EOS, IM_END, WAIT, NL]
 
 
 def test_replay_matches_live_state_on_random_streams():
@@ -236,8 +237,9 @@ def test_advance_is_observe_then_decide():
             lo, hi = hi, lo
         if lo is None and hi is None:
             hi = 4
+        rules = S1_RULES if rng.random() < 0.5 else {}
         sp = spec(thinking_min=lo, thinking_max=hi, prompt_opens=rng.random() < 0.8,
-                  continuation_ids=rng.choice([(WAIT,), (WAIT, 3)]))
+                  continuation_ids=rng.choice([(WAIT,), (WAIT, 3)]), **rules)
         fast, slow = BudgetState(sp), BudgetState(sp)
         for _ in range(40):
             # Mostly the token the machine asks for, sometimes anything (as a sampler may).
@@ -254,3 +256,96 @@ def test_advance_is_observe_then_decide():
                 slow.position, slow.thinking, slow.phase)
             if got == DONE:
                 break
+
+
+# ------------------------------------------------------------- the s1 harness's details
+def drive_s1(state: BudgetState, model, steps: int, second: int = 3) -> list[int]:
+    """Like ``drive``, with every action: a masked first choice falls back to ``second``."""
+    out: list[int] = []
+    sp = state.spec
+    for _ in range(steps):
+        action = state.decide()
+        want = model(len(out))
+        if action == FORCE:
+            tok = state.forced_token
+        elif action == GUARD and want in sp.attempt_ids:
+            tok = sp.continuation_ids[0]
+        elif action == GUARD_TURN and want in sp.turn_ids:
+            tok = sp.end_ids[0]
+        elif action == HOLD and want in sp.attempt_ids:
+            tok = second
+        else:
+            tok = want
+        out.append(tok)
+        state.observe(tok)
+        if tok in sp.stop_ids:
+            break
+    return out
+
+
+S1_RULES = dict(newline_id=NL, newline_ids=frozenset({NL}), turn_ends_thinking=True,
+                hold_after_continuation=True)
+
+
+def test_cut_mid_line_forces_a_newline_before_the_end():
+    s = BudgetState(spec(thinking_max=3, **S1_RULES))
+    out = drive_s1(s, lambda i: 1, 8)
+    assert out == [1, 1, 1, NL, IM_START, ANSWER, NL, FINAL]
+    acc = replay(s.spec, out)
+    assert acc.thinking_tokens == 3 and acc.hit_max
+    assert acc.thinking_span == (0, 3) and acc.answer_span == (6, 8)
+
+
+def test_cut_right_after_a_newline_adds_none():
+    script = [1, 1, NL, 1, 1]
+    s = BudgetState(spec(thinking_max=3, **S1_RULES))
+    out = drive_s1(s, lambda i: script[i] if i < len(script) else 1, 7)
+    assert out == [1, 1, NL, IM_START, ANSWER, NL, FINAL]
+    assert replay(s.spec, out).thinking_tokens == 3
+
+
+def test_max_zero_newline_depends_on_what_opened_the_block():
+    out = drive_s1(BudgetState(spec(thinking_max=0, **S1_RULES)), lambda i: 1, 5)
+    assert out == [NL, IM_START, ANSWER, NL, FINAL]
+    opened = spec(thinking_max=0, opens_on_newline=True, **S1_RULES)
+    assert drive_s1(BudgetState(opened), lambda i: 1, 4) == [IM_START, ANSWER, NL, FINAL]
+
+
+def test_end_of_turn_inside_thinking_starts_the_answer():
+    script = [1, 1, EOS, 9, 7, IM_END]
+    s = BudgetState(spec(thinking_max=10, **S1_RULES))
+    out = drive_s1(s, lambda i: script[i] if i < len(script) else 1, 10)
+    assert out == [1, 1, IM_START, ANSWER, 7, IM_END]
+    assert s.phase == Phase.ANSWER and not s.hit_max and s.answer == 1
+    # Without the rule the turn ends inside the block, as before.
+    old = BudgetState(spec(thinking_max=10))
+    assert drive_s1(old, lambda i: script[i], 10) == [1, 1, EOS]
+
+
+def test_no_end_attempt_right_after_a_continuation_or_at_the_start():
+    always_ends = lambda i: IM_START  # noqa: E731
+    s = BudgetState(spec(thinking_min=4, **S1_RULES))
+    out = drive_s1(s, always_ends, 7)
+    assert out == [3, WAIT, 3, WAIT, 3, IM_START, ANSWER]
+    assert replay(s.spec, out).continuations == 2
+    without = BudgetState(spec(thinking_min=4))
+    assert drive_s1(without, always_ends, 6) == [WAIT, WAIT, WAIT, WAIT, IM_START, ANSWER]
+
+
+def test_hold_follows_a_multi_token_continuation():
+    s = BudgetState(spec(thinking_min=3, continuation_ids=(WAIT, 5), **S1_RULES))
+    out = drive_s1(s, lambda i: IM_START, 6)
+    assert out == [3, WAIT, 5, 3, IM_START, ANSWER]
+
+
+def test_actions_under_the_s1_rules():
+    s = BudgetState(spec(thinking_min=2, **S1_RULES))
+    assert s.decide() == HOLD  # the block's first token
+    s.observe(1)
+    assert s.decide() == GUARD
+    s.observe(1)
+    assert s.decide() == GUARD_TURN  # at the minimum: only an end of turn is watched
+    assert s.advance(1) == GUARD_TURN
+    no_turn = BudgetState(spec(thinking_min=2, stop_ids=frozenset(), **S1_RULES))
+    no_turn.observe_many([1, 1])
+    assert no_turn.decide() == FREE

@@ -17,7 +17,13 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from server.formats import FormatTokens, ThinkingFormat, detect_format, get_format
+from server.formats import (
+    FormatTokens,
+    S1Rules,
+    ThinkingFormat,
+    detect_format,
+    get_format,
+)
 from server.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -150,7 +156,9 @@ def describe_model(settings: Settings, engine: Any) -> ModelInfo:
                                               trust_remote_code=settings.trust_remote_code)
     fmt = resolve_format(settings, tokenizer)
     stop_ids = stop_ids_for(tokenizer, settings.model)
-    format_tokens = FormatTokens.build(fmt, tokenizer, stop_ids) if fmt else None
+    rules = S1Rules(settings.newline_before_forced_end, settings.end_of_turn_ends_thinking,
+                    settings.hold_after_continuation)
+    format_tokens = FormatTokens.build(fmt, tokenizer, stop_ids, rules) if fmt else None
     model_config = engine.vllm_config.model_config
     return ModelInfo(
         name=settings.model_name,

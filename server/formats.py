@@ -122,6 +122,15 @@ def detect_format(tokenizer: _Tokenizer, model_name: str = "") -> ThinkingFormat
 
 # ------------------------------------------------------------- token encoding
 @dataclass(frozen=True)
+class S1Rules:
+    """Which of the s1 evaluation's details the budget follows (all on by default)."""
+
+    newline_before_forced_end: bool = True
+    end_of_turn_ends_thinking: bool = True
+    hold_after_continuation: bool = True
+
+
+@dataclass(frozen=True)
 class FormatTokens:
     """A format encoded by one tokenizer, ready to build per-request budget specs."""
 
@@ -130,16 +139,26 @@ class FormatTokens:
     end_ids: tuple[int, ...]
     answer_prefix_ids: tuple[int, ...]
     stop_ids: frozenset[int]
+    rules: S1Rules = S1Rules()
+    newline_id: int | None = None  # the token for "\n", when it is one token
+    newline_ids: frozenset[int] = frozenset()  # tokens whose text ends with a newline
 
     @classmethod
-    def build(cls, fmt: ThinkingFormat, tokenizer: _Tokenizer,
-              stop_ids: Iterable[int]) -> FormatTokens:
+    def build(cls, fmt: ThinkingFormat, tokenizer: _Tokenizer, stop_ids: Iterable[int],
+              rules: S1Rules = S1Rules()) -> FormatTokens:
         enc = lambda s: tuple(tokenizer.encode(s, add_special_tokens=False)) if s else ()  # noqa: E731
         end_ids = enc(fmt.end)
         if not end_ids:
             raise BudgetError(f"the end delimiter {fmt.end!r} encodes to no tokens",
                               "thinking_end")
-        return cls(fmt, enc(fmt.start), end_ids, enc(fmt.answer_prefix), frozenset(stop_ids))
+        newline_id, newline_ids = None, frozenset()
+        if rules.newline_before_forced_end:
+            newline_id, newline_ids = newline_tokens(tokenizer)
+            if newline_id is None:
+                logger.warning("'\\n' is not one token for this tokenizer: no newline is "
+                               "forced before a cut end delimiter")
+        return cls(fmt, enc(fmt.start), end_ids, enc(fmt.answer_prefix), frozenset(stop_ids),
+                   rules, newline_id, newline_ids)
 
     def prompt_opens(self, prompt: str) -> bool:
         """True when ``prompt`` ends inside an open thinking block."""
@@ -149,7 +168,11 @@ class FormatTokens:
         return tail.endswith(self.fmt.start.rstrip())
 
     def spec(self, *, thinking_min: int | None, thinking_max: int | None,
-             continuation_ids: Iterable[int], prompt_opens: bool) -> BudgetSpec:
+             continuation_ids: Iterable[int], prompt_opens: bool,
+             prompt_text: str | None = None) -> BudgetSpec:
+        """The budget of one request. ``prompt_text`` tells whether the text before the
+        first thinking token ends with a newline (when the prompt opens the block)."""
+        before = (prompt_text or "") if prompt_opens else self.fmt.start
         return BudgetSpec(
             start_ids=self.start_ids,
             end_ids=self.end_ids,
@@ -159,4 +182,20 @@ class FormatTokens:
             thinking_min=thinking_min,
             thinking_max=thinking_max,
             prompt_opens=prompt_opens,
+            newline_id=self.newline_id,
+            newline_ids=self.newline_ids,
+            opens_on_newline=before.endswith("\n"),
+            turn_ends_thinking=self.rules.end_of_turn_ends_thinking,
+            hold_after_continuation=self.rules.hold_after_continuation,
         )
+
+
+def newline_tokens(tokenizer: Any) -> tuple[int | None, frozenset[int]]:
+    """The id of ``"\n"`` (None unless it is a single token) and every id whose text ends
+    with a newline, decoded once from the whole vocabulary."""
+    ids = tokenizer.encode("\n", add_special_tokens=False)
+    if len(ids) != 1:
+        return None, frozenset()
+    size = len(tokenizer)
+    texts = tokenizer.batch_decode([[i] for i in range(size)])
+    return ids[0], frozenset(i for i, text in enumerate(texts) if text.endswith("\n"))

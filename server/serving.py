@@ -215,7 +215,7 @@ class Serving:
             try:
                 spec = ft.spec(thinking_min=lo, thinking_max=hi,
                                continuation_ids=self._continuation_ids(cont_text),
-                               prompt_opens=opens)
+                               prompt_opens=opens, prompt_text=prompt_text)
             except BudgetError as exc:
                 raise bad_request(str(exc), exc.param) from None
 
@@ -307,8 +307,7 @@ class Serving:
             raise bad_request(f"{what} plus an answer does not fit in the context left after "
                               f"the prompt ({room} tokens); lower the budget or shorten the "
                               "prompt", "thinking_max" if hi is not None else "thinking_min")
-        if hi is not None:
-            return min(room, hi + forced + self.settings.answer_allowance)
+        # As vLLM: without max_tokens the answer may use the rest of the context.
         return room
 
     # -------------------------------------------------------------- generation

@@ -52,8 +52,17 @@ class Settings(BaseSettings):
                                              "requests that set none.")
     default_thinking_max: int | None = Field(None, ge=0, description="thinking_max for "
                                              "requests that set none.")
-    answer_allowance: int = Field(512, ge=1, description="Answer tokens added to thinking_max "
-                                  "when a request gives no max_tokens.")
+    newline_before_forced_end: bool = Field(True, description="At thinking_max, force a "
+                                            "newline before the end delimiter unless thinking "
+                                            "ends with one (as the s1 evaluation does).")
+    end_of_turn_ends_thinking: bool = Field(True, description="An end of turn inside the "
+                                            "thinking block (at or above thinking_min) becomes "
+                                            "the end delimiter, and the answer follows (s1); "
+                                            "off: the turn ends inside the block.")
+    hold_after_continuation: bool = Field(True, description="No end attempt at the token "
+                                          "after a forced continuation, nor at the first "
+                                          "thinking token under a minimum (s1's min_tokens=1 "
+                                          "per round).")
 
     # -- HTTP
     host: str = Field("127.0.0.1", description="Address to bind.")

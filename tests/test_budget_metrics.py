@@ -16,7 +16,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from server import fanout
-from server.budget import FORCE, GUARD, BudgetState, Phase, replay
+from server.budget import FORCE, GUARD, HOLD, BudgetState, Phase, replay
 from server.engine import ModelInfo
 from server.formats import FORMATS, FormatTokens
 from server.protocol import CompletionRequest
@@ -228,12 +228,15 @@ def test_continuations_and_replay_agree(model):
     spec = model.format_tokens.spec(thinking_min=6, thinking_max=20,
                                     continuation_ids=tok.encode("Wait", add_special_tokens=False),
                                     prompt_opens=True)
-    # What the engine emits when the model tries to stop at once, every time, below 6.
+    # What the engine emits when the model tries to stop at once, every time, below 6
+    # (a held step masks the attempt: the model's next choice, an ordinary token, wins).
+    ordinary = tok.encode("a", add_special_tokens=False)[0]
     state, ids = BudgetState(spec), []
     while state.phase == Phase.THINKING:
         action = state.decide()
         tok_id = (state.forced_token if action == FORCE else
-                  state.guard_continuation_token if action == GUARD else spec.end_ids[0])
+                  state.guard_continuation_token if action == GUARD else
+                  ordinary if action == HOLD else spec.end_ids[0])
         state.observe(tok_id)
         ids.append(tok_id)
     acc = replay(spec, ids)

@@ -18,8 +18,8 @@ as it can be):
 2. **The s1 repository's method for the minimum vs ours.** The reference loop (our
    own re-implementation of the method described in the s1 paper and repository):
    generate with ``stop_token_ids`` = the end-of-thinking delimiter's first token
-   and the end-of-turn ids; drop the stop token; append ``Wait``; resubmit the whole
-   context; after two continuations let the third segment end the thinking. Ours:
+   and the end-of-turn ids and ``min_tokens=1``; drop the stop token; append
+   ``Wait``; resubmit the whole context; after two continuations let the third segment end the thinking. Ours:
    one request per prompt, the processor turns end attempts into ``Wait`` in the
    engine. 64 prompts, an additive logit bias on the end token sets how soon the
    model tries to stop (short, medium and long thinking segments).
@@ -316,8 +316,10 @@ def reference_loop(llm: Any, wl: Workload, bias: float) -> list[RefResult]:
         if not active:
             break
         inputs = [{"prompt_token_ids": wl.prompts[i] + results[i].thinking} for i in active]
+        # min_tokens=1 in every round, as the s1 evaluation does when it ignores ends:
+        # no end attempt at a round's first token (ours: the processor's hold).
         sps = [SamplingParams(temperature=0.0, max_tokens=CAP - len(results[i].thinking),
-                              stop_token_ids=list(wl.attempt_ids),
+                              min_tokens=1, stop_token_ids=list(wl.attempt_ids),
                               logit_bias={wl.ft.end_ids[0]: bias}) for i in active]
         outs = llm.generate(inputs, sps, use_tqdm=False)
         still = []

@@ -32,7 +32,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(PY) -m ruff check server client training datasets_build evals tests bench
+	$(PY) -m ruff check server client training datasets_build evals tests bench deploy
 
 serve: $(STAMP)
 	@mkdir -p $(TMPDIR)

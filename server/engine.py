@@ -73,6 +73,8 @@ def engine_args(settings: Settings) -> Any:
         max_model_len=settings.max_model_len,
         tensor_parallel_size=settings.tensor_parallel_size,
         data_parallel_size=settings.data_parallel_size,
+        pipeline_parallel_size=settings.pipeline_parallel_size,
+        distributed_executor_backend=settings.distributed_executor_backend,
         gpu_memory_utilization=settings.gpu_memory_utilization,
         max_num_seqs=settings.max_num_seqs,
         enforce_eager=settings.enforce_eager,

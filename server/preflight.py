@@ -280,6 +280,9 @@ def run_preflight(settings: Any) -> None:
             logger.info("pre-flight memory check: skipped on %s (GPU only)",
                         current_platform.device_type or "this platform")
             return
+        if settings.pipeline_parallel_size > 1 or settings.distributed_executor_backend == "ray":
+            # A replica may span nodes: this node's GPUs are not the whole picture.
+            raise PreflightSkip("pipeline parallel or Ray executor (GPUs on other nodes)")
         model_dir = local_model_dir(settings.model)
         if model_dir is None or not (model_dir / "config.json").is_file():
             logger.info("pre-flight memory check: skipped, %s is not on disk yet (vLLM "

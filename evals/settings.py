@@ -35,6 +35,9 @@ Three methods, each a line in the plot and a set A of budgets in the metrics:
   * it needs exact thinking-token counts (``reasoning_tokens`` in the usage),
     so against servers without them only round 0 is run for real.
 
+  What each round really got (Waits inserted, forced cut) is derived per answer by
+  :mod:`evals.realised` and reported per setting, so these limits show in the results.
+
   ``--waits K`` runs rounds 0..K, each a setting of its own.
 """
 

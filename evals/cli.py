@@ -72,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--continuation",
                        help="thinking_continuation sent with minima (default: the server's, "
                             "'Wait' on s1-serve); realised Waits are counted with it")
+    sweep.add_argument("--samples", type=int, default=0,
+                       help="parallel scaling: K independent samples per question, majority "
+                            "vote over 1, 2, 4, ..., K of them (see evals/parallel.py)")
+    sweep.add_argument("--sample-temperature", type=float, default=0.7,
+                       help="temperature of the --samples draws (default 0.7; must be > 0)")
     sweep.add_argument("--max-tokens", type=int, help="max_tokens (thinking + answer)")
     sweep.add_argument("--temperature", type=float, default=0.0, help="default 0 (greedy)")
     sweep.add_argument("--top-p", type=float)
@@ -100,7 +105,10 @@ async def _run(args: argparse.Namespace) -> int:
         raise ValueError("--continuation must not be empty")
     settings = build_sweep(parse_ints(args.thinking_max, "--thinking-max"),
                            parse_ints(args.thinking_min, "--thinking-min"),
-                           args.waits, cap_arg if isinstance(cap_arg, int) else None)
+                           args.waits, cap_arg if isinstance(cap_arg, int) else None,
+                           samples=args.samples)
+    if args.samples and args.sample_temperature <= 0:
+        raise ValueError("--sample-temperature must be > 0: greedy samples are all the same")
     bench = load_benchmark(args.data, args.format, choice_seed=args.choice_seed,
                            limit=args.limit, template=args.prompt_template)
     out = Path(args.out)
@@ -126,7 +134,8 @@ async def _run(args: argparse.Namespace) -> int:
         config = RunConfig(model=model, temperature=args.temperature, top_p=args.top_p,
                            seed=args.seed, max_tokens=args.max_tokens,
                            thinking_cap=auto.cap if auto else cap_arg,  # type: ignore[arg-type]
-                           system=args.system, continuation=args.continuation)
+                           system=args.system, continuation=args.continuation,
+                           sample_temperature=args.sample_temperature)
         cache = Cache(out / "cache.jsonl", config.signature(), fresh=args.refresh)
         from tqdm import tqdm
 

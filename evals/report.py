@@ -18,6 +18,7 @@ from client.grading import extract_answer, grade
 from evals import metrics
 from evals.benchmarks import Benchmark
 from evals.cache import Record
+from evals.parallel import ks_for, majority_curve
 from evals.runner import SweepResult
 from evals.settings import LABELS, METHODS, Setting
 
@@ -145,7 +146,14 @@ def build_report(bench: Benchmark, settings: Sequence[Setting], sweep: SweepResu
         m_rows, m_graded = per_method.setdefault(s.method, ([], []))
         m_rows.append(row)
         m_graded += graded
-    methods = {m: _method_summary(*per_method[m]) for m in METHODS if m in per_method}
+    methods = {m: _method_summary(*per_method[m]) for m in METHODS
+               if m in per_method and m != "sample"}
+    sample_settings = [s for s in settings if s.method == "sample"]
+    if sample_settings:  # parallel scaling: majority@k from the per-question samples
+        per_q = {q.id: [sweep.records[(q.id, s.key)] for s in sorted(sample_settings)
+                        if (q.id, s.key) in sweep.records] for q in bench.questions}
+        golds = {q.id: (q.gold, q.kind) for q in bench.questions}
+        methods["majority"] = majority_curve(per_q, golds, ks_for(len(sample_settings)))
     return {
         **meta,
         "benchmark": {"name": bench.name, "path": bench.path, "format": bench.format,

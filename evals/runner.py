@@ -51,6 +51,7 @@ class RunConfig:
     thinking_cap: int | None = None
     system: str | None = None
     continuation: str | None = None  # thinking_continuation sent; None = the server's default
+    sample_temperature: float = 0.7  # ``sample`` settings (majority voting)
 
     def signature(self) -> str:
         sig = {"model": self.model, "temperature": self.temperature,
@@ -58,6 +59,8 @@ class RunConfig:
                "thinking_cap": self.thinking_cap, "system": self.system}
         if self.continuation is not None:  # older caches (without the field) stay valid
             sig["continuation"] = self.continuation
+        if self.sample_temperature != 0.7:
+            sig["sample_temperature"] = self.sample_temperature
         return digest(sig)
 
     @property
@@ -112,6 +115,8 @@ class Runner:
     async def _one(self, q: Question, s: Setting) -> None:
         if s.method == "thinking_max":
             await self._get(q, s, None, s.value)
+        elif s.method == "sample":
+            await self._get(q, s, None, self.config.thinking_cap)
         else:  # thinking_min
             await self._get(q, s, s.value, self.config.thinking_cap)
 
@@ -165,7 +170,7 @@ class Runner:
         async with self._slots:
             self._out.requested += 1
             try:
-                result = await self._chat(q, tmin, tmax)
+                result = await self._chat(q, tmin, tmax, s)
             except S1Error as exc:
                 self._out.failures.append(f"{q.id} {s.key}: {exc}")
                 self._tick()
@@ -200,11 +205,15 @@ class Runner:
         return {"waits_realised": got.waits, "forced_cut": got.forced_cut,
                 "realised_source": got.source}
 
-    async def _chat(self, q: Question, tmin: int | None, tmax: int | None) -> ChatResult:
+    async def _chat(self, q: Question, tmin: int | None, tmax: int | None,
+                    s: Setting | None = None) -> ChatResult:
         c = self.config
+        temperature, seed = c.temperature, c.seed
+        if s is not None and s.method == "sample":  # independent draws: own temperature, seed
+            temperature, seed = c.sample_temperature, (c.seed or 0) + s.value
         return await self.client.chat(q.prompt, model=c.model, system=c.system, thinking_min=tmin,
-                                      thinking_max=tmax, temperature=c.temperature,
-                                      top_p=c.top_p, seed=c.seed, max_tokens=c.max_tokens,
+                                      thinking_max=tmax, temperature=temperature,
+                                      top_p=c.top_p, seed=seed, max_tokens=c.max_tokens,
                                       thinking_continuation=c.continuation if tmin else None)
 
     def _keep(self, q: Question, s: Setting, record: Record) -> None:

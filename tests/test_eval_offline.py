@@ -142,6 +142,8 @@ class FakeServer:
         if tmax is not None and think > tmax:
             think = tmax
         answer = self.golds[prompt] if think >= KNOWS_AFTER else "0"
+        if body.get("temperature"):  # a sample for majority voting: the seed decides
+            answer = {0: "5", 3: "6"}.get(body.get("seed", 0) % 4, self.golds[prompt])
         # text: the natural thinking, then "\nWait ..." for each suppressed end attempt
         suppressed = max(0, math.ceil((think - FIRST_END) / STEP)) if tmin else 0
         text = "think " * FIRST_END + "".join(f"\nWait, again{i} " + "more " * STEP
@@ -298,6 +300,38 @@ def test_cli_auto_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(probes) == 4 and all(b["thinking_max"] == 0 for b in probes)
     assert {b.get("thinking_max") for b in fake.bodies if b.get("max_tokens") != 1} == {
         4096 - longest - 120}
+
+
+def test_majority_vote_by_hand() -> None:
+    from evals.parallel import ks_for, majority
+
+    assert majority(["3", "07", "7", None]) == "07"  # integers vote as integers
+    assert majority(["a", "b"]) == "a" and majority(["b", "a", "a"]) == "a"
+    assert majority([None, " "]) is None
+    assert ks_for(8) == [1, 2, 4, 8] and ks_for(6) == [1, 2, 4, 6] and ks_for(0) == []
+
+
+def test_parallel_scaling_against_sequential(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                             ) -> None:
+    """Samples 0..3 answer "5", gold, gold, "6" (the fake's seed rule), 40 thinking tokens
+    each: majority@1 = "5" (wrong), @2 = tie "5"/gold -> the earlier, "5" (wrong), @4 = gold
+    (two votes): 0%, 0%, 100% at 40, 80, 160 thinking tokens per question."""
+    fake = _fake_for(DATA / "aime24_sample.jsonl")
+    monkeypatch.setattr(evals.cli, "AsyncClient", lambda *a, **k: fake.client())
+    out = tmp_path / "run"
+    assert evals.cli.main(["--data", str(DATA / "aime24_sample.jsonl"), "--thinking-max",
+                           "32,64", "--samples", "4", "--out", str(out), "--no-progress"]) == 0
+    report = json.loads((out / "results.json").read_text())
+    sent = [b for b in fake.bodies if b.get("temperature")]
+    assert sorted({b["seed"] for b in sent}) == [0, 1, 2, 3]
+    assert {b["temperature"] for b in sent} == {0.7}
+    curve = report["methods"]["majority"]
+    assert [(r["k"], r["accuracy"], r["mean_thinking_tokens"]) for r in curve["rows"]] == [
+        (1, 0.0, 40.0), (2, 0.0, 80.0), (4, 100.0, 160.0)]
+    assert "thinking_max" in report["methods"] and "sample" not in report["methods"]
+    assert (out / "scaling.png").read_bytes()[:4] == b"\x89PNG"
+    assert evals.cli.main(["--data", str(DATA / "aime24_sample.jsonl"), "--samples", "2",
+                           "--sample-temperature", "0", "--out", str(out)]) == 2
 
 
 def test_thinking_tokens_fallback(tmp_path: Path) -> None:

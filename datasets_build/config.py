@@ -25,6 +25,7 @@ from datasets_build.schema import NAME_RE
 
 STAGES = ("collect", "traces", "quality", "difficulty", "domains", "select", "export")
 QUALITY_CHECKS = ("ascii_art", "missing_image", "broken_numbering")
+DOMAIN_DRAWS = ("uniform", "weighted")
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -107,6 +108,11 @@ class Traces:
 class Quality:
     drop_truncated: bool = True
     checks: tuple[str, ...] = QUALITY_CHECKS
+    # s1: rows without a reference answer are dropped
+    drop_missing_answer: bool = True
+    # s1: questions with an [asy] figure are dropped, except AIME's (globs on source_type)
+    drop_asy: bool = True
+    asy_keep_sources: tuple[str, ...] = ("*aime*", "*AIME*")
 
 
 @dataclass(frozen=True)
@@ -135,6 +141,7 @@ class Domains:
     gen: Generation | None = None
     retries: int = 2
     label_field: str | None = None
+    drop_unknown: bool = True  # s1 drops questions whose classification failed
 
 
 @dataclass(frozen=True)
@@ -150,6 +157,11 @@ class Select:
     seed: int = 0
     unknown: str = "keep"
     preselect: list[PreselectRule] = field(default_factory=list)
+    # s1: a pre-selected question must have a teacher answer graded correct
+    preselect_requires_correct: bool = True
+    # uniform: every domain equally likely per draw; weighted: domain_weights (default 1)
+    domain_draw: str = "uniform"
+    domain_weights: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -392,7 +404,8 @@ def _domains(s: _Section, endpoints: dict[str, Endpoint]) -> Domains:
     label_field = s.get("label_field", str)
     if gen is None and label_field is None:
         raise ConfigError(f"{s.where}: give an endpoint (LLM classifier) or a label_field")
-    return Domains(gen=gen, retries=s.get("retries", int, 2), label_field=label_field)
+    return Domains(gen=gen, retries=s.get("retries", int, 2), label_field=label_field,
+                   drop_unknown=s.get("drop_unknown", bool, True))
 
 
 def _select(s: _Section) -> Select:
@@ -405,8 +418,23 @@ def _select(s: _Section) -> Select:
     unknown = s.get("unknown", str, "keep")
     if unknown not in ("keep", "drop"):
         raise ConfigError(f"{s.where}.unknown: expected keep or drop, got {unknown!r}")
+    draw = s.get("domain_draw", str, "uniform")
+    if draw not in DOMAIN_DRAWS:
+        raise ConfigError(f"{s.where}.domain_draw: expected one of {list(DOMAIN_DRAWS)}, "
+                          f"got {draw!r}")
+    weights = {str(k): v for k, v in s.get("domain_weights", dict, {}).items()}
+    bad = {k: v for k, v in weights.items()
+           if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0}
+    if bad:
+        raise ConfigError(f"{s.where}.domain_weights: weights must be positive numbers, "
+                          f"got {bad}")
+    if draw == "weighted" and not weights:
+        raise ConfigError(f"{s.where}: domain_draw weighted needs domain_weights "
+                          "(MSC code -> weight; unlisted domains weigh 1)")
     return Select(size=s.get("size", int, 1000), seed=s.get("seed", int, 0), unknown=unknown,
-                  preselect=rules)
+                  preselect=rules,
+                  preselect_requires_correct=s.get("preselect_requires_correct", bool, True),
+                  domain_draw=draw, domain_weights={k: float(v) for k, v in weights.items()})
 
 
 def parse_config(data: dict[str, Any], path: Path) -> Config:
@@ -427,8 +455,10 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
         sub.done()
         return value
 
-    q = opt("quality", lambda s: Quality(s.get("drop_truncated", bool, True),
-                                         tuple(s.get("checks", list, list(QUALITY_CHECKS)))))
+    q = opt("quality", lambda s: Quality(
+        s.get("drop_truncated", bool, True), tuple(s.get("checks", list, list(QUALITY_CHECKS))),
+        s.get("drop_missing_answer", bool, True), s.get("drop_asy", bool, True),
+        tuple(s.get("asy_keep_sources", list, ["*aime*", "*AIME*"]))))
     if q is not None:
         bad = [c for c in q.checks if c not in QUALITY_CHECKS]
         if bad:

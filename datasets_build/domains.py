@@ -8,7 +8,8 @@ theory``, ``MSC 11`` or the exact area name); anything else is retried with a re
 
 A source that already labels its questions (``label_field``, read from the metadata) is
 trusted when its label is a valid code, and only the other questions go to the model.
-``domain_source`` says which: ``label``, ``llm`` or ``unknown``.
+``domain_source`` says which: ``label``, ``llm`` or ``unknown``. As in s1, questions whose
+classification failed are dropped (reason ``no_domain``) unless ``drop_unknown`` is off.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ async def _classify(caller: ModelCaller, cfg: Domains, row: Row) -> tuple[str, s
 
 
 async def run_domains(table: Table, cfg: Domains, caller: ModelCaller
-                      ) -> tuple[Table, StageStats]:
+                      ) -> tuple[Table, StageStats, list[Row]]:
     rows = [dict(r) for r in table.rows]
     stats = StageStats("domains", rows_in=len(rows), rows_out=len(rows))
     results = await caller.map(rows, lambda r: _classify(caller, cfg, r), "domains")
@@ -98,4 +99,14 @@ async def run_domains(table: Table, cfg: Domains, caller: ModelCaller
     stats.notes["by_source"] = dict(Counter(r["domain_source"] for r in rows))
     stats.notes["domains"] = dict(sorted(Counter(r["domain"] for r in rows).items()))
     stats.calls = caller.stats()
-    return Table(rows, table.meta), stats
+    removed: list[Row] = []
+    if cfg.drop_unknown:  # s1 drops the questions it could not classify
+        removed = [{"id": r["id"], "source_type": r["source_type"], "reason": "no_domain",
+                    "detail": f"classification failed after {r['domain_tries']} tries",
+                    "question": r["question"][:300]}
+                   for r in rows if r["domain"] == UNKNOWN_DOMAIN]
+        rows = [r for r in rows if r["domain"] != UNKNOWN_DOMAIN]
+        if removed:
+            stats.dropped["no_domain"] = len(removed)
+        stats.rows_out = len(rows)
+    return Table(rows, table.meta), stats, removed

@@ -4,7 +4,11 @@ The paper's algorithm: until the target size is reached, pick a domain uniformly
 rank its remaining questions by trace length (longest first, rank 0), take one with
 probability proportional to 2^-rank, remove it, and drop the domain once it is empty.
 Questions matching a pre-selection rule (e.g. benchmark-like sources, or long traces from
-one source) are taken first, longest first if there are more than the target.
+one source) are taken first, longest first if there are more than the target; as in s1, only
+those whose teacher answer was graded correct (``preselect_requires_correct``, default on).
+s1's final draws weighted domains by their relevance to the benchmarks; ``domain_draw:
+weighted`` with ``domain_weights`` (MSC code -> weight, unlisted 1) does that, ``uniform``
+(the paper's text, the default) picks every domain with the same probability.
 
 Everything random comes from one ``random.Random(seed)`` and every ordering has a
 deterministic tie-break (trace length, then id), so the same table and seed give the same
@@ -53,10 +57,29 @@ def matches(row: Row, rule: PreselectRule) -> bool:
     return rule.min_trace_tokens is None or _length(row) >= rule.min_trace_tokens
 
 
+def teacher_correct(row: Row) -> bool:
+    """Whether some teacher's answer was graded correct (``<teacher>_grade == "Yes"``)."""
+    return any(v == "Yes" for k, v in row.items() if k.endswith("_grade"))
+
+
+def draw_domain(rng: random.Random, domains: list[str], cfg: Select) -> str:
+    """One domain: uniformly, or in proportion to ``domain_weights`` (unlisted weigh 1)."""
+    if cfg.domain_draw == "uniform":
+        return domains[rng.randrange(len(domains))]
+    weights = [cfg.domain_weights.get(d, 1.0) for d in domains]
+    u = rng.random() * sum(weights)
+    for d, w in zip(domains, weights, strict=True):
+        u -= w
+        if u < 0:
+            return d
+    return domains[-1]
+
+
 def select_rows(rows: list[Row], cfg: Select) -> list[tuple[Row, str]]:
     """(row, "preselect" or "sampled") in the order chosen."""
     rng = random.Random(cfg.seed)
-    pre = sorted((r for r in rows if any(matches(r, rule) for rule in cfg.preselect)),
+    pre = sorted((r for r in rows if any(matches(r, rule) for rule in cfg.preselect)
+                  and (not cfg.preselect_requires_correct or teacher_correct(r))),
                  key=_order_key)
     chosen: list[tuple[Row, str]] = [(r, "preselect") for r in pre[: cfg.size]]
     taken = {r["id"] for r, _ in chosen}
@@ -68,7 +91,7 @@ def select_rows(rows: list[Row], cfg: Select) -> list[tuple[Row, str]]:
         items.sort(key=_order_key)
     domains = sorted(groups)
     while len(chosen) < cfg.size and domains:
-        domain = domains[rng.randrange(len(domains))]
+        domain = draw_domain(rng, domains, cfg)
         items = groups[domain]
         chosen.append((items.pop(draw_rank(rng, len(items))), "sampled"))
         if not items:

@@ -197,7 +197,8 @@ def _rows(n: int) -> list[dict]:
 
 def test_select_rows_seeded_uniform_domains_and_preselect() -> None:
     rows = _rows(60)
-    cfg = Select(size=20, seed=3, preselect=[PreselectRule(source_type="ai*")])
+    cfg = Select(size=20, seed=3, preselect=[PreselectRule(source_type="ai*")],
+                 preselect_requires_correct=False)
     first = [r["id"] for r, _ in select_rows(rows, cfg)]
     assert first == [r["id"] for r, _ in select_rows(list(reversed(rows)), cfg)]
     assert first != [r["id"] for r, _ in select_rows(rows, Select(size=20, seed=4,
@@ -206,6 +207,43 @@ def test_select_rows_seeded_uniform_domains_and_preselect() -> None:
     assert chosen[0] == (rows[5], "preselect") and len(set(first)) == 20
     assert {r["domain"] for r, _ in chosen} == {"a", "b", "c"}  # the small domain is reached
     assert len(select_rows(rows, Select(size=500))) == 60  # everything, once
+
+
+def test_preselect_needs_a_correct_teacher_answer() -> None:
+    rows = _rows(60)
+    rows[5]["gemini_grade"] = "No"
+    rows[8].update(source_type="aime-2", deepseek_grade="Yes", gemini_grade="No")
+    chosen = select_rows(rows, Select(size=5, preselect=[PreselectRule(source_type="ai*")]))
+    assert [r["id"] for r, how in chosen if how == "preselect"] == ["q008"]
+
+
+def test_weighted_domain_draws() -> None:
+    """Domains a and b have 28 questions each; a weighs 3, so about 3/4 of 20 draws from a
+    pool that never runs dry come from a (uniform: about 1/2)."""
+    rows = [r for r in _rows(60) if r["domain"] != "c"]
+    share = {}
+    for draw, weights in (("uniform", {}), ("weighted", {"a": 3.0})):
+        picks = Counter()
+        for seed in range(200):
+            cfg = Select(size=4, seed=seed, domain_draw=draw, domain_weights=weights)
+            picks.update(r["domain"] for r, _ in select_rows(rows, cfg))
+        share[draw] = picks["a"] / sum(picks.values())
+    assert abs(share["uniform"] - 0.5) < 0.05 and abs(share["weighted"] - 0.75) < 0.05
+
+
+def test_quality_drops_missing_answers_and_asy_outside_aime() -> None:
+    from datasets_build.config import Quality
+    from datasets_build.quality import reasons
+
+    base = {"id": "1", "question": "Find x. [asy] draw((0,0)--(1,1)); [/asy]",
+            "answer": "2", "source_type": "numina/olympiads", "t_thinking": "hm",
+            "t_attempt": "2"}
+    assert [r for r, _ in reasons(base, ["t"], Quality())] == ["asy_figure"]
+    assert reasons({**base, "source_type": "qq8933/AIME_1983_2024"}, ["t"], Quality()) == []
+    assert reasons({**base, "source_type": "x/aime"}, ["t"], Quality(drop_asy=False)) == []
+    plain = {**base, "question": "Find x.", "answer": " "}
+    assert [r for r, _ in reasons(plain, ["t"], Quality())] == ["missing_answer"]
+    assert reasons(plain, ["t"], Quality(drop_missing_answer=False)) == []
 
 
 # ------------------------------------------------------------ cache, tables, export

@@ -12,6 +12,7 @@ See ``datasets_build/configs/example.yaml`` for every key with a comment.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from datasets_build.schema import NAME_RE
 STAGES = ("collect", "traces", "quality", "difficulty", "domains", "select", "export")
 QUALITY_CHECKS = ("ascii_art", "missing_image", "broken_numbering")
 DOMAIN_DRAWS = ("uniform", "weighted")
+S1_BASE_TEMPERATURE = 0.05  # s1's data/bulk_inference.py settings for the base models
+S1_BASE_MAX_TOKENS = 32768
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -90,6 +93,7 @@ class Collect:
     sources: list[Source]
     eval_sets: list[EvalSet] = field(default_factory=list)
     ngram: int = 8
+    dedup: str = "ngram"  # exact, or ngram: also near duplicates across sources (s1)
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,7 @@ class Difficulty:
     base_models: list[BaseModel]
     judge: Judge | None = None
     grade_teachers: bool = True
+    ungraded: str = "drop"  # a question no attempt could be graded on: drop (s1) or keep
 
 
 @dataclass(frozen=True)
@@ -355,7 +360,10 @@ def _collect(s: _Section) -> Collect:
     ngram = s.get("ngram", int, 8)
     if ngram < 1:
         raise ConfigError(f"{s.where}.ngram: must be >= 1")
-    return Collect(sources, evals, ngram)
+    dedup = s.get("dedup", str, "ngram")
+    if dedup not in ("exact", "ngram"):
+        raise ConfigError(f"{s.where}.dedup: expected exact or ngram, got {dedup!r}")
+    return Collect(sources, evals, ngram, dedup)
 
 
 def _traces(s: _Section, endpoints: dict[str, Endpoint], names: set[str]) -> Traces:
@@ -380,6 +388,11 @@ def _difficulty(s: _Section, endpoints: dict[str, Endpoint], names: set[str]) ->
         name = _name(b, names)
         attempts = b.path("attempts")
         gen = None if attempts else _generation(b, endpoints, default_prompt=prompts.BASE_MODEL)
+        if gen is not None:  # s1's bulk inference: temperature 0.05, 32,768 new tokens
+            gen = dataclasses.replace(
+                gen, temperature=S1_BASE_TEMPERATURE if gen.temperature is None
+                else gen.temperature,
+                max_tokens=S1_BASE_MAX_TOKENS if gen.max_tokens is None else gen.max_tokens)
         b.done()
         models.append(BaseModel(name, gen, attempts))
     if not models:
@@ -394,8 +407,12 @@ def _difficulty(s: _Section, endpoints: dict[str, Endpoint], names: set[str]) ->
         s.seen.add("judge")
     tokenizer = s.get("tokenizer", str, required=True)
     local = _resolve(s.base, tokenizer)  # a path relative to the config, else a hub id
+    ungraded = s.get("ungraded", str, "drop")
+    if ungraded not in ("drop", "keep"):
+        raise ConfigError(f"{s.where}.ungraded: expected drop or keep, got {ungraded!r}")
     return Difficulty(tokenizer=str(local) if local.exists() else tokenizer, base_models=models,
-                      judge=judge, grade_teachers=s.get("grade_teachers", bool, True))
+                      judge=judge, grade_teachers=s.get("grade_teachers", bool, True),
+                      ungraded=ungraded)
 
 
 def _domains(s: _Section, endpoints: dict[str, Endpoint]) -> Domains:

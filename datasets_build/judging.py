@@ -6,8 +6,8 @@ math-verify's symbolic equivalence), so those never reach a judge. A reference a
 *free text* when, LaTeX commands aside, it has two or more words of three letters or more
 ("no such function exists"), or has a word and no digits or math symbols ("Tuesday",
 "no"). Free-text answers are first compared after normalisation (case, spaces,
-punctuation); only when that fails is the optional judge asked (YES / NO, validated,
-retried, then unknown). Without a judge a free-text mismatch is unknown (``correct``
+punctuation); only when that fails is the optional judge asked, with the full reference
+solution as s1 did (it reasons, then ends with Yes / No; validated, retried, then unknown). Without a judge a free-text mismatch is unknown (``correct``
 None), which never counts as solved.
 """
 
@@ -100,7 +100,9 @@ def clean_math(pred: str) -> bool:
 
 
 def parse_verdict(reply: str) -> bool | None:
-    text = reply.strip().strip("*_`'\" .!").strip()
+    """The verdict on the reply's last non-empty line (the judge reasons first), or None."""
+    lines = [ln for ln in reply.strip().splitlines() if ln.strip()]
+    text = (lines[-1] if lines else "").strip().strip("*_`'\" .!#").strip()
     m = _VERDICT.match(text)
     if m is None:
         return None
@@ -108,10 +110,11 @@ def parse_verdict(reply: str) -> bool | None:
 
 
 async def judge_grade(caller: ModelCaller, judge: Judge, row_id: str, question: str,
-                      gold: str, text: str) -> Verdict:
-    """Ask the judge; unknown (None) when it gives no valid verdict."""
+                      reference: str, text: str) -> Verdict:
+    """Ask the judge (``reference``: the full solution); unknown (None) without a verdict."""
     attempt = final_text(text)
-    prompt = fill(judge.gen.prompt, question=question, reference=gold, attempt=text[-4000:])
+    prompt = fill(judge.gen.prompt, question=question, reference=reference,
+                  attempt=text[-4000:])
     result = await ask_validated(caller, judge.gen, prompt, f"judge:{row_id}",
                                  parse_verdict, judge.retries, prompts.JUDGE_REMINDER)
     if result.value is None:
@@ -122,12 +125,18 @@ async def judge_grade(caller: ModelCaller, judge: Judge, row_id: str, question: 
 
 
 async def grade_text(caller: ModelCaller | None, judge: Judge | None, row_id: str,
-                     question: str, gold: str, text: str) -> Verdict:
-    """Machine grade, then the judge when one is configured and needed."""
+                     question: str, gold: str, text: str, solution: str = "") -> Verdict:
+    """Machine grade, then the judge when one is configured and needed.
+
+    The judge sees the full reference ``solution`` (s1 graded against the whole solution, so
+    proofs and derivations can be judged), or ``gold`` when there is none. A question with
+    no short answer (proofs) goes to the judge too, when it has a solution.
+    """
     verdict = machine_grade(text, gold)
-    if verdict is not None:
+    if verdict is not None and not (verdict.correct is None and solution.strip()):
         return verdict
     if judge is None or caller is None:
-        return Verdict(None, "free-text answer differs from the reference; no judge configured",
-                       final_text(text))
-    return await judge_grade(caller, judge, row_id, question, gold, text)
+        why = ("no reference answer" if not gold.strip()
+               else "free-text answer differs from the reference")
+        return Verdict(None, f"{why}; no judge configured", final_text(text))
+    return await judge_grade(caller, judge, row_id, question, solution.strip() or gold, text)

@@ -25,8 +25,8 @@ from datasets_build import prompts
 from datasets_build.schema import NAME_RE
 
 STAGES = ("collect", "traces", "quality", "difficulty", "domains", "select", "export")
-QUALITY_CHECKS = ("ascii_art", "missing_image", "broken_numbering")
-DOMAIN_DRAWS = ("uniform", "weighted")
+QUALITY_CHECKS = ("ascii_art", "missing_image", "broken_numbering", "s1_markers")
+DOMAIN_DRAWS = ("benchmark", "uniform", "weighted")
 S1_BASE_TEMPERATURE = 0.05  # s1's data/bulk_inference.py settings for the base models
 S1_BASE_MAX_TOKENS = 32768
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -164,9 +164,15 @@ class Select:
     preselect: list[PreselectRule] = field(default_factory=list)
     # s1: a pre-selected question must have a teacher answer graded correct
     preselect_requires_correct: bool = True
-    # uniform: every domain equally likely per draw; weighted: domain_weights (default 1)
-    domain_draw: str = "uniform"
+    # how each draw picks a domain (datasets_build/selection.py): benchmark (s1), uniform,
+    # or weighted by domain_weights (MSC code -> weight, unlisted 1)
+    domain_draw: str = "benchmark"
     domain_weights: dict[str, float] = field(default_factory=dict)
+    # benchmark: draws are uniform until this share of `size` is selected (s1: 700 of 1000)
+    uniform_share: float = 0.7
+    # benchmark: (source_type glob, share of the weight); a domain weighs by its share
+    # among the questions of each benchmark-like source (s1: AIME 2/3, GPQA 1/3)
+    benchmark_sources: tuple[tuple[str, float], ...] = (("*AIME*", 2 / 3), ("*gpqa*", 1 / 3))
 
 
 @dataclass(frozen=True)
@@ -435,7 +441,7 @@ def _select(s: _Section) -> Select:
     unknown = s.get("unknown", str, "keep")
     if unknown not in ("keep", "drop"):
         raise ConfigError(f"{s.where}.unknown: expected keep or drop, got {unknown!r}")
-    draw = s.get("domain_draw", str, "uniform")
+    draw = s.get("domain_draw", str, "benchmark")
     if draw not in DOMAIN_DRAWS:
         raise ConfigError(f"{s.where}.domain_draw: expected one of {list(DOMAIN_DRAWS)}, "
                           f"got {draw!r}")
@@ -448,10 +454,22 @@ def _select(s: _Section) -> Select:
     if draw == "weighted" and not weights:
         raise ConfigError(f"{s.where}: domain_draw weighted needs domain_weights "
                           "(MSC code -> weight; unlisted domains weigh 1)")
+    share = s.get("uniform_share", float, 0.7)
+    if not 0 <= share <= 1:
+        raise ConfigError(f"{s.where}.uniform_share: must be in [0, 1], got {share}")
+    bench = []
+    for b in s.items("benchmark_sources"):
+        glob, w = b.get("source_type", str, required=True), b.get("share", float, 1.0)
+        if w <= 0:
+            raise ConfigError(f"{b.where}.share: must be positive, got {w}")
+        bench.append((glob, w))
+        b.done()
     return Select(size=s.get("size", int, 1000), seed=s.get("seed", int, 0), unknown=unknown,
                   preselect=rules,
                   preselect_requires_correct=s.get("preselect_requires_correct", bool, True),
-                  domain_draw=draw, domain_weights={k: float(v) for k, v in weights.items()})
+                  domain_draw=draw, domain_weights={k: float(v) for k, v in weights.items()},
+                  uniform_share=share,
+                  benchmark_sources=tuple(bench) if bench else Select.benchmark_sources)
 
 
 def parse_config(data: dict[str, Any], path: Path) -> Config:

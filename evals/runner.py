@@ -13,6 +13,10 @@ Thinking tokens come from ``usage.completion_tokens_details.reasoning_tokens``
 while returning thinking text; then the completion tokens (thinking and
 answer together) are used instead, an upper bound, and the record says so
 (``thinking_source``). Control then measures that upper bound.
+
+Each record also carries what budget forcing realised (Waits inserted, forced cut; see
+:mod:`evals.realised`), and ``sample`` settings are independent draws for majority voting
+(their own temperature, seed ``seed + i``; see :mod:`evals.parallel`).
 """
 
 from __future__ import annotations
@@ -163,8 +167,9 @@ class Runner:
         prompt_hash = digest(q.prompt)
         cached = self.cache.get(q.id, s.key, prompt_hash)
         if cached is not None and cached.thinking_min == tmin and cached.thinking_max == tmax:
-            if cached.realised_source != "server":  # text derivation: redo (cheap, and new
-                cached = replace(cached, **self._realised(cached, s, previous, None))  # rules)
+            if cached.realised_source != "server":  # derived from text: derive again, so
+                # records cached before the derivation existed get it too
+                cached = replace(cached, **self._realised(cached, s, previous, None))
             self._keep(q, s, cached)
             return cached
         async with self._slots:

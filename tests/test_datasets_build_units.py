@@ -166,6 +166,17 @@ def test_formatting_checks() -> None:
     assert broken_numbering("Let f(x) = (2) + g(3), and (1) holds by (2).") is None
 
 
+def test_s1_marker_check() -> None:
+    from datasets_build.checks import s1_markers
+
+    assert "Image" in s1_markers("Find x. ![Image] Then y.")
+    assert "p12." in s1_markers("p12. Find all primes p.")
+    assert s1_markers("Part **2a** asks for the sum.")
+    assert s1_markers("Find p. Then p2 + 1 is prime.") is None  # "p2 " has no dot
+    assert s1_markers("The **largest** value of x is?") is None  # no digit in the bold
+    assert s1_markers("Let p0. be the start") is None  # s1 checks p1 ... p999
+
+
 def test_split_thinking() -> None:
     assert split_thinking("42", " because ") == ("because", "42")
     assert split_thinking("<think>hmm</think>The answer is 3", None) == ("hmm", "The answer is 3")
@@ -318,11 +329,12 @@ def _rows(n: int) -> list[dict]:
 def test_select_rows_seeded_uniform_domains_and_preselect() -> None:
     rows = _rows(60)
     cfg = Select(size=20, seed=3, preselect=[PreselectRule(source_type="ai*")],
-                 preselect_requires_correct=False)
+                 preselect_requires_correct=False, domain_draw="uniform")
     first = [r["id"] for r, _ in select_rows(rows, cfg)]
     assert first == [r["id"] for r, _ in select_rows(list(reversed(rows)), cfg)]
-    assert first != [r["id"] for r, _ in select_rows(rows, Select(size=20, seed=4,
-                                                                  preselect=cfg.preselect))]
+    assert first != [r["id"] for r, _ in select_rows(rows, Select(
+        size=20, seed=4, preselect=cfg.preselect, preselect_requires_correct=False,
+        domain_draw="uniform"))]
     chosen = select_rows(rows, cfg)
     assert chosen[0] == (rows[5], "preselect") and len(set(first)) == 20
     assert {r["domain"] for r, _ in chosen} == {"a", "b", "c"}  # the small domain is reached
@@ -349,6 +361,34 @@ def test_weighted_domain_draws() -> None:
             picks.update(r["domain"] for r, _ in select_rows(rows, cfg))
         share[draw] = picks["a"] / sum(picks.values())
     assert abs(share["uniform"] - 0.5) < 0.05 and abs(share["weighted"] - 0.75) < 0.05
+
+
+def test_benchmark_domain_draws_as_s1() -> None:
+    """Domains a, b, c with 30 questions each. AIME-like questions: 3, all in c; GPQA-like: 2,
+    both in b. s1's weights: c = 2/3 (AIME's share), b = 1/3, a = 0. The first half of the
+    draws (uniform_share 0.5) is uniform; after that a is never drawn and c twice as often
+    as b."""
+    from datasets_build.selection import benchmark_weights
+
+    rows = [{"id": f"{d}{i:02d}", "domain": d, "trace_tokens": i, "source_type": "x"}
+            for d in "abc" for i in range(30)]
+    for i in range(3):
+        rows[60 + i]["source_type"] = "qq8933/AIME_1983_2024"
+    for i in range(2):
+        rows[30 + i]["source_type"] = "Idavidrein/gpqa"
+    cfg = Select(size=10, uniform_share=0.5)
+    assert benchmark_weights(rows, cfg) == pytest.approx({"c": 2 / 3, "b": 1 / 3})
+    early, late = Counter(), Counter()
+    for seed in range(300):
+        chosen = select_rows(rows, Select(size=10, seed=seed, uniform_share=0.5))
+        early.update(r["domain"] for r, _ in chosen[:5])
+        late.update(r["domain"] for r, _ in chosen[5:])
+    assert late["a"] == 0 and abs(late["c"] / (late["b"] + late["c"]) - 2 / 3) < 0.04
+    assert all(abs(early[d] / 1500 - 1 / 3) < 0.04 for d in "abc")
+    # no benchmark-like source in the table: uniform throughout, the same draws as uniform
+    plain = [{**r, "source_type": "x"} for r in rows]
+    assert select_rows(plain, Select(size=10, seed=1)) == select_rows(
+        plain, Select(size=10, seed=1, domain_draw="uniform"))
 
 
 def test_quality_drops_missing_answers_and_asy_outside_aime() -> None:

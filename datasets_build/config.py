@@ -130,6 +130,7 @@ class BaseModel:
 class Judge:
     gen: Generation
     retries: int = 2
+    grade_all: bool = False  # s1: the judge grades every attempt (no machine check first)
 
 
 @dataclass(frozen=True)
@@ -407,7 +408,7 @@ def _difficulty(s: _Section, endpoints: dict[str, Endpoint], names: set[str]) ->
     if s.data.get("judge"):
         j = s.sub("judge")
         judge = Judge(_generation(j, endpoints, ("{reference}", "{attempt}"), prompts.JUDGE),
-                      j.get("retries", int, 2))
+                      j.get("retries", int, 2), j.get("grade_all", bool, False))
         j.done()
     else:
         s.seen.add("judge")

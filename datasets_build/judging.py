@@ -8,7 +8,10 @@ math-verify's symbolic equivalence), so those never reach a judge. A reference a
 "no"). Free-text answers are first compared after normalisation (case, spaces,
 punctuation); only when that fails is the optional judge asked, with the full reference
 solution as s1 did (it reasons, then ends with Yes / No; validated, retried, then unknown). Without a judge a free-text mismatch is unknown (``correct``
-None), which never counts as solved.
+None), which never counts as solved. A machine "wrong" that only means no clean final
+answer was found (``no final answer found``, ``ungradable answer``) goes to the judge too,
+when there is one: an unboxed right answer is not a wrong one. ``judge.grade_all: true``
+skips the machine checks and has the judge grade every attempt, exactly as s1 did.
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ class Verdict:
     correct: bool | None
     reason: str
     extracted: str = ""
+    # False when a machine "wrong" only means "no clean final answer found": a judge, when
+    # there is one, decides those (an unboxed but right answer is not a wrong one)
+    decisive: bool = True
 
 
 def free_text(gold: str) -> bool:
@@ -79,10 +85,11 @@ def machine_grade(text: str, gold: str) -> Verdict | None:
         return None
     pred = extract_answer(text)
     if pred is None:
-        return Verdict(False, "no final answer found")
+        return Verdict(False, "no final answer found", decisive=False)
     ok = grade(pred, gold, "auto") if clean_math(pred) else None
     if ok is None:
-        return Verdict(False, f"ungradable answer {pred[:80]!r} (reference {gold[:80]!r})", pred)
+        return Verdict(False, f"ungradable answer {pred[:80]!r} (reference {gold[:80]!r})", pred,
+                       decisive=False)
     kind = infer_kind(gold)
     word = "matches" if ok else "does not match"
     return Verdict(ok, f"{kind}: {pred[:80]!r} {word} {gold[:80]!r}", pred)
@@ -133,7 +140,11 @@ async def grade_text(caller: ModelCaller | None, judge: Judge | None, row_id: st
     no short answer (proofs) goes to the judge too, when it has a solution.
     """
     verdict = machine_grade(text, gold)
-    if verdict is not None and not (verdict.correct is None and solution.strip()):
+    has_judge = judge is not None and caller is not None
+    if judge is not None and judge.grade_all and caller is not None and text.strip():
+        verdict = None  # s1: the judge grades every attempt
+    if verdict is not None and not (verdict.correct is None and solution.strip()) and (
+            verdict.decisive or not has_judge):
         return verdict
     if judge is None or caller is None:
         why = ("no reference answer" if not gold.strip()

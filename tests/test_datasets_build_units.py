@@ -242,6 +242,15 @@ def test_judge_sees_the_full_solution_and_reasons_first() -> None:
     # no judge: unknown, never "solved"
     v = asyncio.run(grade_text(None, None, "r3", "Prove it.", "", "Proof.", solution=proof))
     assert v.correct is None and "no reference answer" in v.reason
+    # a machine "wrong" that only means "no clean final answer" goes to the judge
+    fake = _FakeJudge("The attempt says 7 in words, which is right.\nYes")
+    v = asyncio.run(grade_text(fake, judge, "r4", "3+4?", "7", "It is seven.", solution="7"))
+    assert v.correct is True and len(fake.prompts) == 1
+    v = asyncio.run(grade_text(fake, judge, "r5", "3+4?", "7", "\\boxed{8}", solution="7"))
+    assert v.correct is False and len(fake.prompts) == 1  # a clean wrong answer: no judge
+    all_judge = Judge(Generation(endpoint="j", prompt=prompts.JUDGE), retries=0, grade_all=True)
+    v = asyncio.run(grade_text(fake, all_judge, "r6", "3+4?", "7", "\\boxed{8}", solution="7"))
+    assert v.correct is True and len(fake.prompts) == 2  # s1: the judge grades everything
     assert parse_verdict("Reasoning here.\nYes") is True
     assert parse_verdict("Yes, I think so.\nBut no") is None
 

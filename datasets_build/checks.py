@@ -12,6 +12,8 @@ returns a short reason detail, or None when the question passes.
 - ``broken_numbering``: enumerated parts that skip or do not start at the first label
   (``1. 2. 4.`` on lines, ``(1) ...; (3) ...`` or ``(a) ... (c)`` where parts start, options
   ``(A) (B) (D)``); a label used again later (a reference back) is not a new part.
+- ``s1_markers``: s1's own string filters: an ``![Image]`` placeholder, a scraped problem
+  number ``p1.`` ... ``p999.``, or bold markup holding a digit (``**2a**``).
 """
 
 from __future__ import annotations
@@ -91,8 +93,26 @@ def broken_numbering(question: str) -> str | None:
             or _broken(_PART.findall(question), "part"))
 
 
+# s1's own string filters (its data/filter.ipynb), kept as one check so that its exact
+# behaviour is there next to the more general rules above
+_S1_IMAGE = "![Image]"
+_S1_PNUM = re.compile(r"p[1-9]\d{0,2}\.")  # "p1." ... "p999.": scraped problem numbers
+_S1_BOLD_DIGIT = re.compile(r"\*\*(?=.*\d)[^\s\]]*\*\*")  # "**3b)**"-like markup
+
+
+def s1_markers(question: str) -> str | None:
+    if _S1_IMAGE in question:
+        return "an ![Image] placeholder"
+    if (m := _S1_PNUM.search(question)) is not None:
+        return f"a scraped problem number {m.group(0)!r}"
+    if (m := _S1_BOLD_DIGIT.search(question)) is not None:
+        return f"bold markup around a label {m.group(0)!r}"
+    return None
+
+
 CHECKS: dict[str, Callable[[str], str | None]] = {
     "ascii_art": ascii_art,
     "missing_image": missing_image,
     "broken_numbering": broken_numbering,
+    "s1_markers": s1_markers,
 }

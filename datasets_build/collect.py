@@ -9,8 +9,11 @@ The short ``answer`` used for grading is taken from the mapped column, else from
 Removed rows are written with their reason: ``empty_question``, ``duplicate`` (the same
 question after whitespace and case normalisation; the first one in source order
 stays)
-and ``contaminated:<eval set>`` (an 8-gram shared with that evaluation set; the shared
-words are in the detail).
+``contaminated:<eval set>`` (an 8-gram shared with that evaluation set; the shared
+words are in the detail) and, with ``dedup: ngram`` (the default), ``near_duplicate``: an
+8-gram shared with a kept question of another source (the earlier source's row stays;
+:class:`datasets_build.decontam.CrossSourceIndex`). ``dedup: exact`` keeps only the exact
+check.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 
 from client.grading import extract_answer
 from datasets_build.config import Collect, Source
-from datasets_build.decontam import Decontaminator
+from datasets_build.decontam import CrossSourceIndex, Decontaminator
 from datasets_build.loaders import read_rows
 from datasets_build.schema import Row, dump_metadata, question_id
 from datasets_build.tables import StageStats, Table
@@ -100,6 +103,7 @@ def run_collect(cfg: Collect) -> tuple[Table, StageStats, list[Row]]:
     kept: list[Row] = []
     removed: list[Row] = []
     first: dict[str, Row] = {}
+    near = CrossSourceIndex(cfg.ngram) if cfg.dedup == "ngram" else None
     for row in rows:
         if not row["question"]:
             reason, detail = "empty_question", "no question text"
@@ -110,9 +114,15 @@ def run_collect(cfg: Collect) -> tuple[Table, StageStats, list[Row]]:
             name, index, shared = hit
             first[row["id"]] = row
             reason, detail = f"contaminated:{name}", f"shares {shared!r} with {name} #{index}"
+        elif near is not None and (dup := near.match(row["source_type"], row["question"])):
+            other, other_id, shared = dup
+            first[row["id"]] = row
+            reason, detail = "near_duplicate", f"shares {shared!r} with {other} row {other_id}"
         else:
             first[row["id"]] = row
             kept.append(row)
+            if near is not None:
+                near.add(row["source_type"], row["id"], row["question"])
             continue
         stats.dropped[reason] += 1
         removed.append(_removed(row, reason, detail))

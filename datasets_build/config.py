@@ -12,6 +12,7 @@ See ``datasets_build/configs/example.yaml`` for every key with a comment.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from dataclasses import dataclass, field
@@ -24,7 +25,10 @@ from datasets_build import prompts
 from datasets_build.schema import NAME_RE
 
 STAGES = ("collect", "traces", "quality", "difficulty", "domains", "select", "export")
-QUALITY_CHECKS = ("ascii_art", "missing_image", "broken_numbering")
+QUALITY_CHECKS = ("ascii_art", "missing_image", "broken_numbering", "s1_markers")
+DOMAIN_DRAWS = ("benchmark", "uniform", "weighted")
+S1_BASE_TEMPERATURE = 0.05  # s1's data/bulk_inference.py settings for the base models
+S1_BASE_MAX_TOKENS = 32768
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -89,6 +93,7 @@ class Collect:
     sources: list[Source]
     eval_sets: list[EvalSet] = field(default_factory=list)
     ngram: int = 8
+    dedup: str = "ngram"  # exact, or ngram: also near duplicates across sources (s1)
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,11 @@ class Traces:
 class Quality:
     drop_truncated: bool = True
     checks: tuple[str, ...] = QUALITY_CHECKS
+    # s1: rows without a reference answer are dropped
+    drop_missing_answer: bool = True
+    # s1: questions with an [asy] figure are dropped, except AIME's (globs on source_type)
+    drop_asy: bool = True
+    asy_keep_sources: tuple[str, ...] = ("*aime*", "*AIME*")
 
 
 @dataclass(frozen=True)
@@ -120,6 +130,7 @@ class BaseModel:
 class Judge:
     gen: Generation
     retries: int = 2
+    grade_all: bool = False  # s1: the judge grades every attempt (no machine check first)
 
 
 @dataclass(frozen=True)
@@ -128,6 +139,7 @@ class Difficulty:
     base_models: list[BaseModel]
     judge: Judge | None = None
     grade_teachers: bool = True
+    ungraded: str = "drop"  # a question no attempt could be graded on: drop (s1) or keep
 
 
 @dataclass(frozen=True)
@@ -135,6 +147,7 @@ class Domains:
     gen: Generation | None = None
     retries: int = 2
     label_field: str | None = None
+    drop_unknown: bool = True  # s1 drops questions whose classification failed
 
 
 @dataclass(frozen=True)
@@ -150,6 +163,17 @@ class Select:
     seed: int = 0
     unknown: str = "keep"
     preselect: list[PreselectRule] = field(default_factory=list)
+    # s1: a pre-selected question must have a teacher answer graded correct
+    preselect_requires_correct: bool = True
+    # how each draw picks a domain (datasets_build/selection.py): benchmark (s1), uniform,
+    # or weighted by domain_weights (MSC code -> weight, unlisted 1)
+    domain_draw: str = "benchmark"
+    domain_weights: dict[str, float] = field(default_factory=dict)
+    # benchmark: draws are uniform until this share of `size` is selected (s1: 700 of 1000)
+    uniform_share: float = 0.7
+    # benchmark: (source_type glob, share of the weight); a domain weighs by its share
+    # among the questions of each benchmark-like source (s1: AIME 2/3, GPQA 1/3)
+    benchmark_sources: tuple[tuple[str, float], ...] = (("*AIME*", 2 / 3), ("*gpqa*", 1 / 3))
 
 
 @dataclass(frozen=True)
@@ -343,7 +367,10 @@ def _collect(s: _Section) -> Collect:
     ngram = s.get("ngram", int, 8)
     if ngram < 1:
         raise ConfigError(f"{s.where}.ngram: must be >= 1")
-    return Collect(sources, evals, ngram)
+    dedup = s.get("dedup", str, "ngram")
+    if dedup not in ("exact", "ngram"):
+        raise ConfigError(f"{s.where}.dedup: expected exact or ngram, got {dedup!r}")
+    return Collect(sources, evals, ngram, dedup)
 
 
 def _traces(s: _Section, endpoints: dict[str, Endpoint], names: set[str]) -> Traces:
@@ -368,6 +395,11 @@ def _difficulty(s: _Section, endpoints: dict[str, Endpoint], names: set[str]) ->
         name = _name(b, names)
         attempts = b.path("attempts")
         gen = None if attempts else _generation(b, endpoints, default_prompt=prompts.BASE_MODEL)
+        if gen is not None:  # s1's bulk inference: temperature 0.05, 32,768 new tokens
+            gen = dataclasses.replace(
+                gen, temperature=S1_BASE_TEMPERATURE if gen.temperature is None
+                else gen.temperature,
+                max_tokens=S1_BASE_MAX_TOKENS if gen.max_tokens is None else gen.max_tokens)
         b.done()
         models.append(BaseModel(name, gen, attempts))
     if not models:
@@ -376,14 +408,18 @@ def _difficulty(s: _Section, endpoints: dict[str, Endpoint], names: set[str]) ->
     if s.data.get("judge"):
         j = s.sub("judge")
         judge = Judge(_generation(j, endpoints, ("{reference}", "{attempt}"), prompts.JUDGE),
-                      j.get("retries", int, 2))
+                      j.get("retries", int, 2), j.get("grade_all", bool, False))
         j.done()
     else:
         s.seen.add("judge")
     tokenizer = s.get("tokenizer", str, required=True)
     local = _resolve(s.base, tokenizer)  # a path relative to the config, else a hub id
+    ungraded = s.get("ungraded", str, "drop")
+    if ungraded not in ("drop", "keep"):
+        raise ConfigError(f"{s.where}.ungraded: expected drop or keep, got {ungraded!r}")
     return Difficulty(tokenizer=str(local) if local.exists() else tokenizer, base_models=models,
-                      judge=judge, grade_teachers=s.get("grade_teachers", bool, True))
+                      judge=judge, grade_teachers=s.get("grade_teachers", bool, True),
+                      ungraded=ungraded)
 
 
 def _domains(s: _Section, endpoints: dict[str, Endpoint]) -> Domains:
@@ -392,7 +428,8 @@ def _domains(s: _Section, endpoints: dict[str, Endpoint]) -> Domains:
     label_field = s.get("label_field", str)
     if gen is None and label_field is None:
         raise ConfigError(f"{s.where}: give an endpoint (LLM classifier) or a label_field")
-    return Domains(gen=gen, retries=s.get("retries", int, 2), label_field=label_field)
+    return Domains(gen=gen, retries=s.get("retries", int, 2), label_field=label_field,
+                   drop_unknown=s.get("drop_unknown", bool, True))
 
 
 def _select(s: _Section) -> Select:
@@ -405,8 +442,35 @@ def _select(s: _Section) -> Select:
     unknown = s.get("unknown", str, "keep")
     if unknown not in ("keep", "drop"):
         raise ConfigError(f"{s.where}.unknown: expected keep or drop, got {unknown!r}")
+    draw = s.get("domain_draw", str, "benchmark")
+    if draw not in DOMAIN_DRAWS:
+        raise ConfigError(f"{s.where}.domain_draw: expected one of {list(DOMAIN_DRAWS)}, "
+                          f"got {draw!r}")
+    weights = {str(k): v for k, v in s.get("domain_weights", dict, {}).items()}
+    bad = {k: v for k, v in weights.items()
+           if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0}
+    if bad:
+        raise ConfigError(f"{s.where}.domain_weights: weights must be positive numbers, "
+                          f"got {bad}")
+    if draw == "weighted" and not weights:
+        raise ConfigError(f"{s.where}: domain_draw weighted needs domain_weights "
+                          "(MSC code -> weight; unlisted domains weigh 1)")
+    share = s.get("uniform_share", float, 0.7)
+    if not 0 <= share <= 1:
+        raise ConfigError(f"{s.where}.uniform_share: must be in [0, 1], got {share}")
+    bench = []
+    for b in s.items("benchmark_sources"):
+        glob, w = b.get("source_type", str, required=True), b.get("share", float, 1.0)
+        if w <= 0:
+            raise ConfigError(f"{b.where}.share: must be positive, got {w}")
+        bench.append((glob, w))
+        b.done()
     return Select(size=s.get("size", int, 1000), seed=s.get("seed", int, 0), unknown=unknown,
-                  preselect=rules)
+                  preselect=rules,
+                  preselect_requires_correct=s.get("preselect_requires_correct", bool, True),
+                  domain_draw=draw, domain_weights={k: float(v) for k, v in weights.items()},
+                  uniform_share=share,
+                  benchmark_sources=tuple(bench) if bench else Select.benchmark_sources)
 
 
 def parse_config(data: dict[str, Any], path: Path) -> Config:
@@ -427,8 +491,10 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
         sub.done()
         return value
 
-    q = opt("quality", lambda s: Quality(s.get("drop_truncated", bool, True),
-                                         tuple(s.get("checks", list, list(QUALITY_CHECKS)))))
+    q = opt("quality", lambda s: Quality(
+        s.get("drop_truncated", bool, True), tuple(s.get("checks", list, list(QUALITY_CHECKS))),
+        s.get("drop_missing_answer", bool, True), s.get("drop_asy", bool, True),
+        tuple(s.get("asy_keep_sources", list, ["*aime*", "*AIME*"]))))
     if q is not None:
         bad = [c for c in q.checks if c not in QUALITY_CHECKS]
         if bad:

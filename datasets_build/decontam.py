@@ -55,3 +55,30 @@ class Decontaminator:
             if hit is not None:
                 return hit[0], hit[1], " ".join(g)
         return None
+
+
+@dataclass
+class CrossSourceIndex:
+    """Near-duplicate detection across sources: n-grams of kept questions, per source.
+
+    Why: the same competition problem often reaches the pool through several sources with
+    different wording around it (NuminaMATH re-hosting AIME or OlympiadBench problems, with
+    a changed preamble or LaTeX), which exact matching misses. A question that shares an
+    n-gram with a kept question of *another* source is a near duplicate; within one source,
+    variants sharing a stem (the same problem with other numbers) are distinct and stay.
+    """
+
+    n: int = 8
+    index: dict[tuple[str, ...], dict[str, str]] = field(default_factory=dict)
+
+    def match(self, source: str, question: str) -> tuple[str, str, str] | None:
+        """(other source, its row id, shared text) for the first overlap, or None."""
+        for g in ngrams(words(question), self.n):
+            for other, row_id in self.index.get(g, {}).items():
+                if other != source:
+                    return other, row_id, " ".join(g)
+        return None
+
+    def add(self, source: str, row_id: str, question: str) -> None:
+        for g in ngrams(words(question), self.n):
+            self.index.setdefault(g, {}).setdefault(source, row_id)

@@ -4,8 +4,12 @@ The paper's two difficulty signals. First, each base model (Qwen2.5-7B- and 32B-
 the paper) attempts every question through its endpoint, or its attempts are read from a
 table (``attempts:``, columns ``question`` and ``attempt``; for reusing an earlier run);
 attempts are graded by :mod:`datasets_build.judging`. A question any base model answers
-correctly is dropped (reason ``solved:<model>``, the first solver); an attempt that cannot be
-graded (``correct`` None) does not count as solved. Second, the primary teacher's thinking
+correctly is dropped (reason ``solved:<model>``, the first solver). A question whose attempt
+could not be graded (``correct`` None: a free-text or proof answer with no judge verdict) is
+not known to be hard, so by default it is dropped too (``ungraded:<model>``; ``ungraded:
+keep`` keeps it): it must not survive only because no machine check could grade it. Base
+models attempt at s1's settings unless the config says otherwise: the question alone as the
+prompt, temperature 0.05, max_tokens 32768. Second, the primary teacher's thinking
 is measured in tokens of the given tokenizer (``trace_tokens``); ``select`` ranks by it.
 
 Also graded, for the s1K-1.1 columns: each teacher's own attempt (``t_grade``,
@@ -62,7 +66,8 @@ async def _grade_model(caller: ModelCaller, cfg: Difficulty, model: BaseModel,
         if text is None:
             return Verdict(None, f"no attempt: {failure}")
         r = rows[i]
-        return await grade_text(caller, cfg.judge, r["id"], r["question"], r["answer"], text)
+        return await grade_text(caller, cfg.judge, r["id"], r["question"], r["answer"], text,
+                                str(r.get("solution") or ""))
 
     return await caller.map(range(len(rows)), grade_one, f"grading [{model.name}]")
 
@@ -71,7 +76,8 @@ async def _grade_teacher(caller: ModelCaller, cfg: Difficulty, teacher: str,
                          rows: list[Row]) -> list[Verdict]:
     async def grade_one(r: Row) -> Verdict:
         return await grade_text(caller, cfg.judge, r["id"], r["question"], r["answer"],
-                                str(r.get(col(teacher, "attempt")) or ""))
+                                str(r.get(col(teacher, "attempt")) or ""),
+                                str(r.get("solution") or ""))
 
     return await caller.map(rows, grade_one, f"grading [{teacher}]")
 
@@ -95,6 +101,7 @@ async def run_difficulty(table: Table, cfg: Difficulty, caller: ModelCaller
     for r in rows:
         r["trace_tokens"] = r[col(teachers[0], "thinking_tokens")]
         r["solved_by"] = []
+        r["ungraded_by"] = []
     for model in cfg.base_models:
         outcome: Counter[str] = Counter()
         for r, v in zip(rows, await _grade_model(caller, cfg, model, rows), strict=True):
@@ -104,17 +111,22 @@ async def run_difficulty(table: Table, cfg: Difficulty, caller: ModelCaller
             outcome[{True: "correct", False: "wrong", None: "unknown"}[v.correct]] += 1
             if v.correct:
                 r["solved_by"].append(model.name)
+            elif v.correct is None:
+                r["ungraded_by"].append(model.name)
         stats.notes[model.name] = dict(outcome)
     kept, removed = [], []
     for r in rows:
         if r["solved_by"]:
-            reason = f"solved:{r['solved_by'][0]}"
-            stats.dropped[reason] += 1
-            removed.append({"id": r["id"], "source_type": r["source_type"], "reason": reason,
-                            "detail": r[col(r["solved_by"][0], "grade_reason")],
-                            "solved_by": r["solved_by"], "question": r["question"][:300]})
+            who, reason = r["solved_by"][0], f"solved:{r['solved_by'][0]}"
+        elif r["ungraded_by"] and cfg.ungraded == "drop":
+            who, reason = r["ungraded_by"][0], f"ungraded:{r['ungraded_by'][0]}"
         else:
             kept.append(r)
+            continue
+        stats.dropped[reason] += 1
+        removed.append({"id": r["id"], "source_type": r["source_type"], "reason": reason,
+                        "detail": r[col(who, "grade_reason")], "solved_by": r["solved_by"],
+                        "question": r["question"][:300]})
     stats.rows_out = len(kept)
     stats.calls = caller.stats()
     meta = {**table.meta, "base_models": [m.name for m in cfg.base_models],

@@ -2,13 +2,15 @@
 
 Why MSC: the paper's diversity signal. s1 classified with an LLM into MSC domains and then
 sampled domains uniformly. The 63 top-level MSC 2020 areas ship with the package
-(``msc.json``). The classifier's reply must be one of the codes (``11``, ``11 Number
-theory``, ``MSC 11`` or the exact area name); anything else is retried with a reminder
+(``msc.json``), each with its description. The classifier reasons briefly, then ends with
+``Domain: NN`` (as s1's classifier reasoned before the code); that last line must name one of
+the codes (``11``, ``11 Number theory``, ``MSC 11`` or the exact area name); anything else is retried with a reminder
 (:mod:`datasets_build.validated`) and, after ``retries``, recorded as ``unknown``.
 
 A source that already labels its questions (``label_field``, read from the metadata) is
 trusted when its label is a valid code, and only the other questions go to the model.
-``domain_source`` says which: ``label``, ``llm`` or ``unknown``.
+``domain_source`` says which: ``label``, ``llm`` or ``unknown``. As in s1, questions whose
+classification failed are dropped (reason ``no_domain``) unless ``drop_unknown`` is off.
 """
 
 from __future__ import annotations
@@ -60,6 +62,19 @@ def parse_code(reply: str) -> str | None:
     return m.group(1)
 
 
+_DOMAIN_LINE = re.compile(r"^(?:final\s+)?(?:domain|msc(?:\s+code)?|code)\s*[:：=-]\s*",
+                          re.IGNORECASE)
+
+
+def parse_domain_reply(reply: str) -> str | None:
+    """The code on the reply's last line (``Domain: 11``, or a bare code): the classifier
+    reasons first, as s1's did. A one-line reply is read like :func:`parse_code`."""
+    lines = [ln.strip().strip("*_`") for ln in reply.strip().splitlines() if ln.strip()]
+    if not lines:
+        return None
+    return parse_code(_DOMAIN_LINE.sub("", lines[-1]).strip())
+
+
 def codes_text() -> str:
     return "\n".join(f"{code} {name}" for code, name in msc_codes().items())
 
@@ -79,7 +94,8 @@ async def _classify(caller: ModelCaller, cfg: Domains, row: Row) -> tuple[str, s
     if cfg.gen is None:
         return UNKNOWN_DOMAIN, "unknown", 0
     prompt = fill(cfg.gen.prompt, codes=codes_text(), question=row["question"])
-    result = await ask_validated(caller, cfg.gen, prompt, f"domain:{row['id']}", parse_code,
+    result = await ask_validated(caller, cfg.gen, prompt, f"domain:{row['id']}",
+                                 parse_domain_reply,
                                  cfg.retries, prompts.DOMAIN_REMINDER)
     if result.value is None:
         return UNKNOWN_DOMAIN, "unknown", result.tries
@@ -87,7 +103,7 @@ async def _classify(caller: ModelCaller, cfg: Domains, row: Row) -> tuple[str, s
 
 
 async def run_domains(table: Table, cfg: Domains, caller: ModelCaller
-                      ) -> tuple[Table, StageStats]:
+                      ) -> tuple[Table, StageStats, list[Row]]:
     rows = [dict(r) for r in table.rows]
     stats = StageStats("domains", rows_in=len(rows), rows_out=len(rows))
     results = await caller.map(rows, lambda r: _classify(caller, cfg, r), "domains")
@@ -98,4 +114,14 @@ async def run_domains(table: Table, cfg: Domains, caller: ModelCaller
     stats.notes["by_source"] = dict(Counter(r["domain_source"] for r in rows))
     stats.notes["domains"] = dict(sorted(Counter(r["domain"] for r in rows).items()))
     stats.calls = caller.stats()
-    return Table(rows, table.meta), stats
+    removed: list[Row] = []
+    if cfg.drop_unknown:  # s1 drops the questions it could not classify
+        removed = [{"id": r["id"], "source_type": r["source_type"], "reason": "no_domain",
+                    "detail": f"classification failed after {r['domain_tries']} tries",
+                    "question": r["question"][:300]}
+                   for r in rows if r["domain"] == UNKNOWN_DOMAIN]
+        rows = [r for r in rows if r["domain"] != UNKNOWN_DOMAIN]
+        if removed:
+            stats.dropped["no_domain"] = len(removed)
+        stats.rows_out = len(rows)
+    return Table(rows, table.meta), stats, removed

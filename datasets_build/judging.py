@@ -6,9 +6,12 @@ math-verify's symbolic equivalence), so those never reach a judge. A reference a
 *free text* when, LaTeX commands aside, it has two or more words of three letters or more
 ("no such function exists"), or has a word and no digits or math symbols ("Tuesday",
 "no"). Free-text answers are first compared after normalisation (case, spaces,
-punctuation); only when that fails is the optional judge asked (YES / NO, validated,
-retried, then unknown). Without a judge a free-text mismatch is unknown (``correct``
-None), which never counts as solved.
+punctuation); only when that fails is the optional judge asked, with the full reference
+solution as s1 did (it reasons, then ends with Yes / No; validated, retried, then unknown). Without a judge a free-text mismatch is unknown (``correct``
+None), which never counts as solved. A machine "wrong" that only means no clean final
+answer was found (``no final answer found``, ``ungradable answer``) goes to the judge too,
+when there is one: an unboxed right answer is not a wrong one. ``judge.grade_all: true``
+skips the machine checks and has the judge grade every attempt, exactly as s1 did.
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ class Verdict:
     correct: bool | None
     reason: str
     extracted: str = ""
+    # False when a machine "wrong" only means "no clean final answer found": a judge, when
+    # there is one, decides those (an unboxed but right answer is not a wrong one)
+    decisive: bool = True
 
 
 def free_text(gold: str) -> bool:
@@ -79,10 +85,11 @@ def machine_grade(text: str, gold: str) -> Verdict | None:
         return None
     pred = extract_answer(text)
     if pred is None:
-        return Verdict(False, "no final answer found")
+        return Verdict(False, "no final answer found", decisive=False)
     ok = grade(pred, gold, "auto") if clean_math(pred) else None
     if ok is None:
-        return Verdict(False, f"ungradable answer {pred[:80]!r} (reference {gold[:80]!r})", pred)
+        return Verdict(False, f"ungradable answer {pred[:80]!r} (reference {gold[:80]!r})", pred,
+                       decisive=False)
     kind = infer_kind(gold)
     word = "matches" if ok else "does not match"
     return Verdict(ok, f"{kind}: {pred[:80]!r} {word} {gold[:80]!r}", pred)
@@ -100,7 +107,9 @@ def clean_math(pred: str) -> bool:
 
 
 def parse_verdict(reply: str) -> bool | None:
-    text = reply.strip().strip("*_`'\" .!").strip()
+    """The verdict on the reply's last non-empty line (the judge reasons first), or None."""
+    lines = [ln for ln in reply.strip().splitlines() if ln.strip()]
+    text = (lines[-1] if lines else "").strip().strip("*_`'\" .!#").strip()
     m = _VERDICT.match(text)
     if m is None:
         return None
@@ -108,10 +117,11 @@ def parse_verdict(reply: str) -> bool | None:
 
 
 async def judge_grade(caller: ModelCaller, judge: Judge, row_id: str, question: str,
-                      gold: str, text: str) -> Verdict:
-    """Ask the judge; unknown (None) when it gives no valid verdict."""
+                      reference: str, text: str) -> Verdict:
+    """Ask the judge (``reference``: the full solution); unknown (None) without a verdict."""
     attempt = final_text(text)
-    prompt = fill(judge.gen.prompt, question=question, reference=gold, attempt=text[-4000:])
+    prompt = fill(judge.gen.prompt, question=question, reference=reference,
+                  attempt=text[-4000:])
     result = await ask_validated(caller, judge.gen, prompt, f"judge:{row_id}",
                                  parse_verdict, judge.retries, prompts.JUDGE_REMINDER)
     if result.value is None:
@@ -122,12 +132,22 @@ async def judge_grade(caller: ModelCaller, judge: Judge, row_id: str, question: 
 
 
 async def grade_text(caller: ModelCaller | None, judge: Judge | None, row_id: str,
-                     question: str, gold: str, text: str) -> Verdict:
-    """Machine grade, then the judge when one is configured and needed."""
+                     question: str, gold: str, text: str, solution: str = "") -> Verdict:
+    """Machine grade, then the judge when one is configured and needed.
+
+    The judge sees the full reference ``solution`` (s1 graded against the whole solution, so
+    proofs and derivations can be judged), or ``gold`` when there is none. A question with
+    no short answer (proofs) goes to the judge too, when it has a solution.
+    """
     verdict = machine_grade(text, gold)
-    if verdict is not None:
+    has_judge = judge is not None and caller is not None
+    if judge is not None and judge.grade_all and caller is not None and text.strip():
+        verdict = None  # s1: the judge grades every attempt
+    if verdict is not None and not (verdict.correct is None and solution.strip()) and (
+            verdict.decisive or not has_judge):
         return verdict
     if judge is None or caller is None:
-        return Verdict(None, "free-text answer differs from the reference; no judge configured",
-                       final_text(text))
-    return await judge_grade(caller, judge, row_id, question, gold, text)
+        why = ("no reference answer" if not gold.strip()
+               else "free-text answer differs from the reference")
+        return Verdict(None, f"{why}; no judge configured", final_text(text))
+    return await judge_grade(caller, judge, row_id, question, solution.strip() or gold, text)

@@ -131,7 +131,7 @@ def run_stage(cfg: Config, stage: str, cache: ResponseCache, input_path: Path | 
             table, stats, removed = _with_caller(cfg, cache, lambda c: difficulty.run_difficulty(
                 table_in, cfg.section("difficulty"), c))
         elif stage == "domains":
-            table, stats = _with_caller(cfg, cache, lambda c: domains.run_domains(
+            table, stats, removed = _with_caller(cfg, cache, lambda c: domains.run_domains(
                 table_in, cfg.section("domains"), c))
         elif stage == "select":
             table, stats = selection.run_select(table_in, cfg.select)

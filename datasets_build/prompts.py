@@ -7,32 +7,43 @@ MSC list, one ``code name`` per line) in the classifier.
 
 TEACHER = "{question}"
 
-BASE_MODEL = "{question}\n\nPut your final answer within \\boxed{}."
+BASE_MODEL = "{question}"  # s1's base-model attempts: the question alone
 
-JUDGE = """You are checking an answer to a question against the reference answer.
+JUDGE = """You grade a student's attempt at a problem against its reference solution.
 
-Question:
+# Problem
 {question}
 
-Reference answer:
-{reference}
-
-Answer to check:
+## Attempt
 {attempt}
 
-Does the answer to check say the same as the reference answer? Reply with one word: YES or NO."""
+## Reference solution
+{reference}
 
-JUDGE_REMINDER = "Reply with exactly one word: YES or NO."
+If the reference solution ends in a number, an expression or a choice, the attempt is correct \
+only if its final answer is the same. If the problem asks for a proof or a derivation, judge \
+whether the attempt's reasoning is correct and complete, using the reference as a guide.
+Explain briefly, then end your reply with a line holding only "Yes" or "No"."""
+
+# the earlier one-word judge (reference = the short answer); set it as judge.prompt to use it
+JUDGE_SHORT = """You are checking an answer to a question against the reference answer.
+Question:
+{question}
+Reference answer:
+{reference}
+Answer to check:
+{attempt}
+Does the answer to check say the same as the reference answer? Reply with one word: YES or NO."""
+JUDGE_REMINDER = "End your reply with a line holding only Yes or No."
 
 DOMAIN = """Classify the question into one domain of the Mathematics Subject Classification \
-(MSC 2020). The domains:
-
+(MSC 2020). The domains, each a code and its description:
 {codes}
 
 Question:
 {question}
 
-Reply with the two-digit code of the one domain that fits best, and nothing else."""
-
-DOMAIN_REMINDER = ("That is not one of the listed codes. "
-                   "Reply with only a two-digit code from the list.")
+First reason in one or two sentences about which domain fits best. Then end your reply with \
+a line of the form "Domain: <two-digit code>"."""
+DOMAIN_REMINDER = ("That did not end with one of the listed codes. End your reply with a "
+                   "line \"Domain: <two-digit code>\" using a code from the list.")

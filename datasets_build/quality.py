@@ -3,12 +3,16 @@
 In the paper's order: first what the API got wrong (``api_error``: the call failed;
 ``empty_trace``: no thinking came back; ``empty_attempt``: no answer after it;
 ``truncated``: the reply hit ``max_tokens``, when ``drop_truncated`` is on), then
-formatting (:mod:`datasets_build.checks`). A row is counted under its first reason; the
+rows s1 also drops (``missing_answer``: no reference answer, ``drop_missing_answer``;
+``asy_figure``: an ``[asy]`` figure in a question not from AIME, ``drop_asy`` /
+``asy_keep_sources``), then formatting (:mod:`datasets_build.checks`). A row is counted under its first reason; the
 removed file lists all of them. Every teacher must pass, so that the export has all of its
 columns filled.
 """
 
 from __future__ import annotations
+
+from fnmatch import fnmatchcase
 
 from datasets_build.checks import CHECKS
 from datasets_build.config import Quality
@@ -28,6 +32,11 @@ def reasons(row: Row, teachers: list[str], cfg: Quality) -> list[tuple[str, str]
             found.append(("empty_attempt", f"{t}: no answer after the thinking"))
         elif cfg.drop_truncated and row.get(col(t, "finish_reason")) == "length":
             found.append(("truncated", f"{t}: stopped at max_tokens"))
+    if cfg.drop_missing_answer and not str(row.get("answer") or "").strip():
+        found.append(("missing_answer", "no reference answer"))
+    if cfg.drop_asy and "[asy]" in row["question"].lower() and not any(
+            fnmatchcase(str(row.get("source_type") or ""), p) for p in cfg.asy_keep_sources):
+        found.append(("asy_figure", "an [asy] figure outside AIME"))
     for name in cfg.checks:
         detail = CHECKS[name](row["question"])
         if detail:

@@ -4,7 +4,18 @@ The paper's algorithm: until the target size is reached, pick a domain uniformly
 rank its remaining questions by trace length (longest first, rank 0), take one with
 probability proportional to 2^-rank, remove it, and drop the domain once it is empty.
 Questions matching a pre-selection rule (e.g. benchmark-like sources, or long traces from
-one source) are taken first, longest first if there are more than the target.
+one source) are taken first, longest first if there are more than the target; as in s1, only
+those whose teacher answer was graded correct (``preselect_requires_correct``, default on).
+Domain draws (``domain_draw``):
+
+- ``benchmark`` (s1's notebook, the default): uniform until ``uniform_share`` of ``size`` is
+  chosen (s1: 700 of 1,000, pre-selected ones included), then each domain in proportion to
+  how often it occurs among the benchmark-like sources' questions in the table
+  (``benchmark_sources``: AIME with 2/3 of the weight, GPQA 1/3, as s1 scaled GPQA's counts
+  to half of AIME's). Domains absent from those sources are not drawn in that phase; when
+  no weighted domain is left, or no question matches the sources, draws stay uniform.
+- ``uniform`` (the paper's text): every remaining domain equally likely.
+- ``weighted``: ``domain_weights`` (MSC code -> weight, unlisted 1).
 
 Everything random comes from one ``random.Random(seed)`` and every ordering has a
 deterministic tie-break (trace length, then id), so the same table and seed give the same
@@ -53,10 +64,47 @@ def matches(row: Row, rule: PreselectRule) -> bool:
     return rule.min_trace_tokens is None or _length(row) >= rule.min_trace_tokens
 
 
+def teacher_correct(row: Row) -> bool:
+    """Whether some teacher's answer was graded correct (``<teacher>_grade == "Yes"``)."""
+    return any(v == "Yes" for k, v in row.items() if k.endswith("_grade"))
+
+
+def draw_domain(rng: random.Random, domains: list[str],
+                weights: dict[str, float] | None = None, default: float = 1.0) -> str:
+    """One domain: uniformly (``weights`` None), else in proportion to its weight (domains
+    not in ``weights`` weigh ``default``; when nothing weighs anything, uniformly)."""
+    if weights is not None:
+        ws = [weights.get(d, default) for d in domains]
+        total = sum(ws)
+        if total > 0:
+            u = rng.random() * total
+            for d, w in zip(domains, ws, strict=True):
+                u -= w
+                if u < 0 and w > 0:
+                    return d
+            return next(d for d, w in zip(reversed(domains), reversed(ws), strict=True)
+                        if w > 0)
+    return domains[rng.randrange(len(domains))]
+
+
+def benchmark_weights(rows: list[Row], cfg: Select) -> dict[str, float]:
+    """domain -> weight: for each benchmark-like source (glob, share), its share spread over
+    the domains of its questions in proportion to their counts (s1: AIME counts, plus GPQA
+    counts scaled to half of AIME's total)."""
+    weights: dict[str, float] = {}
+    for glob, share in cfg.benchmark_sources:
+        matched = [str(r["domain"]) for r in rows
+                   if fnmatchcase(str(r["source_type"]).lower(), glob.lower())]
+        for domain in matched:
+            weights[domain] = weights.get(domain, 0.0) + share / len(matched)
+    return weights
+
+
 def select_rows(rows: list[Row], cfg: Select) -> list[tuple[Row, str]]:
     """(row, "preselect" or "sampled") in the order chosen."""
     rng = random.Random(cfg.seed)
-    pre = sorted((r for r in rows if any(matches(r, rule) for rule in cfg.preselect)),
+    pre = sorted((r for r in rows if any(matches(r, rule) for rule in cfg.preselect)
+                  and (not cfg.preselect_requires_correct or teacher_correct(r))),
                  key=_order_key)
     chosen: list[tuple[Row, str]] = [(r, "preselect") for r in pre[: cfg.size]]
     taken = {r["id"] for r, _ in chosen}
@@ -67,8 +115,15 @@ def select_rows(rows: list[Row], cfg: Select) -> list[tuple[Row, str]]:
     for items in groups.values():
         items.sort(key=_order_key)
     domains = sorted(groups)
+    bench = benchmark_weights(rows, cfg) if cfg.domain_draw == "benchmark" else {}
+    uniform_until = round(cfg.uniform_share * cfg.size)
     while len(chosen) < cfg.size and domains:
-        domain = domains[rng.randrange(len(domains))]
+        if cfg.domain_draw == "weighted":
+            domain = draw_domain(rng, domains, cfg.domain_weights)
+        elif cfg.domain_draw == "benchmark" and bench and len(chosen) >= uniform_until:
+            domain = draw_domain(rng, domains, bench, default=0.0)
+        else:
+            domain = draw_domain(rng, domains)
         items = groups[domain]
         chosen.append((items.pop(draw_rank(rng, len(items))), "sampled"))
         if not items:
@@ -90,5 +145,9 @@ def run_select(table: Table, cfg: Select) -> tuple[Table, StageStats]:
     stats.dropped["not_selected"] = len(rows) - len(out)
     stats.notes.update(seed=cfg.seed, size=cfg.size,
                        preselected=sum(1 for _, how in chosen if how == "preselect"),
-                       pool_trace_tokens=quantiles([_length(r) for r in rows]))
+                       pool_trace_tokens=quantiles([_length(r) for r in rows]),
+                       domain_draw=cfg.domain_draw)
+    if cfg.domain_draw == "benchmark":
+        stats.notes["benchmark_weights"] = {d: round(w, 4) for d, w in
+                                            sorted(benchmark_weights(rows, cfg).items())}
     return Table(out, table.meta), stats

@@ -48,6 +48,10 @@ class Record:
     answer: str
     reasoning: str | None
     extended: bool | None = None  # waits rounds: whether this round really suppressed an end
+    # what budget forcing realised (evals.realised); None = unknown
+    waits_realised: int | None = None
+    forced_cut: bool | None = None
+    realised_source: str | None = None  # "server" (budget object) or "text"
 
     @property
     def key(self) -> tuple[str, str, str]:

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from client import APIConnectionError, AsyncClient, S1Error
+from evals.autocap import AUTO, DEFAULT_OVERHEAD, parse_cap, resolve_auto_cap
 from evals.benchmarks import FORMATS, load_benchmark
 from evals.cache import Cache
 from evals.plot import plot_scaling
@@ -58,8 +59,24 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--thinking-min", help="extrapolation: comma-separated minima")
     sweep.add_argument("--waits", type=int,
                        help="ignore end-of-thinking 0..K times (see evals.settings)")
-    sweep.add_argument("--thinking-cap", type=int,
-                       help="thinking_max sent with --thinking-min and --waits runs")
+    sweep.add_argument("--thinking-cap",
+                       help="thinking_max sent with --thinking-min and --waits runs: N tokens, "
+                            "or 'auto' = s1's cap, context - longest prompt - overhead "
+                            "(see evals/autocap.py)")
+    sweep.add_argument("--context-length", type=int,
+                       help="context for --thinking-cap auto (default: the server's "
+                            "max_model_len)")
+    sweep.add_argument("--auto-cap-overhead", type=int, default=DEFAULT_OVERHEAD,
+                       help="tokens --thinking-cap auto keeps for the answer and the "
+                            f"delimiters (default {DEFAULT_OVERHEAD}: s1's 100 + ~20)")
+    sweep.add_argument("--continuation",
+                       help="thinking_continuation sent with minima (default: the server's, "
+                            "'Wait' on s1-serve); realised Waits are counted with it")
+    sweep.add_argument("--samples", type=int, default=0,
+                       help="parallel scaling: K independent samples per question, majority "
+                            "vote over 1, 2, 4, ..., K of them (see evals/parallel.py)")
+    sweep.add_argument("--sample-temperature", type=float, default=0.7,
+                       help="temperature of the --samples draws (default 0.7; must be > 0)")
     sweep.add_argument("--max-tokens", type=int, help="max_tokens (thinking + answer)")
     sweep.add_argument("--temperature", type=float, default=0.0, help="default 0 (greedy)")
     sweep.add_argument("--top-p", type=float)
@@ -83,9 +100,15 @@ async def _resolve_model(client: AsyncClient, model: str | None) -> str | None:
 
 
 async def _run(args: argparse.Namespace) -> int:
+    cap_arg = parse_cap(args.thinking_cap)
+    if args.continuation is not None and not args.continuation.strip():
+        raise ValueError("--continuation must not be empty")
     settings = build_sweep(parse_ints(args.thinking_max, "--thinking-max"),
                            parse_ints(args.thinking_min, "--thinking-min"),
-                           args.waits, args.thinking_cap)
+                           args.waits, cap_arg if isinstance(cap_arg, int) else None,
+                           samples=args.samples)
+    if args.samples and args.sample_temperature <= 0:
+        raise ValueError("--sample-temperature must be > 0: greedy samples are all the same")
     bench = load_benchmark(args.data, args.format, choice_seed=args.choice_seed,
                            limit=args.limit, template=args.prompt_template)
     out = Path(args.out)
@@ -97,9 +120,22 @@ async def _run(args: argparse.Namespace) -> int:
         except APIConnectionError as exc:
             print(f"s1-eval: cannot reach the server: {exc}", file=sys.stderr)
             return 2
+        auto = None
+        if cap_arg == AUTO:
+            auto = await resolve_auto_cap(client, bench.questions, model=model,
+                                          system=args.system, max_tokens=args.max_tokens,
+                                          context=args.context_length,
+                                          overhead=args.auto_cap_overhead,
+                                          concurrency=args.concurrency)
+            print(f"s1-eval: --thinking-cap auto = {auto.cap} (context {auto.context} - "
+                  f"longest prompt {auto.longest_prompt} - overhead {auto.overhead})",
+                  file=sys.stderr)
+            build_sweep([], parse_ints(args.thinking_min, "--thinking-min"), None, auto.cap)
         config = RunConfig(model=model, temperature=args.temperature, top_p=args.top_p,
                            seed=args.seed, max_tokens=args.max_tokens,
-                           thinking_cap=args.thinking_cap, system=args.system)
+                           thinking_cap=auto.cap if auto else cap_arg,  # type: ignore[arg-type]
+                           system=args.system, continuation=args.continuation,
+                           sample_temperature=args.sample_temperature)
         cache = Cache(out / "cache.jsonl", config.signature(), fresh=args.refresh)
         from tqdm import tqdm
 
@@ -110,7 +146,8 @@ async def _run(args: argparse.Namespace) -> int:
     meta = {"created": datetime.now(UTC).isoformat(timespec="seconds"),
             "base_url": client.base_url, "model": model,
             "config": {**asdict(config), "concurrency": args.concurrency,
-                       "choice_seed": args.choice_seed, "prompt_template": args.prompt_template},
+                       "choice_seed": args.choice_seed, "prompt_template": args.prompt_template,
+                       "auto_thinking_cap": asdict(auto) if auto else None},
             "requests_sent": sweep.requested}
     report = build_report(bench, settings, sweep, meta)
     write_json(report, out / "results.json")

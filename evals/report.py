@@ -18,6 +18,7 @@ from client.grading import extract_answer, grade
 from evals import metrics
 from evals.benchmarks import Benchmark
 from evals.cache import Record
+from evals.parallel import ks_for, majority_curve
 from evals.runner import SweepResult
 from evals.settings import LABELS, METHODS, Setting
 
@@ -37,6 +38,10 @@ class Row:
     mean_thinking_tokens: float | None
     control: float | None
     extended: int | None  # waits rounds: questions where an end was really suppressed
+    forced_cuts: int | None = None  # answers whose thinking was cut at thinking_max
+    waits_realised: dict[str, int] | None = None  # realised Waits -> questions ("?" unknown)
+    waits_mismatch: int | None = None  # waits settings: questions not at the requested count
+    accuracy_matched: float | None = None  # waits settings: accuracy over the matched ones
 
 
 @dataclass
@@ -53,6 +58,8 @@ class Graded:
     thinking_max: int | None
     thinking_source: str
     finish_reason: str | None
+    waits_realised: int | None = None
+    forced_cut: bool | None = None
 
 
 def grade_record(record: Record, gold: str, kind: str) -> Graded:
@@ -61,13 +68,42 @@ def grade_record(record: Record, gold: str, kind: str) -> Graded:
                   extracted=extracted, correct=grade(extracted, gold, kind),  # type: ignore[arg-type]
                   thinking_tokens=record.thinking_tokens, thinking_min=record.thinking_min,
                   thinking_max=record.thinking_max, thinking_source=record.thinking_source,
-                  finish_reason=record.finish_reason)
+                  finish_reason=record.finish_reason, waits_realised=record.waits_realised,
+                  forced_cut=record.forced_cut)
+
+
+def _realised_counts(s: Setting, graded: list[Graded]) -> dict[str, Any]:
+    """Forced cuts, the realised-Waits histogram and, for ``waits`` settings, how many
+    questions did not get the requested count and the accuracy over those that did."""
+    hist: dict[str, int] = {}
+    for g in graded:
+        key = "?" if g.waits_realised is None else str(g.waits_realised)
+        hist[key] = hist.get(key, 0) + 1
+    out: dict[str, Any] = {"forced_cuts": sum(g.forced_cut is True for g in graded),
+                           "waits_realised": dict(sorted(hist.items()))}
+    if s.method == "waits":
+        matched = [g for g in graded if g.waits_realised == s.value]
+        out["waits_mismatch"] = len(graded) - len(matched)
+        out["accuracy_matched"] = metrics.accuracy(sum(g.correct is True for g in matched),
+                                                   len(matched))
+    return out
+
+
+def mismatches(rows: Sequence[Row]) -> list[str]:
+    """One line per ``waits`` setting where some answers did not get the requested Waits."""
+    lines = []
+    for r in rows:
+        if r.waits_mismatch:
+            lines.append(f"{r.setting}: {r.waits_mismatch} of {r.n} answers did not get "
+                         f"{r.value} Wait(s) (realised: {r.waits_realised}); accuracy over "
+                         f"the {r.n - r.waits_mismatch} that did: {_fmt(r.accuracy_matched)}%")
+    return lines
 
 
 def _row(s: Setting, graded: list[Graded], records: list[Record], total: int) -> Row:
     n = len(graded)
     correct = sum(g.correct is True for g in graded)
-    return Row(method=s.method, setting=s.key, value=s.value, n=n, missing=total - n,
+    return Row(**_realised_counts(s, graded), method=s.method, setting=s.key, value=s.value, n=n, missing=total - n,
                correct=correct, ungradable=sum(g.correct is None for g in graded),
                accuracy=metrics.accuracy(correct, n),
                mean_thinking_tokens=sum(g.thinking_tokens for g in graded) / n if n else None,
@@ -110,13 +146,21 @@ def build_report(bench: Benchmark, settings: Sequence[Setting], sweep: SweepResu
         m_rows, m_graded = per_method.setdefault(s.method, ([], []))
         m_rows.append(row)
         m_graded += graded
-    methods = {m: _method_summary(*per_method[m]) for m in METHODS if m in per_method}
+    methods = {m: _method_summary(*per_method[m]) for m in METHODS
+               if m in per_method and m != "sample"}
+    sample_settings = [s for s in settings if s.method == "sample"]
+    if sample_settings:  # parallel scaling: majority@k from the per-question samples
+        per_q = {q.id: [sweep.records[(q.id, s.key)] for s in sorted(sample_settings)
+                        if (q.id, s.key) in sweep.records] for q in bench.questions}
+        golds = {q.id: (q.gold, q.kind) for q in bench.questions}
+        methods["majority"] = majority_curve(per_q, golds, ks_for(len(sample_settings)))
     return {
         **meta,
         "benchmark": {"name": bench.name, "path": bench.path, "format": bench.format,
                       "questions": len(bench.questions)},
         "complete": not sweep.failures and all(r.missing == 0 for r in rows),
         "failures": sweep.failures,
+        "budget_mismatches": mismatches(rows),
         "units": {"accuracy": "%", "control": "%", "performance": "%",
                   "mean_thinking_tokens": "tokens",
                   "scaling": "accuracy points per 1000 thinking tokens"},
@@ -137,15 +181,18 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 def format_table(report: dict[str, Any]) -> str:
     """The per-setting and per-method tables as plain text."""
     lines = [f"{'setting':<20} {'n':>4} {'acc %':>6} {'ungr.':>5} {'mean think':>10} "
-             f"{'control %':>9}"]
+             f"{'control %':>9} {'cut':>4} realised Waits"]
     for r in report["settings"]:
         lines.append(f"{r['setting']:<20} {r['n']:>4} {_fmt(r['accuracy']):>6} "
                      f"{r['ungradable']:>5} {_fmt(r['mean_thinking_tokens']):>10} "
-                     f"{_fmt(r['control']):>9}")
+                     f"{_fmt(r['control']):>9} {r.get('forced_cuts') or 0:>4} "
+                     f"{r.get('waits_realised') or '-'}")
     lines.append("")
     lines.append(f"{'method':<14} {'control %':>9} {'scaling':>8} {'performance %':>13}")
     for name, m in report["methods"].items():
         lines.append(f"{name:<14} {_fmt(m['control']):>9} {_fmt(m['scaling'], 2):>8} "
                      f"{_fmt(m['performance']):>13}")
     lines.append("(scaling: accuracy points per 1000 thinking tokens)")
+    for line in report.get("budget_mismatches") or []:
+        lines.append(f"WARNING {line}")
     return "\n".join(lines)

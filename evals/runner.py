@@ -13,6 +13,10 @@ Thinking tokens come from ``usage.completion_tokens_details.reasoning_tokens``
 while returning thinking text; then the completion tokens (thinking and
 answer together) are used instead, an upper bound, and the record says so
 (``thinking_source``). Control then measures that upper bound.
+
+Each record also carries what budget forcing realised (Waits inserted, forced cut; see
+:mod:`evals.realised`), and ``sample`` settings are independent draws for majority voting
+(their own temperature, seed ``seed + i``; see :mod:`evals.parallel`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,14 @@ from typing import Any, Protocol
 from client import AsyncClient, ChatResult, S1Error
 from evals.benchmarks import Question
 from evals.cache import Cache, Record, digest
+from evals.realised import (
+    DEFAULT_CONTINUATION,
+    Realised,
+    chain_waits,
+    forced_cut,
+    from_budget,
+    server_budget,
+)
 from evals.settings import Setting
 
 
@@ -42,11 +54,23 @@ class RunConfig:
     max_tokens: int | None = None
     thinking_cap: int | None = None
     system: str | None = None
+    continuation: str | None = None  # thinking_continuation sent; None = the server's default
+    sample_temperature: float = 0.7  # ``sample`` settings (majority voting)
 
     def signature(self) -> str:
-        return digest({"model": self.model, "temperature": self.temperature,
-                       "top_p": self.top_p, "seed": self.seed, "max_tokens": self.max_tokens,
-                       "thinking_cap": self.thinking_cap, "system": self.system})
+        sig = {"model": self.model, "temperature": self.temperature,
+               "top_p": self.top_p, "seed": self.seed, "max_tokens": self.max_tokens,
+               "thinking_cap": self.thinking_cap, "system": self.system}
+        if self.continuation is not None:  # older caches (without the field) stay valid
+            sig["continuation"] = self.continuation
+        if self.sample_temperature != 0.7:
+            sig["sample_temperature"] = self.sample_temperature
+        return digest(sig)
+
+    @property
+    def continuation_text(self) -> str:
+        """The string the server inserts (what :mod:`evals.realised` looks for)."""
+        return self.continuation or DEFAULT_CONTINUATION
 
 
 @dataclass
@@ -95,6 +119,8 @@ class Runner:
     async def _one(self, q: Question, s: Setting) -> None:
         if s.method == "thinking_max":
             await self._get(q, s, None, s.value)
+        elif s.method == "sample":
+            await self._get(q, s, None, self.config.thinking_cap)
         else:  # thinking_min
             await self._get(q, s, s.value, self.config.thinking_cap)
 
@@ -109,7 +135,8 @@ class Runner:
                 self._tick()
             elif self._extendable(previous):
                 previous = await self._get(q, s, previous.thinking_tokens + 1,
-                                           self.config.thinking_cap, extended=True)
+                                           self.config.thinking_cap, extended=True,
+                                           previous=previous)
             else:
                 previous = self._reuse(q, s, previous)
 
@@ -126,6 +153,7 @@ class Runner:
                 and (cap is None or record.thinking_tokens < cap))
 
     def _reuse(self, q: Question, s: Setting, previous: Record) -> Record:
+        # nothing was extended: the Waits stay those of round k-1 (fewer than asked)
         record = replace(previous, setting=s.key, value=s.value, extended=False)
         if self.cache.get(q.id, s.key, record.prompt_hash) is None:
             self.cache.put(record)
@@ -134,16 +162,20 @@ class Runner:
 
     # --------------------------------------------------------------- request
     async def _get(self, q: Question, s: Setting, tmin: int | None, tmax: int | None,
-                   extended: bool | None = None) -> Record | None:
+                   extended: bool | None = None, previous: Record | None = None
+                   ) -> Record | None:
         prompt_hash = digest(q.prompt)
         cached = self.cache.get(q.id, s.key, prompt_hash)
         if cached is not None and cached.thinking_min == tmin and cached.thinking_max == tmax:
+            if cached.realised_source != "server":  # derived from text: derive again, so
+                # records cached before the derivation existed get it too
+                cached = replace(cached, **self._realised(cached, s, previous, None))
             self._keep(q, s, cached)
             return cached
         async with self._slots:
             self._out.requested += 1
             try:
-                result = await self._chat(q, tmin, tmax)
+                result = await self._chat(q, tmin, tmax, s)
             except S1Error as exc:
                 self._out.failures.append(f"{q.id} {s.key}: {exc}")
                 self._tick()
@@ -155,15 +187,39 @@ class Runner:
                         thinking_source=source, completion_tokens=result.usage.completion_tokens,
                         finish_reason=result.finish_reason, answer=result.answer,
                         reasoning=result.reasoning, extended=extended)
+        record = replace(record, **self._realised(record, s, previous, server_budget(result.raw)))
         self.cache.put(record)
         self._keep(q, s, record)
         return record
 
-    async def _chat(self, q: Question, tmin: int | None, tmax: int | None) -> ChatResult:
+    def _realised(self, record: Record, s: Setting, previous: Record | None,
+                  budget: dict[str, Any] | None) -> dict[str, Any]:
+        """waits_realised / forced_cut / realised_source of a record (evals.realised)."""
+        got: Realised | None = from_budget(budget) if budget is not None else None
+        if got is None:
+            exact = record.thinking_source == "reasoning_tokens"
+            cut = forced_cut(record.thinking_tokens, record.thinking_max, exact)
+            if record.thinking_min is None:
+                waits: int | None = 0  # no minimum sent: nothing can be inserted
+            elif s.method == "waits" and previous is not None:
+                waits = chain_waits(previous.waits_realised, previous.reasoning,
+                                    record.reasoning, self.config.continuation_text)
+            else:
+                waits = None
+            got = Realised(waits, cut, "text")
+        return {"waits_realised": got.waits, "forced_cut": got.forced_cut,
+                "realised_source": got.source}
+
+    async def _chat(self, q: Question, tmin: int | None, tmax: int | None,
+                    s: Setting | None = None) -> ChatResult:
         c = self.config
+        temperature, seed = c.temperature, c.seed
+        if s is not None and s.method == "sample":  # independent draws: own temperature, seed
+            temperature, seed = c.sample_temperature, (c.seed or 0) + s.value
         return await self.client.chat(q.prompt, model=c.model, system=c.system, thinking_min=tmin,
-                                      thinking_max=tmax, temperature=c.temperature,
-                                      top_p=c.top_p, seed=c.seed, max_tokens=c.max_tokens)
+                                      thinking_max=tmax, temperature=temperature,
+                                      top_p=c.top_p, seed=seed, max_tokens=c.max_tokens,
+                                      thinking_continuation=c.continuation if tmin else None)
 
     def _keep(self, q: Question, s: Setting, record: Record) -> None:
         self._out.records[(q.id, s.key)] = record

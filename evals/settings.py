@@ -35,7 +35,15 @@ Three methods, each a line in the plot and a set A of budgets in the metrics:
   * it needs exact thinking-token counts (``reasoning_tokens`` in the usage),
     so against servers without them only round 0 is run for real.
 
+  What each round really got (Waits inserted, forced cut) is derived per answer by
+  :mod:`evals.realised` and reported per setting, so these limits show in the results.
+
   ``--waits K`` runs rounds 0..K, each a setting of its own.
+
+- ``sample`` (the paper's parallel-scaling baseline): ``--samples K`` draws K independent
+  samples per question (``sample=0..K-1``, temperature ``--sample-temperature``, seed
+  ``seed + i``, no budget but the cap). :mod:`evals.parallel` votes over the first k of them
+  and sets majority@k against the sequential methods at matched thinking tokens.
 """
 
 from __future__ import annotations
@@ -43,11 +51,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Method = Literal["thinking_max", "thinking_min", "waits"]
-METHODS: tuple[Method, ...] = ("thinking_max", "thinking_min", "waits")
+Method = Literal["thinking_max", "thinking_min", "waits", "sample"]
+METHODS: tuple[Method, ...] = ("thinking_max", "thinking_min", "waits", "sample")
 LABELS = {"thinking_max": "budget forcing (thinking_max)",
           "thinking_min": "extrapolation (thinking_min)",
-          "waits": "extrapolation (ignore end K times, 'Wait')"}
+          "waits": "extrapolation (ignore end K times, 'Wait')",
+          "sample": "single samples (for majority voting)"}
 
 
 @dataclass(frozen=True, order=True)
@@ -82,7 +91,7 @@ def parse_ints(text: str | None, what: str) -> list[int]:
 
 
 def build_sweep(thinking_max: list[int], thinking_min: list[int], waits: int | None,
-                cap: int | None) -> list[Setting]:
+                cap: int | None, samples: int = 0) -> list[Setting]:
     """Every setting to run; with nothing asked for, one unforced run (``waits=0``)."""
     if cap is not None:
         too_big = [v for v in thinking_min if v > cap]
@@ -90,10 +99,13 @@ def build_sweep(thinking_max: list[int], thinking_min: list[int], waits: int | N
             raise ValueError(f"--thinking-min {too_big} exceed --thinking-cap {cap}")
     settings = [Setting("thinking_max", v) for v in thinking_max]
     settings += [Setting("thinking_min", v) for v in thinking_min]
-    if waits is None and not settings:
+    if samples < 0:
+        raise ValueError("--samples must be >= 0")
+    if waits is None and not settings and not samples:
         waits = 0
     if waits is not None:
         if waits < 0:
             raise ValueError("--waits must be >= 0")
         settings += [Setting("waits", k) for k in range(waits + 1)]
+    settings += [Setting("sample", i) for i in range(samples)]
     return settings

@@ -95,8 +95,13 @@ def test_model_calls_went_over_http(run: Run) -> None:
     notes = run.stats("04_difficulty")["notes"]
     assert notes["reference"] == {"correct": 24, "wrong": 8, "unknown": 168}
     assert notes["tiny_base"].get("correct", 0) == 0
-    assert notes["tiny_base"]["unknown"] == 30  # free-text answers: no valid judge verdict
+    # the random tiny model never writes a clean final answer, so (issue 15) its attempts are
+    # not machine-"wrong" but go to the judge, which gives no valid verdict: unknown
+    tiny = notes["tiny_base"]
+    assert tiny["unknown"] + tiny.get("wrong", 0) == 200 and tiny["unknown"] >= 190
     table = read_table(run.workdir / "04_difficulty.parquet")
+    assert all(r["tiny_base_correct"] is None and r["tiny_base_grade_reason"].startswith(
+        "judge gave no verdict") for r in table.rows)
     assert all(r["gemini_thinking"] and r["deepseek_thinking"] for r in table.rows)
     assert all(r["trace_tokens"] > 0 for r in table.rows)
 

@@ -24,6 +24,7 @@ from datasets_build.domains import msc_codes, parse_code
 from datasets_build.export import S1K_COLUMNS, to_layout
 from datasets_build.judging import clean_math, free_text, machine_grade, parse_verdict
 from datasets_build.pool import EXPECTED, build_pool
+from datasets_build.schema import question_id
 from datasets_build.selection import draw_rank, select_rows
 from datasets_build.tables import StageStats, Table, read_table, with_stage, write_table
 from datasets_build.thinking import split_thinking
@@ -59,7 +60,10 @@ def test_example_config_loads() -> None:
     cfg = load_config(Path(__file__).parents[1] / "datasets_build" / "configs" / "example.yaml")
     assert [m.name for m in cfg.difficulty.base_models] == ["qwen7b", "qwen32b"]
     assert cfg.select.size == 1000 and len(cfg.select.preselect) == 3
-    assert "\\boxed{}" in cfg.difficulty.base_models[0].gen.prompt
+    base = cfg.difficulty.base_models[0].gen
+    # s1's base-model settings (data/bulk_inference.py): the question alone, 0.05, 32768
+    assert (base.prompt, base.temperature, base.max_tokens) == ("{question}", 0.05, 32768)
+    assert cfg.difficulty.ungraded == "drop" and cfg.domains.drop_unknown
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -115,6 +119,28 @@ def test_collect_on_the_pool_counts_every_reason(tmp_path: Path) -> None:
     assert json.loads(first["metadata"])["msc"]
 
 
+def test_cross_source_near_duplicates_are_dropped(tmp_path: Path) -> None:
+    """The same problem through two sources with a changed preamble: exact dedup keeps both,
+    8-gram dedup drops the second source's copy; a same-source variant stays."""
+    from datasets_build.config import Collect, Source
+
+    stem = "Find the number of ordered pairs of positive integers (a, b) with a + b = 30."
+    a = [{"problem": stem, "answer": "29"},
+         {"problem": "Find the number of ordered pairs of positive integers (a, b) with "
+                     "a + b = 40.", "answer": "39"}]
+    b = [{"problem": "Problem 3 (2019). " + stem.replace("30", "30 ."), "answer": "29"},
+         {"problem": "What is the sum of the first ten primes?", "answer": "129"}]
+    for name, rows in (("a.jsonl", a), ("b.jsonl", b)):
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    sources = [Source(path=tmp_path / n, source_type=n[0]) for n in ("a.jsonl", "b.jsonl")]
+    table, stats, removed = run_collect(Collect(sources, dedup="ngram"))
+    assert [r["answer"] for r in table.rows] == ["29", "39", "129"]
+    assert dict(stats.dropped) == {"near_duplicate": 1}
+    assert "with a row" in removed[0]["detail"]
+    table, stats, _ = run_collect(Collect(sources, dedup="exact"))
+    assert len(table.rows) == 4 and not stats.dropped
+
+
 def test_decontamination_uses_8_grams() -> None:
     d = Decontaminator(8)
     d.add("ev", ["Find the number of ordered pairs of positive integers whose sum is 10.",
@@ -138,6 +164,17 @@ def test_formatting_checks() -> None:
     assert broken_numbering("Which? (A) 1 (B) 2 (C) 3 (D) 4") is None
     assert broken_numbering("(i) x (ii) y (iii) z") is None
     assert broken_numbering("Let f(x) = (2) + g(3), and (1) holds by (2).") is None
+
+
+def test_s1_marker_check() -> None:
+    from datasets_build.checks import s1_markers
+
+    assert "Image" in s1_markers("Find x. ![Image] Then y.")
+    assert "p12." in s1_markers("p12. Find all primes p.")
+    assert s1_markers("Part **2a** asks for the sum.")
+    assert s1_markers("Find p. Then p2 + 1 is prime.") is None  # "p2 " has no dot
+    assert s1_markers("The **largest** value of x is?") is None  # no digit in the bold
+    assert s1_markers("Let p0. be the start") is None  # s1 checks p1 ... p999
 
 
 def test_split_thinking() -> None:
@@ -169,6 +206,94 @@ def test_machine_grade_and_free_text() -> None:
     assert parse_verdict("yes, because") is None
 
 
+class _FakeJudge:
+    """A ModelCaller stand-in that answers every chat with a fixed reply, keeping prompts."""
+
+    def __init__(self, reply: str) -> None:
+        self.reply, self.prompts = reply, []
+
+    async def chat(self, gen, messages, seed=None):
+        from datasets_build.calls import Reply
+
+        self.prompts.append(messages[-1]["content"])
+        return Reply(ok=True, answer=self.reply)
+
+
+def test_judge_sees_the_full_solution_and_reasons_first() -> None:
+    """s1's grading: the judge gets the whole reference solution (proofs included), reasons,
+    and its verdict is the last line."""
+    import asyncio
+
+    from datasets_build import prompts
+    from datasets_build.config import Generation, Judge
+    from datasets_build.judging import grade_text
+
+    judge = Judge(Generation(endpoint="j", prompt=prompts.JUDGE), retries=0)
+    proof = "Suppose sqrt 2 = p/q in lowest terms; then p and q are both even."
+    fake = _FakeJudge("The attempt argues by parity like the reference.\n\n**Yes**")
+    v = asyncio.run(grade_text(fake, judge, "r1", "Prove sqrt 2 is irrational.", "",
+                               "Assume p/q ... contradiction.", solution=proof))
+    assert v.correct is True and proof in fake.prompts[0] and "## Attempt" in fake.prompts[0]
+    # a free-text answer: the judge's reference is the solution, not only the short answer
+    fake = _FakeJudge("Different day.\nNo")
+    v = asyncio.run(grade_text(fake, judge, "r2", "Which day?", "Tuesday", "I think Monday",
+                               solution="Counting 9 days on from Sunday gives Tuesday."))
+    assert v.correct is False and "Counting 9 days" in fake.prompts[0]
+    # no judge: unknown, never "solved"
+    v = asyncio.run(grade_text(None, None, "r3", "Prove it.", "", "Proof.", solution=proof))
+    assert v.correct is None and "no reference answer" in v.reason
+    # a machine "wrong" that only means "no clean final answer" goes to the judge
+    fake = _FakeJudge("The attempt says 7 in words, which is right.\nYes")
+    v = asyncio.run(grade_text(fake, judge, "r4", "3+4?", "7", "It is seven.", solution="7"))
+    assert v.correct is True and len(fake.prompts) == 1
+    v = asyncio.run(grade_text(fake, judge, "r5", "3+4?", "7", "\\boxed{8}", solution="7"))
+    assert v.correct is False and len(fake.prompts) == 1  # a clean wrong answer: no judge
+    all_judge = Judge(Generation(endpoint="j", prompt=prompts.JUDGE), retries=0, grade_all=True)
+    v = asyncio.run(grade_text(fake, all_judge, "r6", "3+4?", "7", "\\boxed{8}", solution="7"))
+    assert v.correct is True and len(fake.prompts) == 2  # s1: the judge grades everything
+    assert parse_verdict("Reasoning here.\nYes") is True
+    assert parse_verdict("Yes, I think so.\nBut no") is None
+
+
+def test_ungraded_questions_do_not_survive_difficulty(tmp_path: Path) -> None:
+    """Two base-model attempts per question: solved -> dropped as solved; wrong -> kept; a
+    free-text answer without a verdict -> dropped as ungraded (s1), kept with ungraded: keep."""
+    import asyncio
+
+    from datasets_build.config import BaseModel, Difficulty
+    from datasets_build.difficulty import run_difficulty
+    from training.tiny import build_tokenizer
+
+    tok = tmp_path / "tok"
+    build_tokenizer(tok)
+    attempts = tmp_path / "attempts.jsonl"
+    qs = {"q-solved": ("What is 2+2?", "4", "\\boxed{4}"),
+          "q-wrong": ("What is 3+3?", "6", "\\boxed{7}"),
+          "q-free": ("Which day follows Monday?", "Tuesday", "I believe Wednesday")}
+    attempts.write_text("".join(json.dumps({"question": q, "attempt": a}) + "\n"
+                                for q, _, a in qs.values()))
+    rows = [{"id": question_id(q), "question": q, "answer": gold, "solution": gold,
+             "source_type": "x", "t_thinking": "hm", "t_attempt": gold}
+            for q, gold, _ in qs.values()]
+    table = Table(rows, {"teachers": ["t"]})
+
+    class NoCalls:
+        async def map(self, items, work, label):
+            return [await work(i) for i in items]
+
+        def stats(self):
+            return {}
+
+    for policy, kept in (("drop", ["What is 3+3?"]),
+                         ("keep", ["What is 3+3?", "Which day follows Monday?"])):
+        cfg = Difficulty(tokenizer=str(tok), base_models=[BaseModel("b", attempts=attempts)],
+                         grade_teachers=False, ungraded=policy)
+        out, stats, removed = asyncio.run(run_difficulty(table, cfg, NoCalls()))
+        assert [r["question"] for r in out.rows] == kept, policy
+        assert stats.dropped["solved:b"] == 1
+        assert stats.dropped.get("ungraded:b", 0) == (1 if policy == "drop" else 0)
+
+
 def test_msc_codes_and_parsing() -> None:
     codes = msc_codes()
     assert len(codes) == 63 and codes["11"] == "Number theory"
@@ -176,6 +301,21 @@ def test_msc_codes_and_parsing() -> None:
     assert parse_code("**60**.") == "60" and parse_code("Number theory") == "11"
     for bad in ("02", "11 Geometry", "number 11", "", "12 78 48", "1"):
         assert parse_code(bad) is None, bad
+
+
+def test_domain_reply_reasons_before_the_code() -> None:
+    from datasets_build import prompts
+    from datasets_build.domains import codes_text, parse_domain_reply
+
+    reply = "It counts lattice paths, a counting problem.\nDomain: 05"
+    assert parse_domain_reply(reply) == "05"
+    assert parse_domain_reply("Primes mod 4 are number theory.\n**Domain: 11 Number theory**") \
+        == "11"
+    assert parse_domain_reply("11") == "11"  # a bare code still reads
+    assert parse_domain_reply("Domain: 05\nActually I am unsure.") is None  # code not last
+    assert parse_domain_reply("Domain: 02") is None  # not an MSC area
+    assert "{codes}" in prompts.DOMAIN and "Domain:" in prompts.DOMAIN
+    assert "05 Combinatorics" in codes_text().splitlines()
 
 
 # ------------------------------------------------------------ selection
@@ -197,15 +337,82 @@ def _rows(n: int) -> list[dict]:
 
 def test_select_rows_seeded_uniform_domains_and_preselect() -> None:
     rows = _rows(60)
-    cfg = Select(size=20, seed=3, preselect=[PreselectRule(source_type="ai*")])
+    cfg = Select(size=20, seed=3, preselect=[PreselectRule(source_type="ai*")],
+                 preselect_requires_correct=False, domain_draw="uniform")
     first = [r["id"] for r, _ in select_rows(rows, cfg)]
     assert first == [r["id"] for r, _ in select_rows(list(reversed(rows)), cfg)]
-    assert first != [r["id"] for r, _ in select_rows(rows, Select(size=20, seed=4,
-                                                                  preselect=cfg.preselect))]
+    assert first != [r["id"] for r, _ in select_rows(rows, Select(
+        size=20, seed=4, preselect=cfg.preselect, preselect_requires_correct=False,
+        domain_draw="uniform"))]
     chosen = select_rows(rows, cfg)
     assert chosen[0] == (rows[5], "preselect") and len(set(first)) == 20
     assert {r["domain"] for r, _ in chosen} == {"a", "b", "c"}  # the small domain is reached
     assert len(select_rows(rows, Select(size=500))) == 60  # everything, once
+
+
+def test_preselect_needs_a_correct_teacher_answer() -> None:
+    rows = _rows(60)
+    rows[5]["gemini_grade"] = "No"
+    rows[8].update(source_type="aime-2", deepseek_grade="Yes", gemini_grade="No")
+    chosen = select_rows(rows, Select(size=5, preselect=[PreselectRule(source_type="ai*")]))
+    assert [r["id"] for r, how in chosen if how == "preselect"] == ["q008"]
+
+
+def test_weighted_domain_draws() -> None:
+    """Domains a and b have 28 questions each; a weighs 3, so about 3/4 of 20 draws from a
+    pool that never runs dry come from a (uniform: about 1/2)."""
+    rows = [r for r in _rows(60) if r["domain"] != "c"]
+    share = {}
+    for draw, weights in (("uniform", {}), ("weighted", {"a": 3.0})):
+        picks = Counter()
+        for seed in range(200):
+            cfg = Select(size=4, seed=seed, domain_draw=draw, domain_weights=weights)
+            picks.update(r["domain"] for r, _ in select_rows(rows, cfg))
+        share[draw] = picks["a"] / sum(picks.values())
+    assert abs(share["uniform"] - 0.5) < 0.05 and abs(share["weighted"] - 0.75) < 0.05
+
+
+def test_benchmark_domain_draws_as_s1() -> None:
+    """Domains a, b, c with 30 questions each. AIME-like questions: 3, all in c; GPQA-like: 2,
+    both in b. s1's weights: c = 2/3 (AIME's share), b = 1/3, a = 0. The first half of the
+    draws (uniform_share 0.5) is uniform; after that a is never drawn and c twice as often
+    as b."""
+    from datasets_build.selection import benchmark_weights
+
+    rows = [{"id": f"{d}{i:02d}", "domain": d, "trace_tokens": i, "source_type": "x"}
+            for d in "abc" for i in range(30)]
+    for i in range(3):
+        rows[60 + i]["source_type"] = "qq8933/AIME_1983_2024"
+    for i in range(2):
+        rows[30 + i]["source_type"] = "Idavidrein/gpqa"
+    cfg = Select(size=10, uniform_share=0.5)
+    assert benchmark_weights(rows, cfg) == pytest.approx({"c": 2 / 3, "b": 1 / 3})
+    early, late = Counter(), Counter()
+    for seed in range(300):
+        chosen = select_rows(rows, Select(size=10, seed=seed, uniform_share=0.5))
+        early.update(r["domain"] for r, _ in chosen[:5])
+        late.update(r["domain"] for r, _ in chosen[5:])
+    assert late["a"] == 0 and abs(late["c"] / (late["b"] + late["c"]) - 2 / 3) < 0.04
+    assert all(abs(early[d] / 1500 - 1 / 3) < 0.04 for d in "abc")
+    # no benchmark-like source in the table: uniform throughout, the same draws as uniform
+    plain = [{**r, "source_type": "x"} for r in rows]
+    assert select_rows(plain, Select(size=10, seed=1)) == select_rows(
+        plain, Select(size=10, seed=1, domain_draw="uniform"))
+
+
+def test_quality_drops_missing_answers_and_asy_outside_aime() -> None:
+    from datasets_build.config import Quality
+    from datasets_build.quality import reasons
+
+    base = {"id": "1", "question": "Find x. [asy] draw((0,0)--(1,1)); [/asy]",
+            "answer": "2", "source_type": "numina/olympiads", "t_thinking": "hm",
+            "t_attempt": "2"}
+    assert [r for r, _ in reasons(base, ["t"], Quality())] == ["asy_figure"]
+    assert reasons({**base, "source_type": "qq8933/AIME_1983_2024"}, ["t"], Quality()) == []
+    assert reasons({**base, "source_type": "x/aime"}, ["t"], Quality(drop_asy=False)) == []
+    plain = {**base, "question": "Find x.", "answer": " "}
+    assert [r for r, _ in reasons(plain, ["t"], Quality())] == ["missing_answer"]
+    assert reasons(plain, ["t"], Quality(drop_missing_answer=False)) == []
 
 
 # ------------------------------------------------------------ cache, tables, export

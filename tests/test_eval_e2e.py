@@ -62,7 +62,7 @@ def test_sweep_against_the_real_server(api_server, tmp_path: Path) -> None:
 
 def test_waits_chain_on_the_real_server(api_server, tmp_path: Path) -> None:
     sampled = ("--waits", "1", "--thinking-cap", "400", "--max-tokens", "600",
-               "--temperature", "1", "--seed", "3", "--limit", "1")
+               "--temperature", "1", "--seed", "3", "--limit", "1", "--samples", "2")
     assert main(_args(api_server, tmp_path, *sampled)) == 0
     records = {r["setting"]: r for r in map(json.loads, (tmp_path / "cache.jsonl").open())}
     r0, r1 = records["waits=0"], records["waits=1"]
@@ -74,3 +74,18 @@ def test_waits_chain_on_the_real_server(api_server, tmp_path: Path) -> None:
     assert r1["reasoning"].count("Wait") > r0["reasoning"].count("Wait")
     report = json.loads((tmp_path / "results.json").read_text())
     assert report["methods"]["waits"]["control"] == 100.0
+    # realised Waits: exactly one when round 1 reproduced round 0 up to its end (then the
+    # text shows it), else unknown and the setting is reported, not mixed in silently
+    head = r0["reasoning"].rstrip()
+    if r1["reasoning"].startswith(head) and r1["reasoning"][len(head):].lstrip().startswith(
+            "Wait"):
+        assert r1["waits_realised"] == 1 and report["budget_mismatches"] == []
+    else:
+        assert r1["waits_realised"] is None
+        assert report["budget_mismatches"][0].startswith("waits=1:")
+    assert r0["waits_realised"] == 0 and r1["forced_cut"] is (r1["thinking_tokens"] >= 400)
+    # parallel scaling: two seeded samples, majority@1 and @2 at their summed thinking
+    samples = [records[f"sample={i}"] for i in (0, 1)]
+    rows = report["methods"]["majority"]["rows"]
+    assert [r["k"] for r in rows] == [1, 2] and all(r["n"] == 1 for r in rows)
+    assert rows[1]["mean_thinking_tokens"] == sum(r["thinking_tokens"] for r in samples)

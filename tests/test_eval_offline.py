@@ -21,8 +21,11 @@ import pytest
 
 import evals.cli
 from client import AsyncClient
+from evals.autocap import compute_cap, parse_cap
 from evals.benchmarks import detect_format, load_benchmark, read_rows
 from evals.cache import Cache, Record
+from evals.realised import chain_waits, extends, forced_cut, from_budget
+from evals.report import build_report
 from evals.runner import RunConfig, Runner, thinking_tokens
 from evals.settings import Setting, build_sweep, parse_ints
 
@@ -120,10 +123,13 @@ class FakeServer:
         self.exact_usage = exact_usage
         self.bodies: list[dict[str, Any]] = []
         self.fail_prompts: set[str] = set()
+        # prompts whose forced runs wander off before the first end (batch-variant numerics)
+        self.diverge_prompts: set[str] = set()
 
     def handler(self, request: httpx.Request) -> httpx.Response:
         if request.url.path == "/v1/models":
-            return httpx.Response(200, json={"object": "list", "data": [{"id": "fake"}]})
+            return httpx.Response(200, json={"object": "list", "data": [
+                {"id": "fake", "max_model_len": 4096}]})
         body = json.loads(request.content)
         self.bodies.append(body)
         prompt = body["messages"][-1]["content"]
@@ -136,14 +142,23 @@ class FakeServer:
         if tmax is not None and think > tmax:
             think = tmax
         answer = self.golds[prompt] if think >= KNOWS_AFTER else "0"
-        usage: dict[str, Any] = {"prompt_tokens": 9, "completion_tokens": think + 6,
+        if body.get("temperature"):  # a sample for majority voting: the seed decides
+            answer = {0: "5", 3: "6"}.get(body.get("seed", 0) % 4, self.golds[prompt])
+        # text: the natural thinking, then "\nWait ..." for each suppressed end attempt
+        suppressed = max(0, math.ceil((think - FIRST_END) / STEP)) if tmin else 0
+        text = "think " * FIRST_END + "".join(f"\nWait, again{i} " + "more " * STEP
+                                              for i in range(suppressed))
+        if tmin and prompt in self.diverge_prompts:
+            text = "other " + text
+        usage: dict[str, Any] = {"prompt_tokens": 9 + len(prompt) // 10,
+                                 "completion_tokens": think + 6,
                                  "total_tokens": think + 15}
         if self.exact_usage:
             usage["completion_tokens_details"] = {"reasoning_tokens": think}
         return httpx.Response(200, json={
             "id": "x", "object": "chat.completion", "created": 0, "model": "fake",
             "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "reasoning": "hmm " * think,
+                         "message": {"role": "assistant", "reasoning": text,
                                      "content": f"Answer: {answer}"}}],
             "usage": usage})
 
@@ -201,6 +216,122 @@ def test_waits_stop_at_the_cap(tmp_path: Path) -> None:
     assert r1.thinking_tokens == 60 and r1.thinking_max == 60 and r1.extended is True
     assert r2.extended is False and r2.thinking_tokens == 60  # nothing left to suppress
     assert result.requested == 4 * 2
+
+
+def test_realised_waits_and_forced_cuts(tmp_path: Path) -> None:
+    """Per question and setting: the Waits really inserted and whether the cut was forced;
+    a question whose forced runs diverge is counted as unknown and the setting reported."""
+    import asyncio
+
+    path = DATA / "aime24_sample.jsonl"
+    bench = load_benchmark(path)
+    fake = _fake_for(path)
+    fake.diverge_prompts = {bench.questions[1].prompt}
+    settings = build_sweep([32, 64], [], 2, None)
+    cache = Cache(tmp_path / "cache.jsonl", "sig")
+    result = asyncio.run(_sweep(fake, cache, settings))
+    rec = result.records
+    q0, q1 = bench.questions[0].id, bench.questions[1].id
+    assert [rec[(q0, f"waits={k}")].waits_realised for k in (0, 1, 2)] == [0, 1, 2]
+    assert rec[(q0, "waits=2")].realised_source == "text"
+    assert rec[(q0, "thinking_max=32")].forced_cut is True  # natural end at 40 > 32
+    assert rec[(q0, "thinking_max=64")].forced_cut is False
+    assert rec[(q0, "thinking_max=32")].waits_realised == 0
+    assert [rec[(q1, f"waits={k}")].waits_realised for k in (0, 1, 2)] == [0, None, None]
+    report = build_report(bench, settings, result, {})
+    rows = {r["setting"]: r for r in report["settings"]}
+    assert rows["thinking_max=32"]["forced_cuts"] == 4 and rows["thinking_max=64"]["forced_cuts"] == 0
+    assert rows["waits=1"]["waits_realised"] == {"1": 3, "?": 1}
+    assert rows["waits=1"]["waits_mismatch"] == 1 and rows["waits=0"]["waits_mismatch"] == 0
+    # every answer at 70 thinking tokens is right, so the matched three are all right
+    assert rows["waits=1"]["accuracy_matched"] == 100.0
+    assert [m.split(":")[0] for m in report["budget_mismatches"]] == ["waits=1", "waits=2"]
+    assert "1 of 4 answers did not get 1 Wait(s)" in report["budget_mismatches"][0]
+
+
+def test_realised_reused_round_is_short_of_the_request(tmp_path: Path) -> None:
+    import asyncio
+
+    fake = _fake_for(DATA / "aime24_sample.jsonl")
+    config = RunConfig(model="fake", thinking_cap=60)
+    cache = Cache(tmp_path / "cache.jsonl", config.signature())
+    result = asyncio.run(_sweep(fake, cache, build_sweep([], [], 2, 60), config))
+    r1, r2 = (result.records[("toy-2024-I-2", f"waits={k}")] for k in (1, 2))
+    # round 1 was cut at the cap (60 < 70) after its Wait; round 2 had no end to suppress
+    assert (r1.waits_realised, r1.forced_cut) == (1, True)
+    assert (r2.waits_realised, r2.forced_cut) == (1, True)
+
+
+def test_realised_helpers_by_hand() -> None:
+    assert extends("a b\n", "a b\nWait, c", "Wait") and extends("a b", "a b Wait", "Wait")
+    assert not extends("a b", "a c Wait", "Wait") and not extends("a b", "a b Hmm", "Wait")
+    assert chain_waits(2, "x", "x\nWait", "Wait") == 3 and chain_waits(None, "x", "x Wait",
+                                                                         "Wait") is None
+    assert forced_cut(512, 512, True) is True and forced_cut(511, 512, True) is False
+    assert forced_cut(512, 512, False) is None and forced_cut(9, None, True) is False
+    got = from_budget({"continuations": 2, "hit_max": False})
+    assert got is not None and (got.waits, got.forced_cut, got.source) == (2, False, "server")
+    assert from_budget({"other": 1}) is None
+
+
+def test_auto_thinking_cap() -> None:
+    # s1: max_tokens - longest prompt - delimiters - 100 for the answer
+    assert compute_cap(32768, 500, 120) == 32148
+    assert compute_cap(32768, 500, 120, max_tokens=8000) == 7880
+    with pytest.raises(ValueError, match="nothing left"):
+        compute_cap(600, 500, 120)
+    assert parse_cap("auto") == "auto" and parse_cap("4096") == 4096 and parse_cap(None) is None
+    with pytest.raises(ValueError, match="neither an integer nor 'auto'"):
+        parse_cap("big")
+
+
+def test_cli_auto_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = _fake_for(DATA / "aime24_sample.jsonl")
+    monkeypatch.setattr(evals.cli, "AsyncClient", lambda *a, **k: fake.client())
+    out = tmp_path / "run"
+    prompts = [q.prompt for q in load_benchmark(DATA / "aime24_sample.jsonl").questions]
+    longest = max(9 + len(p) // 10 for p in prompts)  # the fake's prompt_tokens
+    assert evals.cli.main(["--data", str(DATA / "aime24_sample.jsonl"), "--waits", "1",
+                           "--thinking-cap", "auto", "--out", str(out), "--no-progress"]) == 0
+    report = json.loads((out / "results.json").read_text())
+    assert report["config"]["thinking_cap"] == 4096 - longest - 120
+    assert report["config"]["auto_thinking_cap"]["longest_prompt"] == longest
+    probes = [b for b in fake.bodies if b.get("max_tokens") == 1]
+    assert len(probes) == 4 and all(b["thinking_max"] == 0 for b in probes)
+    assert {b.get("thinking_max") for b in fake.bodies if b.get("max_tokens") != 1} == {
+        4096 - longest - 120}
+
+
+def test_majority_vote_by_hand() -> None:
+    from evals.parallel import ks_for, majority
+
+    assert majority(["3", "07", "7", None]) == "07"  # integers vote as integers
+    assert majority(["a", "b"]) == "a" and majority(["b", "a", "a"]) == "a"
+    assert majority([None, " "]) is None
+    assert ks_for(8) == [1, 2, 4, 8] and ks_for(6) == [1, 2, 4, 6] and ks_for(0) == []
+
+
+def test_parallel_scaling_against_sequential(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                             ) -> None:
+    """Samples 0..3 answer "5", gold, gold, "6" (the fake's seed rule), 40 thinking tokens
+    each: majority@1 = "5" (wrong), @2 = tie "5"/gold -> the earlier, "5" (wrong), @4 = gold
+    (two votes): 0%, 0%, 100% at 40, 80, 160 thinking tokens per question."""
+    fake = _fake_for(DATA / "aime24_sample.jsonl")
+    monkeypatch.setattr(evals.cli, "AsyncClient", lambda *a, **k: fake.client())
+    out = tmp_path / "run"
+    assert evals.cli.main(["--data", str(DATA / "aime24_sample.jsonl"), "--thinking-max",
+                           "32,64", "--samples", "4", "--out", str(out), "--no-progress"]) == 0
+    report = json.loads((out / "results.json").read_text())
+    sent = [b for b in fake.bodies if b.get("temperature")]
+    assert sorted({b["seed"] for b in sent}) == [0, 1, 2, 3]
+    assert {b["temperature"] for b in sent} == {0.7}
+    curve = report["methods"]["majority"]
+    assert [(r["k"], r["accuracy"], r["mean_thinking_tokens"]) for r in curve["rows"]] == [
+        (1, 0.0, 40.0), (2, 0.0, 80.0), (4, 100.0, 160.0)]
+    assert "thinking_max" in report["methods"] and "sample" not in report["methods"]
+    assert (out / "scaling.png").read_bytes()[:4] == b"\x89PNG"
+    assert evals.cli.main(["--data", str(DATA / "aime24_sample.jsonl"), "--samples", "2",
+                           "--sample-temperature", "0", "--out", str(out)]) == 2
 
 
 def test_thinking_tokens_fallback(tmp_path: Path) -> None:

@@ -33,7 +33,15 @@ def test_defaults_are_the_paper_recipe():
     assert c.bf16 and c.gradient_checkpointing and not c.packing
     assert c.block_size == 32768 and c.overlong == "drop"
     assert c.model_dtype == "float32"  # fp32 master weights under bf16 compute
+    assert c.loss_normalisation == "per_example"  # s1: every example weighs the same
     c.validate()
+
+
+def test_loss_normalisation_choices():
+    cfg, _ = load_config(["--loss-normalisation", "per_token"])
+    assert cfg.loss_normalisation == "per_token"
+    with pytest.raises(ValueError, match="loss_normalisation='mean'.*per_example, per_token"):
+        TrainConfig(loss_normalisation="mean").validate()
 
 
 def test_every_field_has_a_flag_and_help():

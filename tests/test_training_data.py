@@ -20,6 +20,7 @@ from training.formatting import (
     encode_all,
     generation_prompt,
     open_thinking_template,
+    s1_answer,
     s1_content,
 )
 from training.sources import Triple, choose_columns, load_triples
@@ -81,6 +82,15 @@ def test_answer_prefix_is_not_doubled():
     assert s1_content("t", "42").endswith("<|im_start|>answer\nAnswer: 42")
     assert s1_content("t", "Answer: 42").endswith("<|im_start|>answer\nAnswer: 42")
     assert s1_content("t", "The answer is 42").endswith("Answer: The answer is 42")
+
+
+def test_answer_prefix_is_added_only_when_answer_appears_nowhere():
+    """s1 checks the whole attempt for "Answer:", not only its start (issue 15, item 7)."""
+    attempt = "We add 2 and 2.\nAnswer: 4"
+    assert s1_content("t", attempt) == "<|im_start|>think\nt\n<|im_start|>answer\n" + attempt
+    assert s1_answer("  so the Final Answer: 7") == "  so the Final Answer: 7"
+    assert s1_answer("answer: 7") == "Answer: answer: 7"  # case-sensitive, as in s1
+    assert s1_answer("Answer 7") == "Answer: Answer 7"  # needs the colon
 
 
 def test_overlong_examples_are_reported_then_dropped_or_cut(tokenizer):

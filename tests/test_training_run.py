@@ -117,3 +117,57 @@ def test_trained_checkpoint_is_served_with_budgets(run):
         assert reply["choices"][0]["message"]["role"] == "assistant"
     finally:
         assert server.stop() == 0
+
+
+# ------------------------------------------------- loss normalisation (issue 15, item 8)
+def test_per_example_loss_by_hand():
+    """Two examples: A has 1 loss token (loss ln 2), B has 3 (loss ln(1 + e^-2) each).
+
+    Per example: (ln 2 + ln(1 + e^-2)) / 2; per token it would be (ln 2 + 3 ln(1 + e^-2)) / 4.
+    """
+    import math
+
+    from training.loss import per_example_loss
+
+    logits = torch.zeros(2, 4, 2)
+    logits[1, :, 1] = 2.0  # B's targets are class 1 with logit 2: loss ln(1 + e^-2)
+    labels = torch.tensor([[-100, -100, -100, 0], [-100, 1, 1, 1]])
+    expected = (math.log(2) + math.log(1 + math.exp(-2))) / 2
+    assert per_example_loss(logits, labels).item() == pytest.approx(expected, rel=1e-6)
+    # the same two examples packed into one row, told apart by position_ids
+    packed_logits = torch.cat([logits[0], logits[1]]).unsqueeze(0)
+    packed_labels = torch.cat([labels[0], labels[1]]).unsqueeze(0)
+    positions = torch.tensor([[0, 1, 2, 3, 0, 1, 2, 3]])
+    assert per_example_loss(packed_logits, packed_labels, positions).item() == pytest.approx(
+        expected, rel=1e-6)
+
+
+def test_per_example_trainer_loss_on_a_tiny_model(tiny_s1, tmp_path):
+    """Two examples of very different lengths through the Trainer's compute_loss: the
+    per-example loss is the mean of the two losses the model computes on each alone, and the
+    per-token loss (the other option) is the model's own loss on the padded batch."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
+
+    from training.data import collate
+    from training.formatting import SFTDataset, encode
+    from training.loss import per_example_trainer_class
+    from training.sources import Triple
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(tiny_s1)
+    model = AutoModelForCausalLM.from_pretrained(tiny_s1, dtype=torch.float32).eval()
+    short = encode(tok, Triple("2+2?", "4", "4"))
+    long = encode(tok, Triple("Count the words.", " ".join(["one two three"] * 40), "120"))
+    assert len(long) - long.prompt_len > 8 * (len(short) - short.prompt_len)
+    items = SFTDataset([short, long])
+    batch = collate([items[0], items[1]], tok.pad_token_id or 0)
+    with torch.no_grad():
+        alone = [model(input_ids=torch.tensor([ex.input_ids.tolist()]),
+                       labels=torch.tensor([ex.labels().tolist()])).loss.item()
+                 for ex in (short, long)]
+        per_token = model(**batch).loss.item()
+        args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+        trainer = per_example_trainer_class()(model=model, args=args)
+        per_example = trainer.compute_loss(model, dict(batch)).item()
+    assert per_example == pytest.approx((alone[0] + alone[1]) / 2, rel=1e-5)
+    assert abs(per_example - per_token) > 1e-3  # the two normalisations really differ here

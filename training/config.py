@@ -24,6 +24,7 @@ import yaml
 OVERLONG = ("drop", "truncate")
 FSDP_MODES = ("auto", "on", "off")
 DTYPES = ("float32", "bfloat16", "float16")
+LOSS_NORMALISATIONS = ("per_example", "per_token")  # training/loss.py
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -80,6 +81,13 @@ class TrainConfig:
     adam_beta2: float = _f(0.95, "AdamW beta2")
     adam_epsilon: float = _f(1e-8, "AdamW epsilon")
     weight_decay: float = _f(1e-4, "AdamW weight decay")
+    loss_normalisation: str = _f(
+        "per_example",
+        "how token losses are averaged: per_example = each example's mean over its own loss "
+        "tokens, then the mean over the examples (s1: one example per device, no "
+        "accumulation, so every example weighs the same); per_token = the mean over all loss "
+        "tokens of the global batch (transformers' default; long traces weigh more)",
+        choices=LOSS_NORMALISATIONS)
     max_grad_norm: float = _f(1.0, "gradient clipping norm (0 disables)")
     bf16: bool = _f(True, "bf16 mixed-precision compute")
     gradient_checkpointing: bool = _f(True, "recompute activations in the backward pass "

@@ -35,11 +35,16 @@ class TemplateError(ValueError):
     """The chat template does not render the assistant content verbatim."""
 
 
+def s1_answer(attempt: str) -> str:
+    """The attempt as s1 trains on it: "Answer: " is prepended only when the attempt contains
+    "Answer:" nowhere (s1's tokenization checks the whole attempt, not just its start: an
+    attempt that ends "... Answer: 42" is kept as is)."""
+    return attempt if ANSWER_PREFIX.strip() in attempt else ANSWER_PREFIX + attempt
+
+
 def s1_content(thinking: str, attempt: str) -> str:
-    """The assistant content of the s1 recipe; "Answer: " is added unless already there."""
-    answer = attempt if attempt.lstrip().startswith(ANSWER_PREFIX.strip()) else (
-        ANSWER_PREFIX + attempt)
-    return assistant_text(thinking, answer)
+    """The assistant content of the s1 recipe (thinking block, then :func:`s1_answer`)."""
+    return assistant_text(thinking, s1_answer(attempt))
 
 
 def messages_for(question: str, content: str | None = None,

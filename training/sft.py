@@ -7,7 +7,8 @@ terms (its completion-only and chat-template handling has changed shape across T
 releases), so it would be bypassed anyway and add a pinned dependency. The Trainer gives the
 rest: FSDP through accelerate, gradient accumulation with loss normalised over the tokens of
 the whole global batch, the cosine schedule, checkpoint/resume, tensorboard/W&B and a
-progress bar.
+progress bar. The loss is normalised per example by default, as in s1 (training/loss.py,
+``loss_normalisation``); ``per_token`` keeps the Trainer's mean over the global batch's tokens.
 
     result = run(TrainConfig(model="...", data="...", output_dir="..."))
 """
@@ -37,6 +38,7 @@ from training.formatting import (
     generation_prompt,
     open_thinking_template,
 )
+from training.loss import per_example_trainer_class
 from training.sources import load_triples
 
 log = logging.getLogger("s1.train")
@@ -192,7 +194,10 @@ def run(cfg: TrainConfig, callbacks: list[Any] | None = None) -> RunResult:
              sum(p.numel() for p in model.parameters()) / 1e6, len(dataset), steps_per_epoch)
     collator = (DataCollatorWithFlattening() if cfg.packing
                 else PadCollator(tokenizer.pad_token_id))
-    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
+    trainer_cls = (per_example_trainer_class() if cfg.loss_normalisation == "per_example"
+                   else Trainer)
+    log.info("loss normalisation: %s", cfg.loss_normalisation)
+    trainer = trainer_cls(model=model, args=args, train_dataset=dataset, data_collator=collator,
                       processing_class=tokenizer, callbacks=callbacks)
     if fsdp.enabled and not trainer.is_fsdp_enabled:
         log.warning("FSDP was requested but the accelerator did not enable it (no CUDA?)")

@@ -23,7 +23,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from server import engine_info, metrics
+from server import engine_info, metrics, vllm_layer
 from server.engine import describe_model, prepare_environment, start_engine
 from server.errors import APIError
 from server.serving import Serving
@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 access_log = logging.getLogger("s1.access")
 
 KNOWN_PATHS = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics",
-               "/version"}
+               "/version", "/v1/responses", "/v1/messages", "/tokenize", "/detokenize"}
 # Operational endpoints, open with --auth-exempt-health (vLLM guards only /v1/... paths).
 EXEMPT_PATHS = {"/health", "/metrics", "/version"}
 
@@ -71,6 +71,7 @@ def create_app(settings: Settings) -> FastAPI:
     from server.routes import router
 
     app.include_router(router)
+    _include_vllm_routers(app)
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
@@ -108,13 +109,28 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
+def _include_vllm_routers(app: FastAPI) -> None:
+    """vLLM's own routers for Responses, Anthropic Messages and tokenization, behind our
+    503-while-loading, budget and admission dependency (see server/vllm_layer.py)."""
+    from fastapi import Depends
+    from vllm.entrypoints.anthropic.api_router import router as messages
+    from vllm.entrypoints.openai.responses.api_router import router as responses
+    from vllm.entrypoints.serve.tokenize.api_router import router as tokenize
+
+    deps = [Depends(vllm_layer.budget_dependency)]
+    for r in (responses, messages, tokenize):
+        app.include_router(r, dependencies=deps)
+
+
 async def _load(app: FastAPI, settings: Settings) -> None:
     try:
         engine = await asyncio.to_thread(start_engine, settings)
         app.state.engine = engine
         app.state.engine_info = engine_info.collect_and_log(engine.vllm_config)
         model = await asyncio.to_thread(describe_model, settings, engine)
-        app.state.serving = Serving(engine, model, settings)
+        serving = Serving(engine, model, settings)
+        await vllm_layer.init(app.state, engine, serving, settings)
+        app.state.serving = serving
         logger.info("ready: serving %s (context %d, thinking format %s)", model.name,
                     model.max_model_len,
                     model.format_tokens.fmt.name if model.format_tokens else "none")

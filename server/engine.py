@@ -82,8 +82,33 @@ def engine_args(settings: Settings) -> Any:
         trust_remote_code=settings.trust_remote_code,
         disable_log_stats=settings.disable_log_stats,
         logits_processors=[BudgetLogitsProcessor],
+        **_reasoning_parser_args(),
         **_chunked_prefill_args(settings),
     )
+
+
+def _reasoning_parser_args() -> dict[str, Any]:
+    """vLLM's structured outputs start the grammar where our parser says thinking ends."""
+    from server import s1_parser
+
+    if not os.environ.get(s1_parser.ENV):
+        return {}
+    return {"reasoning_parser": s1_parser.NAME, "reasoning_parser_plugin": s1_parser.__file__}
+
+
+def export_parser_format(settings: Settings) -> None:
+    """Resolve the thinking format before the engine starts, for :mod:`server.s1_parser`."""
+    from transformers import AutoTokenizer
+
+    from server import s1_parser
+
+    tokenizer = AutoTokenizer.from_pretrained(settings.tokenizer or settings.model,
+                                              trust_remote_code=settings.trust_remote_code)
+    fmt = resolve_format(settings, tokenizer)
+    if fmt is not None:
+        s1_parser.export_format(fmt.start, fmt.end)
+    else:
+        os.environ.pop(s1_parser.ENV, None)
 
 
 def _chunked_prefill_args(settings: Settings) -> dict[str, Any]:
@@ -99,6 +124,7 @@ def _chunked_prefill_args(settings: Settings) -> dict[str, Any]:
 def start_engine(settings: Settings) -> Any:
     from vllm.v1.engine.async_llm import AsyncLLM
 
+    export_parser_format(settings)
     return AsyncLLM.from_engine_args(engine_args(settings))
 
 

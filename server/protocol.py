@@ -28,7 +28,37 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class _SamplingFields(BaseModel):
+class BudgetFields(BaseModel):
+    """The thinking budget (ours), on every generation surface."""
+
+    # -- thinking budget (ours)
+    thinking_min: StrictInt | None = Field(None, ge=0, description="Fewest thinking tokens: "
+                                           "earlier end attempts become the continuation string.")
+    thinking_max: StrictInt | None = Field(None, ge=0, description="Most thinking tokens: the "
+                                           "end of thinking is forced there.")
+    min_thinking_tokens: StrictInt | None = Field(None, ge=0, description="Alias of thinking_min.")
+    max_thinking_tokens: StrictInt | None = Field(None, ge=0, description="Alias of thinking_max.")
+    thinking_token_budget: StrictInt | None = Field(None, ge=0, description="Alias of "
+                                                    "thinking_max (vLLM's name).")
+    thinking_continuation: str | None = Field(None, min_length=1, max_length=200,
+                                              description="String appended when thinking is "
+                                              "extended (default 'Wait').")
+
+    @model_validator(mode="after")
+    def _merge_aliases(self) -> BudgetFields:
+        for alias, target in THINKING_ALIASES.items():
+            value = getattr(self, alias)
+            if value is None:
+                continue
+            current = getattr(self, target)
+            if current is not None and current != value:
+                raise bad_request(f"{alias}={value} conflicts with {target}={current}; "
+                                  "send only one of them", alias)
+            setattr(self, target, value)
+        return self
+
+
+class _SamplingFields(BudgetFields):
     """Fields shared by chat and completions requests."""
 
     model_config = ConfigDict(extra="allow")
@@ -52,32 +82,6 @@ class _SamplingFields(BaseModel):
     min_p: float | None = Field(None, ge=0, le=1)
     repetition_penalty: float | None = Field(None, gt=0)
     ignore_eos: bool = False
-
-    # -- thinking budget (ours)
-    thinking_min: StrictInt | None = Field(None, ge=0, description="Fewest thinking tokens: "
-                                           "earlier end attempts become the continuation string.")
-    thinking_max: StrictInt | None = Field(None, ge=0, description="Most thinking tokens: the "
-                                           "end of thinking is forced there.")
-    min_thinking_tokens: StrictInt | None = Field(None, ge=0, description="Alias of thinking_min.")
-    max_thinking_tokens: StrictInt | None = Field(None, ge=0, description="Alias of thinking_max.")
-    thinking_token_budget: StrictInt | None = Field(None, ge=0, description="Alias of "
-                                                    "thinking_max (vLLM's name).")
-    thinking_continuation: str | None = Field(None, min_length=1, max_length=200,
-                                              description="String appended when thinking is "
-                                              "extended (default 'Wait').")
-
-    @model_validator(mode="after")
-    def _merge_aliases(self) -> _SamplingFields:
-        for alias, target in THINKING_ALIASES.items():
-            value = getattr(self, alias)
-            if value is None:
-                continue
-            current = getattr(self, target)
-            if current is not None and current != value:
-                raise bad_request(f"{alias}={value} conflicts with {target}={current}; "
-                                  "send only one of them", alias)
-            setattr(self, target, value)
-        return self
 
     def unknown_fields(self) -> list[str]:
         return sorted((self.model_extra or {}).keys())

@@ -46,6 +46,7 @@ from server.serving import (
     record_choice_metrics,
     watch_disconnect,
 )
+from server.vllm_layer import delegate, needs_vllm
 
 router = APIRouter()
 
@@ -220,6 +221,8 @@ def _finished_choices(state: RunState) -> list[tuple[int, ChoiceResult, str | No
              responses=ERROR_RESPONSES)
 async def chat_completions(body: ChatCompletionRequest, request: Request,
                            serving: ServingDep) -> Response:
+    if needs_vllm("chat", body):  # logprobs, tools, response_format, ...: vLLM's serving class
+        return await delegate(request, "chat")
     started = time.perf_counter()
     prompt = serving.chat_prompt(body)
     ids = serving.model.tokenizer.encode(prompt, add_special_tokens=False)
@@ -262,6 +265,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request,
 @router.post("/v1/completions", response_model=CompletionResponse, responses=ERROR_RESPONSES)
 async def completions(body: CompletionRequest, request: Request,
                       serving: ServingDep) -> Response:
+    if needs_vllm("completions", body):
+        return await delegate(request, "completions")
     started = time.perf_counter()
     prompt_text, ids = serving.completion_prompt(body)
     prepared = serving.prepare(body, prompt_text, ids, "prompt")

@@ -140,7 +140,9 @@ class Serving:
             raise bad_request(f"the chat template could not render these messages: {exc}",
                               "messages") from None
         ft = self.model.format_tokens
-        if ft is not None and ft.fmt.start and not ft.prompt_opens(prompt):
+        if ft is not None and ft.fmt.start and not ft.prompt_opens(prompt) \
+                and not prompt.rstrip().endswith(ft.fmt.end.rstrip()):
+            # (A prompt that closes the block, e.g. Qwen3's enable_thinking=False, stays so.)
             # As the s1 evaluation does: open the thinking block after the assistant header.
             prompt += ft.fmt.start
         return prompt

@@ -64,6 +64,15 @@ class Settings(BaseSettings):
                                           "thinking token under a minimum (s1's min_tokens=1 "
                                           "per round).")
 
+    # -- vLLM's serving layer (tools, Responses, Anthropic Messages; see server/vllm_layer.py)
+    enable_auto_tool_choice: bool = Field(False, description="Let the model call tools on "
+                                          "its own (tool_choice 'auto'); needs "
+                                          "--tool-call-parser, as in vLLM.")
+    tool_call_parser: str | None = Field(None, description="vLLM tool-call parser (hermes, "
+                                         "qwen3_xml, llama3_json, ...), as vLLM's flag.")
+    chat_template: str | None = Field(None, description="Chat template file or string "
+                                      "(default: the tokenizer's).")
+
     # -- HTTP
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(8000, ge=0, le=65535, description="Port to bind (0: any free port).")

@@ -198,7 +198,9 @@ def apply_budget(serving: Serving, req: BudgetRequest, prompt: Any, params: Any)
     cont = req.thinking_continuation or serving.settings.thinking_continuation
     spec = ft.spec(thinking_min=lo, thinking_max=hi,
                    continuation_ids=serving._continuation_ids(cont),
-                   prompt_opens=_prompt_opens(ft, ids))
+                   prompt_opens=_prompt_opens(ft, ids),
+                   # only its ending matters (does thinking start on a new line?)
+                   prompt_text=serving.model.tokenizer.decode(ids[-4:]))
     if params.structured_outputs is not None:
         spec = dataclasses.replace(spec, answer_prefix_ids=())  # the grammar owns the answer
     try:

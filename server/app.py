@@ -87,6 +87,8 @@ def create_app(settings: Settings) -> FastAPI:
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         first = errors[0] if errors else {}
+        if not isinstance(first, dict):  # vLLM's routers raise it with plain strings
+            first = {"msg": str(first)}
         loc = [str(p) for p in first.get("loc", ()) if p != "body"]
         param = loc[0] if loc else None
         where = ".".join(loc) or "body"
@@ -94,6 +96,30 @@ def create_app(settings: Settings) -> FastAPI:
         if len(errors) > 1:
             message += f" (and {len(errors) - 1} more problem(s))"
         return APIError(400, message, param).response(getattr(request.state, "request_id", None))
+
+    from vllm.exceptions import VLLMClientError, VLLMNotFoundError
+
+    @app.exception_handler(VLLMClientError)
+    async def _vllm_client_error(request: Request, exc: VLLMClientError) -> JSONResponse:
+        # vLLM's serving classes (the surface delegated to them) reject bad input this way.
+        status = 404 if isinstance(exc, VLLMNotFoundError) else 400
+        message = str(exc.args[0]) if exc.args else str(exc)
+        error = APIError(status, message, getattr(exc, "parameter", None))
+        return error.response(getattr(request.state, "request_id", None))
+
+    async def _raw_error(request: Request, exc: Exception) -> JSONResponse:
+        # vLLM's serving classes still signal some bad input with these; vLLM's own server
+        # answers 400, and so do we on the surface it serves. Our own code raises
+        # APIError, so on our paths these remain bugs: 500. Registered per type so they
+        # are handled inside the middleware stack (the access log sees the status).
+        rid = getattr(request.state, "request_id", None)
+        if getattr(request.state, "vllm_served", False):
+            logger.info("request %s rejected by vLLM's serving layer: %r", rid, exc)
+            return APIError(400, f"invalid request: {exc}").response(rid)
+        return await _unexpected(request, exc)
+
+    for raw in (ValueError, TypeError, OverflowError):
+        app.add_exception_handler(raw, _raw_error)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -118,8 +144,13 @@ def _include_vllm_routers(app: FastAPI) -> None:
     from vllm.entrypoints.serve.tokenize.api_router import router as tokenize
 
     deps = [Depends(vllm_layer.budget_dependency)]
+    # Statuses these routes answer beyond what vLLM's route declarations document.
+    documented = {status: {"description": text} for status, text in (
+        (400, "Invalid request"), (401, "Missing or invalid API key"), (404, "Not found"),
+        (413, "Body too large"), (429, "Over the in-flight limit"),
+        (503, "Loading, or the engine is gone"))}
     for r in (responses, messages, tokenize):
-        app.include_router(r, dependencies=deps)
+        app.include_router(r, dependencies=deps, responses=documented)
 
 
 async def _load(app: FastAPI, settings: Settings) -> None:

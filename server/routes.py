@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from server import metrics
 from server.engine_info import VersionInfo, version_info
-from server.errors import ERROR_RESPONSES, APIError
+from server.errors import ERROR_RESPONSES, STREAMING_RESPONSES, APIError
 from server.protocol import (
     ChatChoice,
     ChatChunkChoice,
@@ -218,7 +218,7 @@ def _finished_choices(state: RunState) -> list[tuple[int, ChoiceResult, str | No
 
 # ---------------------------------------------------------------------- chat
 @router.post("/v1/chat/completions", response_model=ChatCompletionResponse,
-             responses=ERROR_RESPONSES)
+             responses=STREAMING_RESPONSES)
 async def chat_completions(body: ChatCompletionRequest, request: Request,
                            serving: ServingDep) -> Response:
     if needs_vllm("chat", body):  # logprobs, tools, response_format, ...: vLLM's serving class
@@ -262,7 +262,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request,
 
 
 # --------------------------------------------------------------- completions
-@router.post("/v1/completions", response_model=CompletionResponse, responses=ERROR_RESPONSES)
+@router.post("/v1/completions", response_model=CompletionResponse,
+             responses=STREAMING_RESPONSES)
 async def completions(body: CompletionRequest, request: Request,
                       serving: ServingDep) -> Response:
     if needs_vllm("completions", body):

@@ -155,6 +155,7 @@ def _serving(request: Request) -> Serving:
 
 async def budget_dependency(request: Request) -> None:
     """For vLLM's routers: 503 while loading, the budget, admission (429)."""
+    request.state.vllm_served = True
     serving = _serving(request)
     try:
         body = await request.json()
@@ -162,6 +163,13 @@ async def budget_dependency(request: Request) -> None:
         return  # vLLM's router answers the malformed body
     if not isinstance(body, dict):
         return
+    tokens = body.get("tokens")
+    if request.url.path == "/detokenize" and isinstance(tokens, list):
+        # vLLM's tokenizer call raises OverflowError (a 500) on ids past 2**32.
+        size = serving.model.vocab_size
+        if any(not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < size
+               for t in tokens):
+            raise bad_request(f"tokens must be token ids in [0, {size})", "tokens")
     budget = budget_from_body(body, serving.settings)
     serving.admit(budget.n).release()  # the 429 check; the hook holds the real ticket
     BUDGET.set(budget)
@@ -176,6 +184,17 @@ def _prompt_opens(ft: Any, ids: list[int]) -> bool:
     return start >= 0 and start > _last(ids, ft.end_ids)
 
 
+class BudgetRejected(ValueError):
+    """A budget that does not fit this request, found once vLLM rendered the prompt.
+
+    A ValueError, so vLLM's serving classes answer it as a bad request where they catch
+    one; :func:`delegate` turns it into our 400 where they let it through."""
+
+    def __init__(self, error: APIError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
 def apply_budget(serving: Serving, req: BudgetRequest, prompt: Any, params: Any) -> None:
     """Budget -> ``params.extra_args``; the answer reserve -> ``params.max_tokens``."""
     from vllm.renderers.inputs.preprocess import extract_prompt_components
@@ -187,8 +206,10 @@ def apply_budget(serving: Serving, req: BudgetRequest, prompt: Any, params: Any)
                                              thinking_max=req.thinking_max))
     if ft is None:
         if (lo is not None or hi is not None) and not req.soft_max:
-            raise ValueError("this model has no thinking format, so thinking_min/thinking_max "
-                             "cannot be enforced; start the server with --thinking-format")
+            raise BudgetRejected(APIError(
+                400, "this model has no thinking format, so thinking_min/thinking_max "
+                "cannot be enforced; start the server with --thinking-format",
+                "thinking_max" if hi is not None else "thinking_min"))
         return
     ids = list(extract_prompt_components(serving.engine.model_config, prompt).token_ids or [])
     room = serving.model.max_model_len - len(ids)
@@ -207,7 +228,7 @@ def apply_budget(serving: Serving, req: BudgetRequest, prompt: Any, params: Any)
         params.max_tokens = serving._max_tokens(SimpleNamespace(max_tokens=req.max_tokens),
                                                 spec, room)
     except APIError as exc:
-        raise ValueError(exc.message) from None
+        raise BudgetRejected(exc) from None
     if spec.active:
         seed = params.seed if params.seed is not None else fanout.fresh_seed()
         params.extra_args = {**(params.extra_args or {}), **budget_extra_args(spec, seed)}
@@ -256,6 +277,7 @@ async def delegate(request: Request, kind: str) -> Any:
     from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
     from vllm.entrypoints.openai.completion.protocol import CompletionRequest
 
+    request.state.vllm_served = True
     await budget_dependency(request)
     body = await request.json()
     clean = {k: v for k, v in body.items() if k not in BUDGET_KEYS}
@@ -268,10 +290,13 @@ async def delegate(request: Request, kind: str) -> Any:
         raise bad_request(f"{'.'.join(loc) or 'body'}: {err['msg']}",
                           loc[0] if loc else None) from None
     state = request.app.state
-    if kind == "chat":
-        result = await state.openai_serving_chat.create_chat_completion(vreq, request)
-    else:
-        result = await state.openai_serving_completion.create_completion(vreq, request)
+    try:
+        if kind == "chat":
+            result = await state.openai_serving_chat.create_chat_completion(vreq, request)
+        else:
+            result = await state.openai_serving_completion.create_completion(vreq, request)
+    except BudgetRejected as exc:
+        raise exc.error from None
     return vllm_response(result)
 
 

@@ -8,8 +8,10 @@ therefore carries what was realised, and the report lists the settings where it 
 
 How each number is derived, most exact source first:
 
-1. The server's per-choice ``budget`` object, when a server sends one (s1-serve will;
-   fields read: ``continuations`` and ``hit_max``). Exact by construction.
+1. The server's per-choice ``budget`` object, when a server sends one (s1-serve does on
+   its native chat/completions path; fields read: ``continuation_count`` (forced
+   continuations, or the length of the ``continuations`` list) and ``hit_max``). Exact by
+   construction: the server replays the choice's token ids through its state machine.
 2. Otherwise from the response text and usage:
 
    * forced cut = the thinking reached the maximum sent: ``reasoning_tokens >= thinking_max``
@@ -84,7 +86,9 @@ def chain_waits(previous_waits: int | None, previous_text: str | None, text: str
 
 def from_budget(budget: dict[str, Any]) -> Realised | None:
     """Realised values from a server ``budget`` object (None if it lacks the fields)."""
-    waits = budget.get("continuations")
+    waits = budget.get("continuation_count")
+    if not isinstance(waits, int) and isinstance(budget.get("continuations"), list):
+        waits = len(budget["continuations"])
     hit = budget.get("hit_max")
     if not isinstance(waits, int) and not isinstance(hit, bool):
         return None

@@ -23,7 +23,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from server import engine_info, metrics, vllm_layer
+from server import engine_info, metrics, playground, vllm_layer
 from server.engine import describe_model, prepare_environment, start_engine
 from server.errors import APIError
 from server.serving import Serving
@@ -72,6 +72,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.include_router(router)
     _include_vllm_routers(app)
+    if settings.playground:
+        playground.mount(app, settings)
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
@@ -131,7 +133,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["*"], allow_headers=["*"])
     app.add_middleware(GateMiddleware, keys=keys, exempt=settings.auth_exempt_health,
-                       max_body=settings.max_body_bytes)
+                       max_body=settings.max_body_bytes, open_page=settings.playground)
     return app
 
 
@@ -183,11 +185,13 @@ class GateMiddleware:
     """Pure ASGI (so streaming and disconnects pass through untouched): request id,
     API-key check in constant time, body-size limit, request counting."""
 
-    def __init__(self, app: Any, keys: list[bytes], exempt: bool, max_body: int) -> None:
+    def __init__(self, app: Any, keys: list[bytes], exempt: bool, max_body: int,
+                 open_page: bool = False) -> None:
         self.app = app
         self.keys = keys
         self.exempt = exempt
         self.max_body = max_body
+        self.open_page = open_page  # the playground's page and files need no key
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -226,6 +230,8 @@ class GateMiddleware:
 
     def _check_auth(self, path: str, headers: dict[str, str]) -> APIError | None:
         if not self.keys or (self.exempt and path in EXEMPT_PATHS):
+            return None
+        if self.open_page and playground.is_playground_path(path):
             return None
         auth = headers.get("authorization", "")
         scheme, _, token = auth.partition(" ")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from server.budget import BudgetSpec, BudgetState, Phase
+from server.interventions import Tracker, details
 
 
 class IncrementalDecoder:
@@ -68,6 +69,7 @@ class ChoiceSplitter:
     spec: BudgetSpec | None
     tokenizer: Any
     state: BudgetState | None = None
+    tracker: Tracker = field(default_factory=Tracker)  # forced continuations, cut, end
     _reasoning: IncrementalDecoder = field(init=False)
     _content: IncrementalDecoder = field(init=False)
     _pending_delim: list[int] = field(default_factory=list)
@@ -95,7 +97,7 @@ class ChoiceSplitter:
             out.content += self._emit(self._content.push(tok), "content")
             return
         before, thinking_before = state.phase, state.thinking
-        state.observe(tok)
+        self.tracker.step(state, tok)
         after = state.phase
         if before == Phase.THINKING:
             if state.thinking > thinking_before:  # a thinking token; else a delimiter: no text
@@ -115,6 +117,14 @@ class ChoiceSplitter:
                     if t not in state.spec.stop_ids:
                         out.content += self._emit(self._content.push(t), "content")
                 self._pending_delim.clear()
+
+    def budget_details(self) -> dict[str, Any] | None:
+        """The choice's ``budget`` object (:func:`server.interventions.details`); None
+        without a thinking format. Call after :meth:`flush` (and any stop-string trim)."""
+        if self.state is None:
+            return None
+        return details(self.state.spec, self.state, self.tracker, self._reasoning.ids,
+                       self.reasoning_text, self.tokenizer)
 
     def flush(self) -> Delta:
         """Call once the choice has finished: releases held-back text."""

@@ -72,8 +72,18 @@ _RAW_BREAKS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "
 
 
 def _sse(payload: Any) -> str:
-    data = payload.model_dump_json(exclude_none=True) if hasattr(payload, "model_dump_json") \
-        else json.dumps(payload)
+    choices = getattr(payload, "choices", None) or ()
+    if any(getattr(c, "budget", None) is not None for c in choices):
+        # A final chunk: the budget object keeps its nulls (cut, limits), as non-streamed.
+        body = payload.model_dump(exclude_none=True)
+        for out, choice in zip(body["choices"], choices, strict=True):
+            if choice.budget is not None:
+                out["budget"] = choice.budget.model_dump()
+        data = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    elif hasattr(payload, "model_dump_json"):
+        data = payload.model_dump_json(exclude_none=True)
+    else:
+        data = json.dumps(payload)
     if not data.isascii():  # the check is ~40x cheaper than translate on every chunk
         data = data.translate(_RAW_BREAKS)
     return f"data: {data}\n\n"
@@ -245,7 +255,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request,
                                        role="assistant" if first else None,
                                        content=ev.content or None,
                                        reasoning=ev.reasoning or None,
-                                       reasoning_content=ev.reasoning or None))
+                                       reasoning_content=ev.reasoning or None),
+                                   budget=ev.budget)
 
         return await _stream_response(serving, prepared, rid, body, chunk, delta, started)
 
@@ -255,7 +266,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request,
         choices.append(ChatChoice(index=index, finish_reason=c.finish_reason,
                                   message=ResponseMessage(content=c.splitter.content_text,
                                                           reasoning=reasoning,
-                                                          reasoning_content=reasoning)))
+                                                          reasoning_content=reasoning),
+                                  budget=c.budget))
     resp = ChatCompletionResponse(id=cid, created=created, model=name, choices=choices,
                                   usage=state.usage())
     return JSONResponse(resp.model_dump())
@@ -289,7 +301,7 @@ async def completions(body: CompletionRequest, request: Request,
                 text = echo + text
             return CompletionChoice(index=ev.index, text=text, finish_reason=ev.finish_reason,
                                     reasoning=ev.reasoning or None,
-                                    reasoning_content=ev.reasoning or None)
+                                    reasoning_content=ev.reasoning or None, budget=ev.budget)
 
         return await _stream_response(serving, prepared, rid, body, chunk, delta, started)
 
@@ -298,7 +310,8 @@ async def completions(body: CompletionRequest, request: Request,
     for index, c, reasoning in _finished_choices(state):
         choices.append(CompletionChoice(index=index, text=echo + c.splitter.content_text,
                                         finish_reason=c.finish_reason, reasoning=reasoning,
-                                        reasoning_content=reasoning))
+                                        reasoning_content=reasoning,
+                                        budget=c.budget))
     resp = CompletionResponse(id=cid, created=created, model=name, choices=choices,
                               usage=state.usage())
     return JSONResponse(resp.model_dump())

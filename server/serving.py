@@ -73,6 +73,7 @@ class ChoiceEvent:
     reasoning: str = ""
     content: str = ""
     finish_reason: str | None = None
+    budget: dict | None = None  # the choice's budget object, on its last event
 
 
 @dataclass
@@ -80,6 +81,7 @@ class ChoiceResult:
     splitter: ChoiceSplitter
     tokens: int = 0
     finish_reason: str | None = None
+    budget: dict | None = None  # the budget object, once finished
 
 
 @dataclass
@@ -354,7 +356,7 @@ class Serving:
                     state.first_token_at = time.perf_counter()
                 choice.tokens += len(new)
                 delta = choice.splitter.push(new)
-                finish = None
+                finish = budget = None
                 if comp.finish_reason is not None:
                     tail = choice.splitter.flush()
                     delta.reasoning += tail.reasoning
@@ -363,8 +365,9 @@ class Serving:
                     choice.finish_reason = finish
                     if isinstance(comp.stop_reason, str):
                         delta = _trim_stop(choice.splitter, delta, comp.stop_reason)
+                    budget = choice.budget = choice.splitter.budget_details()
                 if delta.reasoning or delta.content or finish:
-                    yield ChoiceEvent(index, delta.reasoning, delta.content, finish)
+                    yield ChoiceEvent(index, delta.reasoning, delta.content, finish, budget)
             # vLLM hands over queued output without suspending, so a request with a
             # backlog (a fast engine, a busy or slow-reading client) would keep the event
             # loop to itself and stall every other request, new ones included, until it

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
                                       "(default: the tokenizer's).")
 
     # -- HTTP
+    playground: bool = Field(True, description="Serve the playground page at / and "
+                             "/playground (watch budget forcing in a browser; "
+                             "--no-playground turns it off).")
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(8000, ge=0, le=65535, description="Port to bind (0: any free port).")
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Accepted API keys "

@@ -61,3 +61,20 @@ def api_server(tiny_s1_open):
         yield proc.wait_ready()
     finally:
         assert proc.stop() == 0, "SIGTERM must exit 0"
+
+
+DEMO_KEY = "demo-key"
+
+
+@pytest.fixture(scope="session")
+def demo_server():
+    """One real server on the embedded demo model (the default model), with an API key and
+    the playground on: the budget-details and browser tests share it."""
+    from server.settings import DEMO_MODEL
+    from tests.server_proc import ServerProcess
+
+    proc = ServerProcess(DEMO_MODEL, "--api-keys", DEMO_KEY)
+    try:
+        yield proc.wait_ready()
+    finally:
+        assert proc.stop() == 0, "SIGTERM must exit 0"

@@ -269,8 +269,11 @@ def test_realised_helpers_by_hand() -> None:
                                                                          "Wait") is None
     assert forced_cut(512, 512, True) is True and forced_cut(511, 512, True) is False
     assert forced_cut(512, 512, False) is None and forced_cut(9, None, True) is False
-    got = from_budget({"continuations": 2, "hit_max": False})
+    mark = {"token": 3, "char": 9, "output_index": 3}
+    got = from_budget({"continuation_count": 2, "continuations": [mark, mark], "hit_max": False})
     assert got is not None and (got.waits, got.forced_cut, got.source) == (2, False, "server")
+    got = from_budget({"continuations": [mark], "hit_max": True})  # the list alone
+    assert got is not None and (got.waits, got.forced_cut) == (1, True)
     assert from_budget({"other": 1}) is None
 
 

@@ -1,0 +1,74 @@
+"""The per-choice ``budget`` object through the real server (demo model, greedy).
+
+Unit tests (tests/test_interventions.py) check the object against the token ids; here
+the same object must arrive on the native chat and completions paths, streamed (in the
+final chunk of each choice) and not, and agree with the text and usage it comes with.
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from tests.conftest import DEMO_KEY
+
+pytestmark = pytest.mark.engine
+
+Q = "How many s in horseradish?"
+HEADERS = {"Authorization": f"Bearer {DEMO_KEY}"}
+
+
+def chat(server, stream: bool = False, **body) -> dict:
+    payload = {"messages": [{"role": "user", "content": Q}], "temperature": 0,
+               "stream": stream, **body}
+    r = httpx.post(server.base_url + "/v1/chat/completions", json=payload, headers=HEADERS,
+                   timeout=120)
+    assert r.status_code == 200, r.text
+    if not stream:
+        return r.json()
+    reasoning, content, budget, finish = "", "", None, None
+    for line in r.text.splitlines():
+        if not line.startswith("data: ") or line == "data: [DONE]":
+            continue
+        for ch in json.loads(line[6:])["choices"]:
+            assert budget is None, "the budget object comes with the choice's last chunk"
+            reasoning += ch["delta"].get("reasoning") or ""
+            content += ch["delta"].get("content") or ""
+            budget, finish = ch.get("budget"), ch.get("finish_reason")
+    assert finish is not None and budget is not None
+    return {"choices": [{"message": {"reasoning": reasoning, "content": content},
+                         "budget": budget}]}
+
+
+def test_forced_continuation_is_reported_where_it_is(demo_server):
+    r = chat(demo_server, thinking_min=16)
+    b, msg = r["choices"][0]["budget"], r["choices"][0]["message"]
+    assert b["thinking_tokens"] == r["usage"]["completion_tokens_details"]["reasoning_tokens"]
+    assert b["thinking_tokens"] >= 16 and b["continuation_count"] >= 1
+    assert b["thinking_min"] == 16 and b["thinking_continuation"] == "Wait"
+    for m in b["continuations"]:
+        assert msg["reasoning"][m["char"]:].startswith("Wait")
+    assert b["end"] == "natural" and b["natural_end"] and not b["hit_max"] and b["cut"] is None
+    assert 0 < b["answer_tokens"] < r["usage"]["completion_tokens"] - b["thinking_tokens"]
+    streamed = chat(demo_server, stream=True, thinking_min=16)["choices"][0]
+    assert streamed["budget"] == b and streamed["message"]["reasoning"] == msg["reasoning"]
+
+
+def test_cut_is_reported(demo_server):
+    r = chat(demo_server, thinking_max=6)
+    b, msg = r["choices"][0]["budget"], r["choices"][0]["message"]
+    assert b["hit_max"] and b["end"] == "cut" and b["thinking_tokens"] == 6
+    assert b["cut"]["token"] == 6 and b["cut"]["char"] == len(msg["reasoning"])
+    assert msg["content"].startswith("Final Answer:")
+    assert chat(demo_server, stream=True, thinking_max=6)["choices"][0]["budget"] == b
+
+
+def test_completions_carry_it_too(demo_server):
+    prompt = ("<|im_start|>user\n" + Q + "<|im_end|>\n<|im_start|>assistant\n"
+              "<|im_start|>think\n")
+    r = httpx.post(demo_server.base_url + "/v1/completions", headers=HEADERS, timeout=120,
+                   json={"prompt": prompt, "temperature": 0, "thinking_max": 4})
+    b = r.json()["choices"][0]["budget"]
+    assert b["hit_max"] and b["thinking_tokens"] == 4 and b["thinking_max"] == 4

@@ -1,0 +1,185 @@
+"""The per-choice ``budget`` object, checked against the token ids (no engine).
+
+A scripted "model" is run through the real state machine with the demo model's
+tokenizer and s1 format (what the engine does, step by step); the ids it produces are
+fed to :class:`~server.reasoning.ChoiceSplitter` token by token, as the server streams
+them, and the object must say exactly where the forced strings are in those ids and in
+the reasoning text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from server.budget import FORCE, GUARD, GUARD_TURN, HOLD, BudgetSpec, BudgetState, Phase, replay
+from server.formats import FORMATS, FormatTokens
+from server.interventions import char_offsets, trace
+from server.reasoning import ChoiceSplitter
+from server.settings import DEMO_MODEL
+
+
+@pytest.fixture(scope="module")
+def tok():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(DEMO_MODEL)
+
+
+@pytest.fixture(scope="module")
+def ft(tok) -> FormatTokens:
+    return FormatTokens.build(FORMATS["s1"], tok, {tok.convert_tokens_to_ids("<|im_end|>")})
+
+
+def make_spec(ft: FormatTokens, tok, lo: int | None = None, hi: int | None = None,
+              cont: str = "Wait") -> BudgetSpec:
+    return ft.spec(thinking_min=lo, thinking_max=hi, prompt_opens=True, prompt_text="think\n",
+                   continuation_ids=tok.encode(cont, add_special_tokens=False))
+
+
+def run(spec: BudgetSpec, model: Callable[[int], int], limit: int = 400) -> list[int]:
+    """The engine's loop, greedy: a guarded attempt becomes the continuation."""
+    state, out = BudgetState(spec), []
+    for _ in range(limit):
+        action = state.decide()
+        want = model(len(out))
+        if action == FORCE:
+            t = state.forced_token
+        elif action == GUARD and want in spec.attempt_ids:
+            t = state.guard_continuation_token
+        elif action == GUARD_TURN and want in spec.turn_ids:
+            t = spec.end_ids[0]
+        elif action == HOLD and want in spec.attempt_ids:
+            t = ordinary_id
+        else:
+            t = want
+        out.append(t)
+        state.observe(t)
+        if t in spec.stop_ids:
+            break
+    return out
+
+
+ordinary_id = 0  # set by the fixture below
+
+
+@pytest.fixture(autouse=True)
+def _ordinary(tok):
+    global ordinary_id
+    ordinary_id = tok.encode("a", add_special_tokens=False)[0]
+
+
+def split(spec: BudgetSpec, tok, ids: list[int]) -> tuple[ChoiceSplitter, str]:
+    sp = ChoiceSplitter(spec, tok)
+    streamed = "".join(sp.push([t]).reasoning for t in ids)
+    streamed += sp.flush().reasoning
+    assert streamed == sp.reasoning_text
+    return sp, sp.reasoning_text
+
+
+def stopper(tok, words: str):
+    """A model that writes ``words`` then tries to end thinking at every step after."""
+    ids = tok.encode(words, add_special_tokens=False)
+    end = tok.encode("<|im_start|>answer\nAnswer: 3<|im_end|>", add_special_tokens=False)
+    def model(pos: int) -> int:
+        if pos < len(ids):
+            return ids[pos]
+        return end[0]
+
+    return model
+
+
+def test_forced_continuations_are_located_exactly(tok, ft):
+    spec = make_spec(ft, tok, lo=12)
+    ids = run(spec, stopper(tok, "r1a1s2"))
+    sp, text = split(spec, tok, ids)
+    b = sp.budget_details()
+    acc = replay(spec, ids)
+    assert b["thinking_tokens"] == acc.thinking_tokens == sp.reasoning_tokens >= 12
+    assert b["answer_tokens"] == acc.answer_tokens
+    assert b["continuation_count"] == acc.continuations == len(b["continuations"]) >= 1
+    thinking_ids = ids[acc.thinking_span[0]:acc.thinking_span[1]]
+    cont = spec.continuation_ids
+    wait_text = tok.decode(list(cont))
+    for m in b["continuations"]:
+        # the token ids: the continuation string starts at that output index ...
+        assert ids[m["output_index"]:m["output_index"] + len(cont)] == list(cont)
+        # ... which is thinking token number m["token"] (thinking opens at output 0 here)
+        assert thinking_ids[m["token"]] == cont[0] and m["output_index"] == m["token"]
+        # ... and the reasoning text shows it at m["char"]
+        assert text[m["char"]:].startswith(wait_text.strip())
+        assert text[:m["char"]] == tok.decode(thinking_ids[:m["token"]]).lstrip("\n")
+    assert b["hit_max"] is False and b["cut"] is None
+    assert b["natural_end"] is True and b["end"] == "natural"
+    assert b["thinking_min"] == 12 and b["thinking_max"] is None
+    assert b["thinking_continuation"] == "Wait"
+
+
+def test_the_cut_is_located_exactly(tok, ft):
+    spec = make_spec(ft, tok, hi=7)
+    ids = run(spec, lambda pos: ordinary_id)  # never stops by itself
+    sp, text = split(spec, tok, ids)
+    b = sp.budget_details()
+    assert b["hit_max"] is True and b["end"] == "cut" and b["natural_end"] is False
+    assert b["cut"]["token"] == 7 == b["thinking_tokens"]
+    assert b["cut"]["char"] == len(text)
+    # the forced end starts at the cut: the newline (thinking did not end with one), then
+    # the end delimiter, then the answer prefix
+    i = b["cut"]["output_index"]
+    assert ids[i] == spec.newline_id and ids[i + 1:i + 1 + len(spec.end_ids)] == list(spec.end_ids)
+    assert b["continuation_count"] == 0 and b["continuations"] == []
+    assert b["answer_tokens"] == replay(spec, ids).answer_tokens
+
+
+def test_cut_after_continuations_and_at_zero(tok, ft):
+    spec = make_spec(ft, tok, lo=6, hi=10)
+    end = spec.end_ids[0]
+    ids = run(spec, lambda pos: end if pos == 2 else ordinary_id)  # one early stop, then on
+    b = split(spec, tok, ids)[0].budget_details()
+    assert b["thinking_tokens"] == 10 and b["hit_max"] and b["continuation_count"] >= 1
+    assert all(m["token"] < b["cut"]["token"] for m in b["continuations"])
+    zero = make_spec(ft, tok, hi=0)
+    ids = run(zero, lambda pos: ordinary_id, limit=12)
+    sp, text = split(zero, tok, ids)
+    b = sp.budget_details()
+    assert text == "" and b["cut"] == {"token": 0, "char": 0, "output_index": 0}
+
+
+def test_the_models_own_wait_is_not_forced(tok, ft):
+    spec = make_spec(ft, tok, lo=3)
+    ids = tok.encode("r1 Wait, r2 Wait again<|im_start|>answer\nAnswer: 2<|im_end|>",
+                     add_special_tokens=False)
+    b = split(spec, tok, ids)[0].budget_details()
+    assert b["continuation_count"] == 0 and b["end"] == "natural"
+
+
+def test_other_endings(tok, ft):
+    spec = make_spec(ft, tok)
+    eot = tok.encode("r1<|im_end|>", add_special_tokens=False)
+    turn_off = BudgetSpec(**{**spec.to_dict(), "turn_ends_thinking": False})
+    assert split(turn_off, tok, eot)[0].budget_details()["end"] == "end_of_turn"
+    open_ids = tok.encode("r1a1s1", add_special_tokens=False)  # max_tokens ran out
+    b = split(spec, tok, open_ids)[0].budget_details()
+    assert b["end"] == "unfinished" and b["natural_end"] is False
+    assert b["thinking_min"] is None and b["thinking_continuation"] is None
+    closed = BudgetSpec(**{**spec.to_dict(), "prompt_opens": False})
+    b = split(closed, tok, tok.encode("Answer: 2<|im_end|>", add_special_tokens=False))[0] \
+        .budget_details()
+    assert b["end"] == "no_thinking" and b["thinking_tokens"] == 0 and b["answer_tokens"] > 0
+
+
+def test_trace_matches_the_splitter(tok, ft):
+    spec = make_spec(ft, tok, lo=9, hi=20)
+    ids = run(spec, stopper(tok, "a1b1"))
+    state, tracker = trace(spec, ids)
+    sp = split(spec, tok, ids)[0]
+    assert sp.tracker == tracker and state.phase == Phase.ANSWER
+
+
+def test_char_offsets_strip_leading_newlines_and_clip():
+    def decode(ids):
+        return "".join(["\n", "ab", "cd", "Wait"][i] for i in ids)
+
+    assert char_offsets(decode, [0, 1, 2, 3], [0, 1, 3, 4], 9) == [0, 0, 4, 8]
+    assert char_offsets(decode, [0, 1, 2, 3], [3], 2) == [2]  # a stop string cut the text

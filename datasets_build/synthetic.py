@@ -25,6 +25,20 @@ The traces are shaped so that each budget-forcing knob means something to the mo
   wrong numbers in the data) and complete careful counts (a confirming recount). Because Wait is not only a sign
   of a mistake, forcing it after a correct count leads to the same answer, and forcing it after
   a glance leads to a careful count.
+- cut traces (a share of the training rows, `cut_share`): what budget forcing shows the model
+  at a thinking_max cap. Any of the traces above (a slip is replaced by a careful count) cut
+  after a random number of characters (one byte-level token each, so mid-line, mid-step or
+  at a line end), then exactly what the server forces at the cap: the newline (the s1
+  template's "\n" before the end delimiter; a cut right after a newline drops it, because
+  the server forces none then), "<|im_start|>answer", "\\nFinal Answer:", and the best
+  answer the latest line supports: inside a count (first count or recount) its running
+  count (the letter sought among the letters of the word written so far); inside a glance
+  the glance; otherwise the last finished estimate (a glance, or a complete count before
+  "Wait"), 0 before anything. Always the latest count, never an earlier glance over a later
+  partial recount: the answer after a recount must come from the recount, or a forced Wait
+  after a wrong glance (for the model, a guess) would not fix it (a first version that
+  answered the glance there lost the whole thinking_min gain). The attempt is
+  "Final Answer: N", which the s1 layout renders as the forced tokens followed by " N".
 """
 
 from __future__ import annotations
@@ -42,6 +56,7 @@ HEADER = "'{}': "  # names the letter being counted before each careful count
 LAZY_LEN = 11  # words this long or longer tempt the teacher to glance instead of count
 MIN_LEN, MAX_LEN = 3, 12
 TEMPLATE = "How many {c} in {w}?"
+FINAL = "Final Answer: {}"  # the attempt of a cut trace: the server forces "\nFinal Answer:"
 
 # Real words for readable questions; made-up letter strings give unlimited fresh ones.
 _WORD_TEXT = """raspberry strawberry banana apple orange lemon cherry grape mango papaya melon
@@ -155,10 +170,40 @@ def make_trace(rng: random.Random, word: str, letter: str,
     return careful, truth, "careful"
 
 
+def cut_trace(rng: random.Random, thinking: str, kind: str, word: str,
+              letter: str) -> tuple[str, int]:
+    """(thinking cut short, best answer from it) for a thinking_max cap; see the docstring.
+
+    The cut keeps 1 .. len - 1 characters. The returned thinking never ends with a newline:
+    the s1 layout adds the one before the end delimiter, which is the newline the server
+    forces after a mid-line cut, or the trace's own newline after a cut at a line end.
+    """
+    truth = word.count(letter)
+    if kind == "slip-wait":  # no cut slips: the only wrong counts stay the noticed ones
+        thinking, kind = HEADER.format(letter) + "".join(count_steps(word, letter)), "careful"
+    k = rng.randint(1, len(thinking) - 1) if len(thinking) > 1 else 1
+    part = thinking[:k]
+    lines = part.split("\n")
+    line, before = lines[-1], lines[:-1]
+    estimate = truth if before else 0  # a finished line before this one: a glance or a count
+    header = HEADER.format(letter)
+    if kind.startswith("glance") and not before:
+        estimate = truth  # cut inside "At a glance: N": the glance it would give
+    elif line.startswith(header) and len(line) > len(header):
+        # inside a count: the letters of the word written so far (each followed by a count)
+        estimate = line[len(header):][0::2].count(letter)
+    return part.removesuffix("\n"), estimate
+
+
 def generate(n: int, seed: int, words: list[str], exclude: set[str] | None = None,
-             careful_only: bool = False) -> list[Example]:
-    """n examples; questions in `exclude` are skipped (to keep evaluation held out)."""
+             careful_only: bool = False, cut_share: float = 0.0) -> list[Example]:
+    """n examples; questions in `exclude` are skipped (to keep evaluation held out).
+
+    cut_share of them (drawn from their own random stream, so the questions do not depend on
+    it) are cut traces ending in "Final Answer: N".
+    """
     rng = random.Random(seed)
+    cut_rng = random.Random(seed + 7_777)
     out: list[Example] = []
     while len(out) < n:
         question, word, letter = sample_question(rng, words)
@@ -166,6 +211,11 @@ def generate(n: int, seed: int, words: list[str], exclude: set[str] | None = Non
             continue
         thinking, answer, kind = make_trace(rng, word, letter, careful_only)
         truth = word.count(letter)
+        attempt = f"Answer: {answer}"
+        if cut_share and cut_rng.random() < cut_share:
+            thinking, answer = cut_trace(cut_rng, thinking, kind, word, letter)
+            kind = "cut-" + ("careful" if kind == "slip-wait" else kind)
+            attempt = FINAL.format(answer)
         meta = {"word": word, "letter": letter, "count": truth, "trace": kind,
                 "lazy": len(word) >= LAZY_LEN}
         out.append(Example(
@@ -176,19 +226,20 @@ def generate(n: int, seed: int, words: list[str], exclude: set[str] | None = Non
             metadata=json.dumps(meta),
             cot=None,
             thinking_trajectories=[thinking],
-            attempt=f"Answer: {answer}",
+            attempt=attempt,
         ))
     return out
 
 
-def build_splits(n_train: int, n_eval: int, seed: int = 0) -> tuple[list[Example], list[Example]]:
-    """Training rows and held-out evaluation rows.
+def build_splits(n_train: int, n_eval: int, seed: int = 0,
+                 cut_share: float = 0.0) -> tuple[list[Example], list[Example]]:
+    """Training rows and held-out evaluation rows (cut_share: of the training rows).
 
     Held out: the evaluation uses real words never seen in training, made-up strings from
     another seed, and no question text that also occurs in training.
     """
     train_words, eval_words = split_words(seed)
-    train = generate(n_train, seed, train_words)
+    train = generate(n_train, seed, train_words, cut_share=cut_share)
     seen = {ex.question for ex in train}
     evaluation = generate(n_eval, seed + 10_000, eval_words, exclude=seen)
     return train, evaluation

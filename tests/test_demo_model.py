@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from datasets_build.synthetic import (
+    FINAL,
     GLANCE,
     HEADER,
     WAIT,
@@ -67,6 +68,79 @@ def test_traces_are_correct_except_flagged_slips():
         else:
             _check_count(first, word, letter)
     assert kinds == {"careful", "glance", "glance-wait", "slip-wait", "check-wait"}
+
+
+def test_cut_traces_end_in_the_best_partial_answer():
+    """Cut rows: a prefix of a trace, then "Final Answer: N" with N what the latest line
+    supports: the running count inside a count (first or recount), the glance inside a
+    glance, else the last finished estimate."""
+    train, held_out = build_splits(3000, 300, seed=0, cut_share=0.3)
+    _, plain = build_splits(3000, 300, seed=0)
+    assert [e.question for e in held_out] == [e.question for e in plain]  # eval unchanged
+    cuts = [ex for ex in train if json.loads(ex.metadata)["trace"].startswith("cut-")]
+    assert 0.25 < len(cuts) / len(train) < 0.35
+    kinds = set()
+    for ex in cuts:
+        meta = json.loads(ex.metadata)
+        word, letter, truth = meta["word"], meta["letter"], meta["count"]
+        kinds.add(meta["trace"])
+        thinking = ex.thinking_trajectories[0]
+        assert ex.solution == str(truth)
+        assert thinking and not thinking.endswith("\n")
+        n = int(ex.attempt.removeprefix("Final Answer: "))
+        assert ex.attempt == FINAL.format(n)
+        header = HEADER.format(letter)
+        careful = header + "".join(count_steps(word, letter))
+        last = thinking.split("\n")[-1]
+        if last.startswith(header) and len(last) > len(header):  # inside a count
+            assert careful.startswith(last), thinking  # cut counts are correct prefixes
+            written = last[len(header):][0::2]
+            assert word.startswith(written) and n == written.count(letter), (thinking, n)
+        elif "\n" in thinking or GLANCE.format("").startswith(last[:12]):
+            assert n == truth, (thinking, ex.attempt)  # a glance or a finished line before
+        else:
+            assert careful.startswith(last) and n == 0, (thinking, n)  # inside the header
+    assert kinds == {"cut-careful", "cut-glance", "cut-glance-wait", "cut-check-wait"}
+
+
+def test_cut_rows_are_the_tokens_the_server_forces(tmp_path):
+    """A cut row renders, after its thinking, exactly what the budget processor forces at
+    thinking_max: a newline unless thinking ends with one, the end delimiter, "\nFinal
+    Answer:"; then the trained answer. Mid-line, mid-step and line-end cuts."""
+    from server.budget import FORCE, BudgetState
+    from server.formats import FORMATS, FormatTokens
+    from training.demo import demo_tokenizer
+
+    tok = demo_tokenizer(tmp_path)
+    stop = {tok.convert_tokens_to_ids("<|im_end|>"), tok.eos_token_id}
+    ft = FormatTokens.build(FORMATS["s1"], tok, stop)
+    q = "How many r in raspberry?"
+    prompt = tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
+                                     add_generation_prompt=True)
+    prompt_ids = tok.encode(prompt, add_special_tokens=False)
+    cases = [  # (what the model thought before the cap, the training row's thinking)
+        ("'r': r1a1s1p1b1e1", "'r': r1a1s1p1b1e1"),  # mid-line, after a count
+        ("'r': r1a1s1p1b1e", "'r': r1a1s1p1b1e"),  # mid-step, before the count
+        ("At a glance: 3", "At a glance: 3"),  # end of a line, before its newline
+        ("At a glance: 3\n", "At a glance: 3"),  # right after the newline
+        ("At a glance: 3\nWait, let", "At a glance: 3\nWait, let"),
+    ]
+    for model_thinking, row_thinking in cases:
+        enc = encode_example(tok, q, row_thinking, FINAL.format(1))
+        think_ids = tok.encode(model_thinking, add_special_tokens=False)
+        spec = ft.spec(thinking_min=None, thinking_max=len(think_ids), continuation_ids=(),
+                       prompt_opens=True, prompt_text=prompt)
+        state = BudgetState(spec)
+        state.observe_many(think_ids)
+        forced = []
+        while state.decide() == FORCE:
+            forced.append(state.forced_token)
+            state.observe(state.forced_token)
+        nl = [] if model_thinking.endswith("\n") else [ft.newline_id]
+        assert forced == nl + list(ft.end_ids) + list(ft.answer_prefix_ids)
+        server = prompt_ids + think_ids + forced
+        assert enc["input_ids"][: len(server)] == server, model_thinking
+        assert tok.decode(enc["input_ids"][len(server):]) == " 1<|im_end|>"
 
 
 def test_held_out_questions_are_unseen():

@@ -50,7 +50,8 @@ class DemoConfig:
 
     seed: int = 0
     n_warmup_data: int = 11_000  # stage 1: careful counts only (learn to copy and count)
-    n_train: int = 23_000  # stage 2: the full mix (glances, Waits, slips)
+    n_train: int = 23_000  # stage 2: the full mix (glances, Waits, slips, cut traces)
+    cut_share: float = 0.2  # stage-2 rows cut as at a thinking_max cap, then "Final Answer: N"
     n_eval: int = 400
     batch_size: int = 16
     lr: float = 3e-3
@@ -170,7 +171,7 @@ def build_demo_model(out_dir: Path = DEFAULT_OUT, cfg: DemoConfig | None = None,
     torch.manual_seed(cfg.seed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    train_rows, eval_rows = build_splits(cfg.n_train, cfg.n_eval, cfg.seed)
+    train_rows, eval_rows = build_splits(cfg.n_train, cfg.n_eval, cfg.seed, cfg.cut_share)
     warm_rows = generate(cfg.n_warmup_data, cfg.seed + 1, split_words(cfg.seed)[0],
                          exclude={r.question for r in eval_rows}, careful_only=True)
     if data_dir is not None:

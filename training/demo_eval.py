@@ -70,11 +70,14 @@ class DemoEvaluator:
     def close(self) -> None:
         self.llm.llm_engine.engine_core.shutdown()
 
-    def prompt_ids(self, question: str) -> list[int]:
+    def prompt_text(self, question: str) -> str:
         text = self.tok.apply_chat_template([{"role": "user", "content": question}],
                                             tokenize=False, add_generation_prompt=True)
         assert self.ft.prompt_opens(text)
-        return self.tok.encode(text, add_special_tokens=False)
+        return text
+
+    def prompt_ids(self, question: str) -> list[int]:
+        return self.tok.encode(self.prompt_text(question), add_special_tokens=False)
 
     def run(self, questions: list[str], truths: list[int], *,
             thinking_min: int | list[int] | None = None,
@@ -89,16 +92,20 @@ class DemoEvaluator:
         from server.logits_processor import budget_extra_args
 
         mins = thinking_min if isinstance(thinking_min, list) else [thinking_min] * len(questions)
+        texts = [self.prompt_text(q) for q in questions]
         specs, params = [], []
-        for lo in mins:
+        for lo, text in zip(mins, texts, strict=True):
             ft = self.ft if answer_prefix else self.ft_plain
+            # prompt_text as the server passes it: the prompt ends with "think\n", so a cut
+            # at 0 tokens forces no newline before the end delimiter.
             spec = ft.spec(thinking_min=lo, thinking_max=thinking_max,
-                                continuation_ids=self.cont, prompt_opens=True)
+                           continuation_ids=self.cont, prompt_opens=True, prompt_text=text)
             specs.append(spec)
             params.append(SamplingParams(
                 temperature=0.0, max_tokens=MAX_TOKENS,
                 extra_args=budget_extra_args(spec) if spec.active else None))
-        prompts = [{"prompt_token_ids": self.prompt_ids(q)} for q in questions]
+        prompts = [{"prompt_token_ids": self.tok.encode(t, add_special_tokens=False)}
+                   for t in texts]
         outs = self.llm.generate(prompts, params, use_tqdm=False)
         results = []
         for out, spec, truth in zip(outs, specs, truths, strict=True):

@@ -144,9 +144,13 @@ def test_continuations(oracle, waits):
 
 
 def test_end_of_turn_inside_thinking(oracle):
-    bias = _bias(oracle, im_end=6.0)
-    ref = oracle.reference(QUESTION, max_thinking=200, n_ignore=None, logit_bias=bias)
-    # The reference stopped on an end of turn (not the end delimiter) and went on answering.
+    # The end delimiter made impossible, the end of turn made likely: the reference must
+    # stop on an end of turn (and go on answering), at the weakest bias that does it.
+    for strength in (2.0, 4.0, 6.0, 8.0, 12.0):
+        bias = _bias(oracle, end=-100.0, im_end=strength)
+        ref = oracle.reference(QUESTION, max_thinking=200, n_ignore=None, logit_bias=bias)
+        if ref.ended_by in oracle.stop_ids:
+            break
     assert ref.ended_by in oracle.stop_ids, "the scenario did not occur"
     assert oracle.ours(QUESTION, thinking_max=200, logit_bias=bias) == ref.output
 

@@ -174,8 +174,12 @@ def make_workload(model_dir: Path) -> Workload:
 
     from server.formats import FORMATS, FormatTokens
 
+    from server.engine import stop_ids_for
+
     tok = AutoTokenizer.from_pretrained(str(model_dir))
-    stop = {tok.convert_tokens_to_ids("<|im_end|>"), tok.eos_token_id}
+    # Every id vLLM stops on (generation_config's EOS list too), as the server does: vLLM's
+    # min_tokens masks all of them, and so must the processor's hold.
+    stop = stop_ids_for(tok, str(model_dir))
     ft = FormatTokens.build(FORMATS["s1"], tok, stop)
     prompts = []
     for i in range(N_PROMPTS):

@@ -21,6 +21,7 @@ from server.budget import (
     replay,
 )
 from server.draws import attempt_happened, uniform_for_step
+from tests.budget_driver import drive
 
 # A toy vocabulary: 0-9 ordinary tokens, then the special ones.
 IM_START, THINK, ANSWER, IM_END, EOS, WAIT, NL, FINAL = 100, 101, 102, 103, 104, 105, 106, 107
@@ -35,25 +36,6 @@ S1 = dict(
 
 def spec(**kw) -> BudgetSpec:
     return BudgetSpec(**{**S1, **kw})
-
-
-def drive(state: BudgetState, model, steps: int) -> list[int]:
-    """Run the machine against a scripted 'model' (a function of the position)."""
-    out: list[int] = []
-    for _ in range(steps):
-        action = state.decide()
-        want = model(len(out))
-        if action == FORCE:
-            tok = state.forced_token
-        elif action == GUARD and want in state.spec.attempt_ids:
-            tok = state.guard_continuation_token  # greedy: the attempt was the argmax
-        else:
-            tok = want
-        out.append(tok)
-        state.observe(tok)
-        if tok in state.spec.stop_ids:
-            break
-    return out
 
 
 def stops_after(n: int):
@@ -259,37 +241,13 @@ def test_advance_is_observe_then_decide():
 
 
 # ------------------------------------------------------------- the s1 harness's details
-def drive_s1(state: BudgetState, model, steps: int, second: int = 3) -> list[int]:
-    """Like ``drive``, with every action: a masked first choice falls back to ``second``."""
-    out: list[int] = []
-    sp = state.spec
-    for _ in range(steps):
-        action = state.decide()
-        want = model(len(out))
-        if action == FORCE:
-            tok = state.forced_token
-        elif action == GUARD and want in sp.attempt_ids:
-            tok = sp.continuation_ids[0]
-        elif action == GUARD_TURN and want in sp.turn_ids:
-            tok = sp.end_ids[0]
-        elif action == HOLD and want in sp.attempt_ids:
-            tok = second
-        else:
-            tok = want
-        out.append(tok)
-        state.observe(tok)
-        if tok in sp.stop_ids:
-            break
-    return out
-
-
 S1_RULES = dict(newline_id=NL, newline_ids=frozenset({NL}), turn_ends_thinking=True,
                 hold_after_continuation=True)
 
 
 def test_cut_mid_line_forces_a_newline_before_the_end():
     s = BudgetState(spec(thinking_max=3, **S1_RULES))
-    out = drive_s1(s, lambda i: 1, 8)
+    out = drive(s, lambda i: 1, 8)
     assert out == [1, 1, 1, NL, IM_START, ANSWER, NL, FINAL]
     acc = replay(s.spec, out)
     assert acc.thinking_tokens == 3 and acc.hit_max
@@ -299,42 +257,42 @@ def test_cut_mid_line_forces_a_newline_before_the_end():
 def test_cut_right_after_a_newline_adds_none():
     script = [1, 1, NL, 1, 1]
     s = BudgetState(spec(thinking_max=3, **S1_RULES))
-    out = drive_s1(s, lambda i: script[i] if i < len(script) else 1, 7)
+    out = drive(s, lambda i: script[i] if i < len(script) else 1, 7)
     assert out == [1, 1, NL, IM_START, ANSWER, NL, FINAL]
     assert replay(s.spec, out).thinking_tokens == 3
 
 
 def test_max_zero_newline_depends_on_what_opened_the_block():
-    out = drive_s1(BudgetState(spec(thinking_max=0, **S1_RULES)), lambda i: 1, 5)
+    out = drive(BudgetState(spec(thinking_max=0, **S1_RULES)), lambda i: 1, 5)
     assert out == [NL, IM_START, ANSWER, NL, FINAL]
     opened = spec(thinking_max=0, opens_on_newline=True, **S1_RULES)
-    assert drive_s1(BudgetState(opened), lambda i: 1, 4) == [IM_START, ANSWER, NL, FINAL]
+    assert drive(BudgetState(opened), lambda i: 1, 4) == [IM_START, ANSWER, NL, FINAL]
 
 
 def test_end_of_turn_inside_thinking_starts_the_answer():
     script = [1, 1, EOS, 9, 7, IM_END]
     s = BudgetState(spec(thinking_max=10, **S1_RULES))
-    out = drive_s1(s, lambda i: script[i] if i < len(script) else 1, 10)
+    out = drive(s, lambda i: script[i] if i < len(script) else 1, 10)
     assert out == [1, 1, IM_START, ANSWER, 7, IM_END]
     assert s.phase == Phase.ANSWER and not s.hit_max and s.answer == 1
     # Without the rule the turn ends inside the block, as before.
     old = BudgetState(spec(thinking_max=10))
-    assert drive_s1(old, lambda i: script[i], 10) == [1, 1, EOS]
+    assert drive(old, lambda i: script[i], 10) == [1, 1, EOS]
 
 
 def test_no_end_attempt_right_after_a_continuation_or_at_the_start():
     always_ends = lambda i: IM_START  # noqa: E731
     s = BudgetState(spec(thinking_min=4, **S1_RULES))
-    out = drive_s1(s, always_ends, 7)
+    out = drive(s, always_ends, 7)
     assert out == [3, WAIT, 3, WAIT, 3, IM_START, ANSWER]
     assert replay(s.spec, out).continuations == 2
     without = BudgetState(spec(thinking_min=4))
-    assert drive_s1(without, always_ends, 6) == [WAIT, WAIT, WAIT, WAIT, IM_START, ANSWER]
+    assert drive(without, always_ends, 6) == [WAIT, WAIT, WAIT, WAIT, IM_START, ANSWER]
 
 
 def test_hold_follows_a_multi_token_continuation():
     s = BudgetState(spec(thinking_min=3, continuation_ids=(WAIT, 5), **S1_RULES))
-    out = drive_s1(s, lambda i: IM_START, 6)
+    out = drive(s, lambda i: IM_START, 6)
     assert out == [3, WAIT, 5, 3, IM_START, ANSWER]
 
 

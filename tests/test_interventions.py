@@ -13,11 +13,12 @@ from collections.abc import Callable
 
 import pytest
 
-from server.budget import FORCE, GUARD, GUARD_TURN, HOLD, BudgetSpec, BudgetState, Phase, replay
+from server.budget import BudgetSpec, BudgetState, Phase, replay
 from server.formats import FORMATS, FormatTokens
 from server.interventions import char_offsets, trace
 from server.reasoning import ChoiceSplitter
 from server.settings import DEMO_MODEL
+from tests.budget_driver import drive
 
 
 @pytest.fixture(scope="module")
@@ -39,26 +40,8 @@ def make_spec(ft: FormatTokens, tok, lo: int | None = None, hi: int | None = Non
 
 
 def run(spec: BudgetSpec, model: Callable[[int], int], limit: int = 400) -> list[int]:
-    """The engine's loop, greedy: a guarded attempt becomes the continuation."""
-    state, out = BudgetState(spec), []
-    for _ in range(limit):
-        action = state.decide()
-        want = model(len(out))
-        if action == FORCE:
-            t = state.forced_token
-        elif action == GUARD and want in spec.attempt_ids:
-            t = state.guard_continuation_token
-        elif action == GUARD_TURN and want in spec.turn_ids:
-            t = spec.end_ids[0]
-        elif action == HOLD and want in spec.attempt_ids:
-            t = ordinary_id
-        else:
-            t = want
-        out.append(t)
-        state.observe(t)
-        if t in spec.stop_ids:
-            break
-    return out
+    """The engine's loop, greedy; a held step's masked attempt falls back to ``ordinary_id``."""
+    return drive(BudgetState(spec), model, limit, second=ordinary_id)
 
 
 ordinary_id = 0  # set by the fixture below

@@ -2,6 +2,8 @@
 // accuracy vs mean thinking tokens, one line per method) and the graded answers behind
 // each point. Everything is read from the file; nothing is sent anywhere.
 
+import {el} from "./dom.js";
+
 const SVG = "http://www.w3.org/2000/svg";
 const COLOURS = ["#1f6feb", "#d1242f", "#1a7f37", "#9a6700", "#8250df", "#bf3989"];
 
@@ -9,15 +11,6 @@ function svg(tag, attrs = {}, text = null) {
   const node = document.createElementNS(SVG, tag);
   for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
   if (text != null) node.textContent = text;
-  return node;
-}
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "class") node.className = v; else node.setAttribute(k, v);
-  }
-  for (const c of children) node.append(c);
   return node;
 }
 

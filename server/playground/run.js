@@ -3,15 +3,7 @@
 // character offset the server reports and the forced cut marked.
 
 import {APIError, streamChat} from "./api.js";
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "class") node.className = v; else node.setAttribute(k, v);
-  }
-  for (const c of children) node.append(c);
-  return node;
-}
+import {el} from "./dom.js";
 
 export class RunView {
   constructor(container, title = null) {

@@ -172,9 +172,8 @@ class Workload:
 def make_workload(model_dir: Path) -> Workload:
     from transformers import AutoTokenizer
 
-    from server.formats import FORMATS, FormatTokens
-
     from server.engine import stop_ids_for
+    from server.formats import FORMATS, FormatTokens
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     # Every id vLLM stops on (generation_config's EOS list too), as the server does: vLLM's

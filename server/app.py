@@ -23,7 +23,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from server import engine_info, metrics, playground, vllm_layer
+from server import delegated, engine_info, metrics, playground, vllm_layer
 from server.engine import describe_model, prepare_environment, start_engine
 from server.errors import APIError
 from server.serving import Serving
@@ -99,7 +99,13 @@ def create_app(settings: Settings) -> FastAPI:
             message += f" (and {len(errors) - 1} more problem(s))"
         return APIError(400, message, param).response(getattr(request.state, "request_id", None))
 
-    from vllm.exceptions import VLLMClientError, VLLMNotFoundError
+    from vllm.exceptions import GracefulHTTPError, VLLMClientError, VLLMNotFoundError
+
+    @app.exception_handler(GracefulHTTPError)
+    async def _vllm_http_error(request: Request, exc: GracefulHTTPError) -> JSONResponse:
+        # An error with its own status (our deadline's 504 on vLLM's routers, vLLM's 503).
+        error = APIError(int(exc.http_status), exc.message)
+        return error.response(getattr(request.state, "request_id", None))
 
     @app.exception_handler(VLLMClientError)
     async def _vllm_client_error(request: Request, exc: VLLMClientError) -> JSONResponse:
@@ -145,7 +151,7 @@ def _include_vllm_routers(app: FastAPI) -> None:
     from vllm.entrypoints.openai.responses.api_router import router as responses
     from vllm.entrypoints.serve.tokenize.api_router import router as tokenize
 
-    deps = [Depends(vllm_layer.budget_dependency)]
+    deps = [Depends(delegated.budget_dependency)]
     # Statuses these routes answer beyond what vLLM's route declarations document.
     documented = {status: {"description": text} for status, text in (
         (400, "Invalid request"), (401, "Missing or invalid API key"), (404, "Not found"),

@@ -78,3 +78,25 @@ async def merge(streams: list[AsyncIterator[Any]]) -> AsyncIterator[tuple[int, A
         for task in pumps:
             task.cancel()
         await asyncio.gather(*pumps, return_exceptions=True)
+
+
+async def as_one(streams: list[AsyncIterator[Any]], final_only: bool) -> AsyncIterator[Any]:
+    """The engine outputs of ``n`` fanned-out choices as one request's outputs.
+
+    What vLLM's serving classes expect from an ``n > 1`` request: each completion
+    tagged with its choice index; with ``final_only`` (non-streaming), one output at
+    the end holding every choice in index order.
+    """
+    finals: list[Any] = [None] * len(streams)
+    async for index, output in merge(streams):
+        for comp in output.outputs:
+            comp.index = index
+        if final_only:
+            finals[index] = output
+        else:
+            yield output
+    if final_only and all(f is not None for f in finals):
+        first = finals[0]
+        first.outputs = [c for f in finals for c in f.outputs]
+        first.finished = True
+        yield first

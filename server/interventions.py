@@ -27,7 +27,7 @@ from typing import Any
 
 from server.budget import BudgetSpec, BudgetState, Phase
 
-__all__ = ["Mark", "Tracker", "trace", "char_offsets", "details"]
+__all__ = ["Mark", "Tracker", "trace", "from_ids", "char_offsets", "details"]
 
 
 @dataclass(frozen=True)
@@ -87,12 +87,31 @@ def trace(spec: BudgetSpec, output_ids: Sequence[int]) -> tuple[BudgetState, Tra
     return state, tracker
 
 
+def from_ids(spec: BudgetSpec, output_ids: Sequence[int],
+             tokenizer: Any) -> tuple[BudgetState, dict[str, Any]]:
+    """Replay a finished choice's ids: its final state and its ``budget`` object.
+
+    For responses whose text someone else decoded (vLLM's serving classes): the
+    reasoning text is taken as the thinking tokens decoded, newlines around it removed,
+    as the s1 reasoning parser returns it.
+    """
+    state, tracker = BudgetState(spec), Tracker()
+    thinking_ids: list[int] = []
+    for tok in output_ids:
+        before = state.thinking
+        tracker.step(state, tok)
+        if state.thinking > before:
+            thinking_ids.append(tok)
+    text = tokenizer.decode(thinking_ids, skip_special_tokens=True).strip("\n")
+    return state, details(spec, state, tracker, thinking_ids, text, tokenizer)
+
+
 def char_offsets(decode: Callable[[Sequence[int]], str], thinking_ids: Sequence[int],
                  token_offsets: Sequence[int], text_len: int) -> list[int]:
     """Character offsets in the reasoning text of the given thinking-token offsets.
 
-    The reasoning text is the thinking ids decoded (special tokens skipped) with its
-    leading newlines removed (:class:`server.reasoning.ChoiceSplitter`), so the offset of
+    The reasoning text is the thinking ids decoded (special tokens skipped) with the
+    newlines around it removed (:class:`server.reasoning.ChoiceSplitter`), so the offset of
     token ``k`` is the length of the first ``k`` ids decoded, less those newlines,
     clipped to ``text_len`` (a stop string may have cut the text shorter).
     """

@@ -74,6 +74,7 @@ class ChoiceSplitter:
     _content: IncrementalDecoder = field(init=False)
     _pending_delim: list[int] = field(default_factory=list)
     reasoning_text: str = ""  # everything emitted so far, as the deltas added up
+    _held_newlines: str = ""
     content_text: str = ""
 
     def __post_init__(self) -> None:
@@ -132,11 +133,17 @@ class ChoiceSplitter:
                      self._emit(self._content.flush(), "content"))
 
     def _emit(self, text: str, which: str) -> str:
-        """Record a delta; the newline after a delimiter opens no part."""
+        """Record a delta. The reasoning neither starts nor ends with newlines (those
+        around the delimiters, forced or not, are formatting: trailing ones are held
+        until more reasoning follows); the answer does not start with them."""
         if which == "reasoning":
+            text = self._held_newlines + text
             if not self.reasoning_text:
                 text = text.lstrip("\n")
-            self.reasoning_text += text
+            body = text.rstrip("\n")
+            self._held_newlines = text[len(body):]
+            self.reasoning_text += body
+            return body
         else:
             if not self.content_text:
                 text = text.lstrip("\n")

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from server import metrics
+from server.delegated import delegate
 from server.engine_info import VersionInfo, version_info
 from server.errors import ERROR_RESPONSES, STREAMING_RESPONSES, APIError
 from server.protocol import (
@@ -46,7 +47,7 @@ from server.serving import (
     record_choice_metrics,
     watch_disconnect,
 )
-from server.vllm_layer import delegate, needs_vllm
+from server.vllm_layer import needs_vllm
 
 router = APIRouter()
 

@@ -3,9 +3,9 @@
 vLLM's serving layer (chat, Responses, Anthropic Messages) and its structured-output
 manager ask a :class:`~vllm.reasoning.ReasoningParser` where thinking ends. This one
 works on token ids with the project's own delimiter matcher (:class:`BudgetState`
-with no budget), so it handles multi-token delimiters such as s1's
-``<|im_start|>answer`` and counts ``reasoning_tokens`` exactly as the budget
-processor does. Registered under the name ``s1``; the format is read from the
+with the request's budget when the API process set one, else none), so it handles
+multi-token delimiters such as s1's ``<|im_start|>answer`` and counts
+``reasoning_tokens`` exactly as the budget processor does (forced tokens excluded). Registered under the name ``s1``; the format is read from the
 ``S1_PARSER_FORMAT`` environment variable (JSON ``{"start", "end"}``) that the API
 process sets before the engine starts, so the engine core process, which builds
 its own instance for structured outputs, sees the same delimiters.
@@ -22,6 +22,7 @@ from vllm.entrypoints.generate.base.protocol import DeltaMessage
 from vllm.reasoning import ReasoningParser, ReasoningParserManager
 
 from server.budget import BudgetSpec, BudgetState
+from server.budget_request import BUDGET
 from server.reasoning import ChoiceSplitter
 
 ENV = "S1_PARSER_FORMAT"
@@ -72,6 +73,11 @@ class S1ReasoningParser(ReasoningParser):
 
     # ------------------------------------------------------------------ ids
     def _spec(self) -> BudgetSpec:
+        # The request's own budget when the API process knows it: forced tokens (the
+        # newline before a forced end) are then told from thinking, as the processor did.
+        req = BUDGET.get()
+        if req is not None and req.spec is not None:
+            return req.spec
         return BudgetSpec(start_ids=self.start_ids, end_ids=self.end_ids, stop_ids=self._stop,
                           continuation_ids=(), answer_prefix_ids=(), thinking_min=None,
                           thinking_max=None, prompt_opens=self.prompt_opens)
@@ -82,6 +88,12 @@ class S1ReasoningParser(ReasoningParser):
 
     def is_reasoning_end_streaming(self, input_ids: Sequence[int],
                                    delta_ids: Iterable[int]) -> bool:
+        if self._splitter is not None:
+            # The API's streaming instance: hand over to plain content only once our
+            # splitter has emitted some, so the newlines after the delimiter are dropped
+            # as in the non-streamed answer. (The engine's instance, which gates
+            # structured outputs, never streams text and switches at the delimiter.)
+            return bool(self._splitter.content_text)
         n = len(list(delta_ids))
         return any(_ends_with(input_ids, self.end_ids, len(input_ids) - k) for k in range(n))
 
@@ -115,7 +127,8 @@ class S1ReasoningParser(ReasoningParser):
             reasoning, content = text, ""
         else:
             reasoning, content = "", text
-        reasoning, content = reasoning.lstrip("\n"), content.lstrip("\n")
+        # As the streaming splitter (server.reasoning): no newlines around the reasoning.
+        reasoning, content = reasoning.strip("\n"), content.lstrip("\n")
         return reasoning or None, content or None
 
     def extract_reasoning_streaming(self, previous_text: str, current_text: str, delta_text: str,

@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from server import fanout, metrics
-from server.budget import BudgetError, BudgetSpec, check_budget_values
+from server.budget import BudgetError, BudgetSpec, BudgetState, check_budget_values
 from server.engine import ModelInfo
 from server.errors import APIError, bad_request
 from server.protocol import ChatCompletionRequest, CompletionRequest, _SamplingFields
-from server.reasoning import ChoiceSplitter
+from server.reasoning import ChoiceSplitter, Delta
 from server.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -82,6 +82,20 @@ class ChoiceResult:
     tokens: int = 0
     finish_reason: str | None = None
     budget: dict | None = None  # the budget object, once finished
+    sent: list[int] = field(default_factory=lambda: [0, 0])  # reasoning, content chars out
+
+    def release(self, stops: list[str], final: bool) -> Delta:
+        """The text that can be sent now when stop strings are set.
+
+        The engine recognises a stop string only once its last token arrives, so text
+        that may be the start of one is held back until it is known not to be (or, at
+        the end, until the stop was cut off): streamed text equals the full response."""
+        out = []
+        for i, text in enumerate((self.splitter.reasoning_text, self.splitter.content_text)):
+            end = len(text) if final else len(text) - _stop_prefix_len(text, stops)
+            out.append(text[self.sent[i]:end] if end > self.sent[i] else "")
+            self.sent[i] = max(self.sent[i], end)
+        return Delta(out[0], out[1])
 
 
 @dataclass
@@ -366,6 +380,8 @@ class Serving:
                     if isinstance(comp.stop_reason, str):
                         delta = _trim_stop(choice.splitter, delta, comp.stop_reason)
                     budget = choice.budget = choice.splitter.budget_details()
+                if prepared.stop:
+                    delta = choice.release(prepared.stop, finish is not None)
                 if delta.reasoning or delta.content or finish:
                     yield ChoiceEvent(index, delta.reasoning, delta.content, finish, budget)
             # vLLM hands over queued output without suspending, so a request with a
@@ -381,6 +397,17 @@ class Serving:
             await self.engine.abort(ids)
         except Exception:  # the engine may be gone already; nothing left to free
             logger.debug("abort of %s failed", request_id, exc_info=True)
+
+
+def _stop_prefix_len(text: str, stops: list[str]) -> int:
+    """Length of the longest end of ``text`` that begins some stop string."""
+    best = 0
+    for stop in stops:
+        for k in range(min(len(stop) - 1, len(text)), best, -1):
+            if text.endswith(stop[:k]):
+                best = k
+                break
+    return best
 
 
 def _trim_stop(splitter: ChoiceSplitter, delta: Any, stop: str) -> Any:
@@ -408,22 +435,25 @@ async def watch_disconnect(is_disconnected: Any, task: asyncio.Task) -> None:
 
 
 def record_choice_metrics(state: RunState) -> None:
-    """Per-choice histograms and budget counters; called once per request, at its end.
-
-    The budget counters come from each choice's :class:`~server.budget.BudgetState`,
-    which replayed exactly the token ids the engine returned, so ``hit_max`` and
-    ``continuations`` are what the logits processor did, counted once however many
-    tensor-parallel ranks ran it. A request re-added after preemption is still one
-    choice here, so nothing counts twice.
-    """
+    """Per-choice histograms and budget counters; called once per request, at its end."""
     for choice in state.choices.values():
-        metrics.THINKING_TOKENS.observe(choice.splitter.reasoning_tokens)
-        sp = choice.splitter
-        answer = sp.state.answer if sp.state is not None else choice.tokens
-        metrics.ANSWER_TOKENS.observe(answer)
-        if sp.state is not None and sp.state.spec.active:
-            metrics.BUDGETED_REQUESTS.inc()
-            if sp.state.hit_max:
-                metrics.FORCED_ENDS.inc()
-            if sp.state.continuations:
-                metrics.FORCED_CONTINUATIONS.inc(sp.state.continuations)
+        record_choice(choice.splitter.state, choice.tokens)
+
+
+def record_choice(state: BudgetState | None, tokens: int) -> None:
+    """One finished choice's histograms and budget counters (``state``: its replayed
+    budget state machine, None without a thinking format; ``tokens``: all it generated).
+
+    The state machine replayed exactly the token ids the engine returned, so
+    ``hit_max`` and ``continuations`` are what the logits processor did, counted once
+    however many tensor-parallel ranks ran it. A request re-added after preemption is
+    still one choice here, so nothing counts twice.
+    """
+    metrics.THINKING_TOKENS.observe(state.thinking if state is not None else 0)
+    metrics.ANSWER_TOKENS.observe(state.answer if state is not None else tokens)
+    if state is not None and state.spec.active:
+        metrics.BUDGETED_REQUESTS.inc()
+        if state.hit_max:
+            metrics.FORCED_ENDS.inc()
+        if state.continuations:
+            metrics.FORCED_CONTINUATIONS.inc(state.continuations)

@@ -6,16 +6,15 @@ Responses and Anthropic Messages serving classes and routers, and tokenization.
 They run on the same ``AsyncLLM`` as our native path. Only what s1-serve adds is
 here:
 
-* a budget request (:class:`BudgetRequest`), read from the body by
-  :func:`budget_dependency` (``thinking_min``/``thinking_max`` and aliases,
-  ``reasoning_effort``/``reasoning.effort``, Anthropic ``thinking.budget_tokens``)
-  and carried to the engine call in a context variable;
+* the budget (:mod:`server.budget_request`), read from the body on every surface and
+  carried to the engine call in a context variable (:mod:`server.delegated` reads it
+  and adds accounting, ``budget`` objects, metrics and the deadline);
 * a hook on ``engine.generate`` (:func:`install_hook`) that turns it into the
-  processor's ``SamplingParams.extra_args`` with a decision seed, applies the
-  answer reserve to ``max_tokens`` and holds an admission ticket while it runs.
-  The prompt's token ids are known there, so whether the prompt opens the
-  thinking block is exact. Constrained answers (structured outputs, named or
-  required tool calls) get no forced answer prefix, so the grammar is not broken;
+  processor's ``SamplingParams.extra_args`` with a decision seed per choice and
+  applies the answer reserve to ``max_tokens``. The prompt's token ids are known
+  there, so whether the prompt opens the thinking block is exact. Constrained
+  answers (structured outputs, named or required tool calls) get no forced answer
+  prefix, so the grammar is not broken;
 * a chat template that opens the thinking block for formats whose template does
   not (as the native path does), and vLLM's reasoning parser ``s1``
   (:mod:`server.s1_parser`) so that reasoning is split and counted exactly.
@@ -23,45 +22,23 @@ here:
 
 from __future__ import annotations
 
-import contextvars
+import copy
 import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
-from fastapi import Request
-from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import ValidationError
-
-from server import fanout
-from server.errors import APIError, bad_request
+from server import fanout, field_policy
+from server.budget import BudgetSpec
+from server.budget_request import BUDGET, BudgetRequest
+from server.delegated import BudgetRejected, track
+from server.errors import APIError
 from server.formats import render_generation_prompt
-from server.protocol import BudgetFields
-from server.serving import Serving, Ticket
+from server.serving import Serving
 from server.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-# reasoning effort -> thinking_max; clipped to half the room left in the context.
-EFFORT_BUDGETS = {"none": 0, "minimal": 0, "low": 256, "medium": 1024, "high": 4096,
-                  "xhigh": 8192, "max": 16384}
-BUDGET_KEYS = set(BudgetFields.model_fields)
-
-
-@dataclasses.dataclass
-class BudgetRequest:
-    thinking_min: int | None
-    thinking_max: int | None
-    thinking_continuation: str | None
-    max_tokens: int | None  # what the client asked for (None: the server chooses)
-    soft_max: bool = False  # from an effort level: clipped to the context, never a 400
-    n: int = 1
-
-
-BUDGET: contextvars.ContextVar[BudgetRequest | None] = contextvars.ContextVar("s1_budget",
-                                                                              default=None)
-
 
 # ------------------------------------------------------------------- set-up
 def chat_template(settings: Settings, tokenizer: Any, fmt: Any) -> str | None:
@@ -117,64 +94,6 @@ async def init(state: Any, engine: Any, serving: Serving, settings: Settings) ->
 
 
 # --------------------------------------------------------------- the budget
-def budget_from_body(body: dict, settings: Settings) -> BudgetRequest:
-    try:
-        fields = BudgetFields.model_validate({k: body[k] for k in BUDGET_KEYS if k in body})
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        param = str(err["loc"][0]) if err.get("loc") else None
-        raise bad_request(f"{param}: {err['msg']}", param) from None
-    hi, soft = fields.thinking_max, False
-    effort = body.get("reasoning_effort")
-    reasoning = body.get("reasoning")
-    if isinstance(reasoning, dict) and reasoning.get("effort"):
-        effort = reasoning["effort"]
-    thinking = body.get("thinking")
-    if hi is None and isinstance(thinking, dict):
-        if thinking.get("type") == "enabled" and isinstance(thinking.get("budget_tokens"), int):
-            hi = thinking["budget_tokens"]
-        elif thinking.get("type") == "disabled":
-            hi = 0
-    if hi is None and effort is not None:
-        if effort not in EFFORT_BUDGETS:
-            raise bad_request(f"unknown reasoning effort {effort!r}; one of "
-                              f"{', '.join(EFFORT_BUDGETS)}", "reasoning_effort")
-        hi, soft = EFFORT_BUDGETS[effort], True
-    user_max = next((body[k] for k in ("max_completion_tokens", "max_tokens",
-                                       "max_output_tokens") if body.get(k) is not None), None)
-    n = body.get("n") if isinstance(body.get("n"), int) else 1
-    return BudgetRequest(fields.thinking_min, hi, fields.thinking_continuation,
-                         user_max if isinstance(user_max, int) else None, soft, max(1, n))
-
-
-def _serving(request: Request) -> Serving:
-    from server.routes import get_serving
-
-    return get_serving(request)
-
-
-async def budget_dependency(request: Request) -> None:
-    """For vLLM's routers: 503 while loading, the budget, admission (429)."""
-    request.state.vllm_served = True
-    serving = _serving(request)
-    try:
-        body = await request.json()
-    except ValueError:
-        return  # vLLM's router answers the malformed body
-    if not isinstance(body, dict):
-        return
-    tokens = body.get("tokens")
-    if request.url.path == "/detokenize" and isinstance(tokens, list):
-        # vLLM's tokenizer call raises OverflowError (a 500) on ids past 2**32.
-        size = serving.model.vocab_size
-        if any(not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < size
-               for t in tokens):
-            raise bad_request(f"tokens must be token ids in [0, {size})", "tokens")
-    budget = budget_from_body(body, serving.settings)
-    serving.admit(budget.n).release()  # the 429 check; the hook holds the real ticket
-    BUDGET.set(budget)
-
-
 def _prompt_opens(ft: Any, ids: list[int]) -> bool:
     from server.s1_parser import _last
 
@@ -184,23 +103,17 @@ def _prompt_opens(ft: Any, ids: list[int]) -> bool:
     return start >= 0 and start > _last(ids, ft.end_ids)
 
 
-class BudgetRejected(ValueError):
-    """A budget that does not fit this request, found once vLLM rendered the prompt.
+def apply_budget(serving: Serving, req: BudgetRequest, prompt: Any,
+                 params: Any) -> BudgetSpec | None:
+    """Budget -> ``params.extra_args``; the answer reserve -> ``params.max_tokens``.
 
-    A ValueError, so vLLM's serving classes answer it as a bad request where they catch
-    one; :func:`delegate` turns it into our 400 where they let it through."""
-
-    def __init__(self, error: APIError) -> None:
-        super().__init__(error.message)
-        self.error = error
-
-
-def apply_budget(serving: Serving, req: BudgetRequest, prompt: Any, params: Any) -> None:
-    """Budget -> ``params.extra_args``; the answer reserve -> ``params.max_tokens``."""
+    Returns the budget spec (active or not; None without a thinking format)."""
     from vllm.renderers.inputs.preprocess import extract_prompt_components
 
     from server.logits_processor import budget_extra_args
 
+    if req.seed is not None and params.seed is None:
+        params.seed = req.seed  # our extension on surfaces without a seed field
     ft = serving.model.format_tokens
     lo, hi = serving._budget(SimpleNamespace(thinking_min=req.thinking_min,
                                              thinking_max=req.thinking_max))
@@ -210,7 +123,7 @@ def apply_budget(serving: Serving, req: BudgetRequest, prompt: Any, params: Any)
                 400, "this model has no thinking format, so thinking_min/thinking_max "
                 "cannot be enforced; start the server with --thinking-format",
                 "thinking_max" if hi is not None else "thinking_min"))
-        return
+        return None
     ids = list(extract_prompt_components(serving.engine.model_config, prompt).token_ids or [])
     room = serving.model.max_model_len - len(ids)
     if req.soft_max and hi is not None:
@@ -232,10 +145,17 @@ def apply_budget(serving: Serving, req: BudgetRequest, prompt: Any, params: Any)
     if spec.active:
         seed = params.seed if params.seed is not None else fanout.fresh_seed()
         params.extra_args = {**(params.extra_args or {}), **budget_extra_args(spec, seed)}
+    req.spec = spec  # for the reasoning parser's count (server.s1_parser)
+    return spec
 
 
 def install_hook(engine: Any, serving: Serving) -> None:
-    """Wrap ``engine.generate``: requests from vLLM's serving layer get the budget."""
+    """Wrap ``engine.generate``: requests from vLLM's serving layer get the budget,
+    their own decision seed per choice, accounting and the deadline."""
+    from vllm.sampling_params import RequestOutputKind
+
+    from server.logits_processor import budget_extra_args
+
     original = engine.generate
 
     def generate(prompt: Any, sampling_params: Any, request_id: str, *args: Any,
@@ -243,82 +163,41 @@ def install_hook(engine: Any, serving: Serving) -> None:
         req = BUDGET.get()
         if req is None:  # the native path, or a request without a budget dependency
             return original(prompt, sampling_params, request_id, *args, **kwargs)
-        apply_budget(serving, req, prompt, sampling_params)
-        ticket = Ticket(serving, sampling_params.n)
-        return _held(original(prompt, sampling_params, request_id, *args, **kwargs), ticket)
+        spec = apply_budget(serving, req, prompt, sampling_params)
+        n = sampling_params.n
+        if fanout.needs_fanout(spec is not None and spec.active, sampling_params.seed, n):
+            children = []
+            for i in range(n):
+                child = copy.copy(sampling_params)
+                child.n = 1
+                child.extra_args = {**sampling_params.extra_args,
+                                    **budget_extra_args(spec, fanout.fresh_seed())}
+                children.append(original(prompt, child, fanout.child_id(request_id, i),
+                                         *args, **kwargs))
+            stream = fanout.as_one(children, sampling_params.output_kind
+                                   == RequestOutputKind.FINAL_ONLY)
+        else:
+            stream = original(prompt, sampling_params, request_id, *args, **kwargs)
+        delta = sampling_params.output_kind == RequestOutputKind.DELTA
+        return track(stream, req, spec, n, serving, delta)
 
     engine.generate = generate
 
 
-async def _held(stream: AsyncIterator[Any], ticket: Ticket) -> AsyncIterator[Any]:
-    try:
-        async for item in stream:
-            yield item
-    finally:
-        ticket.release()
-        await stream.aclose()
-
-
-# ---------------------------------------------- chat and completions, delegated
-def vllm_response(result: Any) -> Any:
-    """A vLLM serving result (error, response object or SSE generator) as HTTP."""
-    from vllm.entrypoints.serve.engine.protocol import ErrorResponse
-
-    if isinstance(result, ErrorResponse):
-        return JSONResponse(result.model_dump(), status_code=result.error.code)
-    if hasattr(result, "model_dump"):
-        return JSONResponse(result.model_dump())
-    return StreamingResponse(result, media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache"})
-
-
-async def delegate(request: Request, kind: str) -> Any:
-    """Serve a chat or completions request with vLLM's serving class, budgeted."""
-    from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
-    from vllm.entrypoints.openai.completion.protocol import CompletionRequest
-
-    request.state.vllm_served = True
-    await budget_dependency(request)
-    body = await request.json()
-    clean = {k: v for k, v in body.items() if k not in BUDGET_KEYS}
-    model = ChatCompletionRequest if kind == "chat" else CompletionRequest
-    try:
-        vreq = model.model_validate(clean)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = [str(p) for p in err.get("loc", ())]
-        raise bad_request(f"{'.'.join(loc) or 'body'}: {err['msg']}",
-                          loc[0] if loc else None) from None
-    state = request.app.state
-    try:
-        if kind == "chat":
-            result = await state.openai_serving_chat.create_chat_completion(vreq, request)
-        else:
-            result = await state.openai_serving_completion.create_completion(vreq, request)
-    except BudgetRejected as exc:
-        raise exc.error from None
-    return vllm_response(result)
-
-
-# Fields that only vLLM's serving classes honour: a request using one is delegated.
-def _fields(model: Any) -> frozenset[str]:
-    names = set(model.model_fields)
-    names.update(f.alias for f in model.model_fields.values() if f.alias)
-    return frozenset(names)
-
-
 def needs_vllm(kind: str, body: Any) -> bool:
-    """True when the request uses a field our native path does not implement."""
+    """True when the request uses a field our native path does not implement (vLLM's
+    serving class does); a 400 for a field neither honours (:mod:`server.field_policy`)."""
     from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
     from vllm.entrypoints.openai.completion.protocol import CompletionRequest
 
-    extra = set((body.model_extra or {}).keys())
+    extra = body.model_extra or {}
+    known = field_policy.declared(ChatCompletionRequest if kind == "chat"
+                                  else CompletionRequest)
+    field_policy.check(f"/v1/{'chat/' if kind == 'chat' else ''}completions",
+                       {**extra, "n": body.n}, known)
     if kind == "chat":
-        known = _fields(ChatCompletionRequest)
         for m in body.messages:
             if m.model_extra or m.role == "tool" or (
                     isinstance(m.content, list) and any(p.type != "text" for p in m.content)):
                 return True
-    else:
-        known = _fields(CompletionRequest)
-    return bool(extra & known)
+    return bool(extra.keys() & known)

@@ -5,6 +5,8 @@ enable_thinking=False. One real server (tiny s1 model) for the module; official 
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -104,19 +106,22 @@ def test_responses_with_budget(api_server, oai):
     assert events[0] == "response.created" and events[-1] == "response.completed"
 
 
-@pytest.mark.xfail(reason="vLLM's Anthropic path returns no thinking block for the s1 "
-                   "parser yet (see the report)", strict=False)
 def test_anthropic_messages_with_thinking(api_server):
     anthropic = pytest.importorskip("anthropic")
     client = anthropic.Anthropic(base_url=api_server.base_url, api_key=API_KEY, max_retries=0)
+    # A seed (our extension on this surface): the random model's greedy thinking is bare
+    # newlines, which the reasoning parser strips, so it samples; both calls alike.
     kw = dict(model=API_MODEL, max_tokens=40, messages=MSG,
-              extra_body={"thinking_max": 4, "temperature": 0})
+              extra_body={"thinking_max": 4, "thinking_min": 4, "seed": 3, "temperature": 1})
     m = client.messages.create(**kw)
     kinds = [b.type for b in m.content]
-    assert "thinking" in kinds and "text" in kinds, kinds
+    assert kinds == ["thinking", "text"], kinds
+    assert m.content[1].text.startswith("Final Answer:")
     with client.messages.stream(**kw) as s:
         final = s.get_final_message()
     assert [b.type for b in final.content] == kinds
+    assert [b.thinking for b in final.content[:1]] == [m.content[0].thinking]
+    assert final.content[1].text == m.content[1].text
 
 
 def test_anthropic_budget_tokens_maps_to_thinking_max(api_server):
@@ -125,3 +130,123 @@ def test_anthropic_budget_tokens_maps_to_thinking_max(api_server):
         "thinking": {"type": "enabled", "budget_tokens": 1024}})
     # 1024 thinking tokens + an answer do not fit the 1024-token context: our 400.
     assert r.status_code == 400, r.text
+
+
+# ------------------------------------------------- what s1-serve adds, on vLLM's path
+def tokens(server, text):
+    return post(server, "/tokenize", {"model": API_MODEL, "prompt": text,
+                                      "add_special_tokens": False}).json()["tokens"]
+
+
+def test_budget_objects_on_the_delegated_path_match_the_token_ids(api_server):
+    """logprobs sends the request through vLLM's serving class; the budget object, usage
+    and the raw token ids (vLLM's return_token_ids) must tell the same story."""
+    end = tokens(api_server, "<|im_start|>answer")
+    nl = tokens(api_server, "\n")
+    body = {"model": API_MODEL, "messages": MSG, "max_tokens": 24, "temperature": 1,
+            "seed": 11, "n": 2, "logprobs": True, "return_token_ids": True,
+            "thinking_min": 5, "thinking_max": 5}
+    r = post(api_server, "/v1/chat/completions", body)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    total = 0
+    for c in out["choices"]:
+        b, ids = c["budget"], c["token_ids"]
+        assert b["thinking_tokens"] == 5 and b["hit_max"] and b["end"] == "cut"
+        # From the raw ids: five thinking tokens, maybe the forced newline, the delimiter.
+        at = 6 if ids[5:6] == nl and ids[6:6 + len(end)] == end else 5
+        assert ids[at:at + len(end)] == end, ids
+        assert end[0] not in ids[:5]
+        assert b["cut"]["output_index"] == 5
+        total += b["thinking_tokens"]
+    assert out["usage"]["completion_tokens_details"]["reasoning_tokens"] == total
+
+    finals = {}
+    with httpx.stream("POST", api_server.base_url + "/v1/chat/completions", headers=AUTH,
+                      json={**body, "stream": True}, timeout=120) as s:
+        for line in s.iter_lines():
+            if line.startswith("data: {"):
+                for c in json.loads(line[6:]).get("choices", []):
+                    if c.get("finish_reason"):
+                        finals[c["index"]] = c.get("budget")
+    assert sorted(finals) == [0, 1]
+    assert all(b["thinking_tokens"] == 5 and b["hit_max"] for b in finals.values())
+
+
+def metric(server, name):
+    text = httpx.get(server.base_url + "/metrics", timeout=10).text
+    return sum(float(line.split()[-1]) for line in text.splitlines()
+               if line.startswith(name + " ") or line.startswith(name + "{"))
+
+
+def test_budget_metrics_count_delegated_choices_once(api_server):
+    before = metric(api_server, "s1_forced_ends_total")
+    r = post(api_server, "/v1/completions", {
+        "model": API_MODEL, "prompt": "<|im_start|>think\n", "max_tokens": 12, "n": 3,
+        "temperature": 1, "logprobs": 1, "thinking_max": 2})
+    assert r.status_code == 200, r.text
+    assert all(c["budget"]["hit_max"] for c in r.json()["choices"])
+    assert metric(api_server, "s1_forced_ends_total") - before == 3
+
+
+@pytest.mark.parametrize(("path", "extra", "param"), [
+    ("/v1/chat/completions", {"audio": {"voice": "alloy", "format": "wav"}}, "audio"),
+    ("/v1/chat/completions", {"modalities": ["text", "audio"]}, "modalities"),
+    ("/v1/chat/completions", {"functions": [{"name": "f"}]}, "functions"),
+    ("/v1/completions", {"best_of": 3}, "best_of"),
+    ("/v1/messages", {"n": 2}, "n"),
+    ("/v1/messages", {"frequency_penalty": 0.5}, "frequency_penalty"),
+    ("/v1/responses", {"logprobs": True}, "logprobs"),
+])
+def test_fields_that_would_change_the_output_are_refused(api_server, path, extra, param):
+    body = {"model": API_MODEL, "max_tokens": 4}
+    if path == "/v1/completions":
+        body["prompt"] = "abc"
+    elif path == "/v1/responses":
+        body = {"model": API_MODEL, "input": "abc", "max_output_tokens": 4}
+    else:
+        body["messages"] = MSG
+    r = post(api_server, path, {**body, **extra})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == param and param in err["message"]
+
+
+def test_fields_that_change_nothing_are_accepted(api_server):
+    r = post(api_server, "/v1/chat/completions", {
+        "model": API_MODEL, "messages": MSG, "max_tokens": 3, "user": "u1", "store": False,
+        "metadata": {"k": "v"}, "modalities": ["text"], "some_future_flag": 1})
+    assert r.status_code == 200, r.text
+    r = post(api_server, "/v1/completions", {"model": API_MODEL, "prompt": "a", "n": 2,
+                                            "best_of": 2, "max_tokens": 3, "temperature": 1})
+    assert r.status_code == 200, r.text
+
+
+def _stream_text(server, path, body, key):
+    text = ""
+    with httpx.stream("POST", server.base_url + path, headers=AUTH, json={**body, "stream": True},
+                      timeout=120) as s:
+        for line in s.iter_lines():
+            if line.startswith("data: {"):
+                for c in json.loads(line[6:]).get("choices", []):
+                    text += key(c) or ""
+    return text
+
+
+@pytest.mark.parametrize("seed", [7, 8])
+def test_a_multi_token_stop_string_is_never_streamed_in_part(api_server, seed):
+    """The stop string is three tokens of what the model writes: the streamed text must
+    equal the non-streamed text, which vLLM cut before the stop."""
+    body = {"model": API_MODEL, "prompt": "The letters", "max_tokens": 30, "temperature": 1,
+            "seed": seed}
+    full = post(api_server, "/v1/completions", body).json()["choices"][0]["text"]
+    ids = tokens(api_server, full)
+    pieces = [post(api_server, "/detokenize", {"model": API_MODEL, "tokens": [t]}).json()
+              ["prompt"] for t in ids]
+    i = next(i for i in range(1, len(pieces) - 3)
+             if all(p.isascii() and p.strip() for p in pieces[i:i + 3]))
+    stop = "".join(pieces[i:i + 3])[1:]
+    body["stop"] = [stop]
+    cut = post(api_server, "/v1/completions", body).json()["choices"][0]["text"]
+    assert stop not in cut and full.startswith(cut) and len(cut) < len(full)
+    assert _stream_text(api_server, "/v1/completions", body, lambda c: c.get("text")) == cut

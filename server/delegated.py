@@ -1,0 +1,222 @@
+"""Requests served by vLLM's serving classes, with what s1-serve adds around them.
+
+vLLM's chat, completions, Responses and Anthropic Messages classes build the
+response; this module supplies the rest, as the native path does:
+
+* :func:`budget_dependency` (on vLLM's routers) and :func:`delegate` (chat and
+  completions that use a vLLM-only field): 503 while loading, the field policy
+  (:mod:`server.field_policy`), the budget (:mod:`server.budget_request`), the 429
+  admission check;
+* :func:`track`, around the engine stream of each such request: exact accounting
+  replayed from the token ids (each choice's ``budget`` object, the budget metrics,
+  time to first token, latency), the request deadline (504), the admission ticket;
+* the ``budget`` objects put into chat and completions responses, streamed (the
+  final chunk of each choice) and not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ValidationError
+
+from server import field_policy, metrics
+from server.budget import BudgetSpec, BudgetState
+from server.budget_request import BUDGET, BUDGET_KEYS, BudgetRequest, budget_from_body
+from server.errors import APIError, bad_request
+from server.interventions import from_ids
+from server.serving import Serving, Ticket, record_choice
+
+# vLLM's request model of each generation route it serves for us.
+_SURFACES = {"/v1/responses": ("openai.responses.protocol", "ResponsesRequest"),
+             "/v1/messages": ("anthropic.protocol", "AnthropicMessagesRequest")}
+
+
+def _serving(request: Request) -> Serving:
+    from server.routes import get_serving
+
+    return get_serving(request)
+
+
+def _model(module: str, name: str) -> type:
+    import importlib
+
+    return getattr(importlib.import_module("vllm.entrypoints." + module), name)
+
+
+async def budget_dependency(request: Request) -> BudgetRequest | None:
+    """For vLLM's routers: 503 while loading, fields, the budget, admission (429)."""
+    request.state.vllm_served = True
+    serving = _serving(request)
+    try:
+        body = await request.json()
+    except ValueError:
+        return None  # vLLM's router answers the malformed body
+    if not isinstance(body, dict):
+        return None
+    path = request.url.path
+    tokens = body.get("tokens")
+    if path == "/detokenize" and isinstance(tokens, list):
+        # vLLM's tokenizer call raises OverflowError (a 500) on ids past 2**32.
+        size = serving.model.vocab_size
+        if any(not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < size
+               for t in tokens):
+            raise bad_request(f"tokens must be token ids in [0, {size})", "tokens")
+    if path in _SURFACES:
+        known = field_policy.declared(_model(*_SURFACES[path]))
+        field_policy.check(path, body, known | {"reasoning_effort"})
+    budget = budget_from_body(body)
+    serving.admit(budget.n).release()  # the 429 check; the engine hook holds the real ticket
+    BUDGET.set(budget)
+    return budget
+
+
+async def delegate(request: Request, kind: str) -> Any:
+    """Serve a chat or completions request with vLLM's serving class, budgeted."""
+    from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+    from vllm.entrypoints.openai.completion.protocol import CompletionRequest
+    from vllm.exceptions import GracefulHTTPError
+
+    model = ChatCompletionRequest if kind == "chat" else CompletionRequest
+    budget = await budget_dependency(request)
+    body = await request.json()
+    field_policy.check(request.url.path, body, field_policy.declared(model))
+    clean = {k: v for k, v in body.items() if k not in BUDGET_KEYS}
+    try:
+        vreq = model.model_validate(clean)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = [str(p) for p in err.get("loc", ())]
+        raise bad_request(f"{'.'.join(loc) or 'body'}: {err['msg']}",
+                          loc[0] if loc else None) from None
+    state = request.app.state
+    try:
+        if kind == "chat":
+            result = await state.openai_serving_chat.create_chat_completion(vreq, request)
+        else:
+            result = await state.openai_serving_completion.create_completion(vreq, request)
+    except GracefulHTTPError as exc:  # the deadline, from track()
+        raise APIError(int(exc.http_status), exc.message) from None
+    except BudgetRejected as exc:
+        raise exc.error from None
+    return vllm_response(result, budget)
+
+
+class BudgetRejected(ValueError):
+    """A budget that does not fit this request, found once vLLM rendered the prompt.
+
+    A ValueError, so vLLM's serving classes answer it as a bad request where they catch
+    one; :func:`delegate` turns it into our 400 where they let it through."""
+
+    def __init__(self, error: APIError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+# ------------------------------------------------------------ the way back
+def vllm_response(result: Any, budget: BudgetRequest | None) -> Any:
+    """A vLLM serving result (error, response object or SSE generator) as HTTP, with
+    each choice's ``budget`` object added."""
+    from vllm.entrypoints.serve.engine.protocol import ErrorResponse
+
+    if isinstance(result, ErrorResponse):
+        return JSONResponse(result.model_dump(), status_code=result.error.code)
+    if hasattr(result, "model_dump"):
+        body = result.model_dump()
+        if budget is not None and budget.budgets:
+            for choice in body.get("choices") or ():
+                choice["budget"] = budget.budgets.get(choice.get("index"))
+        return JSONResponse(body)
+    return StreamingResponse(_with_budgets(result, budget), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache"})
+
+
+async def _with_budgets(events: AsyncIterator[str], budget: BudgetRequest | None
+                        ) -> AsyncIterator[str]:
+    """vLLM's SSE events; a choice's final chunk gains its ``budget`` object."""
+    try:
+        async for event in events:
+            if budget is not None and budget.budgets and '"finish_reason":"' in event:
+                event = _add_budgets(event, budget.budgets)
+            yield event
+    finally:
+        await events.aclose()  # on disconnect too: vLLM's generator aborts the request
+
+
+def _add_budgets(event: str, budgets: dict[int, dict]) -> str:
+    if not event.startswith("data: "):
+        return event
+    try:
+        chunk = json.loads(event[6:])
+    except ValueError:
+        return event
+    for choice in chunk.get("choices") or ():
+        if choice.get("finish_reason") and choice.get("index") in budgets:
+            choice["budget"] = budgets[choice["index"]]
+    return "data: " + json.dumps(chunk, ensure_ascii=False, separators=(",", ":")) + "\n\n"
+
+
+async def track(stream: AsyncIterator[Any], req: BudgetRequest, spec: BudgetSpec | None,
+                n: int, serving: Serving, delta: bool) -> AsyncIterator[Any]:
+    """The engine stream of one delegated request of ``n`` choices, accounted, under the
+    deadline, holding an admission ticket while it runs.
+
+    ``delta``: outputs carry new token ids only (streaming); otherwise all of them.
+    """
+    from vllm.exceptions import GracefulHTTPError
+
+    ticket = Ticket(serving, n)
+    started = time.perf_counter()
+    first_at: float | None = None
+    ids: dict[int, list[int]] = {}
+    states: dict[int, BudgetState | None] = {}
+    timeout = serving.settings.request_timeout_s
+    deadline = asyncio.get_running_loop().time() + timeout if timeout else None
+    try:
+        while True:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    output = await anext(stream)
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                req.timed_out = True
+                raise GracefulHTTPError(
+                    f"the request ran past its {timeout:g} s deadline and was aborted; ask "
+                    "for fewer tokens or raise the server's --request-timeout-s",
+                    HTTPStatus.GATEWAY_TIMEOUT) from None
+            for comp in output.outputs:
+                got = ids.setdefault(comp.index, [])
+                if delta:
+                    got.extend(comp.token_ids)
+                else:
+                    got[:] = comp.token_ids
+                if got and first_at is None:
+                    first_at = time.perf_counter()
+                if comp.finish_reason is not None and comp.index not in states:
+                    states[comp.index] = _account(req, spec, comp.index, got, serving)
+            yield output
+    finally:
+        ticket.release()
+        await stream.aclose()  # aborts the engine request if it is still running
+        if first_at is not None:
+            metrics.TTFT.observe(first_at - started)
+        metrics.LATENCY.observe(time.perf_counter() - started)
+        for index, state in states.items():
+            record_choice(state, len(ids[index]))
+
+
+def _account(req: BudgetRequest, spec: BudgetSpec | None, index: int, ids: list[int],
+             serving: Serving) -> BudgetState | None:
+    if spec is None:
+        return None
+    state, details = from_ids(spec, ids, serving.model.tokenizer)
+    req.budgets[index] = details
+    return state

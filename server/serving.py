@@ -181,8 +181,19 @@ class Serving:
         return self.model.tokenizer.decode(prompt), list(prompt)
 
     # ------------------------------------------------------------------ budget
-    def _budget(self, req: _SamplingFields) -> tuple[int | None, int | None]:
+    def _budget(self, req: _SamplingFields, closed: bool = False
+                ) -> tuple[int | None, int | None]:
+        """The request's budget with the server's defaults; ``closed``: the prompt ends
+        after a closed thinking block, so there is no thinking to budget."""
         lo, hi = req.thinking_min, req.thinking_max
+        if closed:
+            if lo is not None or hi:
+                raise bad_request(
+                    "the chat template closed the thinking block (e.g. chat_template_kwargs "
+                    "enable_thinking=false), so there is no thinking to budget; drop "
+                    "thinking_min/thinking_max or let the model think",
+                    "thinking_min" if lo is not None else "thinking_max")
+            return None, None
         d_lo, d_hi = self.settings.default_thinking_min, self.settings.default_thinking_max
         if lo is None and d_lo is not None:
             lo = d_lo if hi is None else min(d_lo, hi)
@@ -219,8 +230,9 @@ class Serving:
         if unknown:
             logger.debug("ignoring unknown request fields: %s", ", ".join(unknown))
 
-        lo, hi = self._budget(req)
         ft = self.model.format_tokens
+        lo, hi = self._budget(req, closed=ft is not None and prompt_text is not None
+                              and ft.prompt_closes(prompt_text))
         if (lo is not None or hi is not None) and ft is None:
             raise bad_request("this model has no thinking format, so thinking_min/thinking_max "
                               "cannot be enforced; start the server with --thinking-format "

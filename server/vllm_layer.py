@@ -103,6 +103,15 @@ def _prompt_opens(ft: Any, ids: list[int]) -> bool:
     return start >= 0 and start > _last(ids, ft.end_ids)
 
 
+def _prompt_closes(ft: Any, ids: list[int], tokenizer: Any) -> bool:
+    """The prompt ends right after a closed thinking block (see FormatTokens)."""
+    from server.s1_parser import _last
+
+    end = _last(ids, ft.end_ids)
+    return end >= 0 and end > _last(ids, ft.start_ids) and not tokenizer.decode(
+        ids[end:]).strip()
+
+
 def apply_budget(serving: Serving, req: BudgetRequest, prompt: Any,
                  params: Any) -> BudgetSpec | None:
     """Budget -> ``params.extra_args``; the answer reserve -> ``params.max_tokens``.
@@ -115,8 +124,14 @@ def apply_budget(serving: Serving, req: BudgetRequest, prompt: Any,
     if req.seed is not None and params.seed is None:
         params.seed = req.seed  # our extension on surfaces without a seed field
     ft = serving.model.format_tokens
-    lo, hi = serving._budget(SimpleNamespace(thinking_min=req.thinking_min,
-                                             thinking_max=req.thinking_max))
+    ids = list(extract_prompt_components(serving.engine.model_config, prompt).token_ids or [])
+    closed = ft is not None and _prompt_closes(ft, ids, serving.model.tokenizer)
+    try:
+        lo, hi = serving._budget(SimpleNamespace(thinking_min=req.thinking_min,
+                                                 thinking_max=None if closed and req.soft_max
+                                                 else req.thinking_max), closed)
+    except APIError as exc:
+        raise BudgetRejected(exc) from None
     if ft is None:
         if (lo is not None or hi is not None) and not req.soft_max:
             raise BudgetRejected(APIError(
@@ -124,7 +139,6 @@ def apply_budget(serving: Serving, req: BudgetRequest, prompt: Any,
                 "cannot be enforced; start the server with --thinking-format",
                 "thinking_max" if hi is not None else "thinking_min"))
         return None
-    ids = list(extract_prompt_components(serving.engine.model_config, prompt).token_ids or [])
     room = serving.model.max_model_len - len(ids)
     if req.soft_max and hi is not None:
         hi = min(hi, max(0, room // 2))

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
 import time
+import traceback
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -128,6 +130,19 @@ def create_app(settings: Settings) -> FastAPI:
 
     for raw in (ValueError, TypeError, OverflowError):
         app.add_exception_handler(raw, _raw_error)
+
+    @app.exception_handler(AssertionError)
+    async def _vllm_parser_assert(request: Request, exc: AssertionError) -> JSONResponse:
+        # vLLM 0.32's message parser asserts on content parts of a shape it does not know
+        # (e.g. a file part inside a Responses function_call_output): bad input, not a bug
+        # of ours. Anywhere else an assertion is a bug: 500.
+        frames = traceback.extract_tb(exc.__traceback__)
+        if getattr(request.state, "vllm_served", False) and frames and \
+                frames[-1].filename.endswith(os.path.join("renderers", "chat_utils.py")):
+            rid = getattr(request.state, "request_id", None)
+            return APIError(400, "invalid request: a message content part has a type or "
+                            "shape this server does not accept").response(rid)
+        return await _unexpected(request, exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -280,3 +280,35 @@ def test_abort_reaches_fanned_out_choices(model):
     ids = serving.engine.aborted[-1]
     assert ids[0] == "req-9"
     assert {fanout.child_id("req-9", i) for i in range(serving.settings.max_n)} <= set(ids)
+
+
+def _outputs(index_tokens: list[list[int]]):
+    from types import SimpleNamespace
+
+    async def stream():
+        for toks in index_tokens:
+            yield SimpleNamespace(outputs=[SimpleNamespace(index=0, token_ids=toks)],
+                                  finished=False)
+            await asyncio.sleep(0)
+    return stream()
+
+
+@pytest.mark.parametrize("final_only", [False, True])
+def test_as_one_looks_like_one_request_of_n_choices(final_only):
+    """vLLM's serving classes read n > 1 as completions tagged 0..n-1 (streaming), or one
+    final output holding all n in index order (non-streaming)."""
+    async def main() -> list:
+        streams = [_outputs([[1], [2]]), _outputs([[3]]), _outputs([[4], [5], [6]])]
+        return [out async for out in fanout.as_one(streams, final_only)]
+
+    got = asyncio.run(main())
+    if final_only:
+        assert len(got) == 1 and got[0].finished
+        assert [(c.index, c.token_ids) for c in got[0].outputs] == [(0, [2]), (1, [3]),
+                                                                     (2, [6])]
+    else:
+        seen = {}
+        for out in got:
+            for c in out.outputs:
+                seen.setdefault(c.index, []).extend(c.token_ids)
+        assert seen == {0: [1, 2], 1: [3], 2: [4, 5, 6]}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -19,9 +20,6 @@ from pydantic import ValidationError
 from server.errors import bad_request
 from server.protocol import BudgetFields
 
-# reasoning effort -> thinking_max; clipped to half the room left in the context.
-EFFORT_BUDGETS = {"none": 0, "minimal": 0, "low": 256, "medium": 1024, "high": 4096,
-                  "xhigh": 8192, "max": 16384}
 BUDGET_KEYS = frozenset(BudgetFields.model_fields)
 
 
@@ -45,8 +43,10 @@ BUDGET: contextvars.ContextVar[BudgetRequest | None] = contextvars.ContextVar("s
                                                                               default=None)
 
 
-def budget_from_body(body: dict) -> BudgetRequest:
-    """Read every budget dialect of ``body``; a 400 for values that make no sense."""
+def budget_from_body(body: dict, efforts: Mapping[str, int]) -> BudgetRequest:
+    """Read every budget dialect of ``body``; a 400 for values that make no sense.
+
+    ``efforts``: thinking_max per reasoning_effort level (the server's setting)."""
     try:
         fields = BudgetFields.model_validate({k: body[k] for k in BUDGET_KEYS if k in body})
     except ValidationError as exc:
@@ -65,10 +65,11 @@ def budget_from_body(body: dict) -> BudgetRequest:
         elif thinking.get("type") == "disabled":
             hi = 0
     if hi is None and effort is not None:
-        if effort not in EFFORT_BUDGETS:
-            raise bad_request(f"unknown reasoning effort {effort!r}; one of "
-                              f"{', '.join(EFFORT_BUDGETS)}", "reasoning_effort")
-        hi, soft = EFFORT_BUDGETS[effort], True
+        if effort not in efforts:
+            raise bad_request(f"unknown reasoning effort {effort!r}; this server knows "
+                              f"{', '.join(efforts)} (GET /v1/models lists their budgets)",
+                              "reasoning_effort")
+        hi, soft = efforts[effort], True
     user_max = next((body[k] for k in ("max_completion_tokens", "max_tokens",
                                        "max_output_tokens") if body.get(k) is not None), None)
     n = body.get("n") if isinstance(body.get("n"), int) else 1

@@ -72,7 +72,7 @@ async def budget_dependency(request: Request) -> BudgetRequest | None:
     if path in _SURFACES:
         known = field_policy.declared(_model(*_SURFACES[path]))
         field_policy.check(path, body, known | {"reasoning_effort"})
-    budget = budget_from_body(body)
+    budget = budget_from_body(body, serving.settings.reasoning_effort_budgets)
     serving.admit(budget.n).release()  # the 429 check; the engine hook holds the real ticket
     BUDGET.set(budget)
     return budget

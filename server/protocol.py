@@ -258,6 +258,8 @@ class ModelCard(BaseModel):
     root: str | None = None
     max_model_len: int | None = None
     thinking_format: str | None = None
+    # reasoning_effort level -> thinking_max (server setting; clipped to the context)
+    reasoning_effort_budgets: dict[str, int] | None = None
 
 
 class ModelList(BaseModel):

@@ -325,7 +325,9 @@ async def list_models(serving: ServingDep) -> ModelList:
     return ModelList(data=[ModelCard(id=m.name, root=serving.settings.model,
                                      max_model_len=m.max_model_len,
                                      thinking_format=m.format_tokens.fmt.name
-                                     if m.format_tokens else None)])
+                                     if m.format_tokens else None,
+                                     reasoning_effort_budgets=serving.settings.
+                                     reasoning_effort_budgets if m.format_tokens else None)])
 
 
 @router.get("/health", response_model=Health, responses={503: {"model": Health}})

@@ -19,6 +19,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from server.budget import BudgetError, check_budget_values
 
 DEMO_MODEL = Path(__file__).resolve().parent / "demo_model"
+# reasoning_effort -> thinking_max (the default of --reasoning-effort-budgets).
+EFFORT_BUDGETS = {"none": 0, "minimal": 0, "low": 256, "medium": 1024, "high": 4096,
+                  "xhigh": 8192, "max": 16384}
 
 
 class Settings(BaseSettings):
@@ -52,6 +55,11 @@ class Settings(BaseSettings):
                                              "requests that set none.")
     default_thinking_max: int | None = Field(None, ge=0, description="thinking_max for "
                                              "requests that set none.")
+    reasoning_effort_budgets: Annotated[dict[str, int], NoDecode] = Field(
+        default_factory=lambda: dict(EFFORT_BUDGETS), description="thinking_max for each "
+        "reasoning_effort level a client may send, as level=tokens pairs (default "
+        "'none=0,minimal=0,low=256,medium=1024,high=4096,xhigh=8192,max=16384'); clipped to "
+        "half the context left. Listed in GET /v1/models.")
     newline_before_forced_end: bool = Field(True, description="At thinking_max, force a "
                                             "newline before the end delimiter unless thinking "
                                             "ends with one (as the s1 evaluation does).")
@@ -139,6 +147,29 @@ class Settings(BaseSettings):
     def _split_csv(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("reasoning_effort_budgets", mode="before")
+    @classmethod
+    def _parse_efforts(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        out: dict[str, Any] = {}
+        for pair in filter(None, (p.strip() for p in value.split(","))):
+            level, sep, tokens = pair.partition("=")
+            if not sep or not level.strip() or not tokens.strip().isdigit():
+                raise ValueError(f"{pair!r} is not level=tokens (e.g. 'low=256,high=4096')")
+            out[level.strip()] = int(tokens)
+        if not out:
+            raise ValueError("give at least one level=tokens pair")
+        return out
+
+    @field_validator("reasoning_effort_budgets")
+    @classmethod
+    def _check_efforts(cls, value: dict[str, int]) -> dict[str, int]:
+        bad = [k for k, v in value.items() if v < 0]
+        if bad:
+            raise ValueError(f"budgets must be >= 0 tokens (got {', '.join(bad)})")
         return value
 
     @model_validator(mode="after")

@@ -48,6 +48,7 @@ def tiny_s1_open() -> Path:
 
 API_KEY = "test-key"
 API_MODEL = "tiny"
+API_EFFORTS = {"none": 0, "low": 3, "medium": 6, "high": 12}
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +57,9 @@ def api_server(tiny_s1_open):
     from tests.server_proc import ServerProcess
 
     proc = ServerProcess(tiny_s1_open, "--api-keys", API_KEY, "--served-model-name", API_MODEL,
-                         "--max-body-bytes", "65536")
+                         "--max-body-bytes", "65536",
+                         "--reasoning-effort-budgets", ",".join(f"{k}={v}" for k, v in
+                                                                 API_EFFORTS.items()))
     try:
         yield proc.wait_ready()
     finally:

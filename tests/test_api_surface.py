@@ -250,3 +250,34 @@ def test_a_multi_token_stop_string_is_never_streamed_in_part(api_server, seed):
     cut = post(api_server, "/v1/completions", body).json()["choices"][0]["text"]
     assert stop not in cut and full.startswith(cut) and len(cut) < len(full)
     assert _stream_text(api_server, "/v1/completions", body, lambda c: c.get("text")) == cut
+
+
+# ------------------------------------------------------------------ reasoning effort
+def test_effort_budgets_are_listed_and_applied(api_server, oai):
+    from tests.conftest import API_EFFORTS
+
+    card = httpx.get(api_server.base_url + "/v1/models", headers=AUTH).json()["data"][0]
+    assert card["reasoning_effort_budgets"] == API_EFFORTS
+    for effort, cap in API_EFFORTS.items():
+        r = oai.chat.completions.create(model=API_MODEL, messages=MSG, max_tokens=40,
+                                        temperature=1.0, seed=2, reasoning_effort=effort)
+        assert r.choices[0].model_extra["budget"]["thinking_max"] == cap
+        assert r.usage.completion_tokens_details.reasoning_tokens <= cap
+    r = oai.responses.create(model=API_MODEL, input="How many r in raspberry?",
+                             max_output_tokens=40, temperature=1.0,
+                             reasoning={"effort": "medium"})
+    assert r.usage.output_tokens_details.reasoning_tokens <= API_EFFORTS["medium"]
+    r = post(api_server, "/v1/chat/completions", {"model": API_MODEL, "messages": MSG,
+                                                  "reasoning_effort": "xhigh"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "reasoning_effort"
+    assert "low" in r.json()["error"]["message"]
+
+
+def test_effort_budgets_setting_is_validated():
+    from server.settings import load_settings
+
+    s = load_settings(["--reasoning-effort-budgets", "low=10, high=20"])
+    assert s.reasoning_effort_budgets == {"low": 10, "high": 20}
+    for bad in ("low", "low=-1", "low=x", ","):
+        with pytest.raises(SystemExit, match="reasoning-effort-budgets"):
+            load_settings(["--reasoning-effort-budgets", bad])

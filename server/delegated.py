@@ -32,7 +32,7 @@ from server.budget import BudgetSpec, BudgetState
 from server.budget_request import BUDGET, BUDGET_KEYS, BudgetRequest, budget_from_body
 from server.errors import APIError, bad_request
 from server.interventions import from_ids
-from server.serving import Serving, Ticket, record_choice
+from server.serving import Serving, Ticket
 
 # vLLM's request model of each generation route it serves for us.
 _SURFACES = {"/v1/responses": ("openai.responses.protocol", "ResponsesRequest"),
@@ -210,7 +210,7 @@ async def track(stream: AsyncIterator[Any], req: BudgetRequest, spec: BudgetSpec
             metrics.TTFT.observe(first_at - started)
         metrics.LATENCY.observe(time.perf_counter() - started)
         for index, state in states.items():
-            record_choice(state, len(ids[index]))
+            metrics.record_choice(state, len(ids[index]))
 
 
 def _account(req: BudgetRequest, spec: BudgetSpec | None, index: int, ids: list[int],

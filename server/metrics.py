@@ -4,14 +4,19 @@ Names use base units and counters end in ``_total``. Everything ``s1_*`` is
 counted in the API process. The budget counters (forced ends, forced
 continuations, budgeted choices) are derived from each finished choice's output
 token ids, replayed through the same state machine the engine ran
-(:func:`server.serving.record_choice_metrics`): the logits processor runs in
+(:func:`record_choice`): the logits processor runs in
 every tensor-parallel worker and again for a request re-added after preemption,
 so counting there would count one decision several times.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, generate_latest
+
+if TYPE_CHECKING:
+    from server.budget import BudgetState
 
 PREFIX = "s1"
 _TOKEN_BUCKETS = (0, 1, 4, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
@@ -49,3 +54,22 @@ FORCED_CONTINUATIONS = Counter(
 def render() -> bytes:
     """The whole default registry: ours and vLLM's."""
     return generate_latest(REGISTRY)
+
+
+def record_choice(state: BudgetState | None, tokens: int) -> None:
+    """One finished choice's histograms and budget counters (``state``: its replayed
+    budget state machine, None without a thinking format; ``tokens``: all it generated).
+
+    The state machine replayed exactly the token ids the engine returned, so
+    ``hit_max`` and ``continuations`` are what the logits processor did, counted once
+    however many tensor-parallel ranks ran it. A request re-added after preemption is
+    still one choice here, so nothing counts twice.
+    """
+    THINKING_TOKENS.observe(state.thinking if state is not None else 0)
+    ANSWER_TOKENS.observe(state.answer if state is not None else tokens)
+    if state is not None and state.spec.active:
+        BUDGETED_REQUESTS.inc()
+        if state.hit_max:
+            FORCED_ENDS.inc()
+        if state.continuations:
+            FORCED_CONTINUATIONS.inc(state.continuations)

@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from server import fanout, metrics
-from server.budget import BudgetError, BudgetSpec, BudgetState, check_budget_values
+from server.budget import BudgetError, BudgetSpec, check_budget_values
 from server.engine import ModelInfo
 from server.errors import APIError, bad_request
 from server.protocol import ChatCompletionRequest, CompletionRequest, _SamplingFields
 from server.reasoning import ChoiceSplitter, Delta
 from server.settings import Settings
+from server.stops import stop_prefix_len, trim_stop
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ class ChoiceResult:
         the end, until the stop was cut off): streamed text equals the full response."""
         out = []
         for i, text in enumerate((self.splitter.reasoning_text, self.splitter.content_text)):
-            end = len(text) if final else len(text) - _stop_prefix_len(text, stops)
+            end = len(text) if final else len(text) - stop_prefix_len(text, stops)
             out.append(text[self.sent[i]:end] if end > self.sent[i] else "")
             self.sent[i] = max(self.sent[i], end)
         return Delta(out[0], out[1])
@@ -390,7 +391,7 @@ class Serving:
                     finish = "length" if comp.finish_reason == "length" else "stop"
                     choice.finish_reason = finish
                     if isinstance(comp.stop_reason, str):
-                        delta = _trim_stop(choice.splitter, delta, comp.stop_reason)
+                        delta = trim_stop(choice.splitter, delta, comp.stop_reason)
                     budget = choice.budget = choice.splitter.budget_details()
                 if prepared.stop:
                     delta = choice.release(prepared.stop, finish is not None)
@@ -411,32 +412,6 @@ class Serving:
             logger.debug("abort of %s failed", request_id, exc_info=True)
 
 
-def _stop_prefix_len(text: str, stops: list[str]) -> int:
-    """Length of the longest end of ``text`` that begins some stop string."""
-    best = 0
-    for stop in stops:
-        for k in range(min(len(stop) - 1, len(text)), best, -1):
-            if text.endswith(stop[:k]):
-                best = k
-                break
-    return best
-
-
-def _trim_stop(splitter: ChoiceSplitter, delta: Any, stop: str) -> Any:
-    """vLLM cut the text at a stop string but kept its token: cut our text the same way."""
-    for attr, text_attr in (("content", "content_text"), ("reasoning", "reasoning_text")):
-        full = getattr(splitter, text_attr)
-        cut = full.rfind(stop)
-        if cut < 0:
-            continue
-        removed = len(full) - cut
-        setattr(splitter, text_attr, full[:cut])
-        piece = getattr(delta, attr)
-        setattr(delta, attr, piece[:max(0, len(piece) - removed)])
-        break
-    return delta
-
-
 async def watch_disconnect(is_disconnected: Any, task: asyncio.Task) -> None:
     """Cancel ``task`` when the client goes away (non-streaming requests)."""
     while not task.done():
@@ -449,23 +424,4 @@ async def watch_disconnect(is_disconnected: Any, task: asyncio.Task) -> None:
 def record_choice_metrics(state: RunState) -> None:
     """Per-choice histograms and budget counters; called once per request, at its end."""
     for choice in state.choices.values():
-        record_choice(choice.splitter.state, choice.tokens)
-
-
-def record_choice(state: BudgetState | None, tokens: int) -> None:
-    """One finished choice's histograms and budget counters (``state``: its replayed
-    budget state machine, None without a thinking format; ``tokens``: all it generated).
-
-    The state machine replayed exactly the token ids the engine returned, so
-    ``hit_max`` and ``continuations`` are what the logits processor did, counted once
-    however many tensor-parallel ranks ran it. A request re-added after preemption is
-    still one choice here, so nothing counts twice.
-    """
-    metrics.THINKING_TOKENS.observe(state.thinking if state is not None else 0)
-    metrics.ANSWER_TOKENS.observe(state.answer if state is not None else tokens)
-    if state is not None and state.spec.active:
-        metrics.BUDGETED_REQUESTS.inc()
-        if state.hit_max:
-            metrics.FORCED_ENDS.inc()
-        if state.continuations:
-            metrics.FORCED_CONTINUATIONS.inc(state.continuations)
+        metrics.record_choice(choice.splitter.state, choice.tokens)

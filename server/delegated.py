@@ -27,7 +27,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 
-from server import field_policy, metrics
+from server import field_policy, metrics, sse
 from server.budget import BudgetSpec, BudgetState
 from server.budget_request import BUDGET, BUDGET_KEYS, BudgetRequest, budget_from_body
 from server.errors import APIError, bad_request
@@ -145,7 +145,7 @@ async def _with_budgets(events: AsyncIterator[str], budget: BudgetRequest | None
         async for event in events:
             if budget is not None and budget.budgets and '"finish_reason":"' in event:
                 event = _add_budgets(event, budget.budgets)
-            yield event
+            yield sse.one_line(event)  # vLLM's JSON may carry raw U+2028 and the like
     finally:
         await events.aclose()  # on disconnect too: vLLM's generator aborts the request
 

@@ -9,7 +9,6 @@ The path of one request: ``routes`` (HTTP) -> ``protocol`` (request model) ->
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -18,7 +17,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from server import metrics
+from server import metrics, sse
 from server.delegated import delegate
 from server.engine_info import VersionInfo, version_info
 from server.errors import ERROR_RESPONSES, STREAMING_RESPONSES, APIError
@@ -65,29 +64,6 @@ def get_serving(request: Request) -> Serving:
 
 
 ServingDep = Annotated[Serving, Depends(get_serving)]
-
-
-# Line breaks that JSON leaves raw but many line splitters (httpx, str.splitlines) honour;
-# escaped so one event is always one line. They can only occur inside JSON strings.
-_RAW_BREAKS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
-
-
-def _sse(payload: Any) -> str:
-    choices = getattr(payload, "choices", None) or ()
-    if any(getattr(c, "budget", None) is not None for c in choices):
-        # A final chunk: the budget object keeps its nulls (cut, limits), as non-streamed.
-        body = payload.model_dump(exclude_none=True)
-        for out, choice in zip(body["choices"], choices, strict=True):
-            if choice.budget is not None:
-                out["budget"] = choice.budget.model_dump()
-        data = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
-    elif hasattr(payload, "model_dump_json"):
-        data = payload.model_dump_json(exclude_none=True)
-    else:
-        data = json.dumps(payload)
-    if not data.isascii():  # the check is ~40x cheaper than translate on every chunk
-        data = data.translate(_RAW_BREAKS)
-    return f"data: {data}\n\n"
 
 
 async def _events(serving: Serving, prepared: Prepared, rid: str,
@@ -163,15 +139,15 @@ async def _stream_lines(serving: Serving, prepared: Prepared, rid: str, ticket: 
     finished = False
     try:
         async for event in _events(serving, prepared, rid, state):
-            yield _sse(chunk([delta(event)], None))
+            yield sse.event(chunk([delta(event)], None))
         if include_usage:
-            yield _sse(chunk([], state.usage()))
+            yield sse.event(chunk([], state.usage()))
         yield "data: [DONE]\n\n"
         finished = True
     except APIError as exc:
         if state.first_token_at is None:
             raise  # nothing sent yet: becomes a normal HTTP error via _prime
-        yield _sse(exc.body(rid))
+        yield sse.event(exc.body(rid))
         yield "data: [DONE]\n\n"
         finished = True
     finally:

@@ -281,3 +281,18 @@ def test_effort_budgets_setting_is_validated():
     for bad in ("low", "low=-1", "low=x", ","):
         with pytest.raises(SystemExit, match="reasoning-effort-budgets"):
             load_settings(["--reasoning-effort-budgets", bad])
+
+
+def test_delegated_sse_events_are_one_line_each(api_server):
+    """vLLM's JSON leaves U+2028/U+2029 raw; split by str.splitlines (as many clients do)
+    every event must still parse."""
+    body = {"model": API_MODEL, "prompt": "a\u2028b\u2029c", "echo": True, "logprobs": 1,
+            "max_tokens": 2, "stream": True}
+    with httpx.stream("POST", api_server.base_url + "/v1/completions", headers=AUTH,
+                      json=body, timeout=120) as s:
+        raw = s.read().decode()
+    events = [line for line in raw.splitlines() if line.strip()]
+    assert events[-1] == "data: [DONE]"
+    texts = [json.loads(e[6:])["choices"][0]["text"] for e in events[:-1]
+             if json.loads(e[6:]).get("choices")]
+    assert "".join(texts).startswith("a\u2028b\u2029c")

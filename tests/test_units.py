@@ -79,7 +79,7 @@ def test_splitter_separates_reasoning_and_answer(tiny_s1_open):
 
 def test_sse_event_is_always_one_line():
     from server.protocol import DeltaMessage
-    from server.routes import _sse
+    from server.sse import event as _sse
 
     event = _sse(DeltaMessage(content="a\u2028b\u2029c\x85d\ne\rf"))
     body = event[len("data: "):-2]

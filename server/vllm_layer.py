@@ -123,6 +123,10 @@ def apply_budget(serving: Serving, req: BudgetRequest, prompt: Any,
 
     if req.seed is not None and params.seed is None:
         params.seed = req.seed  # our extension on surfaces without a seed field
+    # vLLM's Anthropic class turns thinking.budget_tokens into vLLM's own budget field;
+    # our processor enforces it (as thinking_max), vLLM's would refuse it without a
+    # --reasoning-config.
+    params.thinking_token_budget = None
     ft = serving.model.format_tokens
     ids = list(extract_prompt_components(serving.engine.model_config, prompt).token_ids or [])
     closed = ft is not None and _prompt_closes(ft, ids, serving.model.tokenizer)

@@ -17,7 +17,8 @@ def qwen3_server():
     from tests.published import qwen3_checkpoint
     from tests.server_proc import ServerProcess
 
-    proc = ServerProcess(qwen3_checkpoint(CACHE), "--thinking-format", "qwen3")
+    proc = ServerProcess(qwen3_checkpoint(CACHE), "--thinking-format", "qwen3",
+                         "--max-model-len", "2048")
     try:
         yield proc.wait_ready()
     finally:
@@ -66,3 +67,19 @@ def test_budgets_with_thinking_on(qwen3_server, delegated):
     out = r.json()
     assert out["usage"]["completion_tokens_details"]["reasoning_tokens"] == 6
     assert out["choices"][0]["budget"]["hit_max"]
+
+
+def test_anthropic_budget_tokens_is_thinking_max(qwen3_server):
+    """Anthropic's smallest budget (1024) needs a longer context than the API suite's."""
+    anthropic = pytest.importorskip("anthropic")
+    client = anthropic.Anthropic(base_url=qwen3_server.base_url, api_key="-", max_retries=0)
+    m = client.messages.create(model="tiny-qwen3", max_tokens=1040, messages=MSG,
+                               thinking={"type": "enabled", "budget_tokens": 1024},
+                               extra_body={"seed": 5, "temperature": 1})
+    assert [b.type for b in m.content][0] == "thinking"
+    # The same request as chat with thinking_max=1024 (same prompt, seed, sampling):
+    r = chat(qwen3_server, max_tokens=1040, seed=5, temperature=1, thinking_max=1024)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["usage"]["completion_tokens_details"]["reasoning_tokens"] == 1024
+    assert out["choices"][0]["message"]["reasoning"] == m.content[0].thinking

@@ -39,6 +39,8 @@ class ServerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", module, "--model", str(model), "--port", str(self.port),
                "--enforce-eager", "--dtype", "float32", "--max-model-len", "1024", *flags]
+        if module != "server":  # vLLM binds every interface by default; ours loopback
+            cmd += ["--host", "127.0.0.1"]
         self._log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
                                      env={**os.environ, **(env or {})})

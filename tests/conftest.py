@@ -49,15 +49,31 @@ def tiny_s1_open() -> Path:
 API_KEY = "test-key"
 API_MODEL = "tiny"
 API_EFFORTS = {"none": 0, "low": 3, "medium": 6, "high": 12}
+# Tool calling as vLLM does it: hermes, with a template that renders tools (the tiny
+# template's own rendering otherwise; tests/test_vllm_parity.py gives vLLM the same flags).
+TOOL_FLAGS = ("--enable-auto-tool-choice", "--tool-call-parser", "hermes",
+              "--chat-template", str(ROOT / "tests" / "data" / "tiny_s1_open_tools.jinja"))
+
+
+@pytest.fixture(scope="session")
+def no_whitespace(tiny_s1_open) -> dict[str, int]:
+    """logit_bias that bans the tiny model's whitespace tokens: greedy, it would otherwise
+    fill a JSON grammar's whitespace freedom (a tool call's arguments) to max_tokens."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_s1_open))
+    return {str(i): -100 for i in range(len(tok))
+            if tok.decode([i]) and not tok.decode([i]).strip()}
 
 
 @pytest.fixture(scope="session")
 def api_server(tiny_s1_open):
-    """One real server for the API tests: tiny s1 model, an API key, a 64 KiB body limit."""
+    """One real server for the API tests: tiny s1 model, an API key, a 64 KiB body limit,
+    hermes tool calling."""
     from tests.server_proc import ServerProcess
 
     proc = ServerProcess(tiny_s1_open, "--api-keys", API_KEY, "--served-model-name", API_MODEL,
-                         "--max-body-bytes", "65536",
+                         "--max-body-bytes", "65536", *TOOL_FLAGS,
                          "--reasoning-effort-budgets", ",".join(f"{k}={v}" for k, v in
                                                                  API_EFFORTS.items()))
     try:

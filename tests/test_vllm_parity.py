@@ -1,0 +1,609 @@
+"""Drop-in parity with vLLM's own OpenAI server (issue 14).
+
+vLLM's server (``python -m vllm.entrypoints.openai.api_server``) and s1-serve serve the
+same tiny checkpoint (``tiny_s1_open``) under the same name, API key, chat template and
+tool flags (hermes), and vLLM's server gets the same reasoning parser (s1-serve's ``s1``,
+loaded as a plugin), so that the reasoning split is comparable. Every request of
+:data:`CASES` goes to both; the status codes must be equal and, for successes, the
+response *shape*: the set of ``path:type`` leaves of the JSON (streams: of every event),
+where a null value counts as an absent key. Where the same model must decode the same
+tokens (greedy, or sampled with a seed), the texts, token counts and finish reasons must
+be equal too. Budgets go to s1-serve only (the last tests).
+
+What s1-serve may add is listed in :data:`EXTRAS` (its documented fields). Differences
+found and not fixed yet are strict xfails, each with its diagnosis.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import API_KEY, API_MODEL, TOOL_FLAGS
+
+pytestmark = pytest.mark.timeout(900)
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+MSG = [{"role": "user", "content": "How many r in raspberry?"}]
+S1_FORMAT = {"start": "<|im_start|>think", "end": "<|im_start|>answer"}
+
+
+@pytest.fixture(scope="module")
+def vllm_server(tiny_s1_open):
+    """vLLM's own server on the api_server fixture's model, name, key and tool flags
+    (a 128 MiB KV cache, not VLLM_CPU_KVCACHE_SPACE's 1 GiB: the tiny model needs ~1 KiB
+    a token, and the machine is shared)."""
+    from tests.server_proc import ROOT, VLLM_SERVER, ServerProcess
+
+    proc = ServerProcess(tiny_s1_open, "--api-key", API_KEY, "--served-model-name", API_MODEL,
+                         "--reasoning-parser-plugin", str(ROOT / "server" / "s1_parser.py"),
+                         "--reasoning-parser", "s1", "--kv-cache-memory-bytes", str(128 << 20),
+                         *TOOL_FLAGS, module=VLLM_SERVER,
+                         env={"S1_PARSER_FORMAT": json.dumps(S1_FORMAT)})
+    try:
+        yield proc.wait_ready()
+    finally:
+        proc.stop()
+
+
+# ------------------------------------------------------------------ the cases
+@dataclasses.dataclass(frozen=True)
+class Case:
+    path: str
+    body: dict | None = None  # None: GET
+    stream: bool = False
+    text: bool = True  # greedy: the generated texts must be equal too
+    auth: bool = True
+    shape: bool = True  # compare the body's shape (False: the status only)
+    no_ws: bool = False  # ban whitespace tokens (conftest.no_whitespace): tool calls finish
+
+
+def chat(**kw: Any) -> dict:
+    return {"model": API_MODEL, "messages": MSG, "max_tokens": 8, "temperature": 0, **kw}
+
+
+def cmpl(**kw: Any) -> dict:
+    return {"model": API_MODEL, "prompt": "Let me think", "max_tokens": 6, "temperature": 0,
+            **kw}
+
+
+# strict: vLLM constrains the arguments to the schema only then (else: any JSON)
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "The weather in a city.", "strict": True,
+    "parameters": {"type": "object", "properties": {"city": {"enum": ["Paris", "Rome"]}},
+                   "required": ["city"], "additionalProperties": False}}}
+TIME = {"type": "function", "function": {
+    "name": "get_time", "strict": True, "parameters": {"type": "object", "properties": {
+        "zone": {"type": "string", "enum": ["UTC", "CET"]}}, "required": ["zone"],
+        "additionalProperties": False}}}
+TOOLS = [WEATHER, TIME]
+NAMED = {"type": "function", "function": {"name": "get_weather"}}
+TOOL_TURN = [
+    {"role": "user", "content": "Weather in Paris?"},
+    {"role": "assistant", "content": None, "tool_calls": [{
+        "id": "call_1", "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+    {"role": "tool", "tool_call_id": "call_1", "content": "sunny, 21 C"},
+]
+NO_THINK = {"enable_thinking": False}
+OPEN_PROMPT = ("<|im_start|>user\nHow many r in raspberry?<|im_end|>\n"
+               "<|im_start|>assistant\n<|im_start|>think\n")
+SCHEMA = {"type": "object", "properties": {"n": {"enum": [1, 2, 3]}}, "required": ["n"],
+          "additionalProperties": False}
+ANTHROPIC = {"model": API_MODEL, "max_tokens": 8, "temperature": 0, "messages": MSG}
+
+
+def both(name: str, path: str, body: dict, *, marks: Any = (), stream_marks: Any = None,
+         **kw: Any) -> list:
+    """The case unstreamed and streamed."""
+    return [pytest.param(Case(path, body, **kw), id=name, marks=marks),
+            pytest.param(Case(path, {**body, "stream": True}, stream=True, **kw),
+                         id=name + "-stream", marks=marks if stream_marks is None
+                         else stream_marks)]
+
+
+def one(name: str, path: str, body: dict | None = None, *, marks: Any = (), **kw: Any) -> list:
+    return [pytest.param(Case(path, body, **kw), id=name, marks=marks)]
+
+
+CHAT, COMPL = "/v1/chat/completions", "/v1/completions"
+
+
+def differs(reason: str) -> Any:
+    """A difference found and not fixed yet (server code is being rewritten elsewhere)."""
+    return pytest.mark.xfail(strict=True, reason=reason)
+
+
+STREAM_OPTIONS = differs(
+    "stream_options without stream=True: vLLM answers 400 ('Stream options can only be "
+    "defined when stream=True'), s1-serve's own path accepts it (server/protocol.py "
+    "_SamplingFields.stream_options has no such check)")
+PARTIAL_UTF8 = differs(
+    "a choice that stops inside a multi-byte character: vLLM's detokenizer drops the "
+    "incomplete bytes, s1-serve's own path appends U+FFFD (server/reasoning.py "
+    "IncrementalDecoder.flush, called by ChoiceSplitter.flush at the end of a choice)")
+CASES = [
+    # -- chat
+    *both("chat", CHAT, chat()),
+    *both("chat-usage", CHAT, chat(stream_options={"include_usage": True}),
+          marks=STREAM_OPTIONS, stream_marks=()),
+    *both("chat-seeded", CHAT, chat(temperature=1.0, seed=7, max_tokens=10)),
+    *both("chat-logprobs", CHAT, chat(logprobs=True, top_logprobs=2)),
+    *one("chat-prompt-logprobs", CHAT, chat(prompt_logprobs=1, max_tokens=2)),
+    *both("chat-n2", CHAT, chat(n=2, temperature=1.0, seed=3)),
+    *both("chat-partial-utf8", CHAT, chat(n=2, temperature=1.0, seed=1), marks=PARTIAL_UTF8),
+    *one("chat-min-tokens", CHAT, chat(min_tokens=6, max_tokens=6)),
+    *one("chat-bad-words", CHAT, chat(bad_words=["\n"])),
+    *both("chat-stop", CHAT, chat(temperature=1.0, seed=7, max_tokens=10, stop=["e"],
+                                  include_stop_str_in_output=True)),
+    *one("chat-skip-special-false", CHAT, chat(skip_special_tokens=False)),
+    *one("chat-continue-final", CHAT, chat(
+        messages=[*MSG, {"role": "assistant", "content": "Let me count"}],
+        continue_final_message=True, add_generation_prompt=False)),
+    *both("chat-sampling", CHAT, chat(temperature=0.8, seed=11, top_p=0.9, top_k=20, min_p=0.05,
+                                      presence_penalty=0.5, frequency_penalty=0.5,
+                                      repetition_penalty=1.2, max_completion_tokens=8,
+                                      max_tokens=None)),
+    *one("chat-logit-bias", CHAT, chat(logit_bias={"40": 100})),
+    *one("chat-ignore-eos", CHAT, chat(ignore_eos=True, user="u1")),
+    *both("chat-stop-native", CHAT, chat(temperature=1.0, seed=7, max_tokens=10, stop=["e"])),
+    *one("chat-system", CHAT, chat(messages=[{"role": "system", "content": "Be brief."}, *MSG])),
+    *one("chat-developer", CHAT, chat(messages=[
+        {"role": "system", "content": "Be brief."}, {"role": "developer", "content": "Count."},
+        *MSG]), marks=differs(
+        "role 'developer': vLLM hands it to the chat template as is, s1-serve's own path "
+        "renames it 'system' (server/serving.py chat_prompt), so the prompts differ "
+        "(prompt_tokens)")),
+    *one("chat-no-model", CHAT, chat(model=None)),
+    *both("chat-n2-usage", CHAT, chat(n=2, temperature=1.0, seed=3,
+                                      stream_options={"include_usage": True}),
+          marks=STREAM_OPTIONS, stream_marks=()),
+    *one("chat-batch", "/v1/chat/completions/batch", chat(messages=[MSG, MSG]), marks=differs(
+        "POST /v1/chat/completions/batch (vLLM: one choice per conversation) is 404 in "
+        "s1-serve: the router is not mounted (server/app.py mounts vLLM's routers one by one)")),
+    *one("chat-template-kwargs", CHAT, chat(chat_template_kwargs=NO_THINK), marks=differs(
+        "--chat-template is ignored by s1-serve's own chat path: it renders with the "
+        "tokenizer's template (server/serving.py chat_prompt, tok.apply_chat_template "
+        "without settings.chat_template), so enable_thinking=false does not close the block "
+        "(prompt_tokens 88 vs vLLM's 92; all thinking instead of an answer)")),
+    *one("chat-content-part", CHAT, chat(messages=[{"role": "user", "content": [
+        {"type": "text", "text": "How many r in raspberry?"}]}])),
+    *one("chat-content-parts", CHAT, chat(messages=[{"role": "user", "content": [
+        {"type": "text", "text": "How many r"}, {"type": "text", "text": "in raspberry?"}]}]),
+        marks=differs(
+        "several text parts: vLLM joins them with '\\n' (renderers/chat_utils.py, 'string' "
+        "content format), s1-serve's own path with '' (server/protocol.py ChatMessage.text), "
+        "so the prompts differ (prompt_tokens 89 vs 88)")),
+    *both("chat-json-object", CHAT, chat(response_format={"type": "json_object"})),
+    *one("chat-json-schema", CHAT, chat(max_tokens=40, response_format={
+        "type": "json_schema", "json_schema": {"name": "a", "schema": SCHEMA}})),
+    *one("chat-choice", CHAT, chat(structured_outputs={"choice": ["yes", "no"]})),
+    *one("chat-regex", CHAT, chat(structured_outputs={"regex": "[0-9]{3}"})),
+    *both("chat-tool-named", CHAT, chat(tools=TOOLS, tool_choice=NAMED, max_tokens=30)),
+    *both("chat-tool-required", CHAT, chat(tools=TOOLS, tool_choice="required",
+                                           max_tokens=40)),
+    # the thinking closed by the template (enable_thinking): the grammar applies at once
+    *both("chat-tool-named-nothink", CHAT, chat(tools=TOOLS, tool_choice=NAMED, max_tokens=40,
+                                                chat_template_kwargs=NO_THINK), no_ws=True),
+    *both("chat-tool-required-nothink", CHAT, chat(
+        tools=TOOLS, tool_choice="required", max_tokens=40, chat_template_kwargs=NO_THINK),
+          no_ws=True),
+    *both("chat-tool-single-nothink", CHAT, chat(
+        tools=TOOLS, tool_choice="required", parallel_tool_calls=False, max_tokens=40,
+        chat_template_kwargs=NO_THINK), no_ws=True),
+    *both("chat-tool-auto", CHAT, chat(tools=TOOLS, tool_choice="auto")),
+    *one("chat-tool-none", CHAT, chat(tools=TOOLS, tool_choice="none")),
+    *both("chat-tool-result", CHAT, chat(messages=TOOL_TURN, tools=TOOLS)),
+    # -- completions
+    *both("completions", COMPL, cmpl()),
+    *both("completions-logprobs-echo", COMPL, cmpl(logprobs=2, echo=True)),
+    *one("completions-prompt-logprobs", COMPL, cmpl(prompt_logprobs=1, max_tokens=2)),
+    *both("completions-n2", COMPL, cmpl(n=2, temperature=1.0, seed=10)),
+    # seed 5: the first choice ends inside a multi-byte character
+    *both("completions-partial-utf8", COMPL, cmpl(n=2, temperature=1.0, seed=5),
+          marks=PARTIAL_UTF8),
+    *one("completions-best-of", COMPL, cmpl(n=1, best_of=2)),
+    *both("completions-echo", COMPL, cmpl(echo=True), stream_marks=differs(
+        "streamed echo: vLLM's first chunk carries choices[].prompt_token_ids, s1-serve's own "
+        "path sends none (server/routes.py completions delta())")),
+    *one("completions-batch", COMPL, cmpl(prompt=["Let me think", "Wait"]), marks=differs(
+        "a list of text prompts: vLLM answers one choice per prompt, s1-serve 400 'send one "
+        "prompt per request' (server/serving.py completion_prompt)")),
+    *one("completions-default-max-tokens", COMPL, cmpl(prompt=[40] * 1000, max_tokens=None),
+         marks=differs(
+        "no max_tokens on /v1/completions: vLLM (as OpenAI) generates at most 16 tokens, "
+        "s1-serve the rest of the context on both paths (server/serving.py _max_tokens "
+        "'return room'; server/vllm_layer.py apply_budget overrides vLLM's default 16)")),
+    *one("completions-empty-prompt", COMPL, cmpl(prompt="")),
+    *one("completions-stop-string", COMPL, cmpl(stop=" think", prompt="Let me think about it")),
+    *one("completions-open-thinking", COMPL, cmpl(prompt=OPEN_PROMPT), marks=differs(
+        "a completions prompt that opens the thinking block: vLLM's completion class has no "
+        "reasoning parser and returns every token in text; s1-serve's own path moves the "
+        "thinking to choices[].reasoning and leaves only the answer in text (server/routes.py "
+        "completions: text=echo + c.splitter.content_text)")),
+    *one("completions-token-ids", COMPL, cmpl(prompt=[1, 2, 3, 4, 5])),
+    *both("completions-stop", COMPL, cmpl(stop=[" think"], include_stop_str_in_output=True,
+                                          prompt="Let me think about it")),
+    # -- vLLM's routers
+    *both("responses", "/v1/responses", {"model": API_MODEL, "input": "How many r?",
+                                         "max_output_tokens": 8, "temperature": 0}),
+    *both("messages", "/v1/messages", ANTHROPIC),
+    *one("tokenize", "/tokenize", {"model": API_MODEL, "prompt": "hello there"}),
+    *one("tokenize-chat", "/tokenize", {"model": API_MODEL, "messages": MSG}),
+    *one("detokenize", "/detokenize", {"model": API_MODEL, "tokens": [40, 41, 42]}),
+    *one("models", "/v1/models", marks=differs(
+        "/v1/models: vLLM's model card has a 'permission' list (and 'parent'), s1-serve's "
+        "has none (server/protocol.py ModelCard)")),
+    *one("version", "/version"),
+    *one("health", "/health", text=False, shape=False),
+    *one("ping", "/ping", text=False, shape=False, marks=differs(
+        "GET /ping (SageMaker health check; also /invocations, /load) is 200 in vLLM, 404 in "
+        "s1-serve (not mounted; server/app.py)")),
+    # -- invalid requests: same status, an error message in both
+    *one("err-temperature", CHAT, chat(temperature=-1)),
+    *one("err-no-messages", CHAT, {"model": API_MODEL, "max_tokens": 4}),
+    *one("err-model", CHAT, chat(model="nope")),
+    *one("err-model-completions", COMPL, cmpl(model="nope")),
+    *one("err-n0", CHAT, chat(n=0)),
+    *one("err-auth", CHAT, chat(), auth=False),
+    *one("err-empty-messages", CHAT, chat(messages=[])),
+    *one("err-top-logprobs", CHAT, chat(logprobs=True, top_logprobs=50)),
+    *one("err-max-tokens-0", CHAT, chat(max_tokens=0)),
+    *one("err-top-p", COMPL, cmpl(top_p=0)),
+    *one("err-no-prompt", COMPL, {"model": API_MODEL}),
+    *one("err-token-id", COMPL, cmpl(prompt=[1, 10**6])),
+    *one("err-image-part", CHAT, chat(messages=[{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}])),
+    *one("err-prompt-too-long", COMPL, cmpl(prompt=[40] * 1100)),
+    *one("err-responses-model", "/v1/responses", {"model": "nope", "input": "hi"}),
+    *one("err-messages-model", "/v1/messages", {**ANTHROPIC, "model": "nope"}),
+    *one("err-max-tokens", CHAT, chat(max_tokens=5000)),
+    *one("err-max-tokens-completions", COMPL, cmpl(max_tokens=5000)),
+    *one("err-tool-choice-unknown", CHAT, chat(tools=TOOLS, tool_choice={
+        "type": "function", "function": {"name": "nope"}})),
+    *one("err-messages-max-tokens", "/v1/messages", {**ANTHROPIC, "max_tokens": 5000}),
+]
+
+# What s1-serve adds (README: the budget object, the reasoning fields and count), as
+# "path:type" patterns; only these may appear in s1-serve's answers and not in vLLM's.
+EXTRAS = (
+    "choices[].budget:dict", "choices[].budget.*",
+    "usage.completion_tokens_details:dict", "usage.completion_tokens_details.reasoning_tokens:*",
+    "choices[].message.reasoning:str", "choices[].message.reasoning_content:str",
+    "choices[].delta.reasoning:str", "choices[].delta.reasoning_content:str",
+    "choices[].reasoning:str", "choices[].reasoning_content:str",  # completions
+    "data[].thinking_format:str",  # /v1/models
+    "s1_serve:str", "engine:dict", "engine.*",  # /version
+)
+
+
+# Differences of s1-serve's own chat/completions path (requests with no vLLM-only field)
+# that would fail most of the table: each is undone in s1-serve's answer by a narrow
+# function before the comparison, and shown by its own strict xfail (test_known_difference).
+def _fingerprint(theirs: Answer, ours: Answer) -> None:
+    """vLLM sends system_fingerprint (unstreamed, and on a stream's last chunk);
+    s1-serve's own path never does (server/protocol.py ChatCompletionResponse,
+    CompletionResponse and ChatCompletionChunk have no such field)."""
+    fp = "system_fingerprint"
+    if isinstance(theirs.body, dict) and fp in theirs.body and isinstance(ours.body, dict):
+        ours.body.setdefault(fp, theirs.body[fp])
+    sent = [d[fp] for _, d in theirs.events if isinstance(d, dict) and d.get(fp)]
+    chunks = [d for _, d in ours.events if isinstance(d, dict) and d.get("choices")]
+    if sent and chunks and fp not in chunks[-1]:
+        chunks[-1][fp] = sent[-1]
+
+
+def _empty_content(theirs: Answer, ours: Answer) -> None:
+    """With no answer text (all thinking), vLLM's message.content is null and s1-serve's
+    own path sends '' (server/routes.py chat_completions: content=c.splitter.content_text);
+    streamed, vLLM's first chunk of a choice is {"role": "assistant", "content": ""} and
+    s1-serve's has no content (routes.py delta(): content=ev.content or None)."""
+    if isinstance(ours.body, dict) and ours.body.get("object") == "chat.completion":
+        for c in ours.body["choices"]:
+            if c["message"].get("content") == "":
+                c["message"]["content"] = None
+    first = any(d["choices"][0]["delta"].get("content") == "" for _, d in theirs.events
+                if isinstance(d, dict) and d.get("choices") and "delta" in d["choices"][0])
+    if first:
+        for _, d in ours.events:
+            for c in (d or {}).get("choices") or ():
+                if c.get("delta", {}).get("role") and "content" not in c["delta"]:
+                    c["delta"]["content"] = ""
+
+
+KNOWN = (_fingerprint, _empty_content)
+
+
+def native(a: Answer) -> bool:
+    """An answer of s1-serve's own chat/completions path (vLLM's classes always send
+    system_fingerprint)."""
+    bodies = [a.body] if not a.events else [d for _, d in a.events]
+    objects = {"chat.completion", "chat.completion.chunk", "text_completion"}
+    return any(isinstance(b, dict) and b.get("object") in objects for b in bodies) and not any(
+        isinstance(b, dict) and b.get("system_fingerprint") for b in bodies)
+
+
+# --------------------------------------------------------------- the machinery
+@dataclasses.dataclass
+class Answer:
+    status: int
+    body: Any = None  # JSON (unstreamed)
+    events: list[tuple[str, Any]] = dataclasses.field(default_factory=list)  # (type, data)
+
+
+def call(server: Any, case: Case) -> Answer:
+    url = server.base_url + case.path
+    headers = AUTH if case.auth else {}
+    if case.body is None:
+        r = httpx.get(url, headers=headers, timeout=120)
+        return Answer(r.status_code, r.json() if r.content else {})
+    body = {k: v for k, v in case.body.items() if v is not None}
+    if not case.stream:
+        r = httpx.post(url, json=body, headers=headers, timeout=120)
+        return Answer(r.status_code, r.json())
+    with httpx.stream("POST", url, json=body, headers=headers, timeout=120) as r:
+        if r.status_code != 200:
+            r.read()
+            return Answer(r.status_code, r.json())
+        events, kind = [], "data"
+        for line in r.iter_lines():
+            if line.startswith("event:"):
+                kind = line[6:].strip()
+            elif line.startswith("data:"):
+                data = line[5:].strip()
+                events.append((kind, None if data == "[DONE]" else json.loads(data)))
+                kind = "data"
+        return Answer(200, events=events)
+
+
+def leaves(x: Any, path: str = "") -> set[str]:
+    """``path:type`` of every node; nulls count as absent, list items are merged."""
+    if isinstance(x, dict):
+        out = {f"{path}:dict"} if path else set()
+        for k, v in x.items():
+            if v is not None:
+                out |= leaves(v, f"{path}.{k}" if path else k)
+        return out
+    if isinstance(x, list):
+        out = {f"{path}:list"}
+        for v in x:
+            if v is not None:
+                out |= leaves(v, path + "[]")
+        return out
+    return {f"{path}:{type(x).__name__}"}
+
+
+def shape(a: Answer) -> set[str]:
+    if not a.events:
+        return leaves(a.body)
+    out = set()
+    for kind, data in a.events:
+        out |= {f"<{kind}>"} | {f"<{kind}>.{p}" for p in leaves(data)}
+    return out
+
+
+def allowed(leaf: str, patterns: tuple[str, ...]) -> bool:
+    bare = leaf.split(">.", 1)[-1]  # a stream's event prefix does not matter here
+    return any(fnmatch.fnmatchcase(x, p) for x in (leaf, bare) for p in patterns)
+
+
+def texts(a: Answer) -> dict[str, str]:
+    """The generated texts by kind (content, reasoning, per choice), None as ''."""
+    out: dict[str, str] = {}
+
+    def add(key: str, value: Any) -> None:
+        if isinstance(value, str):
+            out[key] = out.get(key, "") + value
+
+    if a.body is not None and not a.events:
+        body = a.body
+        for c in body.get("choices") or ():
+            i = c.get("index", 0)
+            add(f"text{i}", c.get("text"))
+            m = c.get("message") or {}
+            add(f"content{i}", m.get("content"))
+            add(f"reasoning{i}", m.get("reasoning"))
+            for t in m.get("tool_calls") or ():
+                add(f"tool{i}", t["function"]["name"] + t["function"]["arguments"])
+        for item in body.get("output") or ():  # Responses
+            for part in item.get("content") or ():
+                add(f"{item['type']}:{part.get('type')}", part.get("text"))
+        if body.get("type") == "message":  # Anthropic
+            for block in body.get("content") or ():
+                add(f"block:{block['type']}", block.get("text") or block.get("thinking"))
+    for kind, data in a.events:
+        if not isinstance(data, dict):
+            continue
+        for c in data.get("choices") or ():
+            i = c.get("index", 0)
+            add(f"text{i}", c.get("text"))
+            d = c.get("delta") or {}
+            add(f"content{i}", d.get("content"))
+            add(f"reasoning{i}", d.get("reasoning"))
+            for t in d.get("tool_calls") or ():
+                f = t.get("function") or {}
+                add(f"tool{i}", (f.get("name") or "") + (f.get("arguments") or ""))
+        if kind == "response.output_text.delta":
+            add("message:output_text", data.get("delta"))
+        if kind == "content_block_delta":  # text_delta -> block:text, as unstreamed
+            delta = data.get("delta") or {}
+            add(f"block:{str(delta.get('type')).removesuffix('_delta')}",
+                delta.get("text") or delta.get("thinking"))
+    return {k: v for k, v in out.items() if v}
+
+
+def values(a: Answer) -> dict[str, Any]:
+    """Token counts (every ``usage`` object) and finish reasons; the last one seen wins."""
+    out: dict[str, Any] = {}
+
+    def walk(x: Any, path: str) -> None:
+        if isinstance(x, dict):
+            for k, v in x.items():
+                if k in ("finish_reason", "stop_reason") and isinstance(v, str):
+                    out[f"{path}.{k}"] = v
+                elif k == "usage" and isinstance(v, dict):
+                    out.update({p: n for p, n in _ints(v, "usage")})
+                else:
+                    walk(v, path)
+        elif isinstance(x, list):
+            for i, v in enumerate(x):
+                walk(v, f"{path}[{v.get('index', i) if isinstance(v, dict) else i}]")
+
+    for b in [a.body] if not a.events else [d for _, d in a.events]:
+        walk(b, "")
+    return out
+
+
+def _ints(x: Any, path: str) -> list[tuple[str, int]]:
+    if isinstance(x, dict):
+        return [t for k, v in x.items() for t in _ints(v, f"{path}.{k}")]
+    return [(path, x)] if isinstance(x, int) and not isinstance(x, bool) else []
+
+
+def error_message(a: Answer) -> str | None:
+    err = a.body.get("error") if isinstance(a.body, dict) else None
+    if isinstance(err, dict):
+        return err.get("message")
+    return err if isinstance(err, str) else None
+
+
+def compare(theirs: Answer, ours: Answer, case: Case) -> None:
+    assert ours.status == theirs.status, (theirs.body, ours.body)
+    if theirs.status >= 400:
+        assert error_message(theirs) and error_message(ours), (theirs.body, ours.body)
+        return
+    if not case.shape:
+        return
+    if native(ours):
+        for undo in KNOWN:
+            undo(theirs, ours)
+    a, b = shape(theirs), shape(ours)
+    missing = sorted(a - b)
+    extra = sorted(x for x in b - a if not allowed(x, EXTRAS))
+    assert not missing and not extra, f"missing in s1-serve: {missing}; extra: {extra}"
+    if case.text:
+        assert texts(ours) == texts(theirs), "texts differ (s1-serve, vLLM)"
+        a, b = values(theirs), values(ours)
+        common = a.keys() & b.keys()  # a key in one only is a shape difference (above)
+        assert {k: b[k] for k in common} == {k: a[k] for k in common}, \
+            "token counts or finish reasons differ (s1-serve, vLLM)"
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_parity(vllm_server, api_server, no_whitespace, case):
+    if case.no_ws:
+        case = dataclasses.replace(case, body={**case.body, "logit_bias": no_whitespace})
+    compare(call(vllm_server, case), call(api_server, case), case)
+
+
+@pytest.mark.parametrize("undo", KNOWN, ids=lambda f: f.__name__.strip("_"))
+@pytest.mark.xfail(strict=True, reason="a known difference of s1-serve's own path (see the "
+                   "function's docstring); the table undoes it")
+def test_known_difference(vllm_server, api_server, undo):
+    for case in (Case(CHAT, chat()), Case(CHAT, chat(stream=True), stream=True)):
+        theirs, ours = call(vllm_server, case), call(api_server, case)
+        before = shape(ours)
+        undo(theirs, ours)
+        assert shape(ours) == before, f"{case}: {undo.__doc__}"
+
+
+# ------------------------------------------------- budgets (s1-serve only)
+BUDGET = {"thinking_min": 4, "thinking_max": 4}
+
+
+def reasoning_tokens(body: dict) -> int:
+    usage = body["usage"]
+    details = usage.get("completion_tokens_details") or usage.get("output_tokens_details")
+    return details["reasoning_tokens"]
+
+
+FORCED_NEWLINE = pytest.mark.xfail(strict=True, reason=(
+    "reasoning_tokens counts the newline forced before a cut end delimiter (5, not 4) on "
+    "vLLM's serving classes (chat with a vLLM-only field, Responses): server/s1_parser.py "
+    "count_reasoning_tokens replays the ids with _spec(), which has no budget, so the forced "
+    "token looks like thinking; s1-serve's own path replays with the request's spec (4). "
+    "Greedy, this model thinks in newlines and needs no forced one, so only the sampled "
+    "cases show it"))
+NO_SPLIT = pytest.mark.xfail(strict=True, reason=(
+    "/v1/completions with a vLLM-only field (logprobs, echo...): vLLM's completion class has "
+    "no reasoning parser, so there is no reasoning_tokens (completion_tokens_details null) "
+    "and the thinking and '<|im_start|>answer' are in text; s1-serve's own completions path "
+    "splits and counts (server/vllm_layer.py delegate)"))
+RESPONSES = {"model": API_MODEL, "input": "How many r?", "max_output_tokens": 20,
+             "temperature": 0, **BUDGET}
+SAMPLED = {"temperature": 1.0, "seed": 1}
+BUDGET_CASES = [
+    pytest.param(CHAT, chat(max_tokens=20, **BUDGET), id="chat"),
+    pytest.param(CHAT, chat(max_tokens=20, **BUDGET, **SAMPLED), id="chat-sampled"),
+    pytest.param(CHAT, chat(max_tokens=20, logprobs=True, **BUDGET), id="chat-vllm"),
+    pytest.param(CHAT, chat(max_tokens=20, logprobs=True, **BUDGET, **SAMPLED),
+                 id="chat-vllm-sampled", marks=FORCED_NEWLINE),
+    pytest.param(COMPL, cmpl(max_tokens=20, prompt=OPEN_PROMPT, **BUDGET), id="completions"),
+    pytest.param(COMPL, cmpl(max_tokens=20, prompt=OPEN_PROMPT, **BUDGET, **SAMPLED),
+                 id="completions-sampled"),
+    pytest.param(COMPL, cmpl(max_tokens=20, prompt=OPEN_PROMPT, logprobs=1, **BUDGET),
+                 id="completions-vllm", marks=NO_SPLIT),
+    pytest.param("/v1/responses", RESPONSES, id="responses"),
+    pytest.param("/v1/responses", {**RESPONSES, **SAMPLED}, id="responses-sampled",
+                 marks=FORCED_NEWLINE),
+]
+
+
+@pytest.mark.parametrize("path,body", BUDGET_CASES)
+@pytest.mark.parametrize("stream", [False, True], ids=["", "stream"])
+def test_budget_only_ours(api_server, path, body, stream):
+    """thinking_min == thinking_max: exactly that many thinking tokens, then the answer
+    (the forced 'Final Answer:' prefix), on every surface, streamed or not."""
+    if stream and path != "/v1/responses":
+        body = {**body, "stream_options": {"include_usage": True}}
+    a = call(api_server, Case(path, {**body, "stream": True} if stream else body,
+                              stream=stream))
+    assert a.status == 200, a.body
+    if not stream:
+        final = a.body
+    else:
+        done = [d for _, d in a.events if isinstance(d, dict) and d.get("usage")]
+        done += [d["response"] for k, d in a.events if k == "response.completed"]
+        final = done[-1]
+    answer = texts(a)
+    text = "".join(v for k, v in answer.items() if not k.startswith("reasoning"))
+    assert text.lstrip("\n").startswith("Final Answer:"), answer
+    assert reasoning_tokens(final) == 4
+
+
+ANSWER_NEWLINE = pytest.mark.xfail(strict=True, reason=(
+    "streamed through vLLM's serving classes, the answer keeps the newline that opens the "
+    "forced prefix ('\\nFinal Answer:'), unstreamed it does not: server/s1_parser.py "
+    "extract_reasoning strips it (content.lstrip), but once is_reasoning_end_streaming "
+    "reports the end, vLLM's streaming parser (vllm/parser/abstract_parser.py) takes the "
+    "content from the delta text and never asks the s1 parser again"))
+ANTHROPIC_BUDGET = {**ANTHROPIC, "max_tokens": 20, **BUDGET}
+
+
+@pytest.mark.parametrize("path,body", [
+    *(pytest.param(*p.values, id=p.id, marks=ANSWER_NEWLINE if p.id in (
+        "chat-vllm", "responses") else ()) for p in BUDGET_CASES if not p.marks),
+    pytest.param("/v1/messages", ANTHROPIC_BUDGET, id="messages", marks=ANSWER_NEWLINE),
+])
+def test_budget_streamed_as_unstreamed(api_server, path, body):
+    """The same greedy budgeted request streamed and not: the same answer text."""
+    plain = call(api_server, Case(path, body))
+    streamed = call(api_server, Case(path, {**body, "stream": True}, stream=True))
+    answer = {k: v for k, v in texts(plain).items() if not k.startswith("reasoning")}
+    streamed_answer = {k: v for k, v in texts(streamed).items()
+                       if not k.startswith("reasoning")}
+    assert answer and streamed_answer == answer
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_budget_anthropic_only_ours(api_server, stream):
+    """/v1/messages with thinking_max (Anthropic's budget_tokens must be >= 1024, more than
+    this model's context): the answer block starts with the forced prefix."""
+    a = call(api_server, Case("/v1/messages", {**ANTHROPIC_BUDGET, "stream": True}
+                              if stream else ANTHROPIC_BUDGET, stream=stream))
+    assert a.status == 200, a.body
+    assert texts(a)["block:text"].lstrip("\n").startswith("Final Answer:")

@@ -24,11 +24,11 @@ from pathlib import Path
 from datasets_build.calls import ModelCaller, fill, messages_for, seed_for
 from datasets_build.config import BaseModel, Difficulty
 from datasets_build.judging import Verdict, grade_text
-from datasets_build.loaders import read_rows
 from datasets_build.schema import Row, col, question_id
 from datasets_build.tables import StageStats, Table
 from datasets_build.tokens import TokenCounter
 from datasets_build.validated import reply_text
+from s1_common.rows import read_rows
 
 
 def load_attempts(path: Path) -> dict[str, str]:

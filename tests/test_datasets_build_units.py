@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from datasets_build import cli
-from datasets_build.cache import ResponseCache, request_key
 from datasets_build.checks import ascii_art, broken_numbering, missing_image
 from datasets_build.collect import run_collect
 from datasets_build.config import ConfigError, PreselectRule, Select, load_config
@@ -28,6 +27,7 @@ from datasets_build.schema import question_id
 from datasets_build.selection import draw_rank, select_rows
 from datasets_build.tables import StageStats, Table, read_table, with_stage, write_table
 from datasets_build.thinking import split_thinking
+from s1_common.cache import ResponseCache, request_key
 
 POOL = Path(__file__).parent / "data" / "pool"
 CONFIG = POOL / "pipeline.yaml"

@@ -4,7 +4,6 @@
     s1-data collect|traces|quality|difficulty|domains|select|export --config pipeline.yaml
             [--input TABLE] [--output TABLE]
     s1-data check --config pipeline.yaml      # validate and reach every endpoint, do nothing
-    s1-data make-pool OUT_DIR [--seed N]      # write the small test pool
 
 Exit status: 0 done, 2 bad config or missing input, 3 an endpoint cannot be used,
 130 interrupted (finished model calls are cached; run the same command again to resume).
@@ -52,9 +51,6 @@ def _parser() -> argparse.ArgumentParser:
             sp.add_argument("--size", type=int, help="override select.size")
         if stage == "export":
             sp.add_argument("--layout", choices=("auto", "s1k", "s1k-1.1"))
-    pool = sub.add_parser("make-pool", help="write the small test pool (seeded)")
-    pool.add_argument("out", type=Path)
-    pool.add_argument("--seed", type=int, default=0)
     return p
 
 
@@ -81,12 +77,6 @@ def main(argv: list[str] | None = None) -> int:
     from datasets_build import pipeline
 
     try:
-        if args.command == "make-pool":
-            from datasets_build.pool import write_pool
-
-            for path, n in write_pool(args.out, args.seed).items():
-                print(f"{n:5d} rows  {path}")
-            return 0
         cfg = _configured(args)
         if args.command == "check":
             stages = pipeline.stage_range(args.start, args.stop)

@@ -20,8 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from datasets_build.synthetic import build_splits
 from server.formats import FORMATS
+from training.demo_data import build_splits
 
 MAX_TOKENS = 600
 ANSWER_RE = re.compile(r"Answer:\s*(-?\d+)")

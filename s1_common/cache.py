@@ -68,10 +68,11 @@ class ResponseCache:
              None if response is None else json.dumps(response, ensure_ascii=False),
              error, time.time()))
 
-    def responses(self, endpoint: str) -> Iterator[tuple[str, dict[str, Any]]]:
-        """(key, response JSON) of every answer stored under ``endpoint``."""
-        rows = self.db.execute("SELECT key, response FROM responses WHERE endpoint = ? AND "
-                               "response IS NOT NULL ORDER BY created", (endpoint,))
+    def responses(self, endpoint: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(key, response JSON) of every answer stored (under ``endpoint`` when given)."""
+        where, args = ("AND endpoint = ?", (endpoint,)) if endpoint is not None else ("", ())
+        rows = self.db.execute("SELECT key, response FROM responses WHERE response IS NOT "
+                               f"NULL {where} ORDER BY created", args)
         for key, response in rows:
             yield key, json.loads(response)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from datasets_build.calls import EndpointError
@@ -57,18 +56,18 @@ def _parser() -> argparse.ArgumentParser:
 def _configured(args: argparse.Namespace) -> Config:
     cfg = load_config(args.config)
     if args.workdir:
-        cfg = replace(cfg, workdir=args.workdir.resolve(),
-                      cache=args.workdir.resolve() / cfg.cache.name)
+        cfg = cfg.model_copy(update={"workdir": args.workdir.resolve(),
+                                     "cache": args.workdir.resolve() / cfg.cache.name})
     if args.no_progress:
-        cfg = replace(cfg, progress=False)
+        cfg = cfg.model_copy(update={"progress": False})
     if args.concurrency:
-        cfg = replace(cfg, concurrency=max(1, args.concurrency))
-    if getattr(args, "seed", None) is not None or getattr(args, "size", None) is not None:
-        cfg = replace(cfg, select=replace(cfg.select, seed=args.seed if args.seed is not None
-                                          else cfg.select.seed,
-                                          size=args.size or cfg.select.size))
+        cfg = cfg.model_copy(update={"concurrency": max(1, args.concurrency)})
+    select = {k: v for k in ("seed", "size") if (v := getattr(args, k, None)) is not None}
+    if select:
+        cfg = cfg.model_copy(update={"select": cfg.select.model_copy(update=select)})
     if getattr(args, "layout", None):
-        cfg = replace(cfg, export=replace(cfg.export, layout=args.layout))
+        cfg = cfg.model_copy(update={"export": cfg.export.model_copy(
+            update={"layout": args.layout})})
     return cfg
 
 

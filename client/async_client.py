@@ -15,11 +15,11 @@ from typing import Any, Literal, Unpack, overload
 import httpx
 from httpx_sse import EventSource
 
-from client.config import Options
 from client.errors import APIConnectionError, S1Error
 from client.types import ChatResult, CompletionResult, Health, ModelInfo, StreamEvent
 from client.wire import (
     ChatFields,
+    ClientBase,
     Messages,
     ReadyWait,
     RequestFields,
@@ -66,23 +66,11 @@ class AsyncStream(StreamState):
         await self.aclose()
 
 
-class AsyncClient:
+class AsyncClient(ClientBase):
     """Asyncio client for an s1-serve server; arguments as :class:`~client.Client`."""
 
-    def __init__(self, base_url: str | None = None, api_key: str | None = None, *,
-                 model: str | None = None, timeout: float | httpx.Timeout | None = 600.0,
-                 connect_timeout: float = 5.0, max_retries: int = 3,
-                 backoff_base: float = 0.5, backoff_max: float = 8.0,
-                 headers: dict[str, str] | None = None,
-                 http_client: httpx.AsyncClient | None = None) -> None:
-        self.options = Options.build(base_url, api_key, model, timeout, connect_timeout,
-                                     max_retries, backoff_base, backoff_max, headers)
-        self._owns_http = http_client is None
-        self.http = http_client or httpx.AsyncClient(timeout=self.options.timeout)
-
-    @property
-    def base_url(self) -> str:
-        return self.options.base_url
+    http: httpx.AsyncClient
+    _http_class = httpx.AsyncClient
 
     # --------------------------------------------------------------- generation
     @overload

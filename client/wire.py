@@ -20,7 +20,7 @@ import httpx
 from httpx_sse import ServerSentEvent, SSEError
 from pydantic import BaseModel
 
-from client.config import RetryPolicy, log_retry
+from client.config import Options, RetryPolicy, log_retry
 from client.errors import (
     APIConnectionError,
     APIStatusError,
@@ -109,6 +109,27 @@ def completion_body(prompt: str | list[int], fields: Mapping[str, Any],
                     default_model: str | None, stream: bool) -> dict[str, Any]:
     _check_names(fields, _CALL_FIELDS, "complete")
     return {"prompt": prompt, **_body(fields, default_model, stream)}
+
+
+class ClientBase:
+    """Settings and the HTTP connection pool of a client (see :class:`client.Client`)."""
+
+    _http_class: type[httpx.Client] | type[httpx.AsyncClient]
+
+    def __init__(self, base_url: str | None = None, api_key: str | None = None, *,
+                 model: str | None = None, timeout: float | httpx.Timeout | None = 600.0,
+                 connect_timeout: float = 5.0, max_retries: int = 3,
+                 backoff_base: float = 0.5, backoff_max: float = 8.0,
+                 headers: dict[str, str] | None = None,
+                 http_client: httpx.Client | httpx.AsyncClient | None = None) -> None:
+        self.options = Options.build(base_url, api_key, model, timeout, connect_timeout,
+                                     max_retries, backoff_base, backoff_max, headers)
+        self._owns_http = http_client is None
+        self.http = http_client or self._http_class(timeout=self.options.timeout)
+
+    @property
+    def base_url(self) -> str:
+        return self.options.base_url
 
 
 # ------------------------------------------------------------------- answers

@@ -272,6 +272,10 @@ def test_waits_stop_at_the_cap(tmp_path: Path) -> None:
     assert r1.thinking_tokens == 60 and r1.thinking_max == 60 and r1.extended is True
     assert r2.extended is False and r2.thinking_tokens == 60  # nothing left to suppress
     assert result.requested == 4 * 2
+    # what was realised: round 1 was cut at the cap (60 < 70) after its Wait; round 2,
+    # reused, has the same
+    assert (r1.waits_realised, r1.forced_cut) == (1, True)
+    assert (r2.waits_realised, r2.forced_cut) == (1, True)
 
 
 def test_realised_waits_and_forced_cuts(tmp_path: Path) -> None:
@@ -303,19 +307,6 @@ def test_realised_waits_and_forced_cuts(tmp_path: Path) -> None:
     assert rows["waits=1"]["accuracy_matched"] == 100.0
     assert [m.split(":")[0] for m in report["budget_mismatches"]] == ["waits=1", "waits=2"]
     assert "1 of 4 answers did not get 1 Wait(s)" in report["budget_mismatches"][0]
-
-
-def test_realised_reused_round_is_short_of_the_request(tmp_path: Path) -> None:
-    import asyncio
-
-    fake = _fake_for(DATA / "aime24_sample.jsonl")
-    config = RunConfig(model="fake", thinking_cap=60)
-    cache = Cache(tmp_path / "cache.sqlite", config.signature())
-    result = asyncio.run(_sweep(fake, cache, build_sweep([], [], 2, 60), config))
-    r1, r2 = (result.records[("toy-2024-I-2", f"waits={k}")] for k in (1, 2))
-    # round 1 was cut at the cap (60 < 70) after its Wait; round 2 had no end to suppress
-    assert (r1.waits_realised, r1.forced_cut) == (1, True)
-    assert (r2.waits_realised, r2.forced_cut) == (1, True)
 
 
 def test_realised_helpers_by_hand() -> None:

@@ -47,14 +47,11 @@ RUN python deploy/requirements.py pyproject.toml --extra cpu > /tmp/requirements
     && rm /tmp/requirements.txt
 
 # The project itself. An editable install keeps the embedded demo model (server/demo_model)
-# where the server's default S1_MODEL looks for it.
+# where the server's default S1_MODEL looks for it. Then the unprivileged user that runs it
+# (deploy/add_user.sh, shared with the gpu target).
 COPY . .
 RUN pip install --no-deps -e . \
-    && existing="$(getent passwd "${CONTAINER_UID}" | cut -d: -f1)" \
-    && if [ -n "${existing}" ]; then userdel "${existing}"; fi \
-    && useradd --uid "${CONTAINER_UID}" --create-home --shell /bin/bash s1 \
-    && mkdir -p /home/s1/.cache/huggingface /home/s1/.cache/vllm \
-    && chown -R s1:s1 /home/s1/.cache
+    && sh deploy/add_user.sh "${CONTAINER_UID}"
 
 USER s1
 WORKDIR /home/s1
@@ -103,19 +100,15 @@ RUN python3 deploy/requirements.py pyproject.toml --verify-installed gpu \
     && rm /tmp/requirements.txt
 
 # The project (editable, like the cpu target, so the demo model stays reachable), and an
-# unprivileged user: the official image runs as root, which nothing here needs. Ubuntu-based
-# images may already have a user with CONTAINER_UID ("ubuntu"); it is replaced.
+# unprivileged user (deploy/add_user.sh, as in the cpu target): the official image runs as
+# root, which nothing here needs.
 COPY . .
 RUN if command -v uv >/dev/null 2>&1; then \
            uv pip install --system --no-cache --no-deps -e .; \
        else \
            PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir --no-deps -e .; \
        fi \
-    && existing="$(getent passwd "${CONTAINER_UID}" | cut -d: -f1)" \
-    && if [ -n "${existing}" ]; then userdel "${existing}"; fi \
-    && useradd --uid "${CONTAINER_UID}" --create-home --shell /bin/bash s1 \
-    && mkdir -p /home/s1/.cache/huggingface /home/s1/.cache/vllm \
-    && chown -R s1:s1 /home/s1/.cache
+    && sh deploy/add_user.sh "${CONTAINER_UID}"
 
 USER s1
 WORKDIR /home/s1

@@ -32,7 +32,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(PY) -m ruff check server client training datasets_build evals tests bench deploy
+	$(PY) -m ruff check server client training datasets_build evals tests bench deploy s1_common
 
 serve: $(STAMP)
 	@mkdir -p $(TMPDIR)
@@ -52,7 +52,7 @@ bench: $(STAMP)
 
 bench-server: $(STAMP)
 	@mkdir -p $(TMPDIR)
-	$(PY) bench/bench_server.py
+	$(PY) -m bench.bench_server
 
 clean:
 	rm -rf $(CACHE) .pytest_cache

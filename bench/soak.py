@@ -7,8 +7,8 @@ finished responses whose thinking lies within [thinking_min, thinking_max]),
 engine requests still running after the run, server memory (RSS of the server
 and its engine processes) at start and end, and latency percentiles.
 
-    python bench/soak.py --clients 256 --duration 180            # starts its own server
-    python bench/soak.py --base-url http://127.0.0.1:8000 ...    # or drives one
+    python -m bench.soak --clients 256 --duration 180            # starts its own server
+    python -m bench.soak --base-url http://127.0.0.1:8000 ...    # or drives one
 """
 
 from __future__ import annotations
@@ -18,13 +18,16 @@ import asyncio
 import json
 import random
 import statistics
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from httpx_sse import aconnect_sse
+
+from s1_common.stats import quantile
+from server.launcher import ServerProcess, metric_value
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGETS = [(None, None), (None, 8), (4, 16), (0, 0), (12, 12), (6, None), (2, 40), (None, 24)]
@@ -49,17 +52,14 @@ class SoakResult:
         return 100.0 * self.within_budget / self.checked if self.checked else float("nan")
 
     def summary(self) -> dict:
-        lat = sorted(self.latencies)
-
-        def pct(q: float) -> float:
-            return lat[min(len(lat) - 1, int(q * len(lat)))] if lat else float("nan")
-
+        lat = self.latencies
         return {
             "completed": self.completed, "disconnected_on_purpose": self.disconnected,
             "errors_by_status": dict(self.errors), "control_pct": round(self.control, 2),
             "engine_running_after": self.running_after, "in_flight_after": self.in_flight_after,
             "rss_start_mb": round(self.rss_start_mb, 1), "rss_end_mb": round(self.rss_end_mb, 1),
-            "latency_p50_s": round(pct(0.50), 3), "latency_p99_s": round(pct(0.99), 3),
+            "latency_p50_s": round(quantile(lat, 0.50), 3),
+            "latency_p99_s": round(quantile(lat, 0.99), 3),
             "latency_mean_s": round(statistics.fmean(lat), 3) if lat else float("nan"),
         }
 
@@ -78,14 +78,6 @@ def rss_mb(pid: int | None) -> float:
         return 0.0
 
 
-def metric(text: str, name: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name) and line[len(name)] in " {":
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 async def _one(client: httpx.AsyncClient, rng: random.Random, result: SoakResult,
                disconnect_share: float, max_tokens: int) -> None:
     lo, hi = rng.choice(BUDGETS)
@@ -100,21 +92,22 @@ async def _one(client: httpx.AsyncClient, rng: random.Random, result: SoakResult
     started = time.perf_counter()
     usage = None
     try:
-        async with client.stream("POST", "/v1/chat/completions", json=body) as resp:
+        async with aconnect_sse(client, "POST", "/v1/chat/completions", json=body) as source:
+            resp = source.response
             if resp.status_code != 200:
                 await resp.aread()
                 result.errors[str(resp.status_code)] += 1
                 return
             events = 0
-            async for line in resp.aiter_lines():
-                if not line.startswith("data: ") or line == "data: [DONE]":
+            async for sse in source.aiter_sse():
+                if sse.data == "[DONE]":
                     continue
                 events += 1
                 if hang_up_after is not None and events >= hang_up_after:
                     result.disconnected += 1
                     return  # leaving the context manager closes the connection
                 try:
-                    event = json.loads(line[6:])
+                    event = json.loads(sse.data)
                 except json.JSONDecodeError:
                     result.errors["broken_event"] += 1
                     return
@@ -156,8 +149,8 @@ async def run_soak(base_url: str, clients: int, duration: float, disconnect_shar
         # Give aborted requests a moment to leave the engine, then look.
         for _ in range(50):
             text = (await client.get("/metrics")).text
-            result.running_after = metric(text, "vllm:num_requests_running")
-            result.in_flight_after = metric(text, "s1_requests_in_flight")
+            result.running_after = metric_value(text, "vllm:num_requests_running")
+            result.in_flight_after = metric_value(text, "s1_requests_in_flight")
             if result.running_after == 0 and result.in_flight_after == 0:
                 break
             await asyncio.sleep(0.2)
@@ -175,12 +168,9 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT))
     proc = None
     base_url, pid = args.base_url, None
     if base_url is None:
-        from tests.server_proc import ServerProcess
-
         proc = ServerProcess(args.model, "--max-in-flight", str(args.clients * 2)).wait_ready()
         base_url, pid = proc.base_url, proc.proc.pid
     try:

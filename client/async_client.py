@@ -9,30 +9,29 @@ shape: ``stream = await client.chat(..., stream=True)`` then
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from typing import Any, Literal, Unpack, overload
 
 import httpx
+from httpx_sse import EventSource
 
-from client.config import Options, log_retry
 from client.errors import APIConnectionError, S1Error
 from client.types import ChatResult, CompletionResult, Health, ModelInfo, StreamEvent
 from client.wire import (
-    DONE,
     ChatFields,
+    ClientBase,
     Messages,
+    ReadyWait,
     RequestFields,
+    Retrying,
     StreamState,
+    answered,
     chat_body,
     completion_body,
     json_body,
-    not_ready,
     request_id,
-    sse_data,
     status_error,
-    stream_cut_short,
-    transport_error,
+    transport_errors,
 )
 
 
@@ -42,20 +41,15 @@ class AsyncStream(StreamState):
     async def iter_raw(self) -> AsyncIterator[dict[str, Any]]:
         """The decoded JSON chunks as the server sent them (``[DONE]`` excluded)."""
         self._start()
-        done = False
         try:
-            async for line in self.response.aiter_lines():
-                data = sse_data(line)
-                if data == DONE:
-                    done = True  # read on to the end, so the connection can be reused
-                elif data is not None and not done:
-                    yield self._chunk(data)
-        except httpx.TransportError as exc:
-            raise transport_error(exc, self.base_url, 1) from exc
+            with self._errors():
+                async for event in EventSource(self.response).aiter_sse():
+                    chunk = self._take(event)
+                    if chunk is not None:
+                        yield chunk
         finally:
             await self.aclose()
-        if not done:
-            raise stream_cut_short(self.base_url, self.request_id)
+        self._finish()
 
     async def __aiter__(self) -> AsyncIterator[StreamEvent]:
         async for chunk in self.iter_raw():
@@ -72,23 +66,11 @@ class AsyncStream(StreamState):
         await self.aclose()
 
 
-class AsyncClient:
+class AsyncClient(ClientBase):
     """Asyncio client for an s1-serve server; arguments as :class:`~client.Client`."""
 
-    def __init__(self, base_url: str | None = None, api_key: str | None = None, *,
-                 model: str | None = None, timeout: float | httpx.Timeout | None = 600.0,
-                 connect_timeout: float = 5.0, max_retries: int = 3,
-                 backoff_base: float = 0.5, backoff_max: float = 8.0,
-                 headers: dict[str, str] | None = None,
-                 http_client: httpx.AsyncClient | None = None) -> None:
-        self.options = Options.build(base_url, api_key, model, timeout, connect_timeout,
-                                     max_retries, backoff_base, backoff_max, headers)
-        self._owns_http = http_client is None
-        self.http = http_client or httpx.AsyncClient(timeout=self.options.timeout)
-
-    @property
-    def base_url(self) -> str:
-        return self.options.base_url
+    http: httpx.AsyncClient
+    _http_class = httpx.AsyncClient
 
     # --------------------------------------------------------------- generation
     @overload
@@ -142,47 +124,38 @@ class AsyncClient:
 
     async def wait_ready(self, timeout: float = 120.0, interval: float = 1.0) -> Health:
         """Poll ``/health`` until the model is loaded; see :meth:`client.Client.wait_ready`."""
-        deadline = time.monotonic() + timeout
+        waiting = ReadyWait(self.base_url, timeout, interval)
         while True:
-            last: Any
             try:
-                last = await self.health()
-                if last.ok:
-                    return last
+                health: Health | APIConnectionError = await self.health()
             except APIConnectionError as exc:
-                last = exc
-            if time.monotonic() + interval > deadline:
-                raise not_ready(self.base_url, timeout, last)
-            await asyncio.sleep(interval)
+                health = exc
+            if waiting.ready(health):
+                return health  # type: ignore[return-value]
+            await asyncio.sleep(waiting.next_wait())
 
     # ---------------------------------------------------------------- transport
     async def _send(self, method: str, path: str, *, json: Any = None, stream: bool = False,
                     timeout: float | None = None,
                     accept: tuple[int, ...] = ()) -> httpx.Response:
-        policy = self.options.retry
-        attempt = 0
+        retrying = Retrying(self.options.retry, method, path)
         while True:
-            attempt += 1
-            request = self.http.build_request(method, self.base_url + path, json=json,
-                                              headers=self.options.http_headers(),
-                                              timeout=self.options.call_timeout(timeout))
-            error: S1Error
             try:
-                response = await self.http.send(request, stream=stream)
-            except httpx.TransportError as exc:
-                error = transport_error(exc, self.base_url, attempt)
-                cause: BaseException | None = exc
-            else:
-                if response.status_code < 400 or response.status_code in accept:
-                    return response
-                await response.aread()
-                await response.aclose()
-                error, cause = status_error(response, attempt), None
-            wait = policy.wait(attempt, error)
-            if wait is None:
-                raise error from cause
-            log_retry(method, path, attempt, policy.max_retries + 1, wait, error)
-            await asyncio.sleep(wait)
+                return await self._attempt(retrying.attempt, method, path, json, stream,
+                                           timeout, accept)
+            except S1Error as error:
+                await asyncio.sleep(retrying.wait(error))
+
+    async def _attempt(self, attempt: int, method: str, path: str, json: Any, stream: bool,
+                       timeout: float | None, accept: tuple[int, ...]) -> httpx.Response:
+        request = self.options.request(self.http, method, path, json, timeout)
+        with transport_errors(self.base_url, attempt):
+            response = await self.http.send(request, stream=stream)
+        if answered(response, accept):
+            return response
+        await response.aread()
+        await response.aclose()
+        raise status_error(response, attempt)
 
     async def aclose(self) -> None:
         if self._owns_http:

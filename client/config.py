@@ -101,6 +101,12 @@ class Options:
             return self.timeout
         return httpx.Timeout(seconds, connect=self.timeout.connect)
 
+    def request(self, http: httpx.Client | httpx.AsyncClient, method: str, path: str,
+                json: object, timeout: float | None) -> httpx.Request:
+        """One attempt's request (each attempt gets a fresh one)."""
+        return http.build_request(method, self.base_url + path, json=json,
+                                  headers=self.http_headers(), timeout=self.call_timeout(timeout))
+
     def http_headers(self) -> dict[str, str]:
         headers = {"Accept": "application/json", "User-Agent": "s1-client/0.1"}
         if self.api_key:

@@ -1,29 +1,34 @@
 """What goes over the wire, independent of sync or async I/O.
 
 Request bodies for ``/v1/chat/completions`` and ``/v1/completions``, HTTP
-answers and transport failures turned into :mod:`client.errors`, and the
-``data:`` lines of a server-sent-event stream turned into JSON chunks. Both
-clients call these, so they behave identically.
+answers and transport failures turned into :mod:`client.errors`, the events of a
+server-sent-event stream (parsed by httpx-sse) turned into JSON chunks, and the
+bookkeeping of the retry loop and of ``wait_ready``. Both clients call these and
+keep only their I/O (plain or awaited), so they behave identically.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from email.utils import parsedate_to_datetime
 from typing import Any, TypedDict
 
 import httpx
+from httpx_sse import ServerSentEvent, SSEError
 from pydantic import BaseModel
 
+from client.config import Options, RetryPolicy, log_retry
 from client.errors import (
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
+    S1Error,
     error_for_status,
 )
-from client.types import StreamEvent, Usage, UsageEvent, events_from_chunk
+from client.types import Health, StreamEvent, Usage, UsageEvent, events_from_chunk
 
 DONE = "[DONE]"
 
@@ -106,6 +111,27 @@ def completion_body(prompt: str | list[int], fields: Mapping[str, Any],
     return {"prompt": prompt, **_body(fields, default_model, stream)}
 
 
+class ClientBase:
+    """Settings and the HTTP connection pool of a client (see :class:`client.Client`)."""
+
+    _http_class: type[httpx.Client] | type[httpx.AsyncClient]
+
+    def __init__(self, base_url: str | None = None, api_key: str | None = None, *,
+                 model: str | None = None, timeout: float | httpx.Timeout | None = 600.0,
+                 connect_timeout: float = 5.0, max_retries: int = 3,
+                 backoff_base: float = 0.5, backoff_max: float = 8.0,
+                 headers: dict[str, str] | None = None,
+                 http_client: httpx.Client | httpx.AsyncClient | None = None) -> None:
+        self.options = Options.build(base_url, api_key, model, timeout, connect_timeout,
+                                     max_retries, backoff_base, backoff_max, headers)
+        self._owns_http = http_client is None
+        self.http = http_client or self._http_class(timeout=self.options.timeout)
+
+    @property
+    def base_url(self) -> str:
+        return self.options.base_url
+
+
 # ------------------------------------------------------------------- answers
 def request_id(headers: httpx.Headers) -> str | None:
     """The server's ``x-request-id`` (first value if the header repeats)."""
@@ -147,6 +173,11 @@ def json_body(response: httpx.Response) -> Any:
                              request_id=request_id(response.headers)) from None
 
 
+def answered(response: httpx.Response, accept: tuple[int, ...]) -> bool:
+    """True when ``response`` is the answer (success, or a status the caller takes)."""
+    return response.status_code < 400 or response.status_code in accept
+
+
 # Failures where the request never reached the server, or the server dropped an idle
 # keep-alive connection before answering: sending it again is safe.
 _RETRYABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
@@ -166,14 +197,58 @@ def transport_error(exc: httpx.TransportError, base_url: str,
                               retryable=retryable)
 
 
+@contextlib.contextmanager
+def transport_errors(base_url: str, attempts: int) -> Iterator[None]:
+    """Raise httpx's transport failures (and a body that is no event stream) as ours."""
+    try:
+        yield
+    except httpx.TransportError as exc:
+        raise transport_error(exc, base_url, attempts) from exc
+    except SSEError as exc:
+        raise APIConnectionError(f"{base_url} did not answer with an event stream: {exc}",
+                                 attempts=attempts) from exc
+
+
+class Retrying:
+    """The attempts of one request under a :class:`RetryPolicy` (both clients' loop)."""
+
+    def __init__(self, policy: RetryPolicy, method: str, path: str) -> None:
+        self.policy, self.method, self.path = policy, method, path
+        self.attempt = 1
+
+    def wait(self, error: S1Error) -> float:
+        """Seconds to wait before the next attempt (logged); ``error`` is raised when
+        there is none."""
+        wait = self.policy.wait(self.attempt, error)
+        if wait is None:
+            raise error
+        log_retry(self.method, self.path, self.attempt, self.policy.max_retries + 1, wait,
+                  error)
+        self.attempt += 1
+        return wait
+
+
+class ReadyWait:
+    """``wait_ready``'s bookkeeping: is the model loaded, and how long to wait if not."""
+
+    def __init__(self, base_url: str, timeout: float, interval: float) -> None:
+        self.base_url, self.timeout, self.interval = base_url, timeout, interval
+        self.deadline = time.monotonic() + timeout
+        self.last: Health | APIConnectionError | None = None
+
+    def ready(self, answer: Health | APIConnectionError) -> bool:
+        """Take a ``/health`` answer (a connection failure counts as not ready yet)."""
+        self.last = answer
+        return isinstance(answer, Health) and answer.ok
+
+    def next_wait(self) -> float:
+        """Seconds until the next look; APITimeoutError when that is past the deadline."""
+        if time.monotonic() + self.interval > self.deadline:
+            raise not_ready(self.base_url, self.timeout, self.last)
+        return self.interval
+
+
 # ----------------------------------------------------------------- streaming
-def sse_data(line: str) -> str | None:
-    """The payload of a ``data:`` line; None for comments, blank and other fields."""
-    if not line.startswith("data:"):
-        return None
-    return line[5:].strip()
-
-
 def stream_chunk(data: str, request_id: str | None) -> dict[str, Any]:
     """Decode one ``data:`` payload; an error sent mid-stream is raised."""
     try:
@@ -204,7 +279,8 @@ def stream_cut_short(base_url: str, request_id: str | None) -> APIConnectionErro
 
 
 class StreamState:
-    """What a stream has told so far: ids, and the usage once it arrives."""
+    """What a stream has told so far: ids, and the usage once it arrives. The clients'
+    ``iter_raw`` feed it every event (:meth:`_take`) and call :meth:`_finish` at the end."""
 
     def __init__(self, response: httpx.Response, base_url: str) -> None:
         self.response = response
@@ -214,11 +290,29 @@ class StreamState:
         self.model: str | None = None
         self.usage: Usage | None = None
         self._consumed = False
+        self._done = False
 
     def _start(self) -> None:
         if self._consumed:
             raise RuntimeError("a stream can be iterated only once")
         self._consumed = True
+
+    def _errors(self) -> contextlib.AbstractContextManager[None]:
+        return transport_errors(self.base_url, 1)
+
+    def _take(self, event: ServerSentEvent) -> dict[str, Any] | None:
+        """The JSON chunk of one event; None for ``[DONE]`` and what follows it (read on
+        to the end all the same, so that the connection can be reused)."""
+        if event.data == DONE:
+            self._done = True
+            return None
+        if self._done or not event.data:
+            return None
+        return self._chunk(event.data)
+
+    def _finish(self) -> None:
+        if not self._done:
+            raise stream_cut_short(self.base_url, self.request_id)
 
     def _chunk(self, data: str) -> dict[str, Any]:
         chunk = stream_chunk(data, self.request_id)

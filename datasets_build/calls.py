@@ -2,7 +2,7 @@
 
 Why one caller: a full run makes hundreds of thousands of requests to several endpoints
 (teachers, base models, judge, classifier). They all go through :class:`ModelCaller`, which
-builds each request, looks it up in the SQLite cache (:mod:`datasets_build.cache`), and
+builds each request, looks it up in the SQLite cache (:mod:`s1_common.cache`), and
 otherwise sends it with the project's :class:`client.AsyncClient` (timeouts, retries with
 backoff on connection errors, 429 and 503), at most ``concurrency`` at a time overall and
 per endpoint. Failures are sorted three ways:
@@ -38,9 +38,9 @@ from client.errors import (
     S1Error,
 )
 from client.types import ChatResult
-from datasets_build.cache import ResponseCache, request_key
 from datasets_build.config import Endpoint, Generation
 from datasets_build.schema import stable_int
+from s1_common.cache import ResponseCache, request_key
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -4,7 +4,6 @@
     s1-data collect|traces|quality|difficulty|domains|select|export --config pipeline.yaml
             [--input TABLE] [--output TABLE]
     s1-data check --config pipeline.yaml      # validate and reach every endpoint, do nothing
-    s1-data make-pool OUT_DIR [--seed N]      # write the small test pool
 
 Exit status: 0 done, 2 bad config or missing input, 3 an endpoint cannot be used,
 130 interrupted (finished model calls are cached; run the same command again to resume).
@@ -14,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from datasets_build.calls import EndpointError
@@ -52,27 +50,24 @@ def _parser() -> argparse.ArgumentParser:
             sp.add_argument("--size", type=int, help="override select.size")
         if stage == "export":
             sp.add_argument("--layout", choices=("auto", "s1k", "s1k-1.1"))
-    pool = sub.add_parser("make-pool", help="write the small test pool (seeded)")
-    pool.add_argument("out", type=Path)
-    pool.add_argument("--seed", type=int, default=0)
     return p
 
 
 def _configured(args: argparse.Namespace) -> Config:
     cfg = load_config(args.config)
     if args.workdir:
-        cfg = replace(cfg, workdir=args.workdir.resolve(),
-                      cache=args.workdir.resolve() / cfg.cache.name)
+        cfg = cfg.model_copy(update={"workdir": args.workdir.resolve(),
+                                     "cache": args.workdir.resolve() / cfg.cache.name})
     if args.no_progress:
-        cfg = replace(cfg, progress=False)
+        cfg = cfg.model_copy(update={"progress": False})
     if args.concurrency:
-        cfg = replace(cfg, concurrency=max(1, args.concurrency))
-    if getattr(args, "seed", None) is not None or getattr(args, "size", None) is not None:
-        cfg = replace(cfg, select=replace(cfg.select, seed=args.seed if args.seed is not None
-                                          else cfg.select.seed,
-                                          size=args.size or cfg.select.size))
+        cfg = cfg.model_copy(update={"concurrency": max(1, args.concurrency)})
+    select = {k: v for k in ("seed", "size") if (v := getattr(args, k, None)) is not None}
+    if select:
+        cfg = cfg.model_copy(update={"select": cfg.select.model_copy(update=select)})
     if getattr(args, "layout", None):
-        cfg = replace(cfg, export=replace(cfg.export, layout=args.layout))
+        cfg = cfg.model_copy(update={"export": cfg.export.model_copy(
+            update={"layout": args.layout})})
     return cfg
 
 
@@ -81,12 +76,6 @@ def main(argv: list[str] | None = None) -> int:
     from datasets_build import pipeline
 
     try:
-        if args.command == "make-pool":
-            from datasets_build.pool import write_pool
-
-            for path, n in write_pool(args.out, args.seed).items():
-                print(f"{n:5d} rows  {path}")
-            return 0
         cfg = _configured(args)
         if args.command == "check":
             stages = pipeline.stage_range(args.start, args.stop)

@@ -21,12 +21,12 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from client.grading import extract_answer
 from datasets_build.config import Collect, Source
 from datasets_build.decontam import CrossSourceIndex, Decontaminator
-from datasets_build.loaders import read_rows
 from datasets_build.schema import Row, dump_metadata, question_id
 from datasets_build.tables import StageStats, Table
+from s1_common.grading import extract_answer
+from s1_common.rows import read_rows
 
 _DEFAULTS = {"question": ("question", "problem", "prompt"), "solution": ("solution",),
              "answer": ("answer", "final_answer"), "cot_type": ("cot_type",)}

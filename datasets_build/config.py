@@ -2,24 +2,38 @@
 
 Why strict: a run over tens of thousands of questions pays for model calls, so a typo in a
 key, a teacher pointing at an endpoint that does not exist or a prompt without
-``{question}`` must fail at once with the exact place to fix, not an hour in. Unknown keys
-are errors. ``${VAR}`` and ``${VAR:-default}`` are replaced from the environment in every
-string (an unset API key is reported when its endpoint is checked, so stages that need no
-model still run). Relative paths are relative to the config file.
+``{question}`` must fail at once with the exact place to fix, not an hour in. The sections
+are pydantic models with ``extra="forbid"`` (unknown keys are errors) and strict scalar
+types (``"5"`` is not a number); :func:`load_config` turns pydantic's errors into one
+:class:`ConfigError` naming each key (``traces.teachers[0].endpoint: ...``). ``${VAR}`` and
+``${VAR:-default}`` are replaced from the environment in every string (an unset API key is
+reported when its endpoint is checked, so stages that need no model still run). Relative
+paths are relative to the config file.
 
 See ``datasets_build/configs/example.yaml`` for every key with a comment.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
-from dataclasses import dataclass, field
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from datasets_build import prompts
 from datasets_build.schema import NAME_RE
@@ -36,167 +50,368 @@ class ConfigError(ValueError):
     """The configuration is invalid; the message names the key."""
 
 
-@dataclass(frozen=True)
-class Endpoint:
+def _resolve(base: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def _path(value: Any, info: ValidationInfo) -> Path:
+    """A path from the YAML, relative to the config file's folder."""
+    if isinstance(value, Path):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"expected a path (a string), got {value!r}")
+    base = (info.context or {}).get("base")
+    return _resolve(base, value) if base is not None else Path(value)
+
+
+def _string_keys(value: Any) -> Any:
+    """YAML reads ``{11: 2.0}`` with an int key; MSC codes and column names are strings."""
+    return {str(k): v for k, v in value.items()} if isinstance(value, dict) else value
+
+
+def _strings(value: Any) -> Any:
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else value
+
+
+# Strict scalars (no "5" for 5, no true for 1); numbers are never negative.
+Count = Annotated[int, Field(ge=0, strict=True)]
+Number = Annotated[float, Field(ge=0, strict=True)]
+Positive = Annotated[float, Field(gt=0, strict=True)]
+ConfigPath = Annotated[Path, BeforeValidator(_path)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Endpoint(_Section):
     """An OpenAI-compatible server and how to call it."""
 
-    name: str
-    base_url: str
-    api_key: str | None = None
-    model: str | None = None
-    timeout: float = 600.0
-    max_retries: int = 3
-    concurrency: int | None = None
-    missing_env: tuple[str, ...] = ()
+    name: StrictStr
+    base_url: StrictStr
+    api_key: StrictStr | None = None
+    model: StrictStr | None = None
+    timeout: Number = 600.0
+    max_retries: Count = 3
+    concurrency: Count | None = None
+    missing_env: tuple[str, ...] = ()  # unset ${VAR}s, reported when the endpoint is used
+
+    @field_validator("api_key")
+    @classmethod
+    def _key(cls, key: str | None) -> str | None:
+        return key or None  # "${KEY:-}" unset: no key
+
+    @model_validator(mode="after")
+    def _check(self) -> Endpoint:
+        if not self.base_url:
+            raise ValueError(f"base_url is empty (unset variable {list(self.missing_env)})")
+        return self
 
 
-@dataclass(frozen=True)
-class Generation:
+class Generation(_Section):
     """One kind of request: where it goes, the prompt and the sampling parameters."""
 
-    endpoint: str
-    prompt: str = "{question}"
-    system: str | None = None
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    thinking_min: int | None = None
-    thinking_max: int | None = None
-    seed: int | None = None
-    seed_per_question: bool = False
-    extra_body: dict[str, Any] = field(default_factory=dict)
+    endpoint: StrictStr
+    prompt: StrictStr = "{question}"
+    system: StrictStr | None = None
+    max_tokens: Count | None = None
+    temperature: Number | None = None
+    top_p: Number | None = None
+    thinking_min: Count | None = None
+    thinking_max: Count | None = None
+    seed: Count | None = None
+    seed_per_question: StrictBool = False
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("prompt")
+    @classmethod
+    def _has_question(cls, prompt: str) -> str:
+        if "{question}" not in prompt:
+            raise ValueError("must contain {question}")
+        return prompt
 
 
-@dataclass(frozen=True)
-class Source:
-    path: Path
-    format: str | None = None
-    split: str = "train"
-    source_type: str | None = None
-    source_type_field: str | None = None
-    fields: dict[str, str] = field(default_factory=dict)
-    cot_type: str = "math"
-    limit: int | None = None
+GENERATION_KEYS = frozenset(Generation.model_fields)
 
 
-@dataclass(frozen=True)
-class EvalSet:
-    name: str
-    path: Path
-    question_field: str = "question"
-    format: str | None = None
-    split: str = "test"
+def _with_generation(data: Any, default_prompt: str, required: bool = True) -> Any:
+    """The generation keys of a YAML mapping, gathered under ``gen`` (the YAML writes them
+    beside the section's own keys)."""
+    if not isinstance(data, dict) or "gen" in data:
+        return data
+    rest = {k: v for k, v in data.items() if k not in GENERATION_KEYS}
+    gen = {k: v for k, v in data.items() if k in GENERATION_KEYS}
+    if gen or required:
+        rest["gen"] = {"prompt": default_prompt, **gen}
+    return rest
 
 
-@dataclass(frozen=True)
-class Collect:
-    sources: list[Source]
-    eval_sets: list[EvalSet] = field(default_factory=list)
-    ngram: int = 8
-    dedup: str = "ngram"  # exact, or ngram: also near duplicates across sources (s1)
+class _Named(_Section):
+    name: StrictStr
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        if not NAME_RE.match(name):
+            raise ValueError(f"{name!r} must be lowercase letters, digits and _ (it prefixes "
+                             "column names)")
+        return name
 
 
-@dataclass(frozen=True)
-class Teacher:
-    name: str
+class Source(_Section):
+    path: ConfigPath
+    format: StrictStr | None = None
+    split: StrictStr = "train"
+    source_type: StrictStr | None = None
+    source_type_field: StrictStr | None = None
+    fields: Annotated[dict[str, str], BeforeValidator(_strings)] = Field(default_factory=dict)
+    cot_type: StrictStr = "math"
+    limit: Count | None = None
+
+    @model_validator(mode="after")
+    def _typed(self) -> Source:
+        if self.source_type is None and self.source_type_field is None:
+            raise ValueError("give source_type or source_type_field")
+        return self
+
+
+class EvalSet(_Section):
+    name: StrictStr
+    path: ConfigPath
+    question_field: StrictStr = "question"
+    format: StrictStr | None = None
+    split: StrictStr = "test"
+
+
+class Collect(_Section):
+    sources: list[Source] = Field(min_length=1)
+    eval_sets: list[EvalSet] = Field(default_factory=list)
+    ngram: Annotated[int, Field(ge=1, strict=True)] = 8
+    dedup: Literal["exact", "ngram"] = "ngram"  # ngram: also near duplicates across sources
+
+
+class Teacher(_Named):
     gen: Generation
-    delimiters: list[tuple[str, str]] = field(default_factory=list)
+    delimiters: list[tuple[str, str]] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gen(cls, data: Any) -> Any:
+        return _with_generation(data, prompts.TEACHER)
 
 
-@dataclass(frozen=True)
-class Traces:
-    teachers: list[Teacher]
+class Traces(_Section):
+    teachers: list[Teacher] = Field(min_length=1)
 
 
-@dataclass(frozen=True)
-class Quality:
-    drop_truncated: bool = True
+class Quality(_Section):
+    drop_truncated: StrictBool = True
     checks: tuple[str, ...] = QUALITY_CHECKS
     # s1: rows without a reference answer are dropped
-    drop_missing_answer: bool = True
+    drop_missing_answer: StrictBool = True
     # s1: questions with an [asy] figure are dropped, except AIME's (globs on source_type)
-    drop_asy: bool = True
+    drop_asy: StrictBool = True
     asy_keep_sources: tuple[str, ...] = ("*aime*", "*AIME*")
 
+    @field_validator("checks")
+    @classmethod
+    def _known(cls, checks: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [c for c in checks if c not in QUALITY_CHECKS]
+        if bad:
+            raise ValueError(f"unknown {bad}; known: {list(QUALITY_CHECKS)}")
+        return checks
 
-@dataclass(frozen=True)
-class BaseModel:
-    name: str
+
+class BaseModelSpec(_Named):
+    """A base model of the difficulty stage: called (``gen``) or its attempts read from a
+    table with question and attempt columns (``attempts``)."""
+
     gen: Generation | None = None
-    attempts: Path | None = None  # precomputed attempts: a table with question, attempt
+    attempts: ConfigPath | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gen(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("attempts") is not None:
+            return data
+        data = _with_generation(data, prompts.BASE_MODEL)
+        if isinstance(data, dict) and isinstance(data.get("gen"), dict):
+            # s1's bulk inference: temperature 0.05, 32,768 new tokens
+            gen = {"temperature": S1_BASE_TEMPERATURE, "max_tokens": S1_BASE_MAX_TOKENS,
+                   **{k: v for k, v in data["gen"].items() if v is not None}}
+            data = {**data, "gen": gen}
+        return data
 
 
-@dataclass(frozen=True)
-class Judge:
+class Judge(_Section):
     gen: Generation
-    retries: int = 2
-    grade_all: bool = False  # s1: the judge grades every attempt (no machine check first)
+    retries: Count = 2
+    grade_all: StrictBool = False  # s1: the judge grades every attempt (no machine check first)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gen(cls, data: Any) -> Any:
+        return _with_generation(data, prompts.JUDGE)
+
+    @model_validator(mode="after")
+    def _placeholders(self) -> Judge:
+        for placeholder in ("{reference}", "{attempt}"):
+            if placeholder not in self.gen.prompt:
+                raise ValueError(f"prompt: must contain {placeholder}")
+        return self
 
 
-@dataclass(frozen=True)
-class Difficulty:
-    tokenizer: str
-    base_models: list[BaseModel]
+class Difficulty(_Section):
+    tokenizer: StrictStr
+    base_models: list[BaseModelSpec] = Field(min_length=1)
     judge: Judge | None = None
-    grade_teachers: bool = True
-    ungraded: str = "drop"  # a question no attempt could be graded on: drop (s1) or keep
+    grade_teachers: StrictBool = True
+    ungraded: Literal["drop", "keep"] = "drop"  # a question no attempt could be graded on
+
+    @field_validator("tokenizer")
+    @classmethod
+    def _local(cls, tokenizer: str, info: ValidationInfo) -> str:
+        base = (info.context or {}).get("base")
+        local = _resolve(base, tokenizer) if base is not None else Path(tokenizer)
+        return str(local) if local.exists() else tokenizer  # a directory, else a hub id
 
 
-@dataclass(frozen=True)
-class Domains:
+class Domains(_Section):
     gen: Generation | None = None
-    retries: int = 2
-    label_field: str | None = None
-    drop_unknown: bool = True  # s1 drops questions whose classification failed
+    retries: Count = 2
+    label_field: StrictStr | None = None
+    drop_unknown: StrictBool = True  # s1 drops questions whose classification failed
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gen(cls, data: Any) -> Any:
+        required = isinstance(data, dict) and "endpoint" in data
+        return _with_generation(data, prompts.DOMAIN, required=required)
+
+    @model_validator(mode="after")
+    def _source(self) -> Domains:
+        if self.gen is None and self.label_field is None:
+            raise ValueError("give an endpoint (LLM classifier) or a label_field")
+        return self
 
 
-@dataclass(frozen=True)
-class PreselectRule:
-    source_type: str | None = None
-    domain: str | None = None
-    min_trace_tokens: int | None = None
+class PreselectRule(_Section):
+    source_type: StrictStr | None = None
+    domain: StrictStr | None = None
+    min_trace_tokens: Count | None = None
 
 
-@dataclass(frozen=True)
-class Select:
-    size: int = 1000
-    seed: int = 0
-    unknown: str = "keep"
-    preselect: list[PreselectRule] = field(default_factory=list)
+class BenchmarkSource(_Section):
+    """A benchmark-like source (a glob on source_type) and its share of the weight."""
+
+    source_type: StrictStr
+    share: Positive = 1.0
+
+
+class Select(_Section):
+    size: Count = 1000
+    seed: Count = 0
+    unknown: Literal["keep", "drop"] = "keep"
+    preselect: list[PreselectRule] = Field(default_factory=list)
     # s1: a pre-selected question must have a teacher answer graded correct
-    preselect_requires_correct: bool = True
+    preselect_requires_correct: StrictBool = True
     # how each draw picks a domain (datasets_build/selection.py): benchmark (s1), uniform,
     # or weighted by domain_weights (MSC code -> weight, unlisted 1)
-    domain_draw: str = "benchmark"
-    domain_weights: dict[str, float] = field(default_factory=dict)
+    domain_draw: Literal["benchmark", "uniform", "weighted"] = "benchmark"
+    domain_weights: Annotated[dict[str, Positive], BeforeValidator(_string_keys)] = Field(
+        default_factory=dict)
     # benchmark: draws are uniform until this share of `size` is selected (s1: 700 of 1000)
-    uniform_share: float = 0.7
-    # benchmark: (source_type glob, share of the weight); a domain weighs by its share
-    # among the questions of each benchmark-like source (s1: AIME 2/3, GPQA 1/3)
-    benchmark_sources: tuple[tuple[str, float], ...] = (("*AIME*", 2 / 3), ("*gpqa*", 1 / 3))
+    uniform_share: Annotated[float, Field(ge=0, le=1, strict=True)] = 0.7
+    # benchmark: a domain weighs by its share among the questions of each benchmark-like
+    # source (s1: AIME 2/3, GPQA 1/3)
+    benchmark_sources: tuple[BenchmarkSource, ...] = (
+        BenchmarkSource(source_type="*AIME*", share=2 / 3),
+        BenchmarkSource(source_type="*gpqa*", share=1 / 3))
+
+    @model_validator(mode="after")
+    def _weights(self) -> Select:
+        if self.domain_draw == "weighted" and not self.domain_weights:
+            raise ValueError("domain_draw weighted needs domain_weights (MSC code -> weight; "
+                             "unlisted domains weigh 1)")
+        return self
 
 
-@dataclass(frozen=True)
-class Export:
-    layout: str = "auto"
+class Export(_Section):
+    layout: Literal["auto", "s1k", "s1k-1.1"] = "auto"
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(_Section):
     path: Path
-    workdir: Path
+    workdir: ConfigPath
     cache: Path
-    concurrency: int = 16
-    progress: bool = True
-    abort_after_failures: int = 20
-    endpoints: dict[str, Endpoint] = field(default_factory=dict)
+    concurrency: Annotated[int, Field(ge=1, strict=True)] = 16
+    progress: StrictBool = True
+    abort_after_failures: Count = 20
+    endpoints: dict[str, Endpoint] = Field(default_factory=dict)
     collect: Collect | None = None
     traces: Traces | None = None
-    quality: Quality = field(default_factory=Quality)
+    quality: Quality = Field(default_factory=Quality)
     difficulty: Difficulty | None = None
     domains: Domains | None = None
-    select: Select = field(default_factory=Select)
-    export: Export = field(default_factory=Export)
+    select: Select = Field(default_factory=Select)
+    export: Export = Field(default_factory=Export)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derived(cls, data: Any, info: ValidationInfo) -> Any:
+        """The file's own path, the default workdir, the cache inside it, endpoint names;
+        a section given as null is absent (its defaults apply)."""
+        if not isinstance(data, dict):
+            return data
+        path: Path = (info.context or {})["path"]
+        data = {k: v for k, v in data.items() if v is not None}
+        if "path" in data:
+            raise ValueError("unknown key path")
+        out = {**data, "path": path}
+        workdir = data.get("workdir", "runs/" + path.stem)
+        if isinstance(workdir, str):
+            out["workdir"] = workdir = _resolve(path.parent, workdir)
+            cache = data.get("cache", "cache.sqlite")
+            out["cache"] = _resolve(workdir, cache) if isinstance(cache, str) else cache
+        endpoints = data.get("endpoints")
+        if isinstance(endpoints, dict):
+            out["endpoints"] = {name: {**e, "name": name} if isinstance(e, dict) else e
+                                for name, e in endpoints.items()}
+        return out
+
+    @model_validator(mode="after")
+    def _references(self) -> Config:
+        """Every generation's endpoint exists; teachers and base models have distinct names."""
+        defined = ", ".join(self.endpoints) or "none"
+        for where, gen in self._generations():
+            if gen.endpoint not in self.endpoints:
+                raise ValueError(f"{where}.endpoint: unknown endpoint {gen.endpoint!r}; "
+                                 f"defined: {defined}")
+        names: set[str] = set()
+        teachers = self.traces.teachers if self.traces else []
+        bases = self.difficulty.base_models if self.difficulty else []
+        for where, named in [*((f"traces.teachers[{i}]", t) for i, t in enumerate(teachers)),
+                             *((f"difficulty.base_models[{i}]", b)
+                               for i, b in enumerate(bases))]:
+            if named.name in names:
+                raise ValueError(f"{where}.name: {named.name!r} is used twice (teachers and "
+                                 "base models need distinct names)")
+            names.add(named.name)
+        return self
+
+    def _generations(self) -> list[tuple[str, Generation]]:
+        gens: list[tuple[str, Generation | None]] = []
+        if self.traces:
+            gens += [(f"traces.teachers[{i}]", t.gen) for i, t in enumerate(self.traces.teachers)]
+        if self.difficulty:
+            gens += [(f"difficulty.base_models[{i}]", b.gen)
+                     for i, b in enumerate(self.difficulty.base_models)]
+            if self.difficulty.judge:
+                gens.append(("difficulty.judge", self.difficulty.judge.gen))
+        if self.domains:
+            gens.append(("domains", self.domains.gen))
+        return [(where, gen) for where, gen in gens if gen is not None]
 
     def section(self, stage: str) -> Any:
         value = getattr(self, stage)
@@ -206,74 +421,14 @@ class Config:
 
     def endpoints_for(self, stages: list[str]) -> list[Endpoint]:
         """The endpoints the given stages call, in order of first use."""
-        gens: list[Generation] = []
-        if "traces" in stages and self.traces:
-            gens += [t.gen for t in self.traces.teachers]
-        if "difficulty" in stages and self.difficulty:
-            gens += [b.gen for b in self.difficulty.base_models if b.gen]
-            gens += [self.difficulty.judge.gen] if self.difficulty.judge else []
-        if "domains" in stages and self.domains and self.domains.gen:
-            gens.append(self.domains.gen)
-        names = list(dict.fromkeys(g.endpoint for g in gens))
-        return [self.endpoints[n] for n in names]
+        wanted = {"traces": "traces.", "difficulty": "difficulty.", "domains": "domains"}
+        prefixes = tuple(wanted[s] for s in stages if s in wanted)
+        names = [gen.endpoint for where, gen in self._generations()
+                 if prefixes and where.startswith(prefixes)]
+        return [self.endpoints[n] for n in dict.fromkeys(names)]
 
 
 # ------------------------------------------------------------------ reading
-class _Section:
-    """A mapping being read; remembers the keys taken so leftovers can be reported."""
-
-    def __init__(self, data: Any, where: str, base: Path) -> None:
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-        self.data, self.where, self.base, self.seen = data, where, base, set()
-
-    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None,
-            required: bool = False) -> Any:
-        self.seen.add(key)
-        if key not in self.data or self.data[key] is None:
-            if required:
-                raise ConfigError(f"{self.where}.{key}: required")
-            return default
-        value = self.data[key]
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-            names = "/".join(k.__name__ for k in kinds)
-            raise ConfigError(f"{self.where}.{key}: expected {names}, got {value!r}")
-        if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
-            raise ConfigError(f"{self.where}.{key}: must be >= 0, got {value}")
-        return value
-
-    def path(self, key: str, required: bool = False) -> Path | None:
-        value = self.get(key, str, required=required)
-        return None if value is None else _resolve(self.base, value)
-
-    def sub(self, key: str) -> _Section:
-        self.seen.add(key)
-        return _Section(self.data.get(key), f"{self.where}.{key}", self.base)
-
-    def items(self, key: str) -> list[_Section]:
-        self.seen.add(key)
-        value = self.data.get(key) or []
-        if not isinstance(value, list):
-            raise ConfigError(f"{self.where}.{key}: expected a list")
-        return [_Section(v, f"{self.where}.{key}[{i}]", self.base) for i, v in enumerate(value)]
-
-    def done(self) -> None:
-        unknown = sorted(set(self.data) - self.seen)
-        if unknown:
-            raise ConfigError(f"{self.where}: unknown key(s) {', '.join(unknown)}; "
-                              f"known: {', '.join(sorted(self.seen))}")
-
-
-def _resolve(base: Path, value: str) -> Path:
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else (base / path).resolve()
-
-
 def _expand(value: Any, missing: list[str]) -> Any:
     """Replace ``${VAR}`` / ``${VAR:-default}`` in every string; note unset variables."""
     if isinstance(value, str):
@@ -292,232 +447,98 @@ def _expand(value: Any, missing: list[str]) -> Any:
     return value
 
 
-def _name(s: _Section, taken: set[str]) -> str:
-    name = s.get("name", str, required=True)
-    if not NAME_RE.match(name):
-        raise ConfigError(f"{s.where}.name: {name!r} must be lowercase letters, digits and _ "
-                          "(it prefixes column names)")
-    if name in taken:
-        raise ConfigError(f"{s.where}.name: {name!r} is used twice (teachers and base models "
-                          "need distinct names)")
-    taken.add(name)
-    return name
-
-
-def _generation(s: _Section, endpoints: dict[str, Endpoint], needs: tuple[str, ...] = (),
-                default_prompt: str = prompts.TEACHER) -> Generation:
-    endpoint = s.get("endpoint", str, required=True)
-    if endpoint not in endpoints:
-        raise ConfigError(f"{s.where}.endpoint: unknown endpoint {endpoint!r}; defined: "
-                          f"{', '.join(endpoints) or 'none'}")
-    gen = Generation(
-        endpoint=endpoint, prompt=s.get("prompt", str, default_prompt),
-        system=s.get("system", str), max_tokens=s.get("max_tokens", int),
-        temperature=s.get("temperature", float), top_p=s.get("top_p", float),
-        thinking_min=s.get("thinking_min", int), thinking_max=s.get("thinking_max", int),
-        seed=s.get("seed", int),
-        seed_per_question=s.get("seed_per_question", bool, False),
-        extra_body=s.get("extra_body", dict, {}))
-    for placeholder in ("{question}", *needs):
-        if placeholder not in gen.prompt:
-            raise ConfigError(f"{s.where}.prompt: must contain {placeholder}")
-    return gen
-
-
-def _endpoints(s: _Section) -> dict[str, Endpoint]:
-    out = {}
-    for name in list(s.data):
-        e = s.sub(name)
-        missing: list[str] = []
-        e.data = _expand(e.data, missing)
-        base_url = e.get("base_url", str, required=True)
-        if not base_url:
-            raise ConfigError(f"{e.where}.base_url: empty (unset variable {missing})")
-        out[name] = Endpoint(name=name, base_url=base_url, api_key=e.get("api_key", str) or None,
-                             model=e.get("model", str), timeout=e.get("timeout", float, 600.0),
-                             max_retries=e.get("max_retries", int, 3),
-                             concurrency=e.get("concurrency", int),
-                             missing_env=tuple(missing))
-        e.done()
+def _where(loc: tuple[int | str, ...]) -> str:
+    """``("traces", "teachers", 0, "gen", "prompt")`` -> ``traces.teachers[0].prompt``
+    (``gen`` is where the generation keys are gathered, not a key of the YAML)."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part != "gen" and not str(part).startswith(("function-", "tagged-union")):
+            out += f".{part}" if out else str(part)
     return out
 
 
-def _collect(s: _Section) -> Collect:
-    sources = []
-    for src in s.items("sources"):
-        fields = src.get("fields", dict, {})
-        sources.append(Source(
-            path=src.path("path", required=True), format=src.get("format", str),
-            split=src.get("split", str, "train"), source_type=src.get("source_type", str),
-            source_type_field=src.get("source_type_field", str),
-            fields={str(k): str(v) for k, v in fields.items()},
-            cot_type=src.get("cot_type", str, "math"), limit=src.get("limit", int)))
-        if sources[-1].source_type is None and sources[-1].source_type_field is None:
-            raise ConfigError(f"{src.where}: give source_type or source_type_field")
-        src.done()
-    if not sources:
-        raise ConfigError(f"{s.where}.sources: at least one source is needed")
-    evals = []
-    for ev in s.items("eval_sets"):
-        evals.append(EvalSet(name=ev.get("name", str, required=True),
-                             path=ev.path("path", required=True),
-                             question_field=ev.get("question_field", str, "question"),
-                             format=ev.get("format", str), split=ev.get("split", str, "test")))
-        ev.done()
-    ngram = s.get("ngram", int, 8)
-    if ngram < 1:
-        raise ConfigError(f"{s.where}.ngram: must be >= 1")
-    dedup = s.get("dedup", str, "ngram")
-    if dedup not in ("exact", "ngram"):
-        raise ConfigError(f"{s.where}.dedup: expected exact or ngram, got {dedup!r}")
-    return Collect(sources, evals, ngram, dedup)
+_EXPECTED = {"int": "int", "float": "float", "string": "str", "bool": "bool", "dict": "dict",
+             "list": "list", "tuple": "list", "model": "mapping", "model_attributes": "mapping"}
 
 
-def _traces(s: _Section, endpoints: dict[str, Endpoint], names: set[str]) -> Traces:
-    teachers = []
-    for t in s.items("teachers"):
-        name = _name(t, names)
-        delims = t.get("delimiters", list, [])
-        if not all(isinstance(d, list) and len(d) == 2 and all(isinstance(x, str) for x in d)
-                   for d in delims):
-            raise ConfigError(f"{t.where}.delimiters: expected a list of [start, end] pairs")
-        gen = _generation(t, endpoints)
-        t.done()
-        teachers.append(Teacher(name, gen, [(a, b) for a, b in delims]))
-    if not teachers:
-        raise ConfigError(f"{s.where}.teachers: at least one teacher is needed")
-    return Traces(teachers)
+def _message(error: Any) -> str:
+    kind, where = error["type"], _where(error["loc"])
+    prefix = f"{where}: " if where else ""
+    value = error.get("input")
+    base = kind.split("_")[0] if kind.endswith(("_type", "_parsing")) else None
+    if kind == "missing":
+        return f"{prefix}required"
+    if kind in ("value_error", "assertion_error"):
+        text = str(error["ctx"]["error"])
+        return text if not where or text.startswith(where) else prefix + text
+    if base in _EXPECTED or kind in ("model_type", "model_attributes_type"):
+        key = base if base in _EXPECTED else kind.removesuffix("_type")
+        return f"{prefix}expected {_EXPECTED[key]}, got {value!r}"
+    if kind in _BOUNDS:
+        return f"{prefix}must be {_BOUNDS[kind]} {next(iter(error['ctx'].values()))}, " \
+               f"got {value!r}"
+    if kind == "too_short":
+        return f"{prefix}at least one is needed"
+    if kind == "literal_error":
+        return f"{prefix}expected {error['ctx']['expected']}, got {value!r}"
+    return f"{prefix}{error['msg']} (got {value!r})"
 
 
-def _difficulty(s: _Section, endpoints: dict[str, Endpoint], names: set[str]) -> Difficulty:
-    models = []
-    for b in s.items("base_models"):
-        name = _name(b, names)
-        attempts = b.path("attempts")
-        gen = None if attempts else _generation(b, endpoints, default_prompt=prompts.BASE_MODEL)
-        if gen is not None:  # s1's bulk inference: temperature 0.05, 32,768 new tokens
-            gen = dataclasses.replace(
-                gen, temperature=S1_BASE_TEMPERATURE if gen.temperature is None
-                else gen.temperature,
-                max_tokens=S1_BASE_MAX_TOKENS if gen.max_tokens is None else gen.max_tokens)
-        b.done()
-        models.append(BaseModel(name, gen, attempts))
-    if not models:
-        raise ConfigError(f"{s.where}.base_models: at least one base model is needed")
-    judge = None
-    if s.data.get("judge"):
-        j = s.sub("judge")
-        judge = Judge(_generation(j, endpoints, ("{reference}", "{attempt}"), prompts.JUDGE),
-                      j.get("retries", int, 2), j.get("grade_all", bool, False))
-        j.done()
-    else:
-        s.seen.add("judge")
-    tokenizer = s.get("tokenizer", str, required=True)
-    local = _resolve(s.base, tokenizer)  # a path relative to the config, else a hub id
-    ungraded = s.get("ungraded", str, "drop")
-    if ungraded not in ("drop", "keep"):
-        raise ConfigError(f"{s.where}.ungraded: expected drop or keep, got {ungraded!r}")
-    return Difficulty(tokenizer=str(local) if local.exists() else tokenizer, base_models=models,
-                      judge=judge, grade_teachers=s.get("grade_teachers", bool, True),
-                      ungraded=ungraded)
+_BOUNDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=",
+           "less_than": "<"}
 
 
-def _domains(s: _Section, endpoints: dict[str, Endpoint]) -> Domains:
-    gen = (_generation(s, endpoints, default_prompt=prompts.DOMAIN) if "endpoint" in s.data
-           else None)
-    label_field = s.get("label_field", str)
-    if gen is None and label_field is None:
-        raise ConfigError(f"{s.where}: give an endpoint (LLM classifier) or a label_field")
-    return Domains(gen=gen, retries=s.get("retries", int, 2), label_field=label_field,
-                   drop_unknown=s.get("drop_unknown", bool, True))
+def _section_type(annotation: Any) -> type[_Section] | None:
+    """The section model in ``X``, ``X | None``, ``list[X]`` or ``dict[str, X]``."""
+    args = typing.get_args(annotation)
+    for t in (annotation, *args, *(a for arg in args for a in typing.get_args(arg))):
+        if isinstance(t, type) and issubclass(t, _Section):
+            return t
+    return None
 
 
-def _select(s: _Section) -> Select:
-    rules = []
-    for r in s.items("preselect"):
-        rules.append(PreselectRule(source_type=r.get("source_type", str),
-                                   domain=r.get("domain", str),
-                                   min_trace_tokens=r.get("min_trace_tokens", int)))
-        r.done()
-    unknown = s.get("unknown", str, "keep")
-    if unknown not in ("keep", "drop"):
-        raise ConfigError(f"{s.where}.unknown: expected keep or drop, got {unknown!r}")
-    draw = s.get("domain_draw", str, "benchmark")
-    if draw not in DOMAIN_DRAWS:
-        raise ConfigError(f"{s.where}.domain_draw: expected one of {list(DOMAIN_DRAWS)}, "
-                          f"got {draw!r}")
-    weights = {str(k): v for k, v in s.get("domain_weights", dict, {}).items()}
-    bad = {k: v for k, v in weights.items()
-           if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0}
-    if bad:
-        raise ConfigError(f"{s.where}.domain_weights: weights must be positive numbers, "
-                          f"got {bad}")
-    if draw == "weighted" and not weights:
-        raise ConfigError(f"{s.where}: domain_draw weighted needs domain_weights "
-                          "(MSC code -> weight; unlisted domains weigh 1)")
-    share = s.get("uniform_share", float, 0.7)
-    if not 0 <= share <= 1:
-        raise ConfigError(f"{s.where}.uniform_share: must be in [0, 1], got {share}")
-    bench = []
-    for b in s.items("benchmark_sources"):
-        glob, w = b.get("source_type", str, required=True), b.get("share", float, 1.0)
-        if w <= 0:
-            raise ConfigError(f"{b.where}.share: must be positive, got {w}")
-        bench.append((glob, w))
-        b.done()
-    return Select(size=s.get("size", int, 1000), seed=s.get("seed", int, 0), unknown=unknown,
-                  preselect=rules,
-                  preselect_requires_correct=s.get("preselect_requires_correct", bool, True),
-                  domain_draw=draw, domain_weights={k: float(v) for k, v in weights.items()},
-                  uniform_share=share,
-                  benchmark_sources=tuple(bench) if bench else Select.benchmark_sources)
+def _known_keys(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys the YAML may use at ``loc`` (a section's fields, generation keys beside)."""
+    model: type[_Section] | None = Config
+    for part in loc:
+        if model is not None and isinstance(part, str) and part in model.model_fields:
+            model = _section_type(model.model_fields[part].annotation)
+        elif not isinstance(part, int) and model is not Endpoint:  # endpoint names: dict keys
+            model = None
+    if model is None:
+        return []
+    keys = set(model.model_fields) - {"path", "missing_env"}
+    if "gen" in keys:
+        keys = keys - {"gen"} | GENERATION_KEYS
+    return sorted(keys - ({"name"} if model is Endpoint else set()))
+
+
+def _errors(exc: ValidationError, name: str) -> str:
+    errors = exc.errors(include_url=False)
+    unknown: dict[tuple[str, tuple[int | str, ...]], list[str]] = {}
+    lines: list[str] = []
+    for error in errors:
+        if error["type"] == "extra_forbidden":
+            loc = error["loc"][:-1]
+            unknown.setdefault((_where(loc), loc), []).append(str(error["loc"][-1]))
+        else:
+            lines.append(_message(error))
+    for (where, loc), keys in unknown.items():
+        prefix = f"{where}: " if where else ""
+        known = _known_keys(loc)
+        lines.insert(0, f"{prefix}unknown key(s) {', '.join(sorted(keys))}"
+                     + (f"; known: {', '.join(known)}" if known else ""))
+    return f"{name}: " + "; ".join(dict.fromkeys(lines))
 
 
 def parse_config(data: dict[str, Any], path: Path) -> Config:
     """Build a :class:`Config` from the decoded YAML of ``path``."""
-    top = _Section(data, path.name, path.parent)
-    names: set[str] = set()
-    endpoints = _endpoints(top.sub("endpoints"))
-    workdir = top.path("workdir") or _resolve(path.parent, "runs/" + path.stem)
-    cache_value = top.get("cache", str)
-    cache = _resolve(workdir, cache_value) if cache_value else workdir / "cache.sqlite"
-
-    def opt(key: str, build: Any) -> Any:
-        if data.get(key) is None:
-            top.seen.add(key)
-            return None
-        sub = top.sub(key)
-        value = build(sub)
-        sub.done()
-        return value
-
-    q = opt("quality", lambda s: Quality(
-        s.get("drop_truncated", bool, True), tuple(s.get("checks", list, list(QUALITY_CHECKS))),
-        s.get("drop_missing_answer", bool, True), s.get("drop_asy", bool, True),
-        tuple(s.get("asy_keep_sources", list, ["*aime*", "*AIME*"]))))
-    if q is not None:
-        bad = [c for c in q.checks if c not in QUALITY_CHECKS]
-        if bad:
-            raise ConfigError(f"quality.checks: unknown {bad}; known: {list(QUALITY_CHECKS)}")
-    cfg = Config(
-        path=path, workdir=workdir, cache=cache,
-        concurrency=max(1, top.get("concurrency", int, 16)),
-        progress=top.get("progress", bool, True),
-        abort_after_failures=top.get("abort_after_failures", int, 20),
-        endpoints=endpoints,
-        collect=opt("collect", _collect),
-        traces=opt("traces", lambda s: _traces(s, endpoints, names)),
-        quality=q or Quality(),
-        difficulty=opt("difficulty", lambda s: _difficulty(s, endpoints, names)),
-        domains=opt("domains", lambda s: _domains(s, endpoints)),
-        select=opt("select", _select) or Select(),
-        export=opt("export", lambda s: Export(s.get("layout", str, "auto"))) or Export(),
-    )
-    if cfg.export.layout not in ("auto", "s1k", "s1k-1.1"):
-        raise ConfigError(f"export.layout: expected auto, s1k or s1k-1.1, got "
-                          f"{cfg.export.layout!r}")
-    top.done()
-    return cfg
+    try:
+        return Config.model_validate(data, context={"path": path, "base": path.parent})
+    except ValidationError as exc:
+        raise ConfigError(_errors(exc, path.name)) from None
 
 
 def load_config(path: str | Path) -> Config:
@@ -536,4 +557,15 @@ def load_config(path: str | Path) -> Config:
     data = {k: (v if k == "endpoints" else _expand(v, missing)) for k, v in data.items()}
     if missing:
         raise ConfigError(f"{path}: environment variable(s) not set: {', '.join(missing)}")
+    endpoints = data.get("endpoints")
+    if isinstance(endpoints, dict):
+        data["endpoints"] = {name: _endpoint_env(e) for name, e in endpoints.items()}
     return parse_config(data, path)
+
+
+def _endpoint_env(endpoint: Any) -> Any:
+    if not isinstance(endpoint, dict):
+        return endpoint
+    missing: list[str] = []
+    expanded = _expand(endpoint, missing)
+    return {**expanded, "missing_env": tuple(missing)} if missing else expanded

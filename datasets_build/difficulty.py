@@ -22,13 +22,13 @@ from collections import Counter
 from pathlib import Path
 
 from datasets_build.calls import ModelCaller, fill, messages_for, seed_for
-from datasets_build.config import BaseModel, Difficulty
+from datasets_build.config import BaseModelSpec, Difficulty
 from datasets_build.judging import Verdict, grade_text
-from datasets_build.loaders import read_rows
 from datasets_build.schema import Row, col, question_id
 from datasets_build.tables import StageStats, Table
 from datasets_build.tokens import TokenCounter
 from datasets_build.validated import reply_text
+from s1_common.rows import read_rows
 
 
 def load_attempts(path: Path) -> dict[str, str]:
@@ -40,7 +40,7 @@ def load_attempts(path: Path) -> dict[str, str]:
     return {question_id(str(r["question"])): str(r["attempt"] or "") for r in rows}
 
 
-async def _attempt(caller: ModelCaller, model: BaseModel, row: Row) -> tuple[str | None, str]:
+async def _attempt(caller: ModelCaller, model: BaseModelSpec, row: Row) -> tuple[str | None, str]:
     """(attempt text, or None when the call failed; the failure)."""
     assert model.gen is not None
     prompt = fill(model.gen.prompt, question=row["question"])
@@ -51,7 +51,7 @@ async def _attempt(caller: ModelCaller, model: BaseModel, row: Row) -> tuple[str
     return reply_text(reply.answer, reply.reasoning), ""
 
 
-async def _grade_model(caller: ModelCaller, cfg: Difficulty, model: BaseModel,
+async def _grade_model(caller: ModelCaller, cfg: Difficulty, model: BaseModelSpec,
                        rows: list[Row]) -> list[Verdict]:
     if model.attempts is not None:
         known = load_attempts(model.attempts)

@@ -1,7 +1,7 @@
 """Grade an attempt against the reference answer: deterministic first, an LLM judge for the rest.
 
 Why this order: the paper graded with an LLM judge, which is slow, paid and not repeatable.
-Most math answers are machine-checkable (:mod:`client.grading`: integers, letters,
+Most math answers are machine-checkable (:mod:`s1_common.grading`: integers, letters,
 math-verify's symbolic equivalence), so those never reach a judge. A reference answer is
 *free text* when, LaTeX commands aside, it has two or more words of three letters or more
 ("no such function exists"), or has a word and no digits or math symbols ("Tuesday",
@@ -19,11 +19,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from client.grading import extract_answer, grade, infer_kind
 from datasets_build import prompts
 from datasets_build.calls import ModelCaller, fill
 from datasets_build.config import Judge
 from datasets_build.validated import ask_validated
+from s1_common.grading import extract_answer, grade, infer_kind
 
 _COMMAND = re.compile(r"\\[A-Za-z]+")
 _LONG_WORD = re.compile(r"[A-Za-z]{3,}")

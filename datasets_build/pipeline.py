@@ -16,7 +16,6 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from datasets_build.cache import ResponseCache
 from datasets_build.calls import ModelCaller, preflight
 from datasets_build.config import STAGES, Config, ConfigError
 from datasets_build.tables import (
@@ -27,6 +26,7 @@ from datasets_build.tables import (
     write_side_files,
     write_table,
 )
+from s1_common.cache import ResponseCache
 
 OUTPUTS = {"collect": "01_collect.parquet", "traces": "02_traces.parquet",
            "quality": "03_quality.parquet", "difficulty": "04_difficulty.parquet",

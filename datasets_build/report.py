@@ -14,21 +14,20 @@ from collections import Counter
 from typing import Any
 
 from datasets_build.schema import Row
+from s1_common.stats import quantile
 
 API_REASONS = ("api_error", "empty_trace", "empty_attempt", "truncated")
 
 
 def quantiles(values: list[int]) -> dict[str, float]:
+    """Count, min, p10, p25, median, p75, p90, max and mean (quantiles interpolated)."""
     if not values:
         return {"count": 0}
-    v = sorted(values)
-
-    def q(p: float) -> float:
-        return float(v[min(len(v) - 1, int(round(p * (len(v) - 1))))])
-
-    return {"count": len(v), "min": float(v[0]), "p10": q(0.1), "p25": q(0.25),
-            "median": q(0.5), "p75": q(0.75), "p90": q(0.9), "max": float(v[-1]),
-            "mean": round(sum(v) / len(v), 1)}
+    cut = {name: round(quantile(values, p), 1)
+           for name, p in (("p10", 0.1), ("p25", 0.25), ("median", 0.5), ("p75", 0.75),
+                           ("p90", 0.9))}
+    return {"count": len(values), "min": float(min(values)), **cut,
+            "max": float(max(values)), "mean": round(sum(values) / len(values), 1)}
 
 
 def histogram(values: list[int], bins: int = 10) -> list[dict[str, int]]:

@@ -92,11 +92,12 @@ def benchmark_weights(rows: list[Row], cfg: Select) -> dict[str, float]:
     the domains of its questions in proportion to their counts (s1: AIME counts, plus GPQA
     counts scaled to half of AIME's total)."""
     weights: dict[str, float] = {}
-    for glob, share in cfg.benchmark_sources:
+    for source in cfg.benchmark_sources:
+        glob = source.source_type.lower()
         matched = [str(r["domain"]) for r in rows
-                   if fnmatchcase(str(r["source_type"]).lower(), glob.lower())]
+                   if fnmatchcase(str(r["source_type"]).lower(), glob)]
         for domain in matched:
-            weights[domain] = weights.get(domain, 0.0) + share / len(matched)
+            weights[domain] = weights.get(domain, 0.0) + source.share / len(matched)
     return weights
 
 

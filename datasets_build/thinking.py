@@ -11,9 +11,12 @@ per teacher.
 
 from __future__ import annotations
 
+from server.formats import FORMATS
+
+# The server's formats (one definition of their delimiters), then Anthropic-style tags.
 DEFAULT_DELIMITERS: tuple[tuple[str, str], ...] = (
-    ("<think>", "</think>"),
-    ("<|im_start|>think", "<|im_start|>answer"),
+    *dict.fromkeys((f.start, f.end) for f in (FORMATS["deepseek-r1"], FORMATS["qwen3"],
+                                              FORMATS["s1"])),
     ("<thinking>", "</thinking>"),
 )
 

@@ -1,7 +1,7 @@
 """Benchmarks from local files: AIME 2024, MATH500, GPQA Diamond and plain question/answer.
 
 Nothing is downloaded: point ``--data`` at a jsonl, json, csv or parquet file in
-one of the published column layouts. The layout is detected from the column
+one of the published column layouts (read by :func:`s1_common.rows.read_rows`). The layout is detected from the column
 names (case and spacing ignored), or forced with ``format=``:
 
 - ``gpqa``: ``Question, Correct Answer, Incorrect Answer 1..3`` (id: ``Record ID``);
@@ -20,14 +20,14 @@ the harness's. Grading kinds: ``integer`` for AIME, ``math`` for MATH500,
 
 from __future__ import annotations
 
-import csv
-import json
 import random
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from s1_common.rows import read_rows
 
 FORMATS = ("aime", "math500", "gpqa", "generic")
 Format = Literal["aime", "math500", "gpqa", "generic"]
@@ -42,7 +42,7 @@ class Question:
     id: str
     prompt: str
     gold: str
-    kind: str  # integer | math | choice | auto (see client.grading.grade)
+    kind: str  # integer | math | choice | auto (see s1_common.grading.grade)
 
 
 @dataclass(frozen=True)
@@ -57,22 +57,6 @@ class Benchmark:
 
 def _key(name: str) -> str:
     return re.sub(r"[\s_]+", " ", name.strip().lower())
-
-
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """The records of a jsonl / json / csv / parquet file, as dicts."""
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path).to_pylist()
-    if suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as fh:
-            return list(csv.DictReader(fh))
-    text = path.read_text(encoding="utf-8")
-    if suffix == ".json" and text.lstrip().startswith("["):
-        return list(json.loads(text))
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def detect_format(columns: Iterable[str]) -> Format:

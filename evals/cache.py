@@ -1,17 +1,17 @@
-"""The answer cache that makes a sweep resumable: one JSON line per (question, setting).
+"""The answer cache that makes a sweep resumable: one record per (question, setting).
 
-Every finished request is appended to ``<out>/cache.jsonl`` and flushed at
-once, so a run that is interrupted (Ctrl-C, a crash, a dead server) loses at
-most the requests in flight; the next run with the same settings skips what
-is there. A record is reused only when the *run signature* matches (model,
-sampling, token limits, system prompt: everything that changes the answer
-besides the budget) and the rendered prompt is the same (its hash is part of
-the key), so changing ``--temperature`` or the choice seed never mixes old
-answers in. The signature does not include the server address: use one
-``--out`` directory per endpoint when comparing servers that share a model
-name. Grading is not cached: it is redone from the stored answer text on
-every run, so a grader fix applies without regenerating. A torn last line
-(killed mid-write) is ignored.
+Records live in ``<out>/cache.sqlite``, the project's one response cache
+(:class:`s1_common.cache.ResponseCache`, shared with the curation pipeline): every
+finished request is committed at once, so a run that is interrupted (Ctrl-C, a
+crash, a dead server) loses at most the requests in flight; the next run with the
+same settings skips what is there. A record is reused only when the *run signature*
+matches (model, sampling, token limits, system prompt: everything that changes the
+answer besides the budget) and the rendered prompt is the same (its hash is part of
+the key), so changing ``--temperature`` or the choice seed never mixes old answers
+in. The signature does not include the server address: use one ``--out`` directory
+per endpoint when comparing servers that share a model name. Grading is not cached:
+it is redone from the stored answer text on every run, so a grader fix applies
+without regenerating.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
+
+from s1_common.cache import ResponseCache, request_key
 
 
 def digest(obj: Any) -> str:
@@ -64,24 +66,19 @@ class Record:
 
 
 class Cache:
-    """Records of one run signature, loaded from and appended to a jsonl file."""
+    """The records of one run signature, read from and written to a response cache file."""
 
     def __init__(self, path: str | Path, signature: str, *, fresh: bool = False) -> None:
         self.path = Path(path)
         self.signature = signature
+        self.store = ResponseCache(self.path)
         self.records: dict[tuple[str, str, str], Record] = {}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not fresh and self.path.exists():
-            self._load()
-
-    def _load(self) -> None:
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                data = json.loads(line)
-                record = Record.from_json(data)
-            except (ValueError, TypeError):
-                continue  # a torn line from an interrupted write, or a foreign line
-            if record.signature == self.signature:
+        if not fresh:
+            for _, data in self.store.responses(signature):
+                try:
+                    record = Record.from_json(data)
+                except TypeError:
+                    continue  # written by another version of this module
                 self.records[record.key] = record
 
     def get(self, question_id: str, setting: str, prompt_hash: str) -> Record | None:
@@ -89,10 +86,18 @@ class Cache:
 
     def put(self, record: Record) -> None:
         self.records[record.key] = record
-        line = json.dumps(asdict(record), ensure_ascii=False)
-        with self.path.open("a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
-            fh.flush()
+        request = dict(zip(("question_id", "setting", "prompt_hash"), record.key, strict=True))
+        self.store.put(request_key(self.signature, request), self.signature, request,
+                       response=asdict(record))
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Cache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def __len__(self) -> int:
         return len(self.records)

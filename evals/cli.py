@@ -5,7 +5,7 @@
 
 Writes ``<out>/results.json`` (per-setting accuracy and mean thinking tokens,
 Control / Scaling / Performance per method, every graded answer),
-``<out>/scaling.png`` and ``<out>/cache.jsonl`` (rerun the same command to
+``<out>/scaling.png`` and ``<out>/cache.sqlite`` (rerun the same command to
 resume). Greedy (temperature 0) by default, as in the paper. Exit status: 0
 done, 1 some requests failed (rerun to retry them), 2 bad arguments or no
 server.
@@ -29,9 +29,10 @@ from evals.report import build_report, format_table, write_json
 from evals.runner import RunConfig, Runner
 from evals.settings import build_sweep, parse_ints
 
+CACHE_FILE = "cache.sqlite"
 DESCRIPTION = ("Sweep thinking budgets on a local benchmark file against a running server and "
                "report accuracy, mean thinking tokens and the s1 paper's Control, Scaling and "
-               "Performance (results.json, scaling.png; cache.jsonl makes reruns resume).")
+               "Performance (results.json, scaling.png; cache.sqlite makes reruns resume).")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,11 +137,11 @@ async def _run(args: argparse.Namespace) -> int:
                            thinking_cap=auto.cap if auto else cap_arg,  # type: ignore[arg-type]
                            system=args.system, continuation=args.continuation,
                            sample_temperature=args.sample_temperature)
-        cache = Cache(out / "cache.jsonl", config.signature(), fresh=args.refresh)
         from tqdm import tqdm
 
-        with tqdm(total=len(bench.questions) * len(settings), desc=f"s1-eval {bench.name}",
-                  unit="req", disable=args.no_progress, dynamic_ncols=True) as bar:
+        with Cache(out / CACHE_FILE, config.signature(), fresh=args.refresh) as cache, \
+                tqdm(total=len(bench.questions) * len(settings), desc=f"s1-eval {bench.name}",
+                     unit="req", disable=args.no_progress, dynamic_ncols=True) as bar:
             runner = Runner(client, config, cache, concurrency=args.concurrency, progress=bar)
             sweep = await runner.run(bench.questions, settings)
     meta = {"created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -154,7 +155,7 @@ async def _run(args: argparse.Namespace) -> int:
     plot_scaling(report, out / "scaling.png")
     print(format_table(report))
     print(f"\nwrote {out / 'results.json'}, {out / 'scaling.png'} ({sweep.requested} new "
-          f"requests, cache {out / 'cache.jsonl'})")
+          f"requests, cache {out / CACHE_FILE})")
     if sweep.failures:
         print(f"s1-eval: {len(sweep.failures)} request(s) failed; rerun the same command to "
               f"retry them. First: {sweep.failures[0]}", file=sys.stderr)

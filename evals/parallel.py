@@ -8,7 +8,7 @@ first k, for k = 1, 2, 4, ... up to K (and K itself). The cost of a majority@k a
 *sum* of its k samples' thinking tokens, so the x axis is the same quantity as for the
 sequential methods: thinking tokens spent per question.
 
-Voting: the extracted answers (``client.grading.extract_answer``) are the votes; integers are
+Voting: the extracted answers (``s1_common.grading.extract_answer``) are the votes; integers are
 compared as integers (``"07"`` = ``"7"``), anything else by its whitespace-stripped text;
 unextractable answers do not vote. Ties go to the answer whose first vote came first (the
 lower sample index), so the result is deterministic. No vote at all counts as wrong.
@@ -19,9 +19,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from client.grading import extract_answer, grade
 from evals import metrics
 from evals.cache import Record
+from s1_common.grading import extract_answer, grade
 
 LABEL = "parallel: majority vote over k samples"
 

@@ -14,13 +14,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from client.grading import extract_answer, grade
 from evals import metrics
 from evals.benchmarks import Benchmark
 from evals.cache import Record
 from evals.parallel import ks_for, majority_curve
 from evals.runner import SweepResult
 from evals.settings import LABELS, METHODS, Setting
+from s1_common.grading import extract_answer, grade
 
 
 @dataclass

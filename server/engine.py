@@ -136,7 +136,6 @@ class ModelInfo:
     tokenizer: Any
     max_model_len: int
     format_tokens: FormatTokens | None
-    stop_ids: frozenset[int]
     vocab_size: int
 
 
@@ -193,6 +192,5 @@ def describe_model(settings: Settings, engine: Any) -> ModelInfo:
         tokenizer=tokenizer,
         max_model_len=int(model_config.max_model_len),
         format_tokens=format_tokens,
-        stop_ids=stop_ids,
         vocab_size=int(model_config.get_vocab_size()),
     )

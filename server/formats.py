@@ -18,8 +18,6 @@ from server.budget import BudgetError, BudgetSpec
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CONTINUATION = "Wait"
-
 
 @dataclass(frozen=True)
 class ThinkingFormat:

@@ -9,7 +9,6 @@ OpenAI-compatible servers do.
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
@@ -135,10 +134,6 @@ class CompletionRequest(_SamplingFields):
 
 
 # ------------------------------------------------------------------ responses
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex}"
-
-
 class CompletionTokensDetails(BaseModel):
     reasoning_tokens: int = 0
 

@@ -12,17 +12,30 @@ from pathlib import Path
 import pytest
 
 from bench import bench_server as bs
+from bench import report as rp
+from bench.results import (
+    MAX_TOKENS,
+    THINKING_MAX,
+    RunResult,
+    Sample,
+    StartResult,
+    Workload,
+    histogram_quantile,
+)
+from bench.server_model import ModelFacts
+from bench.servers import OURS, THEIRS, ServerKind
+from s1_common.stats import quantile
 
 
 def test_schedule_runs_every_workload_on_every_server_in_abba_order() -> None:
-    plan = (bs.Workload(1, 4, False), bs.Workload(64, 8, False), bs.Workload(64, 8, True))
-    order = bs.schedule([bs.OURS, bs.THEIRS], plan, rounds=2)
+    plan = (Workload(1, 4, False), Workload(64, 8, False), Workload(64, 8, True))
+    order = bs.schedule([OURS, THEIRS], plan, rounds=2)
     assert len(order) == 2 * 2 * len(plan)
     pairs = [order[i:i + 2] for i in range(0, len(order), 2)]
     for pair in pairs:  # back to back, same workload, both servers
-        assert pair[0][0] == pair[1][0] and {k for _, k in pair} == {bs.OURS, bs.THEIRS}
+        assert pair[0][0] == pair[1][0] and {k for _, k in pair} == {OURS, THEIRS}
     firsts = [pair[0][1] for pair in pairs]
-    assert firsts == [bs.OURS, bs.THEIRS] * len(plan)  # the order flips every workload
+    assert firsts == [OURS, THEIRS] * len(plan)  # the order flips every workload
 
 
 @pytest.mark.parametrize(("values", "q", "expected"), [
@@ -32,32 +45,32 @@ def test_schedule_runs_every_workload_on_every_server_in_abba_order() -> None:
     ([5.0, float("nan")], 0.5, 5.0),  # NaN (no text token seen) is left out
 ])
 def test_quantile(values: list[float], q: float, expected: float) -> None:
-    assert bs.quantile(values, q) == pytest.approx(expected)
+    assert quantile(values, q) == pytest.approx(expected)
 
 
-def _run(work: bs.Workload, tokens_per_s: float, ttft_s: float = 0.1) -> bs.RunResult:
+def _run(work: Workload, tokens_per_s: float, ttft_s: float = 0.1) -> RunResult:
     wall = 10.0
-    count = round(tokens_per_s * wall / bs.MAX_TOKENS)
-    samples = [bs.Sample(ttft_s, ttft_s, 1.0, bs.MAX_TOKENS,
-                         bs.THINKING_MAX if work.budget else 0) for _ in range(count)]
-    return bs.RunResult(work, wall, samples, api_cpu_s=1.0, engine_cpu_s=5.0, idle_cpu_s=0.0)
+    count = round(tokens_per_s * wall / MAX_TOKENS)
+    samples = [Sample(ttft_s, ttft_s, 1.0, MAX_TOKENS,
+                         THINKING_MAX if work.budget else 0) for _ in range(count)]
+    return RunResult(work, wall, samples, api_cpu_s=1.0, engine_cpu_s=5.0, idle_cpu_s=0.0)
 
 
-def _start(kind: bs.ServerKind, runs: list[bs.RunResult]) -> bs.StartResult:
-    checks = {"eos_tokens_without_ignore": 1, "eos_tokens_with_ignore": bs.MAX_TOKENS,
-              "thinking_capped": [bs.THINKING_MAX], "thinking_free": [bs.MAX_TOKENS]}
-    return bs.StartResult(kind, 20.0, checks, runs, [1.0, 2.0])
+def _start(kind: ServerKind, runs: list[RunResult]) -> StartResult:
+    checks = {"eos_tokens_without_ignore": 1, "eos_tokens_with_ignore": MAX_TOKENS,
+              "thinking_capped": [THINKING_MAX], "thinking_free": [MAX_TOKENS]}
+    return StartResult(kind, 20.0, checks, runs, [1.0, 2.0])
 
 
 def _report(ours: dict[str, list[float]], theirs: dict[str, list[float]]) -> str:
-    plan = (bs.Workload(1, 16, False), *bs._abba(64, 128))
+    plan = (Workload(1, 16, False), *bs._abba(64, 128))
     by_key = {w.key: w for w in plan}
     starts = [_start(kind, [_run(by_key[key], tps) for key, values in table.items()
                             for tps in values])
-              for kind, table in ((bs.OURS, ours), (bs.THEIRS, theirs))]
-    facts = bs.ModelFacts(Path("model"), 3_670_000, 1, 2)
+              for kind, table in ((OURS, ours), (THEIRS, theirs))]
+    facts = ModelFacts(Path("model"), 3_670_000, 1, 2)
     info = {"cpu": "test CPU", "cores": "2", "vllm": "0", "torch": "0", "python": "3"}
-    return bs.report(starts, plan, 1, facts, info, dt.datetime(2026, 1, 1), 60.0, "cmd")
+    return rp.report(starts, plan, 1, facts, info, dt.datetime(2026, 1, 1), 60.0, "cmd")
 
 
 def test_report_judges_goals_on_paired_ratios() -> None:
@@ -81,8 +94,8 @@ def test_report_flags_a_slower_server() -> None:
 
 def test_histogram_quantile_interpolates_inside_the_bucket() -> None:
     cumulative = {0.01: 50.0, 0.02: 90.0, 0.04: 100.0, float("inf"): 100.0}
-    assert bs.histogram_quantile(cumulative, 0.5) == pytest.approx(0.01)
-    assert bs.histogram_quantile(cumulative, 0.7) == pytest.approx(0.015)
-    assert bs.histogram_quantile(cumulative, 0.99) == pytest.approx(0.038)
-    assert bs.histogram_quantile({0.01: 0.0, float("inf"): 0.0}, 0.5) != \
-        bs.histogram_quantile({0.01: 0.0, float("inf"): 0.0}, 0.5)  # NaN: no requests
+    assert histogram_quantile(cumulative, 0.5) == pytest.approx(0.01)
+    assert histogram_quantile(cumulative, 0.7) == pytest.approx(0.015)
+    assert histogram_quantile(cumulative, 0.99) == pytest.approx(0.038)
+    assert histogram_quantile({0.01: 0.0, float("inf"): 0.0}, 0.5) != \
+        histogram_quantile({0.01: 0.0, float("inf"): 0.0}, 0.5)  # NaN: no requests

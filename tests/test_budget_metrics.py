@@ -99,11 +99,11 @@ def model(tiny_s1_open) -> ModelInfo:
     stop = frozenset({tok.convert_tokens_to_ids("<|im_end|>")})
     return ModelInfo(name="tiny", tokenizer=tok, max_model_len=1024,
                      format_tokens=FormatTokens.build(FORMATS["s1"], tok, stop),
-                     stop_ids=stop, vocab_size=len(tok))
+                     vocab_size=len(tok))
 
 
 def _serving(model: ModelInfo, **engine_kw: Any) -> Serving:
-    stop_id = next(iter(model.stop_ids))
+    stop_id = next(iter(model.format_tokens.stop_ids))
     return Serving(FakeEngine(model.tokenizer, stop_id, **engine_kw), model, Settings())
 
 

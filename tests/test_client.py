@@ -1,12 +1,13 @@
-"""The client package and the ``s1-client`` CLI against a real s1-serve subprocess.
+"""The client package and the ``s1-client`` CLI against real s1-serve subprocesses.
 
-One server (tiny random model, s1 format whose prompt opens thinking) serves
-most tests; a second one, started with ``--api-keys``, is hit while it is still
-loading (503, then retried until ready) and then for authentication (401).
-Nothing is mocked: every request crosses a socket. The second server also
-gets ``--max-in-flight 1`` (when the server has that flag) to produce a real 429;
-tests that need no model are in test_client_offline.py. Random weights make the text gibberish, but budgets are exact and
-greedy decoding is deterministic, which is what these tests compare.
+Most tests share the suite's ``api_server`` (tiny random model, s1 format whose prompt
+opens thinking, an API key). Two behaviours need a server of their own: 503 while the
+model loads (a server whose engine load is held until the test lets it go, see
+:mod:`server.launcher`), and 429 at the in-flight limit (``--max-in-flight 1``, its one
+slot held by a stream the test does not read). Nothing is mocked: every request crosses a
+socket; tests that need no model are in test_client_offline.py. Random weights make the
+text gibberish, but budgets are exact and greedy decoding is deterministic, which is what
+these tests compare.
 """
 
 from __future__ import annotations
@@ -15,16 +16,15 @@ import asyncio
 import json
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from client import (
@@ -43,121 +43,53 @@ from client import (
     ThinkingDelta,
     UsageEvent,
 )
+from tests.conftest import API_KEY, API_MODEL
+from tests.server_proc import ServerProcess, free_port
 
 pytestmark = pytest.mark.engine
 
 ROOT = Path(__file__).resolve().parents[1]
-API_KEY = "k1"
 QUESTION = "How many r in raspberry?"
 THINK_PROMPT = "Q: How many r in raspberry?\n<|im_start|>think\n"  # opens thinking
 SAMPLED = {"temperature": 1.0, "seed": 3}  # seeded sampling: non-empty, repeatable thinking
 
 
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 300.0) -> None:
+    """Until ``condition()`` (the server's state, read from /metrics) holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not after {timeout:g} s"
+        time.sleep(0.05)
+
+
 # ------------------------------------------------------------------ servers
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class ServerProcess:
-    """``python -m server`` on a free port, logging to a file."""
-
-    def __init__(self, model: Path, log: Path, *extra: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        self.limited = False  # started with --max-in-flight 1
-        env = {k: v for k, v in os.environ.items() if not k.startswith("S1_")}
-        cmd = [sys.executable, "-m", "server", "--model", str(model), "--port", str(self.port),
-               "--enforce-eager", "--dtype", "float32", "--max-model-len", "1024", *extra]
-        with log.open("wb") as out:
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
-
-    def _check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            tail = self.log.read_text(errors="replace")[-3000:]
-            pytest.fail(f"server exited with {self.proc.returncode}:\n{tail}")
-
-    def wait_port(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self._check_alive()
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.1)
-        pytest.fail(f"server port {self.port} did not open in {timeout} s")
-
-    def wait_ready(self, timeout: float = 480.0) -> None:
-        deadline = time.monotonic() + timeout
-        with Client(self.url, max_retries=0, timeout=5) as probe:
-            while time.monotonic() < deadline:
-                self._check_alive()
-                try:
-                    if probe.health().ok:
-                        return
-                except APIConnectionError:
-                    pass
-                time.sleep(0.5)
-        pytest.fail(f"server not ready in {timeout} s:\n{self.log.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)  # the group this test started
-                self.proc.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
-def tiny_open() -> Path:
-    from training.tiny import build_tiny_checkpoint
-
-    return build_tiny_checkpoint(ROOT / ".cache" / "tiny-s1-open", "s1-open")
+def server(api_server: ServerProcess) -> str:
+    return api_server.base_url
 
 
-@pytest.fixture(scope="module")
-def main_process(tiny_open: Path,
-                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tiny_open, tmp_path_factory.mktemp("srv") / "server.log")
+@pytest.fixture
+def loading_server(tiny_s1_open: Path) -> Iterator[ServerProcess]:
+    """A server whose port is open and whose model load waits for ``release_load``."""
+    proc = ServerProcess(tiny_s1_open, hold_load=True, name="client-loading")
     try:
-        yield proc
+        yield proc.wait_port()
     finally:
         proc.stop()
 
 
-@pytest.fixture(scope="module")
-def server(main_process: ServerProcess) -> str:
-    main_process.wait_ready()
-    return main_process.url
-
-
-@pytest.fixture(scope="module")
-def auth_server(tiny_open: Path, tmp_path_factory: pytest.TempPathFactory,
-                main_process: ServerProcess) -> Iterator[ServerProcess]:
-    """The second server, with ``--api-keys``: started beside the main one (so the two
-    load in parallel) and handed out as soon as its port opens, still loading."""
-    from server.settings import Settings
-
-    limit = ("--max-in-flight", "1") if "max_in_flight" in Settings.model_fields else ()
-    proc = ServerProcess(tiny_open, tmp_path_factory.mktemp("auth") / "server.log",
-                         "--api-keys", API_KEY, *limit)
-    proc.limited = bool(limit)
+@pytest.fixture
+def limited_server(tiny_s1_open: Path) -> Iterator[ServerProcess]:
+    proc = ServerProcess(tiny_s1_open, "--max-in-flight", "1", name="client-limited")
     try:
-        proc.wait_port()
-        yield proc
+        yield proc.wait_ready()
     finally:
         proc.stop()
 
 
 @pytest.fixture(scope="module")
 def client(server: str) -> Iterator[Client]:
-    with Client(server) as c:
+    with Client(server, API_KEY) as c:
         yield c
 
 
@@ -175,93 +107,115 @@ def texts(events: Iterable[object]) -> tuple[str, str]:
     return thinking, answer
 
 
-def run_cli(*args: str, base_url: str | None = None,
+def run_cli(*args: str, base_url: str | None = None, api_key: str | None = None,
             program: tuple[str, ...] = (sys.executable, "-m", "client")) -> Cli:
     """Run the CLI; output decoded as UTF-8 without newline translation."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("S1_")}
     env["PYTHONIOENCODING"] = "utf-8"
     if base_url:
         env["S1_BASE_URL"] = base_url
+    if api_key:
+        env["S1_API_KEY"] = api_key
     done = subprocess.run([*program, *args], cwd=ROOT, env=env, capture_output=True,
                           timeout=120)
     return Cli(done.returncode, done.stdout.decode(), done.stderr.decode())
 
 
-# ------------------------------------- second server: loading (503), then auth (401)
-# These run first, while the main server is still loading too.
-def test_503_while_loading_then_retry(auth_server: ServerProcess,
+# ------------------------------------------- loading (503), authentication (401), 429
+def test_503_while_loading_then_retry(loading_server: ServerProcess,
                                       caplog: pytest.LogCaptureFixture) -> None:
-    with Client(auth_server.url, API_KEY, max_retries=0) as c:
+    url = loading_server.base_url
+    with Client(url, max_retries=0) as c:
         health = c.health()
-        assert health.status == "loading" and not health.ok, "server loaded too early"
+        assert health.status == "loading" and not health.ok
         with pytest.raises(ServiceUnavailableError) as err:
             c.models()
     e = err.value
     assert e.status == 503 and e.retry_after == 5 and e.request_id and e.attempts == 1
-    cli = run_cli("health", base_url=auth_server.url)
+    cli = run_cli("health", base_url=url)
     assert cli.returncode == 4 and cli.stdout.strip() == "loading"
+    turned_away: list[int] = []
+
+    def load_after_the_first_503(response: httpx.Response) -> None:
+        if response.status_code == 503 and loading_server.load_held:
+            turned_away.append(503)
+            loading_server.release_load()  # the engine starts loading only now
+
     with caplog.at_level(logging.INFO, logger="client"), \
-            Client(auth_server.url, API_KEY, max_retries=100) as c:
+            httpx.Client(event_hooks={"response": [load_after_the_first_503]}) as http, \
+            Client(url, max_retries=200, http_client=http) as c:
         r = c.chat(QUESTION, thinking_max=4, max_tokens=30, temperature=0)
-    assert r.usage.reasoning_tokens == 4
+    assert turned_away == [503] and r.usage.reasoning_tokens == 4
     retries = [rec.getMessage() for rec in caplog.records if "retrying" in rec.getMessage()]
     assert retries and "still loading" in retries[0]
 
 
-def test_401_without_or_with_wrong_key(auth_server: ServerProcess,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_401_without_or_with_wrong_key(server: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("S1_API_KEY", raising=False)
-    auth_server.wait_ready()
     for key in (None, "wrong"):
-        with Client(auth_server.url, key) as c:
+        with Client(server, key) as c:
             with pytest.raises(AuthenticationError) as err:
                 c.models()
             assert c.health().ok  # /health needs no key
         assert err.value.status == 401 and err.value.request_id and err.value.attempts == 1
     monkeypatch.setenv("S1_API_KEY", API_KEY)
-    with Client(auth_server.url) as c:
-        assert [m.id for m in c.models()] == ["tiny-s1-open"]
-    cli = run_cli("models", base_url=auth_server.url)
+    with Client(server) as c:
+        assert [m.id for m in c.models()] == [API_MODEL]
+    cli = run_cli("models", base_url=server)
     assert cli.returncode == 1 and "HTTP 401" in cli.stderr and "--api-key" in cli.stderr
-    cli = run_cli("models", "--api-key", API_KEY, base_url=auth_server.url)
-    assert cli.returncode == 0 and cli.stdout.startswith("tiny-s1-open")
+    cli = run_cli("models", "--api-key", API_KEY, base_url=server)
+    assert cli.returncode == 0 and cli.stdout.startswith(API_MODEL)
 
 
-def test_429_at_the_in_flight_limit(auth_server: ServerProcess,
+# The slot holder: 8 sampled choices of 900 tokens with 20 logprobs each, about 11 MB of
+# events (~1.5 kB a token), far more than the socket buffers between the server and a client
+# whose receive buffer is 4 KiB (the server's send buffer grows to 4 MiB at most). Unread,
+# the stream blocks the server's writer, so the request stays in flight, however long the
+# test takes, until the stream is closed.
+HOLD = {"n": 8, "max_tokens": 900, "temperature": 1.0, "seed": 5,
+        "extra_body": {"ignore_eos": True, "logprobs": True, "top_logprobs": 20}}
+
+
+def test_429_at_the_in_flight_limit(limited_server: ServerProcess,
                                     caplog: pytest.LogCaptureFixture) -> None:
-    if not auth_server.limited:
-        pytest.skip("this server has no --max-in-flight limit, so it never answers 429")
-    auth_server.wait_ready()
+    proc = limited_server
     args = dict(thinking_max=4, max_tokens=30, temperature=0)
-    # Every client exists, with its connection open, before the slot is taken: building
-    # an httpx client (its TLS context) once took 2 s under the test suite's load, long
-    # enough for the held request to finish first.
-    with Client(auth_server.url, API_KEY) as holder, \
-            Client(auth_server.url, API_KEY, max_retries=0) as probe, \
-            Client(auth_server.url, API_KEY, max_retries=8) as patient:
-        assert probe.models() and patient.models()
-        # The one slot: 8 x 900 tokens, far longer than the probe takes to land. (This test
-        # also found the server letting one backlogged stream keep the event loop until it
-        # had finished, so the probe was only read after that; fixed in serving.py.)
-        held = holder.chat(QUESTION, thinking_max=8, max_tokens=900, temperature=1, n=8,
-                           extra_body={"ignore_eos": True}, stream=True)
-        with pytest.raises(RateLimitError) as err:
+    small_window = httpx.HTTPTransport(
+        socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)])
+    with httpx.Client(transport=small_window, timeout=600) as raw, \
+            Client(proc.base_url, http_client=raw) as holder:
+        generated = proc.metric("vllm:generation_tokens_total")
+        held = holder.chat(QUESTION, stream=True, **HOLD)
+        # The engine generates every token of the held request; then only the unread
+        # stream keeps it in flight.
+        wait_for(lambda: proc.metric("vllm:generation_tokens_total") - generated
+                 == HOLD["n"] * HOLD["max_tokens"], "the engine never finished")
+        assert proc.metric("s1_requests_in_flight") == 1
+        with Client(proc.base_url, max_retries=0) as probe, \
+                pytest.raises(RateLimitError) as err:
             probe.chat(QUESTION, **args)
         e = err.value
         assert e.status == 429 and e.retry_after == 1 and e.request_id and e.attempts == 1
-        release = threading.Timer(1.5, held.close)  # the slot frees up while we retry
-        release.start()
-        with caplog.at_level(logging.INFO, logger="client"):
+
+        def free_the_slot(response: httpx.Response) -> None:
+            if response.status_code == 429 and not held.response.is_closed:
+                held.close()
+                wait_for(lambda: proc.metric("s1_requests_in_flight") == 0,
+                         "the closed stream kept its slot")
+
+        with caplog.at_level(logging.INFO, logger="client"), \
+                httpx.Client(event_hooks={"response": [free_the_slot]}) as http, \
+                Client(proc.base_url, max_retries=1, http_client=http) as patient:
             assert patient.chat(QUESTION, **args).usage.reasoning_tokens == 4
-        release.join()
-    assert any("HTTP 429" in rec.getMessage() for rec in caplog.records)
+    assert held.response.is_closed
+    assert [rec.getMessage().count("HTTP 429") for rec in caplog.records] == [1]
 
 
 # --------------------------------------------------------------- sync client
 def test_health_and_models(client: Client, server: str) -> None:
     assert client.health().ok
     [model] = client.models()
-    assert model.id == "tiny-s1-open"
+    assert model.id == API_MODEL
     assert model.thinking_format == "s1" and model.max_model_len == 1024
 
 
@@ -301,7 +255,7 @@ def test_chat_stream_equals_non_stream(client: Client, sampling: dict) -> None:
     assert [e.finish_reason for e in events if isinstance(e, Finished)] == [whole.finish_reason]
     assert isinstance(events[-1], UsageEvent) and events[-1].usage == whole.usage
     assert stream.usage == whole.usage and stream.usage.reasoning_tokens == 8
-    assert stream.id and stream.model == "tiny-s1-open" and stream.request_id
+    assert stream.id and stream.model == API_MODEL and stream.request_id
     if sampling is SAMPLED:
         assert whole.reasoning  # the comparison above was not of two empty strings
 
@@ -321,7 +275,7 @@ def test_complete_and_stream(client: Client) -> None:
 
 def test_connection_is_reused(server: str) -> None:
     seen: list[object] = []
-    with Client(server) as c:
+    with Client(server, API_KEY) as c:
         c.http.event_hooks["response"].append(
             lambda r: seen.append(r.extensions["network_stream"].get_extra_info("client_addr")))
         c.health()
@@ -345,9 +299,9 @@ def test_settings_from_environment(server: str, monkeypatch: pytest.MonkeyPatch)
 # -------------------------------------------------------------- async client
 def test_async_client(server: str) -> None:
     async def scenario() -> None:
-        async with AsyncClient(server) as c:
+        async with AsyncClient(server, API_KEY) as c:
             assert (await c.health()).ok
-            assert [m.id for m in await c.models()] == ["tiny-s1-open"]
+            assert [m.id for m in await c.models()] == [API_MODEL]
             whole = await c.chat(QUESTION, thinking_max=8, max_tokens=40, temperature=0)
             assert whole.usage.reasoning_tokens == 8
             stream = await c.chat(QUESTION, thinking_max=8, max_tokens=40, temperature=0,
@@ -391,7 +345,7 @@ def test_404_unknown_model(client: Client) -> None:
     with pytest.raises(NotFoundError) as err:
         client.chat(QUESTION, model="no-such-model")
     assert err.value.status == 404 and err.value.param == "model"
-    assert "tiny-s1-open" in err.value.message
+    assert API_MODEL in err.value.message
 
 
 def test_read_timeout_is_raised_and_not_retried() -> None:
@@ -412,39 +366,50 @@ def test_cli_chat_stream(client: Client, server: str) -> None:
     whole = client.chat(QUESTION, thinking_max=8, thinking_min=4, max_tokens=40, **SAMPLED)
     args = ["chat", QUESTION, "--thinking-max", "8", "--thinking-min", "4", "--max-tokens",
             "40", "--temperature", "1", "--seed", "3"]
-    plain = run_cli(*args, "--stream", base_url=server)
+    plain = run_cli(*args, "--stream", base_url=server, api_key=API_KEY)
     assert plain.returncode == 0, plain.stderr
     assert plain.stdout.startswith(f"{whole.reasoning}\n\n{whole.answer}\n[usage]")  # no ANSI
     usage = plain.stdout.rstrip("\n").rsplit("\n", 1)[-1]
     assert "thinking 8," in usage and f"finish: {whole.finish_reason}" in usage
-    colored = run_cli(*args, "--stream", "--color", "always", base_url=server)
+    colored = run_cli(*args, "--stream", "--color", "always", base_url=server,
+                      api_key=API_KEY)
     assert colored.stdout.startswith(f"\x1b[2m{whole.reasoning}\x1b[0m\n\n{whole.answer}\n")
-    batch = run_cli(*args, base_url=server)  # not streamed: same text
+    batch = run_cli(*args, base_url=server, api_key=API_KEY)  # not streamed: same text
     assert batch.stdout == plain.stdout
 
 
 def test_cli_json_models_health(server: str) -> None:
     out = run_cli("--base-url", server, "chat", QUESTION, "--thinking-max", "6", "--json",
-                  "--temperature", "0", "--max-tokens", "30")
+                  "--temperature", "0", "--max-tokens", "30", api_key=API_KEY)
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert data["object"] == "chat.completion"
     assert data["usage"]["completion_tokens_details"]["reasoning_tokens"] == 6
     out = run_cli("complete", THINK_PROMPT, "--thinking-max", "6", "--stream", "--json",
-                  base_url=server)
+                  base_url=server, api_key=API_KEY)
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert lines[0]["object"] == "text_completion" and "usage" in lines[-1]
-    out = run_cli("models", base_url=server)
-    assert out.returncode == 0 and out.stdout.startswith("tiny-s1-open")
-    entry = Path(sys.executable).with_name("s1-client")  # the installed entry point
-    if entry.exists():
-        out = run_cli("health", "--base-url", server, program=(str(entry),))
-        assert out.returncode == 0 and out.stdout.strip() == "ok"
+    out = run_cli("models", base_url=server, api_key=API_KEY)
+    assert out.returncode == 0 and out.stdout.startswith(API_MODEL)
+
+
+def test_cli_entry_point(server: str) -> None:
+    """``pip install`` (``make install``) puts ``s1-client`` beside the interpreter."""
+    from importlib.metadata import entry_points
+
+    from client.cli import main
+
+    [script] = entry_points(group="console_scripts", name="s1-client")
+    assert script.load() is main
+    entry = Path(sys.executable).with_name("s1-client")
+    assert entry.is_file(), f"{entry}: the package is not installed in this environment"
+    out = run_cli("health", "--base-url", server, program=(str(entry),))
+    assert out.returncode == 0 and out.stdout.strip() == "ok"
 
 
 def test_cli_errors(server: str) -> None:
     out = run_cli("chat", QUESTION, "--thinking-min", "9", "--thinking-max", "3",
-                  base_url=server)
+                  base_url=server, api_key=API_KEY)
     assert out.returncode == 1 and out.stdout == ""
     assert "HTTP 400" in out.stderr and "thinking_min" in out.stderr and "request id" in out.stderr
     out = run_cli("chat")

@@ -1,27 +1,29 @@
-"""Client behaviour that needs no model: error mapping, retry policy, settings,
-stream parsing, connection failures on a closed port, and 429 handling.
+"""Client behaviour that needs no model: error mapping, the retry policy and the waits
+it asks for, settings, stream parsing, and connection failures on a closed port.
 
-s1-serve has no rate limiter, so the 429 test talks to a small stand-in HTTP
-server on a real socket (http.server in a thread); everything else that needs
-a model is in test_client.py.
+Waits are recorded, not slept (``time.sleep`` / ``asyncio.sleep`` of the client modules
+are replaced), so nothing here depends on the machine's speed. The server's real 429
+and 503 answers, and the client retrying them, are in test_client.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import socket
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 
+import httpx
 import pytest
 
+import client.async_client
+import client.sync_client
+import client.wire
 from client import (
     AnswerDelta,
     APIConnectionError,
@@ -96,21 +98,52 @@ def test_retry_policy() -> None:
     assert policy.wait(1, APITimeoutError("read timeout")) is None
 
 
-def test_connection_error_is_retried() -> None:
+class Clock:
+    """The clients' clock in these tests: sleeping records the wait and moves time on."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.waits: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return 1_800_000_000.0 + self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+
+    async def async_sleep(self, seconds: float) -> None:
+        self.sleep(seconds)
+
+
+@pytest.fixture
+def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The seconds the clients asked to wait, recorded instead of slept."""
+    clock = Clock()
+    monkeypatch.setattr(client.sync_client, "time", clock)
+    monkeypatch.setattr(client.wire, "time", clock)
+    monkeypatch.setattr(client.async_client, "asyncio", SimpleNamespace(sleep=clock.async_sleep))
+    return clock.waits
+
+
+def test_connection_error_is_retried(waits: list[float]) -> None:
     url = closed_port_url()
-    started = time.monotonic()
     with Client(url, max_retries=3, backoff_base=0.1) as c, \
             pytest.raises(APIConnectionError) as err:
         c.chat("hi", thinking_max=8)
     assert err.value.attempts == 4 and err.value.status is None
     assert err.value.retryable and "cannot reach" in err.value.message
-    assert time.monotonic() - started >= 0.05 + 0.1 + 0.2  # each wait is >= half its ceiling
+    assert len(waits) == 3  # jittered exponential backoff: each in [ceiling / 2, ceiling]
+    assert all(c / 2 <= w <= c for w, c in zip(waits, (0.1, 0.2, 0.4), strict=True))
     with Client(url, max_retries=0) as c, pytest.raises(APIConnectionError) as err:
         c.health()
-    assert err.value.attempts == 1
+    assert err.value.attempts == 1 and len(waits) == 3
 
 
-def test_async_connection_error_is_retried() -> None:
+def test_async_connection_error_is_retried(waits: list[float]) -> None:
     async def scenario() -> APIConnectionError:
         async with AsyncClient(closed_port_url(), max_retries=2, backoff_base=0.02) as c:
             try:
@@ -119,60 +152,52 @@ def test_async_connection_error_is_retried() -> None:
                 return exc
         raise AssertionError("no error")
 
-    assert asyncio.run(scenario()).attempts == 3
+    assert asyncio.run(scenario()).attempts == 3 and len(waits) == 2
 
 
-class RateLimited(BaseHTTPRequestHandler):
-    """Stand-in server: 429 with ``Retry-After: 1`` for the first ``limit`` requests."""
+def answers(*statuses: int) -> httpx.MockTransport:
+    """A transport answering ``statuses`` in turn (429/503 with ``Retry-After: 1``)."""
+    queue = list(statuses)
 
-    hits = 0
-    limit = 1
+    def handler(request: httpx.Request) -> httpx.Response:
+        status = queue.pop(0)
+        if status == 200:
+            return httpx.Response(200, json={"object": "list", "data": [{"id": "m"}]})
+        return httpx.Response(status, headers={"Retry-After": "1", "x-request-id": "rid"},
+                              json={"error": {"message": "later", "type": "x", "code": status}})
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        type(self).hits += 1
-        if type(self).hits <= self.limit:
-            body = {"error": {"message": "slow down", "type": "rate_limit_error",
-                              "param": None, "code": 429}}
-            self._reply(429, body, {"Retry-After": "1", "x-request-id": "rl-1"})
-        else:
-            self._reply(200, {"object": "list", "data": [{"id": "stub"}]}, {})
-
-    def _reply(self, status: int, body: dict, headers: dict[str, str]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        for key, value in {**headers, "Content-Type": "application/json",
-                           "Content-Length": str(len(data))}.items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
+    return httpx.MockTransport(handler)
 
 
-@pytest.fixture
-def rate_limited() -> Iterator[str]:
-    stub = ThreadingHTTPServer(("127.0.0.1", 0), RateLimited)
-    RateLimited.hits, RateLimited.limit = 0, 1
-    threading.Thread(target=stub.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{stub.server_address[1]}"
-    finally:
-        stub.shutdown()
-        stub.server_close()
-
-
-def test_429_honours_retry_after(rate_limited: str) -> None:
-    with Client(rate_limited, max_retries=0) as c, pytest.raises(RateLimitError) as err:
+def test_retry_after_is_honoured_by_both_clients(waits: list[float],
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    with Client("http://s1", max_retries=0,
+                http_client=httpx.Client(transport=answers(429))) as c, \
+            pytest.raises(RateLimitError) as err:
         c.models()
-    assert err.value.status == 429 and err.value.retry_after == 1.0
-    assert err.value.request_id == "rl-1" and err.value.attempts == 1
-    RateLimited.hits, RateLimited.limit = 0, 2
-    started = time.monotonic()
-    with Client(rate_limited, max_retries=3, backoff_base=0.01) as c:
-        assert [m.id for m in c.models()] == ["stub"]
-    # Two 429s, each followed by the 1 s the server asked for (the backoff alone is ~10 ms).
-    assert RateLimited.hits == 3 and time.monotonic() - started >= 2.0
+    assert (err.value.retry_after, err.value.request_id, err.value.attempts) == (1.0, "rid", 1)
+    assert waits == []
+    with caplog.at_level(logging.INFO, logger="client"), \
+            Client("http://s1", max_retries=3, backoff_base=0.01,
+                   http_client=httpx.Client(transport=answers(429, 503, 200))) as c:
+        assert [m.id for m in c.models()] == ["m"]
+    assert waits == [1.0, 1.0]  # what the server asked for, not the ~10 ms backoff
+    assert ["HTTP 429" in r.getMessage() for r in caplog.records] == [True, False]
+
+    async def scenario() -> list[str]:
+        http = httpx.AsyncClient(transport=answers(503, 200))
+        async with AsyncClient("http://s1", max_retries=1, http_client=http) as c:
+            return [m.id for m in await c.models()]
+
+    assert asyncio.run(scenario()) == ["m"] and waits == [1.0, 1.0, 1.0]
+
+
+def test_wait_ready_polls_until_the_deadline(waits: list[float]) -> None:
+    with Client(closed_port_url(), max_retries=0) as c, \
+            pytest.raises(APITimeoutError, match="not ready after 3 s") as err:
+        c.wait_ready(timeout=3, interval=1)
+    assert "cannot reach" in str(err.value)
+    assert waits == [1, 1, 1]  # looks at 0, 1, 2 and 3 s; the next would be past the deadline
 
 
 # ------------------------------------------------------------------ settings
@@ -214,6 +239,26 @@ def test_events_from_chunks() -> None:
     assert event == UsageEvent(usage=Usage(prompt_tokens=3, completion_tokens=5,
                                            total_tokens=8, reasoning_tokens=2))
     assert event.usage.answer_tokens == 3
+
+
+def test_stream_events_per_the_sse_format() -> None:
+    """An event's data may span several ``data:`` lines (joined with newlines); comments,
+    other fields and CRLF line ends are part of the format; [DONE] ends the stream."""
+    chunk = {"id": "c1", "model": "m", "choices": [{"index": 0, "delta": {"content": "4"}}]}
+    text = json.dumps(chunk, indent=1)  # a multi-line JSON document
+    body = (": keep-alive\r\n\r\nevent: message\n"
+            + "".join(f"data: {line}\n" for line in text.splitlines())
+            + "\ndata: [DONE]\n\n")
+    transport = httpx.MockTransport(lambda request: httpx.Response(
+        200, headers={"content-type": "text/event-stream"}, text=body))
+    with Client("http://s1", http_client=httpx.Client(transport=transport)) as c:
+        stream = c.chat("hi", stream=True)
+        assert list(stream.iter_raw()) == [chunk] and stream.id == "c1"
+    cut = httpx.MockTransport(lambda request: httpx.Response(
+        200, headers={"content-type": "text/event-stream"}, text=f"data: {json.dumps(chunk)}\n\n"))
+    with Client("http://s1", http_client=httpx.Client(transport=cut)) as c, \
+            pytest.raises(APIConnectionError, match="ended before"):
+        list(c.chat("hi", stream=True))
 
 
 # ----------------------------------------------------------------------- CLI

@@ -3,7 +3,7 @@
 The tiny random model is teacher (twice: the s1K-1.1 layout), base model, judge and domain
 classifier, all over real HTTP through datasets_build's cached async caller. Its answers
 are gibberish, so the funnel is set by the pool's design (tests/data/pool, written by
-``s1-data make-pool``): duplicates, contaminated copies, formatting defects, questions too
+``python -m tests.pool``): duplicates, contaminated copies, formatting defects, questions too
 long for the 1,024-token context (the API errors), and precomputed base-model attempts that
 solve exactly 24 questions. What the model does is still checked: every classifier reply is
 invalid, so each unlabelled question costs three calls and ends as ``unknown``; every judge
@@ -18,8 +18,11 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -27,9 +30,9 @@ import pytest
 
 from datasets_build import cli
 from datasets_build.export import S1K_COLUMNS
-from datasets_build.pool import EXPECTED
 from datasets_build.tables import read_table
 from tests.conftest import API_KEY
+from tests.pool import EXPECTED
 
 pytestmark = pytest.mark.engine
 
@@ -166,56 +169,101 @@ def test_export_loads_in_training(run: Run, tmp_path: Path, tiny_s1_open: Path) 
 
 
 def _cached(path: Path) -> int:
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        return db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+
+
+class KillAfter(ThreadingHTTPServer):
+    """Forwards every request to the real server, and kills ``victim`` when it sends chat
+    request number ``answers + 1`` (which is not forwarded): the run dies at a known point.
+    The caller runs with concurrency 1 and caches each answer before it sends the next
+    request, so exactly ``answers`` answers are in its cache then."""
+
+    def __init__(self, upstream: str, answers: int) -> None:
+        super().__init__(("127.0.0.1", 0), _Forward)
+        self.upstream, self.answers, self.chats = upstream, answers, 0
+        self.victim: subprocess.Popen | None = None
+        self.lock = threading.Lock()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _Forward(BaseHTTPRequestHandler):
+    server: KillAfter
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self._forward(None)
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
+        if self.path == "/v1/chat/completions":
+            with self.server.lock:
+                self.server.chats += 1
+                if self.server.chats > self.server.answers:
+                    self.server.victim.kill()
+                    self.server.victim.wait()
+                    self.close_connection = True
+                    return
+        self._forward(body)
+
+    def _forward(self, body: bytes | None) -> None:
+        headers = {k: v for k, v in self.headers.items() if k.lower() in (
+            "authorization", "content-type", "x-request-id")}
+        r = httpx.request(self.command, self.server.upstream + self.path, content=body,
+                          headers=headers, timeout=300)
+        self.send_response(r.status_code)
+        for key in ("content-type", "x-request-id", "retry-after"):
+            if key in r.headers:
+                self.send_header(key, r.headers[key])
+        self.send_header("content-length", str(len(r.content)))
+        self.end_headers()
+        self.wfile.write(r.content)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def kill_after_40(server_env) -> Iterator[KillAfter]:
+    proxy = KillAfter(server_env.base_url, answers=40)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
     try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-            return db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
-    except sqlite3.Error:
-        return 0
+        yield proxy
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
 
 
-def _chat_requests(base_url: str) -> float:
-    text = httpx.get(base_url + "/metrics", timeout=10).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith('s1_requests_total{endpoint="/v1/chat/completions"'))
+def _chat_requests(server) -> float:
+    return server.metric("s1_requests_total", endpoint="/v1/chat/completions")
 
 
-def _settled_requests(base_url: str) -> float:
-    """The server's chat request count once nothing more is arriving."""
-    last = _chat_requests(base_url)
-    for _ in range(20):
-        time.sleep(0.5)
-        now = _chat_requests(base_url)
-        if now == last:
-            return now
-        last = now
-    return last
-
-
-def test_killed_run_resumes_without_repeating_calls(server_env, tmp_path: Path) -> None:
+def test_killed_run_resumes_without_repeating_calls(server_env, kill_after_40: KillAfter,
+                                                    tmp_path: Path) -> None:
     workdir = tmp_path / "w"
     args = ["run", "-c", str(CONFIG), "--workdir", str(workdir), "--to", "traces",
             "--no-progress"]
-    proc = subprocess.Popen([sys.executable, "-m", "datasets_build.cli", *args,
-                             "--concurrency", "1"], cwd=ROOT, env=dict(os.environ),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 180
-    while proc.poll() is None and _cached(workdir / "cache.sqlite") < 40:
-        assert time.monotonic() < deadline, "the traces stage made no progress"
-        time.sleep(0.05)
-    proc.kill()
-    proc.wait()
-    assert proc.returncode != 0, "the run finished before it could be killed"
+    env = {**os.environ, "S1_BASE_URL": kill_after_40.base_url}
+    with kill_after_40.lock:  # the proxy must know its victim before the first request
+        proc = kill_after_40.victim = subprocess.Popen(
+            [sys.executable, "-m", "datasets_build.cli", *args, "--concurrency", "1"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == -9, f"the run was not killed: {err.decode()[-2000:]}"
+    assert kill_after_40.chats == 41
     assert not (workdir / "02_traces.parquet").exists()
     done = _cached(workdir / "cache.sqlite")
-    assert 40 <= done < TRACE_CALLS
+    assert done == 40 < TRACE_CALLS
 
-    before = _settled_requests(server_env.base_url)
+    before = _chat_requests(server_env)  # nothing of the killed run is still on its way
     assert cli.main(args) == 0
     calls = json.loads((workdir / "02_traces.stats.json").read_text())["calls"]
     assert calls["cached"] == done and calls["made"] == TRACE_CALLS - done
-    assert _chat_requests(server_env.base_url) - before == TRACE_CALLS - done
+    assert _chat_requests(server_env) - before == TRACE_CALLS - done
 
     assert cli.main(args) == 0  # a finished run costs nothing the second time
     calls = json.loads((workdir / "02_traces.stats.json").read_text())["calls"]
     assert calls == {"made": 0, "cached": TRACE_CALLS, "failed": 0}
-    assert _chat_requests(server_env.base_url) - before == TRACE_CALLS - done
+    assert _chat_requests(server_env) - before == TRACE_CALLS - done

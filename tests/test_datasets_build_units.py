@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from datasets_build import cli
-from datasets_build.cache import ResponseCache, request_key
 from datasets_build.checks import ascii_art, broken_numbering, missing_image
 from datasets_build.collect import run_collect
 from datasets_build.config import ConfigError, PreselectRule, Select, load_config
@@ -23,11 +22,12 @@ from datasets_build.decontam import Decontaminator
 from datasets_build.domains import msc_codes, parse_code
 from datasets_build.export import S1K_COLUMNS, to_layout
 from datasets_build.judging import clean_math, free_text, machine_grade, parse_verdict
-from datasets_build.pool import EXPECTED, build_pool
 from datasets_build.schema import question_id
 from datasets_build.selection import draw_rank, select_rows
 from datasets_build.tables import StageStats, Table, read_table, with_stage, write_table
 from datasets_build.thinking import split_thinking
+from s1_common.cache import ResponseCache, request_key
+from tests.pool import EXPECTED, build_pool
 
 POOL = Path(__file__).parent / "data" / "pool"
 CONFIG = POOL / "pipeline.yaml"
@@ -133,11 +133,11 @@ def test_cross_source_near_duplicates_are_dropped(tmp_path: Path) -> None:
     for name, rows in (("a.jsonl", a), ("b.jsonl", b)):
         (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
     sources = [Source(path=tmp_path / n, source_type=n[0]) for n in ("a.jsonl", "b.jsonl")]
-    table, stats, removed = run_collect(Collect(sources, dedup="ngram"))
+    table, stats, removed = run_collect(Collect(sources=sources, dedup="ngram"))
     assert [r["answer"] for r in table.rows] == ["29", "39", "129"]
     assert dict(stats.dropped) == {"near_duplicate": 1}
     assert "with a row" in removed[0]["detail"]
-    table, stats, _ = run_collect(Collect(sources, dedup="exact"))
+    table, stats, _ = run_collect(Collect(sources=sources, dedup="exact"))
     assert len(table.rows) == 4 and not stats.dropped
 
 
@@ -228,7 +228,7 @@ def test_judge_sees_the_full_solution_and_reasons_first() -> None:
     from datasets_build.config import Generation, Judge
     from datasets_build.judging import grade_text
 
-    judge = Judge(Generation(endpoint="j", prompt=prompts.JUDGE), retries=0)
+    judge = Judge(gen=Generation(endpoint="j", prompt=prompts.JUDGE), retries=0)
     proof = "Suppose sqrt 2 = p/q in lowest terms; then p and q are both even."
     fake = _FakeJudge("The attempt argues by parity like the reference.\n\n**Yes**")
     v = asyncio.run(grade_text(fake, judge, "r1", "Prove sqrt 2 is irrational.", "",
@@ -248,7 +248,8 @@ def test_judge_sees_the_full_solution_and_reasons_first() -> None:
     assert v.correct is True and len(fake.prompts) == 1
     v = asyncio.run(grade_text(fake, judge, "r5", "3+4?", "7", "\\boxed{8}", solution="7"))
     assert v.correct is False and len(fake.prompts) == 1  # a clean wrong answer: no judge
-    all_judge = Judge(Generation(endpoint="j", prompt=prompts.JUDGE), retries=0, grade_all=True)
+    all_judge = Judge(gen=Generation(endpoint="j", prompt=prompts.JUDGE), retries=0,
+                      grade_all=True)
     v = asyncio.run(grade_text(fake, all_judge, "r6", "3+4?", "7", "\\boxed{8}", solution="7"))
     assert v.correct is True and len(fake.prompts) == 2  # s1: the judge grades everything
     assert parse_verdict("Reasoning here.\nYes") is True
@@ -260,7 +261,7 @@ def test_ungraded_questions_do_not_survive_difficulty(tmp_path: Path) -> None:
     free-text answer without a verdict -> dropped as ungraded (s1), kept with ungraded: keep."""
     import asyncio
 
-    from datasets_build.config import BaseModel, Difficulty
+    from datasets_build.config import BaseModelSpec, Difficulty
     from datasets_build.difficulty import run_difficulty
     from training.tiny import build_tokenizer
 
@@ -286,7 +287,7 @@ def test_ungraded_questions_do_not_survive_difficulty(tmp_path: Path) -> None:
 
     for policy, kept in (("drop", ["What is 3+3?"]),
                          ("keep", ["What is 3+3?", "Which day follows Monday?"])):
-        cfg = Difficulty(tokenizer=str(tok), base_models=[BaseModel("b", attempts=attempts)],
+        cfg = Difficulty(tokenizer=str(tok), base_models=[BaseModelSpec(name="b", attempts=attempts)],
                          grade_teachers=False, ungraded=policy)
         out, stats, removed = asyncio.run(run_difficulty(table, cfg, NoCalls()))
         assert [r["question"] for r in out.rows] == kept, policy

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from datasets_build.synthetic import (
+from training.data import IGNORE, encode_example
+from training.demo_data import (
     FINAL,
     GLANCE,
     HEADER,
@@ -23,7 +24,6 @@ from datasets_build.synthetic import (
     generate,
     split_words,
 )
-from training.data import IGNORE, encode_example
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "server" / "demo_model"

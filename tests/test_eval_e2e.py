@@ -3,11 +3,12 @@
 The model is random, so accuracy is meaningless here; what is checked is what
 the evaluation promises whatever the model: every request goes through the
 real engine, the budgets are respected (Control is 100 % for every method),
-results.json and the PNG plot are written, and a rerun is served from the
-cache without a single request. Greedy, as in the paper. The waits chain needs
-a model that ends its thinking by itself, which the tiny model only does when
-sampling, so that part runs seeded-sampled and checks the mapping's
-invariants (see evals.settings for why sampling makes it approximate).
+results.json and the PNG plot are written, the requests it reports sending are the
+ones the server counted, and a rerun is served from the cache without a single
+request. Greedy, as in the paper. The waits chain needs a model that ends its
+thinking by itself, which the tiny model only does when sampling, so that part runs
+seeded-sampled (seed 3, where it does) and checks the mapping's invariants (see
+evals.settings for why sampling makes it approximate).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from evals.cli import main
+from evals.cli import CACHE_FILE, main
+from s1_common.cache import ResponseCache
 from tests.conftest import API_KEY
 
 pytestmark = pytest.mark.engine
@@ -31,15 +33,32 @@ def _args(server, out: Path, *extra: str) -> list[str]:
             *extra]
 
 
+def cached_records(out: Path) -> list[dict]:
+    with ResponseCache(out / CACHE_FILE) as cache:
+        return [record for _, record in cache.responses()]
+
+
+def chat_requests(server) -> float:
+    return server.metric("s1_requests_total", endpoint="/v1/chat/completions")
+
+
 def test_sweep_against_the_real_server(api_server, tmp_path: Path) -> None:
+    cap = 48
     sweep = ("--thinking-max", "8,16,32", "--thinking-min", "24", "--waits", "1",
-             "--thinking-cap", "48", "--max-tokens", "96")
+             "--thinking-cap", str(cap), "--max-tokens", "96")
+    before = chat_requests(api_server)
     assert main(_args(api_server, tmp_path, *sweep)) == 0
+    sent = chat_requests(api_server) - before
     report = json.loads((tmp_path / "results.json").read_text())
     assert report["complete"] and report["model"] == "tiny"
+    assert report["requests_sent"] == sent
+    # 4 questions x 5 settings, plus a waits=1 round for each question whose round 0
+    # ended its thinking by itself (answer tokens followed) before the cap
+    round0 = [r for r in cached_records(tmp_path) if r["setting"] == "waits=0"]
+    ended = [r for r in round0 if r["completion_tokens"] > r["thinking_tokens"] < cap]
+    assert len(round0) == 4 and sent == 4 * 5 + len(ended)
     rows = {r["setting"]: r for r in report["settings"]}
-    # 4 questions x 5 settings, plus waits=1 where round 0 ended before the cap
-    assert report["requests_sent"] == 4 * 5 + rows["waits=1"]["extended"]
+    assert rows["waits=1"]["extended"] == len(ended)
     assert set(rows) == {"thinking_max=8", "thinking_max=16", "thinking_max=32",
                          "thinking_min=24", "waits=0", "waits=1"}
     assert all(r["n"] == 4 and r["control"] == 100.0 for r in rows.values())
@@ -55,19 +74,20 @@ def test_sweep_against_the_real_server(api_server, tmp_path: Path) -> None:
     assert (tmp_path / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "scaling.png").stat().st_size > 5000
     # resume: the same command again sends nothing and reports the same numbers
+    before = chat_requests(api_server)
     assert main(_args(api_server, tmp_path, *sweep)) == 0
     again = json.loads((tmp_path / "results.json").read_text())
-    assert again["requests_sent"] == 0 and again["settings"] == report["settings"]
+    assert again["requests_sent"] == 0 and chat_requests(api_server) == before
+    assert again["settings"] == report["settings"]
 
 
 def test_waits_chain_on_the_real_server(api_server, tmp_path: Path) -> None:
     sampled = ("--waits", "1", "--thinking-cap", "400", "--max-tokens", "600",
                "--temperature", "1", "--seed", "3", "--limit", "1", "--samples", "2")
     assert main(_args(api_server, tmp_path, *sampled)) == 0
-    records = {r["setting"]: r for r in map(json.loads, (tmp_path / "cache.jsonl").open())}
+    records = {r["setting"]: r for r in cached_records(tmp_path)}
     r0, r1 = records["waits=0"], records["waits=1"]
-    if r0["thinking_tokens"] >= 400:
-        pytest.skip("the tiny model did not end its thinking by itself under this seed")
+    assert r0["thinking_tokens"] < 400, "under seed 3 the tiny model ends its thinking itself"
     assert r1["extended"] is True
     assert r1["thinking_min"] == r0["thinking_tokens"] + 1
     assert r1["thinking_tokens"] >= r1["thinking_min"]

@@ -1,4 +1,4 @@
-"""client.grading: answer extraction and judge-free grading on a table of tricky answers."""
+"""s1_common.grading: answer extraction and judge-free grading on a table of tricky answers."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from client.grading import extract_answer, grade, infer_kind, normalize_choice
+from s1_common.grading import extract_answer, grade, infer_kind, normalize_choice
 
 EXTRACT = [
     ("so the answer is \\boxed{42}.", "42"),

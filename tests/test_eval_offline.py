@@ -1,33 +1,41 @@
 """s1-eval without an engine: benchmark files, the sweep, the cache and the CLI.
 
-A fake OpenAI-compatible server (an ``httpx.MockTransport``) stands in for the
-model: it "thinks" until its first end attempt at 40 tokens and then every 30
-tokens (each suppressed attempt adds a ``Wait``), honours thinking_min and
-thinking_max the way s1-serve does, and answers correctly only after 70
-thinking tokens. That makes the expected waits chain, Control, accuracy and
-resume behaviour computable by hand. The real server is exercised in
+The server is an ``httpx.MockTransport`` around a scripted greedy "model" that tries to
+end its thinking at 40 thinking tokens and then every 30 tokens, and answers correctly
+only after 70. The budgets are not re-implemented here: every request runs the server's
+own budget state machine (:class:`server.budget.BudgetState`, with the spec built by
+:class:`server.formats.FormatTokens` under the server's default s1 rules), so each
+``thinking_min``/``thinking_max`` is honoured exactly as s1-serve honours it, and a change
+there shows here. That makes the expected waits chain, Control, accuracy and resume
+behaviour computable by hand. The real server and engine are exercised in
 test_eval_e2e.py.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import evals.cli
 from client import AsyncClient
 from evals.autocap import compute_cap, parse_cap
-from evals.benchmarks import detect_format, load_benchmark, read_rows
+from evals.benchmarks import detect_format, load_benchmark
 from evals.cache import Cache, Record
 from evals.realised import chain_waits, extends, forced_cut, from_budget
 from evals.report import build_report
 from evals.runner import RunConfig, Runner, thinking_tokens
 from evals.settings import Setting, build_sweep, parse_ints
+from s1_common.rows import read_rows
+from server.budget import BudgetState, Phase
+from server.formats import FormatTokens, S1Rules, get_format
+from server.settings import Settings
+from tests.budget_driver import drive
 
 DATA = Path(__file__).parent / "data"
 FIRST_END, STEP, KNOWS_AFTER = 40, 30, 70
@@ -80,9 +88,6 @@ def test_gpqa_rendering_is_shuffled_and_seeded() -> None:
 
 
 def test_parquet_and_json(tmp_path: Path) -> None:
-    pq = pytest.importorskip("pyarrow.parquet")
-    import pyarrow as pa
-
     rows = read_rows(DATA / "math500_sample.jsonl")
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "math500.parquet")
     bench = load_benchmark(tmp_path / "math500.parquet")
@@ -114,9 +119,46 @@ def test_sweep_settings() -> None:
         build_sweep([], [600], None, 512)
 
 
-# ---------------------------------------------------------------- fake server
-class FakeServer:
-    """Deterministic stand-in for a budget-forcing server (see module doc)."""
+# ------------------------------------------------------------ scripted server
+class WordTokenizer:
+    """A few whole-word tokens: enough for :class:`FormatTokens` to encode a format."""
+
+    PIECES = ("<|end|>", "</think>", "<think>", "\n", "Wait", " think", " more", " other")
+
+    def __init__(self) -> None:
+        self.ids = {p: i for i, p in enumerate(self.PIECES)}
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        out = []
+        while text:
+            piece = next(p for p in self.PIECES if text.startswith(p))
+            out.append(self.ids[piece])
+            text = text[len(piece):]
+        return out
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(self.PIECES[i] for i in ids)
+
+    def batch_decode(self, batch: list[list[int]]) -> list[str]:
+        return [self.decode(ids) for ids in batch]
+
+    def __len__(self) -> int:
+        return len(self.PIECES)
+
+
+TOK = WordTokenizer()
+EOS, END, THINK, MORE, OTHER = (TOK.ids[p] for p in ("<|end|>", "</think>", " think", " more",
+                                                     " other"))
+_rules = Settings()
+FORMAT = FormatTokens.build(get_format("deepseek-r1"), TOK, {EOS}, S1Rules(
+    _rules.newline_before_forced_end, _rules.end_of_turn_ends_thinking,
+    _rules.hold_after_continuation))
+
+
+class ScriptedServer:
+    """A chat endpoint whose "model" is scripted and whose budgets are the server's (see
+    the module doc). Like an endpoint without s1-serve's per-choice ``budget`` object, it
+    reports only the usage (``exact_usage=False``: not even the reasoning tokens)."""
 
     def __init__(self, golds: dict[str, str], exact_usage: bool = True) -> None:
         self.golds = golds
@@ -125,6 +167,28 @@ class FakeServer:
         self.fail_prompts: set[str] = set()
         # prompts whose forced runs wander off before the first end (batch-variant numerics)
         self.diverge_prompts: set[str] = set()
+
+    def think(self, tmin: int | None, tmax: int | None, diverge: bool) -> tuple[str, int]:
+        """The thinking text and its token count, as the budget state machine lets the
+        scripted model write it."""
+        spec = FORMAT.spec(thinking_min=tmin, thinking_max=tmax,
+                           continuation_ids=TOK.encode("Wait"), prompt_opens=True,
+                           prompt_text="<think>\n")
+        state = BudgetState(spec)
+
+        def model(position: int) -> int:
+            if state.phase != Phase.THINKING:
+                return EOS
+            n = state.thinking
+            if n >= FIRST_END and (n - FIRST_END) % STEP == 0:
+                return END  # an attempt to end thinking
+            if position == 0 and diverge:
+                return OTHER
+            return THINK if n < FIRST_END else MORE
+
+        out = drive(state, model, steps=10_000)
+        assert out[-1] == EOS and state.phase == Phase.ANSWER
+        return TOK.decode(out[:out.index(END)]).rstrip("\n"), state.thinking
 
     def handler(self, request: httpx.Request) -> httpx.Response:
         if request.url.path == "/v1/models":
@@ -135,21 +199,13 @@ class FakeServer:
         prompt = body["messages"][-1]["content"]
         if prompt in self.fail_prompts:
             return httpx.Response(500, json={"error": {"message": "boom", "type": "server"}})
-        tmin, tmax = body.get("thinking_min") or 0, body.get("thinking_max")
-        # end attempts at 40, 70, 100, ...: the first one at or past the minimum is kept
-        think = FIRST_END if tmin <= FIRST_END else \
-            FIRST_END + STEP * math.ceil((tmin - FIRST_END) / STEP)
-        if tmax is not None and think > tmax:
-            think = tmax
+        tmin = body.get("thinking_min")
+        text, think = self.think(tmin, body.get("thinking_max"),
+                                 bool(tmin) and prompt in self.diverge_prompts)
         answer = self.golds[prompt] if think >= KNOWS_AFTER else "0"
         if body.get("temperature"):  # a sample for majority voting: the seed decides
             answer = {0: "5", 3: "6"}.get(body.get("seed", 0) % 4, self.golds[prompt])
-        # text: the natural thinking, then "\nWait ..." for each suppressed end attempt
-        suppressed = max(0, math.ceil((think - FIRST_END) / STEP)) if tmin else 0
-        text = "think " * FIRST_END + "".join(f"\nWait, again{i} " + "more " * STEP
-                                              for i in range(suppressed))
-        if tmin and prompt in self.diverge_prompts:
-            text = "other " + text
+        # completion: the thinking, the end delimiter and five answer tokens
         usage: dict[str, Any] = {"prompt_tokens": 9 + len(prompt) // 10,
                                  "completion_tokens": think + 6,
                                  "total_tokens": think + 15}
@@ -167,12 +223,12 @@ class FakeServer:
         return AsyncClient("http://fake", "k", http_client=http, max_retries=0)
 
 
-def _fake_for(path: Path) -> FakeServer:
+def _fake_for(path: Path) -> ScriptedServer:
     bench = load_benchmark(path)
-    return FakeServer({q.prompt: q.gold for q in bench.questions})
+    return ScriptedServer({q.prompt: q.gold for q in bench.questions})
 
 
-async def _sweep(fake: FakeServer, cache: Cache, settings: list[Setting],
+async def _sweep(fake: ScriptedServer, cache: Cache, settings: list[Setting],
                  config: RunConfig | None = None):
     bench = load_benchmark(DATA / "aime24_sample.jsonl")
     async with fake.client() as client:
@@ -185,7 +241,7 @@ def test_waits_chain_and_resume(tmp_path: Path) -> None:
 
     fake = _fake_for(DATA / "aime24_sample.jsonl")
     settings = build_sweep([64], [], 2, None)
-    cache = Cache(tmp_path / "cache.jsonl", RunConfig(model="fake").signature())
+    cache = Cache(tmp_path / "cache.sqlite", RunConfig(model="fake").signature())
     result = asyncio.run(_sweep(fake, cache, settings))
     assert not result.failures and result.requested == 4 * 4
     rec = result.records[("toy-2024-I-1", "waits=1")]
@@ -196,12 +252,12 @@ def test_waits_chain_and_resume(tmp_path: Path) -> None:
     assert rec2.thinking_tokens == FIRST_END + 2 * STEP and rec2.extended is True
     assert result.records[("toy-2024-I-1", "thinking_max=64")].thinking_tokens == 40
     # a second run with the same settings is served from the cache file alone
-    reloaded = Cache(tmp_path / "cache.jsonl", RunConfig(model="fake").signature())
+    reloaded = Cache(tmp_path / "cache.sqlite", RunConfig(model="fake").signature())
     assert len(reloaded) == 16
     again = asyncio.run(_sweep(fake, reloaded, settings))
     assert again.requested == 0 and len(fake.bodies) == 16
     # another temperature is another signature: nothing reused
-    other = Cache(tmp_path / "cache.jsonl", RunConfig(model="fake", temperature=1.0).signature())
+    other = Cache(tmp_path / "cache.sqlite", RunConfig(model="fake", temperature=1.0).signature())
     assert len(other) == 0
 
 
@@ -210,12 +266,16 @@ def test_waits_stop_at_the_cap(tmp_path: Path) -> None:
 
     fake = _fake_for(DATA / "aime24_sample.jsonl")
     config = RunConfig(model="fake", thinking_cap=60)
-    cache = Cache(tmp_path / "cache.jsonl", config.signature())
+    cache = Cache(tmp_path / "cache.sqlite", config.signature())
     result = asyncio.run(_sweep(fake, cache, build_sweep([], [], 2, 60), config))
     r1, r2 = (result.records[("toy-2024-I-2", f"waits={k}")] for k in (1, 2))
     assert r1.thinking_tokens == 60 and r1.thinking_max == 60 and r1.extended is True
     assert r2.extended is False and r2.thinking_tokens == 60  # nothing left to suppress
     assert result.requested == 4 * 2
+    # what was realised: round 1 was cut at the cap (60 < 70) after its Wait; round 2,
+    # reused, has the same
+    assert (r1.waits_realised, r1.forced_cut) == (1, True)
+    assert (r2.waits_realised, r2.forced_cut) == (1, True)
 
 
 def test_realised_waits_and_forced_cuts(tmp_path: Path) -> None:
@@ -228,7 +288,7 @@ def test_realised_waits_and_forced_cuts(tmp_path: Path) -> None:
     fake = _fake_for(path)
     fake.diverge_prompts = {bench.questions[1].prompt}
     settings = build_sweep([32, 64], [], 2, None)
-    cache = Cache(tmp_path / "cache.jsonl", "sig")
+    cache = Cache(tmp_path / "cache.sqlite", "sig")
     result = asyncio.run(_sweep(fake, cache, settings))
     rec = result.records
     q0, q1 = bench.questions[0].id, bench.questions[1].id
@@ -247,19 +307,6 @@ def test_realised_waits_and_forced_cuts(tmp_path: Path) -> None:
     assert rows["waits=1"]["accuracy_matched"] == 100.0
     assert [m.split(":")[0] for m in report["budget_mismatches"]] == ["waits=1", "waits=2"]
     assert "1 of 4 answers did not get 1 Wait(s)" in report["budget_mismatches"][0]
-
-
-def test_realised_reused_round_is_short_of_the_request(tmp_path: Path) -> None:
-    import asyncio
-
-    fake = _fake_for(DATA / "aime24_sample.jsonl")
-    config = RunConfig(model="fake", thinking_cap=60)
-    cache = Cache(tmp_path / "cache.jsonl", config.signature())
-    result = asyncio.run(_sweep(fake, cache, build_sweep([], [], 2, 60), config))
-    r1, r2 = (result.records[("toy-2024-I-2", f"waits={k}")] for k in (1, 2))
-    # round 1 was cut at the cap (60 < 70) after its Wait; round 2 had no end to suppress
-    assert (r1.waits_realised, r1.forced_cut) == (1, True)
-    assert (r2.waits_realised, r2.forced_cut) == (1, True)
 
 
 def test_realised_helpers_by_hand() -> None:
@@ -342,7 +389,7 @@ def test_thinking_tokens_fallback(tmp_path: Path) -> None:
 
     fake = _fake_for(DATA / "aime24_sample.jsonl")
     fake.exact_usage = False  # an endpoint that does not report reasoning tokens
-    cache = Cache(tmp_path / "cache.jsonl", "sig")
+    cache = Cache(tmp_path / "cache.sqlite", "sig")
     result = asyncio.run(_sweep(fake, cache, [Setting("thinking_max", 64)]))
     rec = result.records[("toy-2024-I-1", "thinking_max=64")]
     assert rec.thinking_source == "completion_tokens" and rec.thinking_tokens == 40 + 6
@@ -359,18 +406,22 @@ def test_thinking_tokens_zero_is_trusted_without_reasoning() -> None:
     assert thinking_tokens(ChatResult.from_api(raw)) == (5, "completion_tokens")
 
 
-def test_cache_ignores_a_torn_line(tmp_path: Path) -> None:
-    path = tmp_path / "cache.jsonl"
-    cache = Cache(path, "sig")
+def test_cache_keeps_records_by_signature(tmp_path: Path) -> None:
+    from s1_common.cache import ResponseCache
+
+    path = tmp_path / "cache.sqlite"
     rec = Record(signature="sig", question_id="q", prompt_hash="h", setting="waits=0",
                  method="waits", value=0, thinking_min=None, thinking_max=None,
                  thinking_tokens=3, thinking_source="reasoning_tokens", completion_tokens=5,
                  finish_reason="stop", answer="Answer: 1", reasoning="x")
-    cache.put(rec)
-    with path.open("a") as fh:
-        fh.write('{"signature": "sig", "question_id": "q2", "prompt')  # killed mid-write
-    assert Cache(path, "sig").get("q", "waits=0", "h") == rec
-    assert len(Cache(path, "sig", fresh=True)) == 0
+    with Cache(path, "sig") as cache:
+        cache.put(rec)
+    with ResponseCache(path) as store:  # a record some other version wrote
+        store.put("foreign", "sig", {}, response={"question_id": "q2"})
+    with Cache(path, "sig") as again:
+        assert again.get("q", "waits=0", "h") == rec and len(again) == 1
+    with Cache(path, "other") as other, Cache(path, "sig", fresh=True) as fresh:
+        assert len(other) == 0 and len(fresh) == 0
 
 
 # ----------------------------------------------------------------------- CLI

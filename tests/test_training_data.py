@@ -162,7 +162,7 @@ def test_s1k_11_layout_picks_the_requested_trace(tmp_path):
 def test_datasets_directory_and_build_output(tmp_path):
     from datasets import Dataset, DatasetDict
 
-    from datasets_build.synthetic import build_splits, write_jsonl
+    from training.demo_data import build_splits, write_jsonl
 
     DatasetDict({"train": Dataset.from_list([S11_ROW])}).save_to_disk(str(tmp_path / "dsdict"))
     assert load_triples(tmp_path / "dsdict", trace="gemini").triples[0].thinking == "gem think"

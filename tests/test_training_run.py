@@ -16,8 +16,8 @@ import httpx
 import pytest
 import torch
 
-from datasets_build.synthetic import build_splits, write_jsonl
 from training.__main__ import main
+from training.demo_data import build_splits, write_jsonl
 
 STEPS, SAVE_EVERY = 16, 8
 

@@ -12,9 +12,12 @@ from typing import Any
 
 import torch
 
+from server.formats import FORMATS
+
 IGNORE = -100
-THINK_START = "<|im_start|>think\n"
-THINK_END = "<|im_start|>answer\n"
+# The s1 delimiters (server.formats is their one definition), each on a line of its own.
+THINK_START = FORMATS["s1"].start + "\n"
+THINK_END = FORMATS["s1"].end + "\n"
 ASSISTANT_START = "<|im_start|>assistant\n"
 END_OF_TURN = "<|im_end|>"
 

@@ -1,7 +1,7 @@
 """Build the server's embedded demo model from nothing: data, tokenizer, tiny Qwen2, CPU training.
 
 `make demo-model` runs this (`python -m training.demo`). It writes the letter-counting data of
-datasets_build.synthetic, a byte-level tokenizer with the s1 chat template that opens the
+training.demo_data, a byte-level tokenizer with the s1 chat template that opens the
 thinking block ("s1-open"), trains a small Qwen2 from random init on the s1 recipe (loss on the
 assistant turn only), and saves a float32 safetensors checkpoint to server/demo_model/. Seeded;
 it fits in 15 minutes on 2 CPU cores (a wall-clock guard stops training early on a loaded
@@ -26,14 +26,14 @@ from pathlib import Path
 
 import torch  # noqa: E402
 
-from datasets_build.synthetic import (  # noqa: E402
+from training.data import collate, encode_example  # noqa: E402
+from training.demo_data import (  # noqa: E402
     Example,
     build_splits,
     generate,
     split_words,
     write_jsonl,
 )
-from training.data import collate, encode_example  # noqa: E402
 from training.tiny import (  # noqa: E402
     QWEN_SYSTEM,
     build_random_model,

@@ -20,7 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from datasets_build.synthetic import build_splits
+from server.formats import FORMATS
+from training.demo_data import build_splits
 
 MAX_TOKENS = 600
 ANSWER_RE = re.compile(r"Answer:\s*(-?\d+)")
@@ -39,7 +40,8 @@ class Outcome:
 
 def parse_answer(text: str) -> int | None:
     """The number after the last "Answer:" after the thinking block, or None."""
-    tail = text.split("<|im_start|>answer", 1)[-1] if "<|im_start|>answer" in text else ""
+    end = FORMATS["s1"].end
+    tail = text.split(end, 1)[-1] if end in text else ""
     found = ANSWER_RE.findall(tail)
     return int(found[-1]) if found else None
 

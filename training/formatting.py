@@ -28,7 +28,7 @@ from training.data import IGNORE, THINK_START, assistant_text
 from training.sources import Triple
 
 ANSWER_PREFIX = "Answer: "
-THINK_OPEN = THINK_START.rstrip("\n")  # "<|im_start|>think", what detect_format looks for
+THINK_OPEN = THINK_START.rstrip("\n")  # the s1 start delimiter, what detect_format looks for
 
 
 class TemplateError(ValueError):

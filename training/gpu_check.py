@@ -56,7 +56,7 @@ def build_model(out: Path, small: bool) -> Path:
 
 def build_data(path: Path, n: int, target_chars: int) -> Path:
     """s1K-layout rows whose thinking strings several letter-counting traces together."""
-    from datasets_build.synthetic import generate, split_words
+    from training.demo_data import generate, split_words
 
     rows = generate(n * 8, 0, split_words(0)[0])
     out = []

@@ -4,16 +4,18 @@ Why: the recipe trains on (question, thinking, answer) triples, but the public d
 two layouts (s1K: `thinking_trajectories`, a list of strings, and `attempt`; s1K-1.1:
 `gemini_*` and `deepseek_*` columns side by side) and several containers (jsonl, parquet, a
 `datasets` save_to_disk directory, a hub id, and the files datasets_build/ writes). This
-module turns any of them into a list of `Triple`s and says which columns it used.
+module turns any of them (read by `s1_common.rows.read_rows`) into a list of `Triple`s and
+says which columns it used.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from s1_common.rows import read_rows
 
 # trace name -> (thinking column, answer column)
 LAYOUTS: dict[str, tuple[str, str]] = {
@@ -21,7 +23,6 @@ LAYOUTS: dict[str, tuple[str, str]] = {
     "gemini": ("gemini_thinking_trajectory", "gemini_attempt"),
     "deepseek": ("deepseek_thinking_trajectory", "deepseek_attempt"),
 }
-FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
 @dataclass(frozen=True)
@@ -42,56 +43,6 @@ class Loaded:
     attempt_column: str
     rows: int
     skipped: int
-
-
-def read_rows(source: str | Path, split: str = "train") -> list[dict[str, Any]]:
-    """All rows of a file, a directory, or a hub dataset, as dicts."""
-    path = Path(source)
-    if path.is_file():
-        return _read_file(path)
-    if path.is_dir():
-        return _read_dir(path, split)
-    if str(source).startswith((".", "/")) or path.suffix in FILE_SUFFIXES:
-        raise FileNotFoundError(f"training data not found: {source}")
-    from datasets import load_dataset  # a hub id (or the local hub cache when offline)
-
-    return [dict(r) for r in load_dataset(str(source), split=split)]
-
-
-def _read_file(path: Path) -> list[dict[str, Any]]:
-    if path.suffix == ".jsonl":
-        with path.open() as f:
-            return [json.loads(line) for line in f if line.strip()]
-    if path.suffix == ".json":
-        data = json.loads(path.read_text())
-        return data if isinstance(data, list) else data["data"]
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path).to_pylist()
-    raise ValueError(f"unsupported data file {path.name}: use {', '.join(FILE_SUFFIXES)}")
-
-
-def _read_dir(path: Path, split: str) -> list[dict[str, Any]]:
-    """A save_to_disk Dataset / DatasetDict, or a folder with `<split>.parquet`/`.jsonl`
-    (or `<split>-*` shards; a folder holding a single data file is read whatever its name)."""
-    if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
-        from datasets import DatasetDict, load_from_disk
-
-        ds = load_from_disk(str(path))
-        if isinstance(ds, DatasetDict):
-            ds = ds[split]
-        return [dict(r) for r in ds]
-    if (path / split).is_dir():
-        return _read_dir(path / split, split)
-    files = sorted(p for p in path.iterdir() if p.suffix in FILE_SUFFIXES)
-    named = [p for p in files if p.stem == split or p.stem.startswith(split + "-")]
-    if not named and len(files) == 1:
-        named = files
-    if not named:
-        raise FileNotFoundError(f"no {split}.jsonl/.parquet (or {split}-*) data file in {path}; "
-                                f"found {[p.name for p in files]}")
-    return [row for p in named for row in _read_file(p)]
 
 
 def teacher_columns(teacher: str) -> tuple[str, str]:
@@ -145,7 +96,7 @@ def load_triples(source: str | Path, *, split: str = "train", trace: str = "auto
 
     Rows whose question, thinking or answer is empty are skipped and counted.
     """
-    rows = read_rows(source, split)
+    rows = read_rows(source, split=split)
     if max_examples is not None:
         rows = rows[:max_examples]
     if not rows:

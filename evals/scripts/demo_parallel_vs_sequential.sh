@@ -11,7 +11,7 @@ PY=${PY:-.venv/bin/python}
 mkdir -p "$OUT"
 "$PY" - "$N" "$OUT/demo_eval.jsonl" <<'PYEOF'
 import json, sys
-from datasets_build.synthetic import build_splits
+from training.demo_data import build_splits
 n, path = int(sys.argv[1]), sys.argv[2]
 _, rows = build_splits(0, n, 0)  # the held-out split of training/demo_eval.py
 with open(path, "w") as fh:

@@ -10,7 +10,7 @@ mkdir -p "$OUT"
 "$PY" - "$OUT" <<'PYEOF'
 import sys
 from pathlib import Path
-from datasets_build.synthetic import build_splits, write_jsonl
+from training.demo_data import build_splits, write_jsonl
 from training.tiny import build_tiny_checkpoint
 out = Path(sys.argv[1])
 build_tiny_checkpoint(out / "base", "s1")

@@ -1,12 +1,15 @@
 """A persistent cache of model responses in SQLite, so a stopped run resumes without paying twice.
 
-Why SQLite: one file, safe against a kill at any moment (every answer is committed as it
-arrives; WAL journal), readable with any SQLite tool, and fast enough for the tens of
-thousands of calls of a full run. The key is a hash of everything that decides the answer:
-the model name and the request body (messages and sampling parameters, seed included); the
-server's address is left out, so moving a model to another host keeps its cache. Only
-successful answers and permanent refusals (HTTP 400-class errors such as a prompt longer
-than the context) are stored; transient failures are tried again on the next run.
+Used by the curation pipeline (datasets_build: every model call) and by s1-eval (every
+graded generation of a sweep). Why SQLite: one file, safe against a kill at any moment
+(every answer is committed as it arrives; WAL journal, so a torn write is never read back),
+readable with any SQLite tool, and fast enough for the tens of thousands of calls of a full
+run. The key is a hash of everything that decides the answer (:func:`request_key`: the
+model name and the request body, seed included); the server's address is left out, so
+moving a model to another host keeps its cache. ``endpoint`` groups entries (the pipeline:
+the endpoint's name; s1-eval: the run signature). Callers store successful answers and
+permanent refusals (HTTP 400-class errors such as a prompt longer than the context);
+transient failures are tried again on the next run.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import hashlib
 import json
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +67,14 @@ class ResponseCache:
             (key, endpoint, json.dumps(request, ensure_ascii=False),
              None if response is None else json.dumps(response, ensure_ascii=False),
              error, time.time()))
+
+    def responses(self, endpoint: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(key, response JSON) of every answer stored (under ``endpoint`` when given)."""
+        where, args = ("AND endpoint = ?", (endpoint,)) if endpoint is not None else ("", ())
+        rows = self.db.execute("SELECT key, response FROM responses WHERE response IS NOT "
+                               f"NULL {where} ORDER BY created", args)
+        for key, response in rows:
+            yield key, json.loads(response)
 
     def count(self, endpoint: str | None = None) -> int:
         if endpoint is None:

@@ -20,7 +20,7 @@ they can be:
 was extracted, or it does not read as the expected kind), so callers can count
 ungradable answers instead of silently marking them wrong.
 
-    from client.grading import extract_answer, grade
+    from s1_common.grading import extract_answer, grade
     grade(extract_answer("... so the answer is \\\\boxed{\\\\frac{1}{2}}"), "0.5", "math")  # True
 """
 

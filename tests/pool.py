@@ -1,4 +1,4 @@
-"""A small seeded question pool for testing the pipeline end to end (``s1-data make-pool``).
+"""The tests' small seeded question pool for the pipeline (``python -m tests.pool OUT_DIR``).
 
 Why generated: the tests need a pool whose funnel is known in advance, with every kind of
 problem the stages must catch, in every input format the collector reads. All questions
@@ -24,11 +24,14 @@ base_attempts.jsonl    jsonl    precomputed base-model attempts: 24 correct (tho
 =====================  =======  =====================================================
 
 :data:`EXPECTED` is the funnel this pool gives when no model solves or breaks anything
-more (true for a random tiny model: its answers are never right).
+more (true for a random tiny model: its answers are never right). The shipped copy is
+``tests/data/pool``; ``python -m tests.pool tests/data/pool`` writes it again (seed 0), and
+test_datasets_build_units.py checks that the two agree.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import random
@@ -371,3 +374,16 @@ def write_pool(out: str | Path, seed: int = 0) -> dict[str, int]:
             Dataset.from_list(rows).save_to_disk(str(path))
         written[str(path)] = len(rows)
     return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Write the seeded test pool.")
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    for path, n in write_pool(args.out, args.seed).items():
+        print(f"{n:5d} rows  {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -37,7 +37,8 @@ def vllm_server(tiny_s1_open):
     """vLLM's own server on the api_server fixture's model, name, key and tool flags
     (a 128 MiB KV cache, not VLLM_CPU_KVCACHE_SPACE's 1 GiB: the tiny model needs ~1 KiB
     a token, and the machine is shared)."""
-    from tests.server_proc import ROOT, VLLM_SERVER, ServerProcess
+    from tests.conftest import ROOT
+    from tests.server_proc import VLLM_SERVER, ServerProcess
 
     proc = ServerProcess(tiny_s1_open, "--api-key", API_KEY, "--served-model-name", API_MODEL,
                          "--reasoning-parser-plugin", str(ROOT / "server" / "s1_parser.py"),

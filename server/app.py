@@ -161,10 +161,22 @@ def create_app(settings: Settings) -> FastAPI:
 def _include_vllm_routers(app: FastAPI) -> None:
     """vLLM's own routers for Responses, Anthropic Messages and tokenization, behind our
     503-while-loading, budget and admission dependency (see server/vllm_layer.py)."""
-    from fastapi import Depends
+    from fastapi import APIRouter, Depends
     from vllm.entrypoints.anthropic.api_router import router as messages
+    from vllm.entrypoints.openai.chat_completion.api_router import router as chat
     from vllm.entrypoints.openai.responses.api_router import router as responses
+    from vllm.entrypoints.serve.instrumentator.basic import router as basic
+    from vllm.entrypoints.serve.sagemaker.api_router import attach_router as sagemaker
     from vllm.entrypoints.serve.tokenize.api_router import router as tokenize
+
+    # Routes of vLLM's server that ours does not define itself (ours win where both do):
+    # batched chat, the server-load probe, SageMaker's /ping and /invocations.
+    scratch = FastAPI()
+    sagemaker(scratch, ("generate",), None)
+    extra = APIRouter()
+    wanted = {"/v1/chat/completions/batch", "/load", "/ping", "/invocations"}
+    extra.routes.extend(r for r in (*chat.routes, *basic.routes, *scratch.router.routes)
+                        if getattr(r, "path", None) in wanted)
 
     deps = [Depends(delegated.budget_dependency)]
     # Statuses these routes answer beyond what vLLM's route declarations document.
@@ -172,7 +184,7 @@ def _include_vllm_routers(app: FastAPI) -> None:
         (400, "Invalid request"), (401, "Missing or invalid API key"), (404, "Not found"),
         (413, "Body too large"), (429, "Over the in-flight limit"),
         (503, "Loading, or the engine is gone"))}
-    for r in (responses, messages, tokenize):
+    for r in (responses, messages, tokenize, extra):
         app.include_router(r, dependencies=deps, responses=documented)
 
 

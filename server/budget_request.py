@@ -36,6 +36,10 @@ class BudgetRequest:
     spec: Any = None
     # Filled on the way back: each choice's budget object, by choice index.
     budgets: dict[int, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    # Engine calls so far: a request with several prompts (a list on /v1/completions, a
+    # batch of conversations) makes one per prompt, in order; vLLM numbers the choices
+    # of prompt k from k * n.
+    calls: int = 0
     timed_out: bool = False
 
 

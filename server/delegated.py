@@ -133,6 +133,7 @@ def vllm_response(result: Any, budget: BudgetRequest | None) -> Any:
         if budget is not None and budget.budgets:
             for choice in body.get("choices") or ():
                 choice["budget"] = budget.budgets.get(choice.get("index"))
+            _add_reasoning_tokens(body, budget.budgets)
         return JSONResponse(body)
     return StreamingResponse(_with_budgets(result, budget), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache"})
@@ -143,7 +144,8 @@ async def _with_budgets(events: AsyncIterator[str], budget: BudgetRequest | None
     """vLLM's SSE events; a choice's final chunk gains its ``budget`` object."""
     try:
         async for event in events:
-            if budget is not None and budget.budgets and '"finish_reason":"' in event:
+            if budget is not None and budget.budgets and (
+                    '"finish_reason":"' in event or '"usage":{' in event):
                 event = _add_budgets(event, budget.budgets)
             yield sse.one_line(event)  # vLLM's JSON may carry raw U+2028 and the like
     finally:
@@ -160,15 +162,28 @@ def _add_budgets(event: str, budgets: dict[int, dict]) -> str:
     for choice in chunk.get("choices") or ():
         if choice.get("finish_reason") and choice.get("index") in budgets:
             choice["budget"] = budgets[choice["index"]]
+    _add_reasoning_tokens(chunk, budgets)
     return "data: " + json.dumps(chunk, ensure_ascii=False, separators=(",", ":")) + "\n\n"
 
 
+def _add_reasoning_tokens(body: dict, budgets: dict[int, dict]) -> None:
+    """vLLM's completions class has no reasoning parser: its usage gets ours. (The text
+    stays vLLM's, thinking included, so that logprobs and offsets still line up.)"""
+    usage = body.get("usage")
+    if body.get("object") == "text_completion" and isinstance(usage, dict) and not usage.get(
+            "completion_tokens_details"):
+        usage["completion_tokens_details"] = {
+            "reasoning_tokens": sum(b["thinking_tokens"] for b in budgets.values())}
+
+
 async def track(stream: AsyncIterator[Any], req: BudgetRequest, spec: BudgetSpec | None,
-                n: int, serving: Serving, delta: bool) -> AsyncIterator[Any]:
-    """The engine stream of one delegated request of ``n`` choices, accounted, under the
-    deadline, holding an admission ticket while it runs.
+                n: int, serving: Serving, delta: bool, first_choice: int = 0
+                ) -> AsyncIterator[Any]:
+    """The engine stream of one prompt's ``n`` choices, accounted, under the deadline,
+    holding an admission ticket while it runs.
 
     ``delta``: outputs carry new token ids only (streaming); otherwise all of them.
+    ``first_choice``: the response's index of this prompt's first choice.
     """
     from vllm.exceptions import GracefulHTTPError
 
@@ -201,7 +216,8 @@ async def track(stream: AsyncIterator[Any], req: BudgetRequest, spec: BudgetSpec
                 if got and first_at is None:
                     first_at = time.perf_counter()
                 if comp.finish_reason is not None and comp.index not in states:
-                    states[comp.index] = _account(req, spec, comp.index, got, serving)
+                    states[comp.index] = _account(req, spec, first_choice + comp.index, got,
+                                                  serving)
             yield output
     finally:
         ticket.release()

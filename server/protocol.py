@@ -82,6 +82,13 @@ class _SamplingFields(BudgetFields):
     repetition_penalty: float | None = Field(None, gt=0)
     ignore_eos: bool = False
 
+    @model_validator(mode="after")
+    def _stream_options_need_stream(self) -> _SamplingFields:
+        if self.stream_options is not None and not self.stream:
+            raise bad_request("stream_options can only be set when stream is true",
+                              "stream_options")
+        return self
+
     def unknown_fields(self) -> list[str]:
         return sorted((self.model_extra or {}).keys())
 
@@ -109,7 +116,7 @@ class ChatMessage(BaseModel):
                 raise bad_request(f"content parts of type {part.type!r} are not supported; "
                                   "send text parts only", "messages")
             parts.append(part.text)
-        return "".join(parts)
+        return "\n".join(parts)  # as vLLM's 'string' content format
 
 
 class ChatCompletionRequest(_SamplingFields):
@@ -200,6 +207,7 @@ class ChatCompletionResponse(BaseModel):
     model: str
     choices: list[ChatChoice]
     usage: Usage
+    system_fingerprint: str | None = None
 
 
 class DeltaMessage(BaseModel):
@@ -224,6 +232,7 @@ class ChatCompletionChunk(BaseModel):
     model: str
     choices: list[ChatChunkChoice]
     usage: Usage | None = None
+    system_fingerprint: str | None = None  # on the last chunk, as vLLM
 
 
 class CompletionChoice(BaseModel):
@@ -243,6 +252,7 @@ class CompletionResponse(BaseModel):
     model: str
     choices: list[CompletionChoice]
     usage: Usage | None = None
+    system_fingerprint: str | None = None
 
 
 class ModelCard(BaseModel):
@@ -251,6 +261,8 @@ class ModelCard(BaseModel):
     created: int = Field(default_factory=lambda: int(time.time()))
     owned_by: str = "s1-serve"
     root: str | None = None
+    parent: str | None = None
+    permission: list[dict[str, Any]] = Field(default_factory=list)  # as vLLM's card
     max_model_len: int | None = None
     thinking_format: str | None = None
     # reasoning_effort level -> thinking_max (server setting; clipped to the context)

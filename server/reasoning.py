@@ -40,14 +40,15 @@ class IncrementalDecoder:
         return ""
 
     def flush(self) -> str:
-        """Emit whatever is held back (an incomplete byte sequence at the very end)."""
+        """Emit whatever complete text is held back at the end."""
         if self.read_offset >= len(self.ids):
             return ""
         dec = self.tokenizer.decode
         prefix = dec(self.ids[self.prefix_offset:self.read_offset], skip_special_tokens=True)
         full = dec(self.ids[self.prefix_offset:], skip_special_tokens=True)
         self.prefix_offset = self.read_offset = len(self.ids)
-        new = full[len(prefix):]
+        # An incomplete character at the very end is dropped, as vLLM's detokenizer does.
+        new = full[len(prefix):].rstrip("\ufffd")
         self.text += new
         return new
 

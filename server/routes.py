@@ -197,6 +197,19 @@ async def _run_to_end(serving: Serving, prepared: Prepared, rid: str, request: R
     return state
 
 
+def _fingerprint(request: Request) -> str | None:
+    """vLLM's system_fingerprint for this engine (its serving classes compute it)."""
+    return getattr(getattr(request.app.state, "openai_serving_chat", None),
+                   "system_fingerprint", None)
+
+
+def _stamp(fingerprint: str | None, body: Any, choices: list, usage: Any) -> str | None:
+    """As vLLM: on the usage chunk when usage is streamed, else on terminal chunks."""
+    if body.stream_options and body.stream_options.include_usage:
+        return fingerprint if usage is not None else None
+    return fingerprint if any(c.finish_reason for c in choices) else None
+
+
 def _finished_choices(state: RunState) -> list[tuple[int, ChoiceResult, str | None]]:
     """Choices in index order with their reasoning (None without a thinking format)."""
     return [(i, c, c.splitter.reasoning_text if c.splitter.state is not None else None)
@@ -216,11 +229,14 @@ async def chat_completions(body: ChatCompletionRequest, request: Request,
     prepared = serving.prepare(body, prompt, ids, "messages")
     rid = _rid(request)
     cid, created, name = "chatcmpl-" + rid, int(time.time()), serving.model.name
+    fingerprint = _fingerprint(request)
 
     if body.stream:
         def chunk(choices: list, usage: Any) -> ChatCompletionChunk:
             return ChatCompletionChunk(id=cid, created=created, model=name, choices=choices,
-                                       usage=usage)
+                                       usage=usage,
+                                       system_fingerprint=_stamp(fingerprint, body, choices,
+                                                                 usage))
 
         roles_sent: set[int] = set()
 
@@ -230,7 +246,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request,
             return ChatChunkChoice(index=ev.index, finish_reason=ev.finish_reason,
                                    delta=DeltaMessage(
                                        role="assistant" if first else None,
-                                       content=ev.content or None,
+                                       # vLLM opens each choice with content ""
+                                       content=ev.content or ("" if first else None),
                                        reasoning=ev.reasoning or None,
                                        reasoning_content=ev.reasoning or None),
                                    budget=ev.budget)
@@ -241,12 +258,13 @@ async def chat_completions(body: ChatCompletionRequest, request: Request,
     choices = []
     for index, c, reasoning in _finished_choices(state):
         choices.append(ChatChoice(index=index, finish_reason=c.finish_reason,
-                                  message=ResponseMessage(content=c.splitter.content_text,
+                                  message=ResponseMessage(content=c.splitter.content_text
+                                                          or None,
                                                           reasoning=reasoning,
                                                           reasoning_content=reasoning),
                                   budget=c.budget))
     resp = ChatCompletionResponse(id=cid, created=created, model=name, choices=choices,
-                                  usage=state.usage())
+                                  usage=state.usage(), system_fingerprint=fingerprint)
     return JSONResponse(resp.model_dump())
 
 
@@ -263,11 +281,14 @@ async def completions(body: CompletionRequest, request: Request,
     rid = _rid(request)
     cid, created, name = "cmpl-" + rid, int(time.time()), serving.model.name
     echo = (prompt_text or "") if body.echo else ""
+    fingerprint = _fingerprint(request)
 
     if body.stream:
         def chunk(choices: list, usage: Any) -> CompletionResponse:
             return CompletionResponse(id=cid, created=created, model=name, choices=choices,
-                                      usage=usage)
+                                      usage=usage,
+                                      system_fingerprint=_stamp(fingerprint, body, choices,
+                                                                usage))
 
         echoed: set[int] = set()
 
@@ -290,7 +311,7 @@ async def completions(body: CompletionRequest, request: Request,
                                         reasoning_content=reasoning,
                                         budget=c.budget))
     resp = CompletionResponse(id=cid, created=created, model=name, choices=choices,
-                              usage=state.usage())
+                              usage=state.usage(), system_fingerprint=fingerprint)
     return JSONResponse(resp.model_dump())
 
 
@@ -298,7 +319,10 @@ async def completions(body: CompletionRequest, request: Request,
 @router.get("/v1/models", response_model=ModelList, responses=ERROR_RESPONSES)
 async def list_models(serving: ServingDep) -> ModelList:
     m = serving.model
+    from vllm.entrypoints.serve.engine.protocol import ModelPermission
+
     return ModelList(data=[ModelCard(id=m.name, root=serving.settings.model,
+                                     permission=[ModelPermission().model_dump()],
                                      max_model_len=m.max_model_len,
                                      thinking_format=m.format_tokens.fmt.name
                                      if m.format_tokens else None,

@@ -31,6 +31,8 @@ from server.settings import Settings
 from server.stops import stop_prefix_len, trim_stop
 
 logger = logging.getLogger(__name__)
+# /v1/completions without max_tokens: OpenAI's default, which vLLM follows.
+OPENAI_COMPLETIONS_MAX_TOKENS = 16
 
 
 class Ticket:
@@ -128,6 +130,7 @@ class Serving:
         self.in_flight = 0  # generation requests admitted and not finished
         self.sequences = 0  # their sequences (n per request)
         self._continuations: dict[str, tuple[int, ...]] = {}
+        self._template: str | None = None
 
     # --------------------------------------------------------------- admission
     def admit(self, n: int) -> Ticket:
@@ -147,11 +150,11 @@ class Serving:
         if len(req.messages) > self.settings.max_messages:
             raise bad_request(f"{len(req.messages)} messages; at most "
                               f"{self.settings.max_messages} are accepted", "messages")
-        messages = [{"role": m.role if m.role != "developer" else "system", "content": m.text()}
-                    for m in req.messages]
+        messages = [{"role": m.role, "content": m.text()} for m in req.messages]
         tok = self.model.tokenizer
         try:
             prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                             chat_template=self._chat_template(),
                                              **(req.chat_template_kwargs or {}))
         except Exception as exc:
             raise bad_request(f"the chat template could not render these messages: {exc}",
@@ -164,14 +167,18 @@ class Serving:
             prompt += ft.fmt.start
         return prompt
 
+    def _chat_template(self) -> str | None:
+        """``--chat-template`` (a file or the template itself), resolved as vLLM does."""
+        if self._template is None and self.settings.chat_template:
+            from vllm.renderers.chat_utils import load_chat_template
+
+            self._template = load_chat_template(self.settings.chat_template)
+        return self._template
+
     def completion_prompt(self, req: CompletionRequest) -> tuple[str | None, list[int]]:
         prompt = req.prompt
         if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
-            if len(prompt) != 1:
-                raise bad_request("send one prompt per request (got a list of "
-                                  f"{len(prompt)}); batch by sending requests concurrently",
-                                  "prompt")
-            prompt = prompt[0]
+            prompt = prompt[0]  # one text prompt in a list (several go to vLLM's class)
         if isinstance(prompt, str):
             return prompt, self.model.tokenizer.encode(prompt, add_special_tokens=False)
         if not prompt:
@@ -338,7 +345,10 @@ class Serving:
             raise bad_request(f"{what} plus an answer does not fit in the context left after "
                               f"the prompt ({room} tokens); lower the budget or shorten the "
                               "prompt", "thinking_max" if hi is not None else "thinking_min")
-        # As vLLM: without max_tokens the answer may use the rest of the context.
+        if isinstance(req, CompletionRequest) and need is None:
+            return min(OPENAI_COMPLETIONS_MAX_TOKENS, room)  # as OpenAI and vLLM
+        # As vLLM's chat: without max_tokens the answer may use the rest of the context
+        # (a budgeted completion too: its thinking would not fit in 16 tokens).
         return room
 
     # -------------------------------------------------------------- generation

@@ -155,11 +155,12 @@ def apply_budget(serving: Serving, req: BudgetRequest, prompt: Any,
                    prompt_text=serving.model.tokenizer.decode(ids[-4:]))
     if params.structured_outputs is not None:
         spec = dataclasses.replace(spec, answer_prefix_ids=())  # the grammar owns the answer
-    try:
-        params.max_tokens = serving._max_tokens(SimpleNamespace(max_tokens=req.max_tokens),
-                                                spec, room)
-    except APIError as exc:
-        raise BudgetRejected(exc) from None
+    if req.max_tokens is not None or spec.active:  # else vLLM's own default stands
+        try:
+            params.max_tokens = serving._max_tokens(SimpleNamespace(max_tokens=req.max_tokens),
+                                                    spec, room)
+        except APIError as exc:
+            raise BudgetRejected(exc) from None
     if spec.active:
         seed = params.seed if params.seed is not None else fanout.fresh_seed()
         params.extra_args = {**(params.extra_args or {}), **budget_extra_args(spec, seed)}
@@ -197,7 +198,9 @@ def install_hook(engine: Any, serving: Serving) -> None:
         else:
             stream = original(prompt, sampling_params, request_id, *args, **kwargs)
         delta = sampling_params.output_kind == RequestOutputKind.DELTA
-        return track(stream, req, spec, n, serving, delta)
+        first_choice = req.calls * n
+        req.calls += 1
+        return track(stream, req, spec, n, serving, delta, first_choice)
 
     engine.generate = generate
 
@@ -215,7 +218,13 @@ def needs_vllm(kind: str, body: Any) -> bool:
                        {**extra, "n": body.n}, known)
     if kind == "chat":
         for m in body.messages:
-            if m.model_extra or m.role == "tool" or (
+            # vLLM's renderer also decides how a template without a 'developer' role sees one
+            if m.model_extra or m.role in ("tool", "developer") or (
                     isinstance(m.content, list) and any(p.type != "text" for p in m.content)):
                 return True
+    else:
+        prompt = body.prompt
+        if (isinstance(prompt, list) and len(prompt) > 1 and isinstance(prompt[0], str)) or (
+                body.echo and body.stream):  # several prompts; prompt ids in the first chunk
+            return True
     return bool(extra.keys() & known)

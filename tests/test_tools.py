@@ -117,11 +117,6 @@ def test_forced_tool_call_streamed(create, choice):
     assert reasoning.strip()
 
 
-@pytest.mark.xfail(strict=True, reason="reasoning_tokens counts the newline forced before "
-                   "a cut end delimiter (5, not 4) on vLLM's serving classes: "
-                   "server/s1_parser.py count_reasoning_tokens replays with _spec(), which "
-                   "has no budget, so the forced token looks like thinking (s1-serve's own "
-                   "path replays with the request's spec and says 4)")
 def test_reasoning_tokens_is_thinking_max_before_call(create):
     r = create(tool_choice="required")
     assert r.choices[0].message.tool_calls

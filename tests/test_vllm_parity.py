@@ -114,29 +114,20 @@ def one(name: str, path: str, body: dict | None = None, *, marks: Any = (), **kw
 CHAT, COMPL = "/v1/chat/completions", "/v1/completions"
 
 
-def differs(reason: str) -> Any:
-    """A difference found and not fixed yet (server code is being rewritten elsewhere)."""
-    return pytest.mark.xfail(strict=True, reason=reason)
+def deliberate(reason: str) -> Any:
+    """A difference s1-serve keeps on purpose (documented in the README)."""
+    return pytest.mark.xfail(strict=True, reason="deliberate: " + reason)
 
 
-STREAM_OPTIONS = differs(
-    "stream_options without stream=True: vLLM answers 400 ('Stream options can only be "
-    "defined when stream=True'), s1-serve's own path accepts it (server/protocol.py "
-    "_SamplingFields.stream_options has no such check)")
-PARTIAL_UTF8 = differs(
-    "a choice that stops inside a multi-byte character: vLLM's detokenizer drops the "
-    "incomplete bytes, s1-serve's own path appends U+FFFD (server/reasoning.py "
-    "IncrementalDecoder.flush, called by ChoiceSplitter.flush at the end of a choice)")
 CASES = [
     # -- chat
     *both("chat", CHAT, chat()),
-    *both("chat-usage", CHAT, chat(stream_options={"include_usage": True}),
-          marks=STREAM_OPTIONS, stream_marks=()),
+    *both("chat-usage", CHAT, chat(stream_options={"include_usage": True})),
     *both("chat-seeded", CHAT, chat(temperature=1.0, seed=7, max_tokens=10)),
     *both("chat-logprobs", CHAT, chat(logprobs=True, top_logprobs=2)),
     *one("chat-prompt-logprobs", CHAT, chat(prompt_logprobs=1, max_tokens=2)),
     *both("chat-n2", CHAT, chat(n=2, temperature=1.0, seed=3)),
-    *both("chat-partial-utf8", CHAT, chat(n=2, temperature=1.0, seed=1), marks=PARTIAL_UTF8),
+    *both("chat-partial-utf8", CHAT, chat(n=2, temperature=1.0, seed=1)),
     *one("chat-min-tokens", CHAT, chat(min_tokens=6, max_tokens=6)),
     *one("chat-bad-words", CHAT, chat(bad_words=["\n"])),
     *both("chat-stop", CHAT, chat(temperature=1.0, seed=7, max_tokens=10, stop=["e"],
@@ -144,7 +135,11 @@ CASES = [
     *one("chat-skip-special-false", CHAT, chat(skip_special_tokens=False)),
     *one("chat-continue-final", CHAT, chat(
         messages=[*MSG, {"role": "assistant", "content": "Let me count"}],
-        continue_final_message=True, add_generation_prompt=False)),
+        continue_final_message=True, add_generation_prompt=False), marks=deliberate(
+        "the prompt opens no thinking block, so s1-serve counts 0 reasoning tokens (the "
+        "engine hook knows the prompt ids); vLLM's server runs the s1 parser as a plugin, "
+        "whose instance never learns the prompt (vLLM's Parser.set_prompt_token_ids is a "
+        "no-op), and counts the continued text as reasoning")),
     *both("chat-sampling", CHAT, chat(temperature=0.8, seed=11, top_p=0.9, top_k=20, min_p=0.05,
                                       presence_penalty=0.5, frequency_penalty=0.5,
                                       repetition_penalty=1.2, max_completion_tokens=8,
@@ -155,30 +150,16 @@ CASES = [
     *one("chat-system", CHAT, chat(messages=[{"role": "system", "content": "Be brief."}, *MSG])),
     *one("chat-developer", CHAT, chat(messages=[
         {"role": "system", "content": "Be brief."}, {"role": "developer", "content": "Count."},
-        *MSG]), marks=differs(
-        "role 'developer': vLLM hands it to the chat template as is, s1-serve's own path "
-        "renames it 'system' (server/serving.py chat_prompt), so the prompts differ "
-        "(prompt_tokens)")),
+        *MSG])),
     *one("chat-no-model", CHAT, chat(model=None)),
     *both("chat-n2-usage", CHAT, chat(n=2, temperature=1.0, seed=3,
-                                      stream_options={"include_usage": True}),
-          marks=STREAM_OPTIONS, stream_marks=()),
-    *one("chat-batch", "/v1/chat/completions/batch", chat(messages=[MSG, MSG]), marks=differs(
-        "POST /v1/chat/completions/batch (vLLM: one choice per conversation) is 404 in "
-        "s1-serve: the router is not mounted (server/app.py mounts vLLM's routers one by one)")),
-    *one("chat-template-kwargs", CHAT, chat(chat_template_kwargs=NO_THINK), marks=differs(
-        "--chat-template is ignored by s1-serve's own chat path: it renders with the "
-        "tokenizer's template (server/serving.py chat_prompt, tok.apply_chat_template "
-        "without settings.chat_template), so enable_thinking=false does not close the block "
-        "(prompt_tokens 88 vs vLLM's 92; all thinking instead of an answer)")),
+                                      stream_options={"include_usage": True})),
+    *one("chat-batch", "/v1/chat/completions/batch", chat(messages=[MSG, MSG])),
+    *one("chat-template-kwargs", CHAT, chat(chat_template_kwargs=NO_THINK)),
     *one("chat-content-part", CHAT, chat(messages=[{"role": "user", "content": [
         {"type": "text", "text": "How many r in raspberry?"}]}])),
     *one("chat-content-parts", CHAT, chat(messages=[{"role": "user", "content": [
-        {"type": "text", "text": "How many r"}, {"type": "text", "text": "in raspberry?"}]}]),
-        marks=differs(
-        "several text parts: vLLM joins them with '\\n' (renderers/chat_utils.py, 'string' "
-        "content format), s1-serve's own path with '' (server/protocol.py ChatMessage.text), "
-        "so the prompts differ (prompt_tokens 89 vs 88)")),
+        {"type": "text", "text": "How many r"}, {"type": "text", "text": "in raspberry?"}]}])),
     *both("chat-json-object", CHAT, chat(response_format={"type": "json_object"})),
     *one("chat-json-schema", CHAT, chat(max_tokens=40, response_format={
         "type": "json_schema", "json_schema": {"name": "a", "schema": SCHEMA}})),
@@ -205,23 +186,17 @@ CASES = [
     *one("completions-prompt-logprobs", COMPL, cmpl(prompt_logprobs=1, max_tokens=2)),
     *both("completions-n2", COMPL, cmpl(n=2, temperature=1.0, seed=10)),
     # seed 5: the first choice ends inside a multi-byte character
-    *both("completions-partial-utf8", COMPL, cmpl(n=2, temperature=1.0, seed=5),
-          marks=PARTIAL_UTF8),
-    *one("completions-best-of", COMPL, cmpl(n=1, best_of=2)),
-    *both("completions-echo", COMPL, cmpl(echo=True), stream_marks=differs(
-        "streamed echo: vLLM's first chunk carries choices[].prompt_token_ids, s1-serve's own "
-        "path sends none (server/routes.py completions delta())")),
-    *one("completions-batch", COMPL, cmpl(prompt=["Let me think", "Wait"]), marks=differs(
-        "a list of text prompts: vLLM answers one choice per prompt, s1-serve 400 'send one "
-        "prompt per request' (server/serving.py completion_prompt)")),
-    *one("completions-default-max-tokens", COMPL, cmpl(prompt=[40] * 1000, max_tokens=None),
-         marks=differs(
-        "no max_tokens on /v1/completions: vLLM (as OpenAI) generates at most 16 tokens, "
-        "s1-serve the rest of the context on both paths (server/serving.py _max_tokens "
-        "'return room'; server/vllm_layer.py apply_budget overrides vLLM's default 16)")),
+    *both("completions-partial-utf8", COMPL, cmpl(n=2, temperature=1.0, seed=5)),
+    *one("completions-best-of", COMPL, cmpl(n=2, best_of=2, temperature=1.0, seed=4)),
+    *one("completions-best-of-above-n", COMPL, cmpl(n=1, best_of=2), marks=deliberate(
+        "best_of above n: vLLM 0.32 accepts and ignores it (its model has no such field), "
+        "s1-serve refuses it with a 400 naming it (no silent ignores, server/field_policy.py)")),
+    *both("completions-echo", COMPL, cmpl(echo=True)),
+    *one("completions-batch", COMPL, cmpl(prompt=["Let me think", "Wait"])),
+    *one("completions-default-max-tokens", COMPL, cmpl(prompt=[40] * 1000, max_tokens=None)),
     *one("completions-empty-prompt", COMPL, cmpl(prompt="")),
     *one("completions-stop-string", COMPL, cmpl(stop=" think", prompt="Let me think about it")),
-    *one("completions-open-thinking", COMPL, cmpl(prompt=OPEN_PROMPT), marks=differs(
+    *one("completions-open-thinking", COMPL, cmpl(prompt=OPEN_PROMPT), marks=deliberate(
         "a completions prompt that opens the thinking block: vLLM's completion class has no "
         "reasoning parser and returns every token in text; s1-serve's own path moves the "
         "thinking to choices[].reasoning and leaves only the answer in text (server/routes.py "
@@ -236,14 +211,12 @@ CASES = [
     *one("tokenize", "/tokenize", {"model": API_MODEL, "prompt": "hello there"}),
     *one("tokenize-chat", "/tokenize", {"model": API_MODEL, "messages": MSG}),
     *one("detokenize", "/detokenize", {"model": API_MODEL, "tokens": [40, 41, 42]}),
-    *one("models", "/v1/models", marks=differs(
-        "/v1/models: vLLM's model card has a 'permission' list (and 'parent'), s1-serve's "
-        "has none (server/protocol.py ModelCard)")),
+    *one("models", "/v1/models"),
     *one("version", "/version"),
     *one("health", "/health", text=False, shape=False),
-    *one("ping", "/ping", text=False, shape=False, marks=differs(
-        "GET /ping (SageMaker health check; also /invocations, /load) is 200 in vLLM, 404 in "
-        "s1-serve (not mounted; server/app.py)")),
+    *one("ping", "/ping", text=False, shape=False),
+    *one("load", "/load", text=False),
+    *one("invocations", "/invocations", chat()),
     # -- invalid requests: same status, an error message in both
     *one("err-temperature", CHAT, chat(temperature=-1)),
     *one("err-no-messages", CHAT, {"model": API_MODEL, "max_tokens": 4}),
@@ -277,55 +250,9 @@ EXTRAS = (
     "choices[].message.reasoning:str", "choices[].message.reasoning_content:str",
     "choices[].delta.reasoning:str", "choices[].delta.reasoning_content:str",
     "choices[].reasoning:str", "choices[].reasoning_content:str",  # completions
-    "data[].thinking_format:str",  # /v1/models
+    "data[].thinking_format:str", "data[].reasoning_effort_budgets*",  # /v1/models
     "s1_serve:str", "engine:dict", "engine.*",  # /version
 )
-
-
-# Differences of s1-serve's own chat/completions path (requests with no vLLM-only field)
-# that would fail most of the table: each is undone in s1-serve's answer by a narrow
-# function before the comparison, and shown by its own strict xfail (test_known_difference).
-def _fingerprint(theirs: Answer, ours: Answer) -> None:
-    """vLLM sends system_fingerprint (unstreamed, and on a stream's last chunk);
-    s1-serve's own path never does (server/protocol.py ChatCompletionResponse,
-    CompletionResponse and ChatCompletionChunk have no such field)."""
-    fp = "system_fingerprint"
-    if isinstance(theirs.body, dict) and fp in theirs.body and isinstance(ours.body, dict):
-        ours.body.setdefault(fp, theirs.body[fp])
-    sent = [d[fp] for _, d in theirs.events if isinstance(d, dict) and d.get(fp)]
-    chunks = [d for _, d in ours.events if isinstance(d, dict) and d.get("choices")]
-    if sent and chunks and fp not in chunks[-1]:
-        chunks[-1][fp] = sent[-1]
-
-
-def _empty_content(theirs: Answer, ours: Answer) -> None:
-    """With no answer text (all thinking), vLLM's message.content is null and s1-serve's
-    own path sends '' (server/routes.py chat_completions: content=c.splitter.content_text);
-    streamed, vLLM's first chunk of a choice is {"role": "assistant", "content": ""} and
-    s1-serve's has no content (routes.py delta(): content=ev.content or None)."""
-    if isinstance(ours.body, dict) and ours.body.get("object") == "chat.completion":
-        for c in ours.body["choices"]:
-            if c["message"].get("content") == "":
-                c["message"]["content"] = None
-    first = any(d["choices"][0]["delta"].get("content") == "" for _, d in theirs.events
-                if isinstance(d, dict) and d.get("choices") and "delta" in d["choices"][0])
-    if first:
-        for _, d in ours.events:
-            for c in (d or {}).get("choices") or ():
-                if c.get("delta", {}).get("role") and "content" not in c["delta"]:
-                    c["delta"]["content"] = ""
-
-
-KNOWN = (_fingerprint, _empty_content)
-
-
-def native(a: Answer) -> bool:
-    """An answer of s1-serve's own chat/completions path (vLLM's classes always send
-    system_fingerprint)."""
-    bodies = [a.body] if not a.events else [d for _, d in a.events]
-    objects = {"chat.completion", "chat.completion.chunk", "text_completion"}
-    return any(isinstance(b, dict) and b.get("object") in objects for b in bodies) and not any(
-        isinstance(b, dict) and b.get("system_fingerprint") for b in bodies)
 
 
 # --------------------------------------------------------------- the machinery
@@ -479,9 +406,6 @@ def compare(theirs: Answer, ours: Answer, case: Case) -> None:
         return
     if not case.shape:
         return
-    if native(ours):
-        for undo in KNOWN:
-            undo(theirs, ours)
     a, b = shape(theirs), shape(ours)
     missing = sorted(a - b)
     extra = sorted(x for x in b - a if not allowed(x, EXTRAS))
@@ -501,17 +425,6 @@ def test_parity(vllm_server, api_server, no_whitespace, case):
     compare(call(vllm_server, case), call(api_server, case), case)
 
 
-@pytest.mark.parametrize("undo", KNOWN, ids=lambda f: f.__name__.strip("_"))
-@pytest.mark.xfail(strict=True, reason="a known difference of s1-serve's own path (see the "
-                   "function's docstring); the table undoes it")
-def test_known_difference(vllm_server, api_server, undo):
-    for case in (Case(CHAT, chat()), Case(CHAT, chat(stream=True), stream=True)):
-        theirs, ours = call(vllm_server, case), call(api_server, case)
-        before = shape(ours)
-        undo(theirs, ours)
-        assert shape(ours) == before, f"{case}: {undo.__doc__}"
-
-
 # ------------------------------------------------- budgets (s1-serve only)
 BUDGET = {"thinking_min": 4, "thinking_max": 4}
 
@@ -522,18 +435,6 @@ def reasoning_tokens(body: dict) -> int:
     return details["reasoning_tokens"]
 
 
-FORCED_NEWLINE = pytest.mark.xfail(strict=True, reason=(
-    "reasoning_tokens counts the newline forced before a cut end delimiter (5, not 4) on "
-    "vLLM's serving classes (chat with a vLLM-only field, Responses): server/s1_parser.py "
-    "count_reasoning_tokens replays the ids with _spec(), which has no budget, so the forced "
-    "token looks like thinking; s1-serve's own path replays with the request's spec (4). "
-    "Greedy, this model thinks in newlines and needs no forced one, so only the sampled "
-    "cases show it"))
-NO_SPLIT = pytest.mark.xfail(strict=True, reason=(
-    "/v1/completions with a vLLM-only field (logprobs, echo...): vLLM's completion class has "
-    "no reasoning parser, so there is no reasoning_tokens (completion_tokens_details null) "
-    "and the thinking and '<|im_start|>answer' are in text; s1-serve's own completions path "
-    "splits and counts (server/vllm_layer.py delegate)"))
 RESPONSES = {"model": API_MODEL, "input": "How many r?", "max_output_tokens": 20,
              "temperature": 0, **BUDGET}
 SAMPLED = {"temperature": 1.0, "seed": 1}
@@ -542,15 +443,15 @@ BUDGET_CASES = [
     pytest.param(CHAT, chat(max_tokens=20, **BUDGET, **SAMPLED), id="chat-sampled"),
     pytest.param(CHAT, chat(max_tokens=20, logprobs=True, **BUDGET), id="chat-vllm"),
     pytest.param(CHAT, chat(max_tokens=20, logprobs=True, **BUDGET, **SAMPLED),
-                 id="chat-vllm-sampled", marks=FORCED_NEWLINE),
+                 id="chat-vllm-sampled"),
     pytest.param(COMPL, cmpl(max_tokens=20, prompt=OPEN_PROMPT, **BUDGET), id="completions"),
     pytest.param(COMPL, cmpl(max_tokens=20, prompt=OPEN_PROMPT, **BUDGET, **SAMPLED),
                  id="completions-sampled"),
+    # vLLM's completions class: its text keeps the thinking (logprobs line up with it)
     pytest.param(COMPL, cmpl(max_tokens=20, prompt=OPEN_PROMPT, logprobs=1, **BUDGET),
-                 id="completions-vllm", marks=NO_SPLIT),
+                 id="completions-vllm"),
     pytest.param("/v1/responses", RESPONSES, id="responses"),
-    pytest.param("/v1/responses", {**RESPONSES, **SAMPLED}, id="responses-sampled",
-                 marks=FORCED_NEWLINE),
+    pytest.param("/v1/responses", {**RESPONSES, **SAMPLED}, id="responses-sampled"),
 ]
 
 
@@ -572,23 +473,18 @@ def test_budget_only_ours(api_server, path, body, stream):
         final = done[-1]
     answer = texts(a)
     text = "".join(v for k, v in answer.items() if not k.startswith("reasoning"))
+    if path == COMPL and body.get("logprobs"):  # vLLM's class: the thinking stays in text
+        text = text[text.index("answer\nFinal Answer:") + len("answer"):]
     assert text.lstrip("\n").startswith("Final Answer:"), answer
     assert reasoning_tokens(final) == 4
 
 
-ANSWER_NEWLINE = pytest.mark.xfail(strict=True, reason=(
-    "streamed through vLLM's serving classes, the answer keeps the newline that opens the "
-    "forced prefix ('\\nFinal Answer:'), unstreamed it does not: server/s1_parser.py "
-    "extract_reasoning strips it (content.lstrip), but once is_reasoning_end_streaming "
-    "reports the end, vLLM's streaming parser (vllm/parser/abstract_parser.py) takes the "
-    "content from the delta text and never asks the s1 parser again"))
 ANTHROPIC_BUDGET = {**ANTHROPIC, "max_tokens": 20, **BUDGET}
 
 
 @pytest.mark.parametrize("path,body", [
-    *(pytest.param(*p.values, id=p.id, marks=ANSWER_NEWLINE if p.id in (
-        "chat-vllm", "responses") else ()) for p in BUDGET_CASES if not p.marks),
-    pytest.param("/v1/messages", ANTHROPIC_BUDGET, id="messages", marks=ANSWER_NEWLINE),
+    *(pytest.param(*p.values, id=p.id) for p in BUDGET_CASES),
+    pytest.param("/v1/messages", ANTHROPIC_BUDGET, id="messages"),
 ])
 def test_budget_streamed_as_unstreamed(api_server, path, body):
     """The same greedy budgeted request streamed and not: the same answer text."""

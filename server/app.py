@@ -202,7 +202,7 @@ async def _load(app: FastAPI, settings: Settings) -> None:
                     model.format_tokens.fmt.name if model.format_tokens else "none")
     except asyncio.CancelledError:
         raise
-    except BaseException as exc:  # startup failed: /health reports it; the watchdog acts
+    except (Exception, SystemExit) as exc:  # failed: /health reports it; the watchdog acts
         app.state.load_error = f"{type(exc).__name__}: {exc}"
         logger.exception("the engine failed to start")
 

@@ -171,8 +171,12 @@ def stop_ids_for(tokenizer: Any, model: str) -> frozenset[int]:
 
         eos = GenerationConfig.from_pretrained(model).eos_token_id
         ids.update([eos] if isinstance(eos, int) else (eos or []))
-    except Exception:  # no generation_config.json: the tokenizer's ids are enough
+    except OSError:  # no generation_config.json: the tokenizer's ids are enough
         pass
+    except Exception as exc:  # a broken file: say so, the minimum relies on these ids
+        logger.warning("could not read %s's generation_config.json (%s): its end-of-turn "
+                       "ids are unknown, so thinking_min cannot hold them back; fix the "
+                       "file", model, exc)
     return frozenset(ids)
 
 

@@ -3,7 +3,10 @@
 The path of one request: ``routes`` (HTTP) -> ``protocol`` (request model) ->
 ``serving.prepare`` (budget, context, SamplingParams) -> vLLM ``AsyncLLM`` ->
 ``logits_processor`` -> ``budget`` (in the engine) -> ``serving.run_choices`` ->
-``reasoning`` (split by replaying ``budget``) -> response model.
+``reasoning`` (split by replaying ``budget``) -> response model. A chat or completions
+request that uses a field only vLLM's serving classes honour (logprobs, tools, ...)
+goes to :mod:`server.delegated` instead; Responses, Messages and tokenization are
+vLLM's routers (mounted in :mod:`server.app`).
 """
 
 from __future__ import annotations
@@ -84,8 +87,7 @@ async def _events(serving: Serving, prepared: Prepared, rid: str,
         limit = serving.settings.request_timeout_s
         raise APIError(504, f"the request ran past its {limit:g} s deadline and was aborted; "
                        "ask for fewer tokens or raise the server's --request-timeout-s") from None
-    except ValueError as exc:  # vLLM's input checks
-        raise APIError(400, str(exc)) from None
+    # (Any other exception is a bug of ours or vLLM's: a 500, not a client error.)
 
 
 async def _collect(serving: Serving, prepared: Prepared, rid: str,
@@ -145,6 +147,7 @@ async def _stream_lines(serving: Serving, prepared: Prepared, rid: str, ticket: 
         yield "data: [DONE]\n\n"
         finished = True
     except APIError as exc:
+        await serving.abort(rid)  # whatever went wrong, the engine stops working on it
         if state.first_token_at is None:
             raise  # nothing sent yet: becomes a normal HTTP error via _prime
         yield sse.event(exc.body(rid))

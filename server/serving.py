@@ -1,6 +1,7 @@
-"""Engine-facing request logic: protocol model in, engine request out, response back.
+"""Engine-facing request logic of the native path: protocol model in, engine request
+out, response back (requests with vLLM-only fields take :mod:`server.delegated`).
 
-One path serves chat and completions, streamed or not:
+One path serves plain chat and completions, streamed or not:
 ``prepare`` validates the budget against the context window and builds the
 engine request (prompt ids + ``SamplingParams`` carrying the budget);
 ``run_choices`` drives the engine and splits each choice into reasoning and

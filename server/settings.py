@@ -208,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, field in Settings.model_fields.items():
         flag = "--" + name.replace("_", "-")
         help_text = (field.description or "") + f" [env S1_{name.upper()}]"
-        if field.annotation is bool:
+        if field.annotation is bool or field.annotation == (bool | None):
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
                                 default=argparse.SUPPRESS, help=help_text)
         else:

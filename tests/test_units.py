@@ -87,3 +87,12 @@ def test_sse_event_is_always_one_line():
     import json
 
     assert json.loads(body)["content"] == "a\u2028b\u2029c\x85d\ne\rf"
+
+
+def test_optional_bool_settings_are_flags():
+    """``bool | None`` settings (None = vLLM decides) take --flag / --no-flag like bools."""
+    from server.settings import load_settings
+
+    assert load_settings([]).enable_chunked_prefill is None
+    assert load_settings(["--enable-chunked-prefill"]).enable_chunked_prefill is True
+    assert load_settings(["--no-enable-chunked-prefill"]).enable_chunked_prefill is False

@@ -45,9 +45,9 @@ def post(server, path: str, body: dict, headers: dict | None = None) -> httpx.Re
                       timeout=120)
 
 
-def metric(server, name: str) -> float:
-    """One metric from the server's ``GET /metrics``, summed over its label sets."""
-    return server.metric(name)
+def metric(server, name: str, **labels: str) -> float:
+    """One metric from the server's ``GET /metrics``, summed over the matching label sets."""
+    return server.metric(name, **labels)
 
 
 def sse_events(resp: httpx.Response) -> list[dict]:
@@ -64,13 +64,14 @@ def sse_events(resp: httpx.Response) -> list[dict]:
 
 # ------------------------------------------------------------------ budgets
 def test_startup_health_was_503_then_200(server):
-    """The port opens before the engine has loaded: ServerProcess polled /health from the
-    first connection it could make, and the engine takes seconds to load after that."""
-    assert server.first_health_status == 503, (server.first_health_status,
-                                               server.first_health_body)
-    assert server.first_health_body["status"] == "loading"
+    """The port opens before the engine has loaded (the fixture held the load back until it
+    had asked): /health says loading, generation is refused with a retry hint."""
+    health, chat = server.loading["health"], server.loading["chat"]
+    assert health.status_code == 503 and health.json()["status"] == "loading"
+    assert chat.status_code == 503 and chat.headers["retry-after"] == "5", chat.text
+    assert "loading" in chat.json()["error"]["message"]
     # The server counted those answers itself.
-    assert metric(server, 's1_requests_total{endpoint="/health",status="503"}') >= 1
+    assert metric(server, "s1_requests_total", endpoint="/health", status="503") >= 1
     r = httpx.get(server.base_url + "/health")
     assert r.status_code == 200 and r.json()["status"] == "ok"
 

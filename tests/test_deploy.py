@@ -356,11 +356,33 @@ if name == "getent" and args == ["passwd", "1000"]:
 class StageRun:
     status: int  # the first failing RUN's exit status, else 0
     calls: list[dict]
+    stderr: str  # of the RUN steps
     workdir: Path  # where WORKDIR /opt/s1-serve landed
     user: str | None
 
     def of(self, prog: str) -> list[dict]:
         return [c for c in self.calls if c["prog"] == prog]
+
+
+def _link_context(src: Path, dst: Path, ignore: DockerIgnore, rel: str = "") -> None:
+    """Symlink what ``COPY . .`` would copy from ``src`` into ``dst`` (merging folders that
+    earlier COPYs made)."""
+    for entry in src.iterdir():
+        path = f"{rel}{entry.name}"
+        target = dst / entry.name
+        if ignore.excluded(path):
+            # An excluded folder still brings the files a later "!" rule lets back in.
+            reincluded = entry.is_dir() and any(
+                include and regex.pattern.startswith("^" + re.escape(path + "/"))
+                for include, regex in ignore.rules)
+            if reincluded:
+                target.mkdir(exist_ok=True)
+                _link_context(entry, target, ignore, path + "/")
+            continue
+        if target.is_dir() and not target.is_symlink() and entry.is_dir():
+            _link_context(entry, target, ignore, path + "/")
+        elif not target.exists():
+            target.symlink_to(entry)
 
 
 def run_stage(instructions: list[Instruction], stage: str, root: Path, *,
@@ -386,7 +408,7 @@ def run_stage(instructions: list[Instruction], stage: str, root: Path, *,
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "S1_TEST_CALLS": str(log), "HOME": str(root),
            "PYTHONPATH": str(site or "")}
     where = lambda path: root / "fs" / path.lstrip("/")  # noqa: E731
-    cwd, user, status = where("/"), None, 0
+    cwd, user, status, stderr = where("/"), None, 0, ""
     cwd.mkdir(parents=True)
     for ins in stage_instructions(instructions, stage):
         if ins.cmd == "ARG":
@@ -400,21 +422,24 @@ def run_stage(instructions: list[Instruction], stage: str, root: Path, *,
         elif ins.cmd == "COPY":
             *sources, dest = shlex.split(ins.args)
             for source in sources:
-                if source != ".":  # the whole context: nothing a RUN here reads from it
-                    target = cwd / dest / Path(source).name if dest.endswith("/") else cwd / dest
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy(ROOT / source, target)
+                if source == ".":  # the build context (what .dockerignore lets in), linked
+                    _link_context(ROOT, cwd, DockerIgnore((ROOT / ".dockerignore").read_text()))
+                    continue
+                target = cwd / dest / Path(source).name if dest.endswith("/") else cwd / dest
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(ROOT / source, target)
         elif ins.cmd == "USER":
             user = ins.args
         elif ins.cmd == "RUN":
             script = ins.args.replace("/tmp/", f"{root}/")  # keep scratch files in the sandbox
             done = subprocess.run(["/bin/sh", "-c", script], cwd=cwd, env={**env, **args},
                                   capture_output=True, text=True, timeout=120)
+            stderr += done.stderr
             if done.returncode:
                 status = done.returncode
                 break
     calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-    return StageRun(status, calls, where("/opt/s1-serve"), user)
+    return StageRun(status, calls, stderr, where("/opt/s1-serve"), user)
 
 
 def _requirement_lines(call: dict) -> list[str]:
@@ -429,7 +454,7 @@ def test_dockerfile_cpu_stage_runs_its_install_steps(dockerfile, tmp_path):
     reqs = load_deploy_script("requirements")
     project = reqs.load_project(ROOT / "pyproject.toml")
     run = run_stage(dockerfile, "cpu", tmp_path)
-    assert run.status == 0, run.calls
+    assert run.status == 0, run.stderr
     apt = run.of("apt-get")
     assert apt[0]["argv"] == ["update"]
     assert apt[1]["argv"][:1] == ["install"] and {"libnuma1", "libgomp1"} <= set(apt[1]["argv"])
@@ -466,7 +491,7 @@ def test_dockerfile_gpu_stage_installs_on_the_pinned_base(dockerfile, tmp_path, 
     pin = reqs.pins(project, "gpu")["vllm"]
     run = run_stage(dockerfile, "gpu", tmp_path / "good", with_uv=with_uv,
                     site=_fake_vllm(tmp_path / "site-good", f"{pin}+cu129"))
-    assert run.status == 0, run.calls
+    assert run.status == 0, run.stderr
     installer = "uv" if with_uv else "pip"
     assert not run.of("pip" if with_uv else "uv")
     deps, project_install = run.of(installer)

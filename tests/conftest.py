@@ -108,31 +108,3 @@ def demo_server():
         yield proc.wait_ready()
     finally:
         assert proc.stop() == 0, "SIGTERM must exit 0"
-
-
-S1_KEYS = ("file-key-1", "file-key-2")
-S1_AUTH = {"Authorization": f"Bearer {S1_KEYS[0]}"}
-S1_DEFAULT_MIN, S1_DEFAULT_MAX = 4, 10
-
-
-@pytest.fixture(scope="session")
-def s1_server(tiny_s1, tmp_path_factory):
-    """A server shaped like an s1 deployment: the plain Qwen template (the server opens the
-    thinking block itself) with ``--thinking-format s1``. Also, for the tests of those
-    settings: API keys from a file, /health and /metrics behind the key, default budgets,
-    and tight admission (2 requests in flight, 2 engine slots, no waiting sequences), with
-    room for long requests that hold a slot (4096-token context)."""
-    from tests.server_proc import KeyedServerProcess
-
-    keys = tmp_path_factory.mktemp("keys") / "api-keys"
-    keys.write_text(f"\n  {S1_KEYS[0]}  \n\n{S1_KEYS[1]}\n")
-    proc = KeyedServerProcess(
-        tiny_s1, "--thinking-format", "s1", "--api-key-file", str(keys),
-        "--no-auth-exempt-health", "--default-thinking-min", str(S1_DEFAULT_MIN),
-        "--default-thinking-max", str(S1_DEFAULT_MAX), "--max-in-flight", "2",
-        "--max-num-seqs", "2", "--max-waiting", "0", "--max-model-len", "4096",
-        key=S1_KEYS[0])
-    try:
-        yield proc.wait_ready()
-    finally:
-        assert proc.stop() == 0, "SIGTERM must exit 0"

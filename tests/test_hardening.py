@@ -1,8 +1,8 @@
-"""Overload, deadlines and shutdown of the real server (subprocess, tiny model).
+"""Deadlines and shutdown of the real server (subprocess, tiny model).
 
 Waits are on events and on the server's own state (``GET /metrics``), never on sleeps.
-The admission tests share the ``s1_server`` of conftest.py (2 requests in flight, 2 engine
-slots, no waiting sequences); each SIGTERM test starts and stops its own server.
+Each SIGTERM test starts and stops its own server. (The 429s of the admission limits are
+in test_server_settings.py.)
 """
 
 from __future__ import annotations
@@ -15,12 +15,11 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from tests.conftest import S1_AUTH
-from tests.server_proc import ServerProcess, held_streams, wait_until
+from tests.server_proc import ServerProcess, wait_until
 
 pytestmark = pytest.mark.engine
 MSG = [{"role": "user", "content": "How many r in raspberry?"}]
-# Longer than the test holds it: the client leaves (and the server aborts it) first.
+# Longer than the test lets it run: the deadline or the shutdown cuts it first.
 HOLD = {"messages": MSG, "max_tokens": 4000, "ignore_eos": True}
 
 
@@ -47,12 +46,11 @@ class StreamRecord:
                 event.set()
 
 
-def read_stream(base_url: str, body: dict, rec: StreamRecord,
-                headers: dict | None = None) -> None:
+def read_stream(base_url: str, body: dict, rec: StreamRecord) -> None:
     """Read one SSE stream to its end; record chunks, [DONE], and errors."""
     try:
         with httpx.stream("POST", base_url + "/v1/chat/completions", json=body,
-                          headers=headers, timeout=600) as resp:
+                          timeout=600) as resp:
             rec.status = resp.status_code
             for line in resp.iter_lines():
                 if line == "data: [DONE]":
@@ -70,46 +68,10 @@ def read_stream(base_url: str, body: dict, rec: StreamRecord,
         rec.ended.set()
 
 
-def start_reader(base_url: str, body: dict, headers: dict | None = None,
-                 ) -> tuple[StreamRecord, threading.Thread]:
+def start_reader(base_url: str, body: dict) -> tuple[StreamRecord, threading.Thread]:
     rec = StreamRecord()
-    thread = threading.Thread(target=read_stream, args=(base_url, body, rec, headers))
+    thread = threading.Thread(target=read_stream, args=(base_url, body, rec))
     return rec, thread
-
-
-# --------------------------------------------------------------------- admission
-def post(server, body: dict) -> httpx.Response:
-    return httpx.post(server.base_url + "/v1/chat/completions", headers=S1_AUTH, json=body,
-                      timeout=120)
-
-
-def test_overload_answers_429_with_retry_after(s1_server):
-    with held_streams(s1_server, HOLD, 2):
-        assert s1_server.metric("s1_requests_in_flight") == 2
-        r = post(s1_server, {"messages": MSG, "max_tokens": 30})
-        assert r.status_code == 429, r.text
-        assert r.headers["retry-after"] == "1"
-        err = r.json()["error"]
-        assert err["type"] == "rate_limit_error" and "2 requests in flight" in err["message"]
-        # Operational endpoints are not generation requests: they answer at the limit.
-        assert httpx.get(s1_server.base_url + "/health", headers=S1_AUTH).status_code == 200
-    r = post(s1_server, {"messages": MSG, "max_tokens": 30})
-    assert r.status_code == 200, r.text
-
-
-def test_waiting_sequences_over_the_limit_answer_429(s1_server):
-    """2 engine slots, none waiting: with one sequence running, a request of 2 choices would
-    leave one waiting (refused) while a request of 1 fits (served)."""
-    with held_streams(s1_server, HOLD, 1):
-        r = post(s1_server, {"messages": MSG, "max_tokens": 30, "n": 2, "temperature": 1})
-        assert r.status_code == 429, r.text
-        assert r.headers["retry-after"] == "1"
-        err = r.json()["error"]
-        assert err["type"] == "rate_limit_error" and "waiting" in err["message"]
-        r = post(s1_server, {"messages": MSG, "max_tokens": 30})
-        assert r.status_code == 200, r.text
-    r = post(s1_server, {"messages": MSG, "max_tokens": 30, "n": 2, "temperature": 1})
-    assert r.status_code == 200, r.text
 
 
 # ---------------------------------------------------------------------- deadlines

@@ -1,9 +1,9 @@
 """Server settings seen from the outside, on a server shaped like an s1 deployment.
 
 The tiny model's template is Qwen's plain one (it does not open a thinking block), served
-with ``--thinking-format s1``, API keys from ``--api-key-file``, ``--no-auth-exempt-health``
-and ``--default-thinking-min/max`` (the shared ``s1_server`` of conftest.py; its admission
-limits are tested in test_hardening.py).
+with ``--thinking-format s1``, API keys from ``--api-key-file``, ``--no-auth-exempt-health``,
+``--default-thinking-min/max``, and tight admission limits (2 requests in flight, 2 engine
+slots, no sequence waiting) that the 429 tests fill with held streams.
 """
 
 from __future__ import annotations
@@ -13,15 +13,31 @@ import base64
 import httpx
 import pytest
 
-from tests.conftest import S1_AUTH, S1_DEFAULT_MAX, S1_DEFAULT_MIN, S1_KEYS
+from tests.server_proc import KeyedServerProcess, held_streams
 
 pytestmark = pytest.mark.engine
 MSG = [{"role": "user", "content": "How many r in raspberry?"}]
+S1_KEYS = ("file-key-1", "file-key-2")
+S1_AUTH = {"Authorization": f"Bearer {S1_KEYS[0]}"}
+S1_DEFAULT_MIN, S1_DEFAULT_MAX = 4, 10
+# Longer than a test holds it: the client leaves (and the server aborts it) first.
+HOLD = {"messages": MSG, "max_tokens": 4000, "ignore_eos": True}
 
 
 @pytest.fixture(scope="module")
-def server(s1_server):
-    return s1_server
+def server(tiny_s1, tmp_path_factory):
+    keys = tmp_path_factory.mktemp("keys") / "api-keys"
+    keys.write_text(f"\n  {S1_KEYS[0]}  \n\n{S1_KEYS[1]}\n")
+    proc = KeyedServerProcess(
+        tiny_s1, "--thinking-format", "s1", "--api-key-file", str(keys),
+        "--no-auth-exempt-health", "--default-thinking-min", str(S1_DEFAULT_MIN),
+        "--default-thinking-max", str(S1_DEFAULT_MAX), "--max-in-flight", "2",
+        "--max-num-seqs", "2", "--max-waiting", "0", "--max-model-len", "4096",
+        key=S1_KEYS[0])
+    try:
+        yield proc.wait_ready()
+    finally:
+        assert proc.stop() == 0, "SIGTERM must exit 0"
 
 
 @pytest.fixture(scope="module")
@@ -109,4 +125,38 @@ def test_operational_endpoints_need_the_key_when_not_exempt(server, path):
     assert r.status_code == 401, r.text
     assert r.headers["www-authenticate"] == "Bearer"
     r = httpx.get(server.base_url + path, headers=S1_AUTH, timeout=30)
+    assert r.status_code == 200, r.text
+
+
+# --------------------------------------------------------------------- admission
+def post(server, body: dict) -> httpx.Response:
+    return httpx.post(server.base_url + "/v1/chat/completions", headers=S1_AUTH, json=body,
+                      timeout=120)
+
+
+def test_overload_answers_429_with_retry_after(server):
+    with held_streams(server, HOLD, 2):
+        r = post(server, {"messages": MSG, "max_tokens": 30})
+        assert r.status_code == 429, r.text
+        assert r.headers["retry-after"] == "1"
+        err = r.json()["error"]
+        assert err["type"] == "rate_limit_error" and "2 requests in flight" in err["message"]
+        # Operational endpoints are not generation requests: they answer at the limit.
+        assert httpx.get(server.base_url + "/health", headers=S1_AUTH).status_code == 200
+    r = post(server, {"messages": MSG, "max_tokens": 30})
+    assert r.status_code == 200, r.text
+
+
+def test_waiting_sequences_over_the_limit_answer_429(server):
+    """2 engine slots, none waiting: with one sequence running, a request of 2 choices would
+    leave one waiting (refused) while a request of 1 fits (served)."""
+    with held_streams(server, HOLD, 1):
+        r = post(server, {"messages": MSG, "max_tokens": 30, "n": 2, "temperature": 1})
+        assert r.status_code == 429, r.text
+        assert r.headers["retry-after"] == "1"
+        err = r.json()["error"]
+        assert err["type"] == "rate_limit_error" and "waiting" in err["message"]
+        r = post(server, {"messages": MSG, "max_tokens": 30})
+        assert r.status_code == 200, r.text
+    r = post(server, {"messages": MSG, "max_tokens": 30, "n": 2, "temperature": 1})
     assert r.status_code == 200, r.text

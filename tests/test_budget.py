@@ -34,6 +34,11 @@ S1 = dict(
 )
 
 
+# The s1 evaluation's details (the server's defaults).
+S1_RULES = dict(newline_id=NL, newline_ids=frozenset({NL}), turn_ends_thinking=True,
+                hold_after_continuation=True)
+
+
 def spec(**kw) -> BudgetSpec:
     return BudgetSpec(**{**S1, **kw})
 
@@ -132,30 +137,142 @@ def test_block_opened_by_the_model():
 
 
 VOCAB = [1, 2, 3, IM_START, THINK, ANSWER, EOS, IM_END, WAIT, NL]
+MODEL_VOCAB = [t for t in VOCAB if t != WAIT]
 
 
-def test_replay_matches_live_state_on_random_streams():
+def _drive_logged(state: BudgetState, model, steps: int) -> tuple[list[int], dict]:
+    """:func:`drive`, but logging what the engine did at each step: the interventions
+    (attempts replaced by the continuation, forced cuts), facts of the run that replay
+    must rediscover from the token ids alone."""
+    out: list[int] = []
+    log = {"replaced": 0, "cut": False}
+    sp = state.spec
+    for _ in range(steps):
+        action = state.decide()
+        want = model(len(out))
+        if action == FORCE:
+            tok = state.forced_token
+            if state.phase == Phase.THINKING and tok in (sp.end_ids[0], sp.newline_id) \
+                    and state.thinking == sp.thinking_max:
+                log["cut"] = True
+        elif action == GUARD and want in sp.attempt_ids:
+            tok = state.guard_continuation_token
+            log["replaced"] += 1
+        elif action == GUARD_TURN and want in sp.turn_ids:
+            tok = sp.end_ids[0]
+        elif action == HOLD and want in sp.attempt_ids:
+            tok = 3
+        else:
+            tok = want
+        out.append(tok)
+        state.observe(tok)
+        if tok in sp.stop_ids:
+            break
+    return out, log
+
+
+def _count_by_hand(sp: BudgetSpec, out: list[int]) -> dict:
+    """Where thinking starts and stops in ``out``, found by scanning for the delimiters
+    (no state machine): the start delimiter (unless the prompt opened the block); then the
+    first end-delimiter token, end-of-turn id, or the newline forced at the maximum."""
+    n = len(out)
+    if sp.prompt_opens:
+        t0 = 0
+    else:
+        k = len(sp.start_ids)
+        starts = [i + k for i in range(n - k + 1) if tuple(out[i:i + k]) == sp.start_ids]
+        if not starts:  # never opened: all of it is answer
+            return {"thinking": 0, "answer": sum(t not in sp.stop_ids for t in out),
+                    "phase": Phase.BEFORE, "thinking_span": (0, 0), "answer_span": (0, n)}
+        t0 = starts[0]
+    t1 = t0
+    while t1 < n:
+        tok = out[t1]
+        if tok == sp.end_ids[0] or tok in sp.stop_ids:
+            break
+        if tok == sp.newline_id and t1 - t0 == sp.thinking_max:
+            break
+        t1 += 1
+    if t1 == n:
+        return {"thinking": t1 - t0, "answer": 0, "phase": Phase.THINKING,
+                "thinking_span": (t0, t1), "answer_span": (n, n)}
+    if out[t1] in sp.stop_ids:
+        return {"thinking": t1 - t0, "answer": 0, "phase": Phase.ENDED,
+                "thinking_span": (t0, t1), "answer_span": (n, n)}
+    end = (out[t1] == sp.newline_id) + len(sp.end_ids)  # the whole delimiter, forced
+    a0 = t1 + end
+    if a0 > n:  # the output stops inside the forced delimiter
+        return {"thinking": t1 - t0, "answer": 0, "phase": Phase.THINKING,
+                "thinking_span": (t0, t1), "answer_span": (n, n)}
+    assert tuple(out[t1 + end - len(sp.end_ids):a0]) == sp.end_ids, out
+    return {"thinking": t1 - t0, "answer": sum(t not in sp.stop_ids for t in out[a0:]),
+            "phase": Phase.ANSWER, "thinking_span": (t0, t1), "answer_span": (a0, n)}
+
+
+def test_replay_matches_a_count_by_hand_on_random_streams():
+    """Replay recomputes, from the ids alone, what the run did: checked against a scan for
+    the delimiters and against the run's own log of interventions."""
     rng = random.Random(0)
-    for _ in range(300):
+    seen = {"cut": 0, "replaced": 0, "before": 0, "ended": 0, "answer": 0}
+    for _ in range(400):
         lo = rng.choice([None, 0, 1, 3, 7])
         hi = rng.choice([None, 0, 2, 5, 9, 20])
         if lo is not None and hi is not None and lo > hi:
             lo, hi = hi, lo
+        rules = S1_RULES if rng.random() < 0.5 else {}
         sp = spec(thinking_min=lo, thinking_max=hi, prompt_opens=rng.random() < 0.8,
-                  continuation_ids=rng.choice([(WAIT,), (WAIT, 3)]))
-
-        s = BudgetState(sp)
-        out = drive(s, lambda i: rng.choice(VOCAB), 40)
+                  continuation_ids=rng.choice([(WAIT,), (WAIT, 3)]), **rules)
+        # The model never writes the continuation itself: replay, seeing ids only, takes a
+        # model-written one at a guarded step for a forced one (see the hand-written cases).
+        out, log = _drive_logged(BudgetState(sp), lambda i: rng.choice(MODEL_VOCAB), 40)
         acc = replay(sp, out)
-        assert (acc.thinking_tokens, acc.hit_max) == (s.thinking, s.hit_max)
-        if acc.phase != Phase.BEFORE:  # a never-opened block makes everything answer
-            assert acc.answer_tokens == s.answer
+        hand = _count_by_hand(sp, out)
+        assert acc.thinking_tokens == hand["thinking"], (sp, out)
+        assert acc.answer_tokens == hand["answer"], (sp, out)
+        assert acc.phase == hand["phase"], (sp, out)
+        assert acc.thinking_span == hand["thinking_span"], (sp, out)
+        assert acc.answer_span == hand["answer_span"], (sp, out)
+        assert acc.hit_max == log["cut"], (sp, out)
+        assert acc.continuations == log["replaced"], (sp, out)
         if hi is not None:
             assert acc.thinking_tokens <= hi
         if lo is not None and acc.phase >= Phase.ANSWER:
             assert acc.thinking_tokens >= lo
-        a, b = acc.thinking_span
-        assert 0 <= a <= b <= len(out)
+        seen["cut"] += log["cut"]
+        seen["replaced"] += log["replaced"] > 0
+        seen[{Phase.BEFORE: "before", Phase.ENDED: "ended", Phase.ANSWER: "answer"}.get(
+            acc.phase, "answer")] += acc.phase != Phase.THINKING
+    assert min(seen.values()) >= 10, seen  # every kind of ending happened, repeatedly
+
+
+# Hand-written streams: (spec settings, output ids, thinking, answer, hit_max, continuations).
+REPLAY_CASES = [
+    (dict(thinking_max=2), [1, 1, IM_START, ANSWER, NL, FINAL, 7, IM_END], 2, 3, True, 0),
+    (dict(thinking_max=9), [1, 1, 1, IM_START, ANSWER, 7, 7, IM_END], 3, 2, False, 0),
+    (dict(thinking_min=3), [1, WAIT, 1, 1, IM_START, ANSWER, 7], 4, 1, False, 1),
+    (dict(thinking_min=3, continuation_ids=(WAIT, 5)), [1, WAIT, 5, 1, IM_START, ANSWER], 4,
+     0, False, 1),
+    # Ids alone cannot tell a Wait the model wrote at a guarded step from a forced one: the
+    # first counts as forced; the second, above the minimum, is the model's own thinking.
+    (dict(thinking_min=3), [WAIT, 1, 1, WAIT, IM_START, ANSWER], 4, 0, False, 1),
+    (dict(thinking_max=5), [1, 1, EOS], 2, 0, False, 0),  # the turn ends inside the block
+    (dict(thinking_max=2, prompt_opens=False), [9, IM_START, THINK, 1, 1, IM_START, ANSWER,
+                                                NL, FINAL, 7], 2, 3, True, 0),
+    (dict(thinking_max=2, prompt_opens=False), [9, 9, IM_END], 0, 2, False, 0),  # never opened
+    (dict(thinking_max=3, **S1_RULES), [1, 1, 1, NL, IM_START, ANSWER, NL, FINAL], 3, 2, True,
+     0),
+    (dict(thinking_max=3, **S1_RULES), [1, 1, NL, IM_START, ANSWER, NL, FINAL, 7], 3, 3, True,
+     0),
+    (dict(thinking_max=0), [IM_START, ANSWER, NL, FINAL, 7, IM_END], 0, 3, True, 0),
+]
+
+
+@pytest.mark.parametrize("settings,out,thinking,answer,hit_max,continuations", REPLAY_CASES)
+def test_replay_on_hand_written_streams(settings, out, thinking, answer, hit_max,
+                                        continuations):
+    acc = replay(spec(**settings), out)
+    assert (acc.thinking_tokens, acc.answer_tokens, acc.hit_max, acc.continuations) == (
+        thinking, answer, hit_max, continuations)
 
 
 def test_invalid_settings_raise_clear_errors():
@@ -241,8 +358,6 @@ def test_advance_is_observe_then_decide():
 
 
 # ------------------------------------------------------------- the s1 harness's details
-S1_RULES = dict(newline_id=NL, newline_ids=frozenset({NL}), turn_ends_thinking=True,
-                hold_after_continuation=True)
 
 
 def test_cut_mid_line_forces_a_newline_before_the_end():

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from training.data import IGNORE, encode_example
 from training.demo_data import (
@@ -165,22 +166,21 @@ def test_short_training_lowers_loss(tmp_path):
     from training.demo import DemoConfig, demo_tokenizer, encode_rows, train
     from training.tiny import build_random_model
 
-    cfg = DemoConfig(batch_size=8, lr=5e-3, warmup=5, max_minutes=2.0)
+    # No wall-clock guard: the schedule is the step schedule and all 40 steps run.
+    cfg = DemoConfig(batch_size=8, lr=5e-3, warmup=5, max_minutes=float("inf"))
     tok = demo_tokenizer(tmp_path)
     model = build_random_model(tmp_path, tok, hidden_size=64, num_layers=2, num_heads=2,
                                num_kv_heads=1, intermediate_size=128)
     rows = generate(400, seed=1, words=split_words(0)[0])
     losses = train(model, [encode_rows(tok, rows)], cfg, max_steps=40, log_every=10,
                    pad_id=tok.pad_token_id)
-    assert len(losses) >= 15, "too few steps in the time limit (machine overloaded?)"
+    assert len(losses) == 40
     first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
     assert last < 0.75 * first, (first, last)
 
 
 @pytest.fixture(scope="module")
 def evaluator():
-    if not (DEMO / "model.safetensors").exists():
-        pytest.skip("no committed demo checkpoint (run `make demo-model`)")
     from training.demo_eval import DemoEvaluator
 
     ev = DemoEvaluator(DEMO, max_num_seqs=64)
@@ -196,8 +196,6 @@ def held_out():
 
 
 def test_demo_checkpoint_is_small_and_auto_detects_s1():
-    if not (DEMO / "model.safetensors").exists():
-        pytest.skip("no committed demo checkpoint")
     from transformers import AutoTokenizer
 
     from server.formats import detect_format
@@ -253,8 +251,12 @@ def test_forced_wait_fixes_early_stops(evaluator):
 
 
 def test_torch_threads_unchanged_by_import():
-    # training.demo sets OMP_WAIT_POLICY only; it must not change the thread count at import.
-    before = torch.get_num_threads()
-    import training.demo  # noqa: F401
-
-    assert torch.get_num_threads() == before
+    """training.demo sets OMP_WAIT_POLICY only; it must not change the thread count at import.
+    In a fresh interpreter: this module has imported training.demo already."""
+    code = ("import sys, torch; before = torch.get_num_threads(); "
+            "assert 'training.demo' not in sys.modules; import training.demo; "
+            "print(before, torch.get_num_threads())")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, check=True)
+    before, after = out.stdout.split()
+    assert after == before

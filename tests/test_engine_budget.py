@@ -171,3 +171,65 @@ def test_unbudgeted_requests_are_untouched(tiny_s1, budget_llm_s1, s1_case):
         _close(plain)
     for j, i in enumerate(free):
         assert with_proc[i] == baseline[j], f"request {i} changed"
+
+
+# ------------------------------------------------------------------ a custom format
+CUSTOM = [  # (start, end, answer prefix): multi-token text delimiters, with and without start
+    ("<reasoning>", "</reasoning>", "\nSo:"),
+    ("", "</reasoning>", ""),
+]
+
+
+@pytest.mark.parametrize("start,end,prefix", CUSTOM, ids=["start-end-prefix", "end-only"])
+def test_custom_format_through_the_engine(budget_llm_s1, tiny_s1, start, end, prefix):
+    """``--thinking-format custom`` strings, run by the engine in one mixed batch, checked on
+    the raw ids (no state machine): the end delimiter is written whole, at the maximum and
+    with the custom answer prefix when cut, never before the minimum."""
+    from transformers import AutoTokenizer
+    from vllm import SamplingParams
+
+    from server.engine import stop_ids_for
+    from server.formats import get_format
+    from server.logits_processor import budget_extra_args
+
+    tok = AutoTokenizer.from_pretrained(tiny_s1)
+    enc = lambda s: tok.encode(s, add_special_tokens=False)  # noqa: E731
+    ft = FormatTokens.build(get_format("custom", start=start, end=end, answer_prefix=prefix),
+                            tok, stop_ids_for(tok, str(tiny_s1)))
+    prompt = tok.apply_chat_template([{"role": "user", "content": "How many r in raspberry?"}],
+                                     tokenize=False, add_generation_prompt=True) + start
+    assert ft.prompt_opens(prompt)  # a format without a start thinks from the first token
+    end_ids, prefix_ids, nl = enc(end), enc(prefix), enc("\n")[0]
+    reqs = []
+    for i, ((lo, hi), bias) in enumerate(itertools.product(SETTINGS, (0.0, 3.0, 6.0))):
+        spec = ft.spec(thinking_min=lo, thinking_max=hi, continuation_ids=enc("Wait"),
+                       prompt_opens=True, prompt_text=prompt)
+        reqs.append((lo, hi, SamplingParams(
+            max_tokens=MAX_TOKENS, temperature=1.0, seed=2000 + i,
+            logit_bias={end_ids[0]: bias} if bias else None,
+            extra_args=budget_extra_args(spec) if spec.active else None)))
+    outs = budget_llm_s1.generate([{"prompt_token_ids": enc(prompt)}] * len(reqs),
+                                  [p for *_, p in reqs], use_tqdm=False)
+    cuts = waits = 0
+    for (lo, hi, _), o in zip(reqs, outs, strict=True):
+        out = list(o.outputs[0].token_ids)
+        if lo is None and hi is None:
+            continue  # no budget: nothing is enforced (and '<' is an ordinary token)
+        if end_ids[0] not in out:  # thinking ran to max_tokens (or the turn ended in it)
+            assert hi is None and (len(out) == MAX_TOKENS or out[-1] in ft.stop_ids), out
+            continue
+        k = out.index(end_ids[0])
+        assert out[k:k + len(end_ids)] == end_ids[:len(out) - k], (lo, hi, out)  # written whole
+        forced_nl = hi is not None and k == hi + 1 and out[k - 1] == nl
+        thinking = k - forced_nl
+        if hi is not None:
+            assert thinking <= hi, out
+        if lo is not None:
+            assert thinking >= lo, out
+        if hi is not None and thinking == hi:  # cut: the custom answer prefix follows
+            cuts += 1
+            after = out[k + len(end_ids):k + len(end_ids) + len(prefix_ids)]
+            assert after == prefix_ids[:len(after)], out
+        if lo:
+            waits += out[:thinking].count(enc("Wait")[0])
+    assert cuts > 0 and waits > 0

@@ -83,3 +83,65 @@ def test_anthropic_budget_tokens_is_thinking_max(qwen3_server):
     out = r.json()
     assert out["usage"]["completion_tokens_details"]["reasoning_tokens"] == 1024
     assert out["choices"][0]["message"]["reasoning"] == m.content[0].thinking
+
+
+# ------------------------------------ where the block opens: the server, the prompt, the model
+@pytest.fixture(scope="module")
+def qwen3_tok():
+    from transformers import AutoTokenizer
+
+    from tests.published import qwen3_checkpoint
+
+    return AutoTokenizer.from_pretrained(qwen3_checkpoint(CACHE))
+
+
+def generation_prompt(tok, **kwargs) -> str:
+    return tok.apply_chat_template(MSG, tokenize=False, add_generation_prompt=True, **kwargs)
+
+
+def test_qwen3_is_auto_detected(qwen3_tok):
+    from server.formats import detect_format
+
+    assert detect_format(qwen3_tok).name == "qwen3"
+
+
+def test_server_opens_the_block_the_template_leaves_closed(qwen3_server, qwen3_tok):
+    prompt = generation_prompt(qwen3_tok)
+    assert prompt.endswith("<|im_start|>assistant\n")  # Qwen3 lets the model open <think>
+    r = chat(qwen3_server, thinking_min=5, thinking_max=5)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    # The engine saw the prompt with <think> appended, so the budget held from token one.
+    assert out["usage"]["prompt_tokens"] == len(
+        qwen3_tok.encode(prompt + "<think>", add_special_tokens=False))
+    assert out["usage"]["completion_tokens_details"]["reasoning_tokens"] == 5
+
+
+def completion(server, **body) -> dict:
+    r = httpx.post(server.base_url + "/v1/completions", timeout=120,
+                   json={"temperature": 0, **body})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_prompt_that_opens_the_block_r1_layout(qwen3_server, qwen3_tok):
+    """The DeepSeek-R1 layout (same delimiters): the prompt itself ends inside <think>."""
+    out = completion(qwen3_server, prompt=generation_prompt(qwen3_tok) + "<think>\n",
+                     max_tokens=24, thinking_min=4, thinking_max=4)
+    assert out["usage"]["completion_tokens_details"]["reasoning_tokens"] == 4
+    assert out["choices"][0]["budget"]["end"] == "cut"
+
+
+def test_block_the_model_opens_itself(qwen3_server, qwen3_tok):
+    """No <think> in the prompt; the model is made to write one at once (and to keep writing
+    it). The budget counts from where the model opened the block."""
+    think = qwen3_tok.convert_tokens_to_ids("<think>")
+    common = {"prompt": generation_prompt(qwen3_tok), "max_tokens": 12,
+              "logit_bias": {str(think): 100}}
+    capped = completion(qwen3_server, **common, thinking_max=3)
+    assert capped["usage"]["completion_tokens_details"]["reasoning_tokens"] == 3
+    assert capped["choices"][0]["budget"]["end"] == "cut"
+    free = completion(qwen3_server, **common, thinking_min=0)
+    # Nothing ends the block without a maximum: 11 thinking tokens after the model's <think>.
+    assert free["usage"]["completion_tokens_details"]["reasoning_tokens"] == 11
+    assert free["choices"][0]["budget"]["end"] == "unfinished"

@@ -16,6 +16,7 @@ import pytest
 
 from tests.conftest import API_KEY as KEY
 from tests.conftest import API_MODEL as MODEL
+from tests.server_proc import wait_until
 
 pytestmark = pytest.mark.engine
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -44,13 +45,9 @@ def post(server, path: str, body: dict, headers: dict | None = None) -> httpx.Re
                       timeout=120)
 
 
-def metric(server, name: str) -> float:
-    text = httpx.get(server.base_url + "/metrics", timeout=10).text
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name) and (line[len(name)] in " {"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+def metric(server, name: str, **labels: str) -> float:
+    """One metric from the server's ``GET /metrics``, summed over the matching label sets."""
+    return server.metric(name, **labels)
 
 
 def sse_events(resp: httpx.Response) -> list[dict]:
@@ -67,7 +64,14 @@ def sse_events(resp: httpx.Response) -> list[dict]:
 
 # ------------------------------------------------------------------ budgets
 def test_startup_health_was_503_then_200(server):
-    assert server.first_health_status in (503, 200)
+    """The port opens before the engine has loaded (the fixture held the load back until it
+    had asked): /health says loading, generation is refused with a retry hint."""
+    health, chat = server.loading["health"], server.loading["chat"]
+    assert health.status_code == 503 and health.json()["status"] == "loading"
+    assert chat.status_code == 503 and chat.headers["retry-after"] == "5", chat.text
+    assert "loading" in chat.json()["error"]["message"]
+    # The server counted those answers itself.
+    assert metric(server, "s1_requests_total", endpoint="/health", status="503") >= 1
     r = httpx.get(server.base_url + "/health")
     assert r.status_code == 200 and r.json()["status"] == "ok"
 
@@ -235,11 +239,11 @@ def test_auth(server):
 
 
 def test_prompt_longer_than_context_is_400(server):
-    long = "raspberry " * 3000
-    r = post(server, "/v1/chat/completions", {"messages": [{"role": "user", "content": long}]})
-    assert r.status_code in (400, 413), r.text
-    if r.status_code == 400:
-        assert r.json()["error"]["param"] == "messages"
+    body = {"messages": [{"role": "user", "content": "raspberry " * 3000}]}
+    assert len(json.dumps(body)) < 65536  # under the body limit: the context refuses it
+    r = post(server, "/v1/chat/completions", body)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == "messages"
 
 
 def test_prompt_over_context_within_body_limit_is_400(server):
@@ -261,7 +265,9 @@ def test_malformed_json_is_400(server):
 
 # --------------------------------------------------------------- concurrency
 def test_disconnect_aborts_engine_request(server):
-    before_done = metric(server, "s1_requests_in_flight")
+    """A streaming client that leaves mid-stream: the engine request is aborted, not run
+    to its 900 tokens, and the in-flight slot is released."""
+    tokens_before = metric(server, "vllm:generation_tokens_total")
     with httpx.stream("POST", server.base_url + "/v1/chat/completions", headers=AUTH, json={
             "messages": MSG, "stream": True, "max_tokens": 900, "ignore_eos": True,
             "thinking_min": 800, "thinking_max": 850}, timeout=60) as resp:
@@ -271,13 +277,11 @@ def test_disconnect_aborts_engine_request(server):
                 seen += 1
             if seen >= 3:
                 break  # leave mid-stream
-    for _ in range(100):
-        running = metric(server, "vllm:num_requests_running")
-        if running == 0 and metric(server, "s1_requests_in_flight") == before_done:
-            break
-        asyncio.run(asyncio.sleep(0.1))
-    assert metric(server, "vllm:num_requests_running") == 0
-    assert metric(server, "s1_requests_in_flight") == 0
+    wait_until(lambda: metric(server, "vllm:num_requests_running") == 0
+               and metric(server, "s1_requests_in_flight") == 0, 60, "the request to end")
+    assert metric(server, "vllm:num_requests_waiting") == 0
+    # Ended without running to completion: it was aborted.
+    assert metric(server, "vllm:generation_tokens_total") - tokens_before < 900
 
 
 def test_64_concurrent_streams_with_mixed_budgets(server):

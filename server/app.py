@@ -166,16 +166,14 @@ def _include_vllm_routers(app: FastAPI) -> None:
     from vllm.entrypoints.openai.chat_completion.api_router import router as chat
     from vllm.entrypoints.openai.responses.api_router import router as responses
     from vllm.entrypoints.serve.instrumentator.basic import router as basic
-    from vllm.entrypoints.serve.sagemaker.api_router import attach_router as sagemaker
     from vllm.entrypoints.serve.tokenize.api_router import router as tokenize
 
     # Routes of vLLM's server that ours does not define itself (ours win where both do):
-    # batched chat, the server-load probe, SageMaker's /ping and /invocations.
-    scratch = FastAPI()
-    sagemaker(scratch, ("generate",), None)
+    # batched chat and the server-load probe. (Not SageMaker's /ping and /invocations:
+    # importing their package reconfigures logging, which silenced our own loggers.)
     extra = APIRouter()
-    wanted = {"/v1/chat/completions/batch", "/load", "/ping", "/invocations"}
-    extra.routes.extend(r for r in (*chat.routes, *basic.routes, *scratch.router.routes)
+    wanted = {"/v1/chat/completions/batch", "/load"}
+    extra.routes.extend(r for r in (*chat.routes, *basic.routes)
                         if getattr(r, "path", None) in wanted)
 
     deps = [Depends(delegated.budget_dependency)]

@@ -204,6 +204,10 @@ class ServerProcess:
 
 def _held_main(gate: str, argv: list[str]) -> None:
     """``python -m server`` whose engine load first waits for the gate to be opened."""
+    # vLLM configures logging when imported and disables the loggers that exist by then;
+    # import it before ours, as `python -m server` does, or their INFO lines vanish.
+    import vllm  # noqa: F401
+
     import server.engine
 
     start_engine = server.engine.start_engine

@@ -147,15 +147,16 @@ async def _stream_lines(serving: Serving, prepared: Prepared, rid: str, ticket: 
         yield "data: [DONE]\n\n"
         finished = True
     except APIError as exc:
-        await serving.abort(rid)  # whatever went wrong, the engine stops working on it
         if state.first_token_at is None:
+            await serving.abort(rid)
             raise  # nothing sent yet: becomes a normal HTTP error via _prime
         yield sse.event(exc.body(rid))
         yield "data: [DONE]\n\n"
-        finished = True
+        # (finished stays False: the engine stops working on it below, after the client
+        # has its error event; an abort may not return when the engine is gone.)
     finally:
         ticket.release()
-        if not finished:  # client went away or the server is stopping
+        if not finished:  # an error, the client went away or the server is stopping
             await serving.abort(rid)
         _observe(state, started)
 

@@ -69,25 +69,14 @@ def no_whitespace(tiny_s1_open) -> dict[str, int]:
 @pytest.fixture(scope="session")
 def api_server(tiny_s1_open):
     """One real server for the API tests: tiny s1 model, an API key, a 64 KiB body limit,
-    hermes tool calling. Its engine load is held until the server has been seen loading:
-    ``loading`` keeps what /health and a chat request answered then."""
-    import httpx
-
+    hermes tool calling, small reasoning-effort budgets."""
     from tests.server_proc import ServerProcess
 
     proc = ServerProcess(tiny_s1_open, "--api-keys", API_KEY, "--served-model-name", API_MODEL,
                          "--max-body-bytes", "65536", *TOOL_FLAGS,
                          "--reasoning-effort-budgets", ",".join(f"{k}={v}" for k, v in
-                                                                 API_EFFORTS.items()),
-                         hold_load=True)
+                                                                 API_EFFORTS.items()))
     try:
-        proc.wait_port()
-        proc.loading = {
-            "health": httpx.get(proc.base_url + "/health", timeout=30),
-            "chat": httpx.post(proc.base_url + "/v1/chat/completions", timeout=30,
-                               headers={"Authorization": f"Bearer {API_KEY}"},
-                               json={"messages": [{"role": "user", "content": "hi"}]}),
-        }
         yield proc.wait_ready()
     finally:
         assert proc.stop() == 0, "SIGTERM must exit 0"

@@ -103,8 +103,10 @@ def test_model_calls_went_over_http(run: Run) -> None:
     tiny = notes["tiny_base"]
     assert tiny["unknown"] + tiny.get("wrong", 0) == 200 and tiny["unknown"] >= 190
     table = read_table(run.workdir / "04_difficulty.parquet")
-    assert all(r["tiny_base_correct"] is None and r["tiny_base_grade_reason"].startswith(
-        "judge gave no verdict") for r in table.rows)
+    # (at most a few random answers happen to look final and are machine-graded wrong)
+    assert all(r["tiny_base_correct"] is not True for r in table.rows)
+    assert all(r["tiny_base_grade_reason"].startswith("judge gave no verdict")
+               for r in table.rows if r["tiny_base_correct"] is None)
     assert all(r["gemini_thinking"] and r["deepseek_thinking"] for r in table.rows)
     assert all(r["trace_tokens"] > 0 for r in table.rows)
 

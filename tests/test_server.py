@@ -63,17 +63,28 @@ def sse_events(resp: httpx.Response) -> list[dict]:
 
 
 # ------------------------------------------------------------------ budgets
-def test_startup_health_was_503_then_200(server):
-    """The port opens before the engine has loaded (the fixture held the load back until it
-    had asked): /health says loading, generation is refused with a retry hint."""
-    health, chat = server.loading["health"], server.loading["chat"]
-    assert health.status_code == 503 and health.json()["status"] == "loading"
-    assert chat.status_code == 503 and chat.headers["retry-after"] == "5", chat.text
-    assert "loading" in chat.json()["error"]["message"]
-    # The server counted those answers itself.
-    assert metric(server, "s1_requests_total", endpoint="/health", status="503") >= 1
-    r = httpx.get(server.base_url + "/health")
-    assert r.status_code == 200 and r.json()["status"] == "ok"
+def test_startup_health_was_503_then_200(tiny_s1_open):
+    """The port opens before the engine has loaded (the load is held back until the test
+    has asked): /health says loading, generation is refused with a retry hint."""
+    from tests.server_proc import ServerProcess
+
+    server = ServerProcess(tiny_s1_open, hold_load=True, name="loading")
+    try:
+        server.wait_port()
+        health = httpx.get(server.base_url + "/health", timeout=30)
+        chat = httpx.post(server.base_url + "/v1/chat/completions", timeout=30,
+                          json={"messages": [{"role": "user", "content": "hi"}]})
+        assert health.status_code == 503 and health.json()["status"] == "loading"
+        assert chat.status_code == 503 and chat.headers["retry-after"] == "5", chat.text
+        assert "loading" in chat.json()["error"]["message"]
+        # The server counted those answers itself.
+        assert metric(server, "s1_requests_total", endpoint="/health", status="503") >= 1
+        server.release_load()
+        server.wait_ready()
+        r = httpx.get(server.base_url + "/health")
+        assert r.status_code == 200 and r.json()["status"] == "ok"
+    finally:
+        server.stop()
 
 
 @pytest.mark.parametrize("n_think", [0, 1, 7, 20])

@@ -104,11 +104,6 @@ def test_single_token_stop_string_streamed_and_not(server, unstopped):
     _check_stop(server, stop, before)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "server bug: a stop string spanning several tokens is streamed in part before vLLM "
-    "recognises it; the final-delta trim (server/serving.py _trim_stop) cannot take back "
-    "text already sent, so the streamed content ends with the stop string's prefix while "
-    "the non-streamed content is cut before it"))
 def test_multi_token_stop_string_streamed_and_not(server, unstopped):
     message, pieces = unstopped
     stop, before = _pick_stop(message, pieces, 3)
@@ -174,7 +169,7 @@ def test_multibyte_characters_split_across_tokens_stream_whole(server, tiny_s1_o
     # character into the stream that the whole text does not have.
     assert "".join(pieces) == reasoning
     assert any(p.startswith(cont[0]) for p in pieces), pieces
-    assert "".join(deltas(events, 0, "content")) == plain["message"]["content"]
+    assert "".join(deltas(events, 0, "content")) == (plain["message"]["content"] or "")
 
 
 # ------------------------------------------------ a client that leaves, not streamed
@@ -192,21 +187,8 @@ def _send_and_hold(server, body: dict) -> socket.socket:
 LONG_PLAIN = {"messages": MSG, "max_tokens": 900, "ignore_eos": True}
 
 
-def test_non_streamed_client_disconnect_aborts_the_engine_request(server):
-    tokens_before = metric(server, "vllm:generation_tokens_total")
-    sock = _send_and_hold(server, LONG_PLAIN)
-    try:
-        wait_until(lambda: metric(server, "vllm:num_requests_running") == 1, 60,
-                   "the request to run")
-        assert metric(server, "s1_requests_in_flight") == 1
-    finally:
-        sock.close()
-    wait_until(lambda: metric(server, "vllm:num_requests_running") == 0
-               and metric(server, "s1_requests_in_flight") == 0, 60,
-               "the engine to drop the request")
-    assert metric(server, "vllm:num_requests_waiting") == 0
-    # It ended without its 900 tokens: aborted, not finished.
-    assert metric(server, "vllm:generation_tokens_total") - tokens_before < 900
+# (That the engine request is aborted when a non-streamed client leaves:
+# tests/test_server.py::test_disconnect_aborts_engine_request.)
 
 
 @pytest.mark.xfail(strict=True, reason=(

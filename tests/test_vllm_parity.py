@@ -214,9 +214,7 @@ CASES = [
     *one("models", "/v1/models"),
     *one("version", "/version"),
     *one("health", "/health", text=False, shape=False),
-    *one("ping", "/ping", text=False, shape=False),
     *one("load", "/load", text=False),
-    *one("invocations", "/invocations", chat()),
     # -- invalid requests: same status, an error message in both
     *one("err-temperature", CHAT, chat(temperature=-1)),
     *one("err-no-messages", CHAT, {"model": API_MODEL, "max_tokens": 4}),

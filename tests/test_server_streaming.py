@@ -213,7 +213,7 @@ def test_non_streamed_client_disconnect_aborts_the_engine_request(server):
 
 @pytest.mark.xfail(strict=True, reason=(
     "server bug: when a non-streamed client leaves, _collect re-raises the CancelledError "
-    "(server/routes.py:104), uvicorn logs 'Exception in ASGI application', and "
+    "(server/routes.py:106), uvicorn logs 'Exception in ASGI application', and "
     "GateMiddleware counts the request with its default status 500 (server/app.py:239, "
     "counted at :259): client disconnects feed the 5xx alert of "
     "deploy/prometheus/alerts.yml"))

@@ -65,11 +65,11 @@ def read_stream(client: httpx.Client, body: dict, rec: StreamRecord) -> None:
         rec.ended.set()
 
 
-# A stream held unread: 4 choices of HOLD (tests/server_proc.py), ~24 MB of events, far more
+# A stream held unread: 2 choices of HOLD (tests/server_proc.py), ~12 MB of events, far more
 # than the server's send buffer (4 MiB at most) and the receive window of a client that has
 # stopped reading can take. The engine finishes it; then only its unread output keeps it in
 # flight, until the client reads on (its window opens again) or the server gives up on it.
-HELD_N = 4
+HELD_N = 2
 
 
 def hold_one(server: ServerProcess) -> tuple[StreamRecord, threading.Thread]:

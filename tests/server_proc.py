@@ -3,6 +3,7 @@ and the waits the server tests share."""
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -12,8 +13,8 @@ import httpx
 
 from server.launcher import VLLM_SERVER, ServerProcess, free_port, metric_value
 
-__all__ = ["VLLM_SERVER", "KeyedServerProcess", "ServerProcess", "free_port", "held_streams",
-           "metric_value", "wait_until"]
+__all__ = ["HOLD", "HOLD_TOKENS", "VLLM_SERVER", "KeyedServerProcess", "ServerProcess",
+           "free_port", "held_streams", "metric_value", "small_window_client", "wait_until"]
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, what: str,
@@ -53,23 +54,39 @@ class KeyedServerProcess(ServerProcess):
         return self
 
 
+# What an unread stream holds: the events of a token with 20 top logprobs take ~1.5 kB, so
+# 4000 tokens are ~6 MB, more than the server's socket send buffer (4 MiB at most) and a
+# client receive buffer of 4 KiB can take. The server's writer blocks, and the request stays
+# in flight, however fast the engine, until the client reads on or leaves. (The server needs
+# a 4096-token context.)
+HOLD_TOKENS = 4000
+HOLD = {"max_tokens": HOLD_TOKENS, "ignore_eos": True, "logprobs": True, "top_logprobs": 20,
+        "stream": True}
+
+
+def small_window_client(server: ServerProcess, **kwargs) -> httpx.Client:
+    """An httpx client whose sockets have a 4 KiB receive buffer (see HOLD)."""
+    transport = httpx.HTTPTransport(
+        socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)])
+    return httpx.Client(base_url=server.base_url, transport=transport, timeout=600, **kwargs)
+
+
 @contextmanager
-def held_streams(server: ServerProcess, body: dict, count: int,
-                 path: str = "/v1/chat/completions") -> Iterator[None]:
-    """``count`` streaming requests admitted and held open: each has sent its first chunk, so
-    the server has counted it in flight. Long ones (``body``) stay in flight until the block
-    ends, when the client leaves and the server aborts them; then the slots are free again."""
+def held_streams(server: ServerProcess, messages: list[dict], count: int) -> Iterator[None]:
+    """``count`` HOLD streams, admitted and held open: the engine has generated all their
+    tokens, and only their unread output keeps them in flight. When the block ends the
+    client leaves, and the slots are free again."""
+    generated = server.metric("vllm:generation_tokens_total")
     with ExitStack() as stack:
-        client = stack.enter_context(httpx.Client(
-            base_url=server.base_url, headers=getattr(server, "headers", None), timeout=120))
-        readers = []  # kept: a line iterator that is dropped closes its connection
+        client = stack.enter_context(small_window_client(
+            server, headers=getattr(server, "headers", None)))
         for _ in range(count):
-            resp = stack.enter_context(client.stream("POST", path, json={**body, "stream": True}))
+            resp = stack.enter_context(client.stream("POST", "/v1/chat/completions",
+                                                     json={"messages": messages, **HOLD}))
             assert resp.status_code == 200, resp.read()
-            readers.append(resp.iter_lines())
-            assert next(line for line in readers[-1] if line).startswith("data: ")
+        wait_until(lambda: server.metric("vllm:generation_tokens_total") - generated
+                   == count * HOLD_TOKENS, 600, "the engine to finish the held requests")
         assert server.metric("s1_requests_in_flight") == count
         yield
-    wait_until(lambda: server.metric("s1_requests_in_flight") == 0
-               and server.metric("vllm:num_requests_running") == 0, 60,
-               "the held requests to be aborted")
+    wait_until(lambda: server.metric("s1_requests_in_flight") == 0, 60,
+               "the held requests to be released")

@@ -3,7 +3,8 @@
 The tiny model's template is Qwen's plain one (it does not open a thinking block), served
 with ``--thinking-format s1``, API keys from ``--api-key-file``, ``--no-auth-exempt-health``,
 ``--default-thinking-min/max``, and tight admission limits (2 requests in flight, 2 engine
-slots, no sequence waiting) that the 429 tests fill with held streams.
+slots, no sequence waiting) that the 429 tests fill with held streams (see
+tests/server_proc.py HOLD: deterministic, not a race with the engine).
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ MSG = [{"role": "user", "content": "How many r in raspberry?"}]
 S1_KEYS = ("file-key-1", "file-key-2")
 S1_AUTH = {"Authorization": f"Bearer {S1_KEYS[0]}"}
 S1_DEFAULT_MIN, S1_DEFAULT_MAX = 4, 10
-# Longer than a test holds it: the client leaves (and the server aborts it) first.
-HOLD = {"messages": MSG, "max_tokens": 4000, "ignore_eos": True}
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +134,7 @@ def post(server, body: dict) -> httpx.Response:
 
 
 def test_overload_answers_429_with_retry_after(server):
-    with held_streams(server, HOLD, 2):
+    with held_streams(server, MSG, 2):
         r = post(server, {"messages": MSG, "max_tokens": 30})
         assert r.status_code == 429, r.text
         assert r.headers["retry-after"] == "1"
@@ -150,7 +149,7 @@ def test_overload_answers_429_with_retry_after(server):
 def test_waiting_sequences_over_the_limit_answer_429(server):
     """2 engine slots, none waiting: with one sequence running, a request of 2 choices would
     leave one waiting (refused) while a request of 1 fits (served)."""
-    with held_streams(server, HOLD, 1):
+    with held_streams(server, MSG, 1):
         r = post(server, {"messages": MSG, "max_tokens": 30, "n": 2, "temperature": 1})
         assert r.status_code == 429, r.text
         assert r.headers["retry-after"] == "1"

@@ -16,7 +16,6 @@ response; this module supplies the rest, as the native path does:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -32,7 +31,7 @@ from server.budget import BudgetSpec, BudgetState
 from server.budget_request import BUDGET, BUDGET_KEYS, BudgetRequest, budget_from_body
 from server.errors import APIError, bad_request
 from server.interventions import from_ids
-from server.serving import Serving, Ticket
+from server.serving import Serving, Ticket, deadline_for, next_before
 
 # vLLM's request model of each generation route it serves for us.
 _SURFACES = {"/v1/responses": ("openai.responses.protocol", "ResponsesRequest"),
@@ -193,12 +192,11 @@ async def track(stream: AsyncIterator[Any], req: BudgetRequest, spec: BudgetSpec
     ids: dict[int, list[int]] = {}
     states: dict[int, BudgetState | None] = {}
     timeout = serving.settings.request_timeout_s
-    deadline = asyncio.get_running_loop().time() + timeout if timeout else None
+    deadline = deadline_for(timeout)
     try:
         while True:
             try:
-                async with asyncio.timeout_at(deadline):
-                    output = await anext(stream)
+                output = await next_before(stream, deadline)
             except StopAsyncIteration:
                 break
             except TimeoutError:

@@ -368,16 +368,10 @@ class Serving:
                 for i, params in enumerate(prepared.choice_params)])
         else:
             stream = self.engine.generate(prompt, prepared.sampling_params, request_id)
-        timeout = self.settings.request_timeout_s
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout if timeout else None
+        deadline = deadline_for(self.settings.request_timeout_s)
         while True:
             try:
-                # A timer per wait rather than asyncio.wait_for, which on Python 3.11 wraps
-                # every wait in a new task. The scope never spans a yield. On expiry it
-                # raises TimeoutError; cancelling the engine stream aborts the request.
-                async with asyncio.timeout_at(deadline):
-                    output = await anext(stream)
+                output = await next_before(stream, deadline)
             except StopAsyncIteration:
                 break
             offset = 0
@@ -430,6 +424,22 @@ async def watch_disconnect(is_disconnected: Any, task: asyncio.Task) -> None:
             task.cancel()
             return
         await asyncio.sleep(0.25)
+
+
+def deadline_for(timeout: float | None) -> float | None:
+    """The event-loop time a request started now must end by (None: no deadline)."""
+    return asyncio.get_running_loop().time() + timeout if timeout else None
+
+
+async def next_before(stream: AsyncIterator[Any], deadline: float | None) -> Any:
+    """The stream's next item, or TimeoutError at ``deadline`` (StopAsyncIteration at its end).
+
+    A timer per wait rather than asyncio.wait_for, which on Python 3.11 wraps every wait
+    in a new task; the scope never spans a yield of the caller. The caller aborts the
+    engine request on expiry (closing the engine stream does).
+    """
+    async with asyncio.timeout_at(deadline):
+        return await anext(stream)
 
 
 def record_choice_metrics(state: RunState) -> None:

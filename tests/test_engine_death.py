@@ -26,8 +26,9 @@ from tests.test_server import metric
 
 pytestmark = pytest.mark.engine
 MSG = [{"role": "user", "content": "How many r in raspberry?"}]
-# Long enough to be mid-generation when the engine is killed (max_model_len is 1024).
-LONG = {"messages": MSG, "max_tokens": 900, "ignore_eos": True}
+# Far longer than the test needs to freeze the engine once every stream has its first
+# token (see the test; the server gets a 4096-token context).
+LONG = {"messages": MSG, "max_tokens": 4000, "ignore_eos": True}
 STREAMS = 3
 EXIT_WITHIN_S = 10.0
 
@@ -98,7 +99,7 @@ def assert_engine_error(error: dict) -> None:
 
 
 def test_engine_death_ends_requests_and_exits_non_zero(tiny_s1_open):
-    server = ServerProcess(tiny_s1_open, "--shutdown-grace-s", "30")
+    server = ServerProcess(tiny_s1_open, "--shutdown-grace-s", "30", "--max-model-len", "4096")
     try:
         server.wait_ready()
         plain: dict = {}
@@ -111,12 +112,16 @@ def test_engine_death_ends_requests_and_exits_non_zero(tiny_s1_open):
             t.start()
         for rec in streams:
             assert rec.first_token.wait(120), "a stream produced no token"
-            assert not rec.ended.is_set(), f"a stream ended before the kill: {rec}"
-        # Every request admitted (the non-streamed one included) before the engine dies.
+        # Freeze the engine core: from here on nothing is generated, so what is in flight
+        # now is in flight at the kill (the API process still answers /metrics).
+        core = engine_core(server.proc)
+        core.suspend()
+        for rec in streams:
+            assert not rec.ended.is_set(), f"a stream ended before the freeze: {rec}"
         wait_until(lambda: metric(server, "s1_requests_in_flight") >= STREAMS + 1, 60,
-                   "all requests in flight")
+                   "all requests (the non-streamed one included) in flight")
 
-        engine_core(server.proc).kill()  # SIGKILL: no chance to say goodbye
+        core.kill()  # SIGKILL (a stopped process dies too): no chance to say goodbye
         killed_at = time.monotonic()
 
         for t in threads:

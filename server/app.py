@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from server import delegated, engine_info, metrics, playground, vllm_layer
+from server.budget_objects import budgeted_router
 from server.engine import describe_model, prepare_environment, start_engine
 from server.errors import APIError
 from server.serving import Serving
@@ -182,8 +183,9 @@ def _include_vllm_routers(app: FastAPI) -> None:
         (400, "Invalid request"), (401, "Missing or invalid API key"), (404, "Not found"),
         (413, "Body too large"), (429, "Over the in-flight limit"),
         (503, "Loading, or the engine is gone"))}
-    for r in (responses, messages, tokenize, extra):
+    for r in (budgeted_router(responses), budgeted_router(messages), tokenize, extra):
         app.include_router(r, dependencies=deps, responses=documented)
+
 
 
 async def _load(app: FastAPI, settings: Settings) -> None:

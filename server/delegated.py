@@ -10,23 +10,20 @@ response; this module supplies the rest, as the native path does:
 * :func:`track`, around the engine stream of each such request: exact accounting
   replayed from the token ids (each choice's ``budget`` object, the budget metrics,
   time to first token, latency), the request deadline (504), the admission ticket;
-* the ``budget`` objects put into chat and completions responses, streamed (the
-  final chunk of each choice) and not.
+* the ``budget`` objects it fills go into the responses in :mod:`server.budget_objects`.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator
 from http import HTTPStatus
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 
-from server import field_policy, metrics, sse
+from server import budget_objects, field_policy, metrics
 from server.budget import BudgetSpec, BudgetState
 from server.budget_request import BUDGET, BUDGET_KEYS, BudgetRequest, budget_from_body
 from server.errors import APIError, bad_request
@@ -105,7 +102,7 @@ async def delegate(request: Request, kind: str) -> Any:
         raise APIError(int(exc.http_status), exc.message) from None
     except BudgetRejected as exc:
         raise exc.error from None
-    return vllm_response(result, budget)
+    return budget_objects.vllm_response(result, budget)
 
 
 class BudgetRejected(ValueError):
@@ -117,62 +114,6 @@ class BudgetRejected(ValueError):
     def __init__(self, error: APIError) -> None:
         super().__init__(error.message)
         self.error = error
-
-
-# ------------------------------------------------------------ the way back
-def vllm_response(result: Any, budget: BudgetRequest | None) -> Any:
-    """A vLLM serving result (error, response object or SSE generator) as HTTP, with
-    each choice's ``budget`` object added."""
-    from vllm.entrypoints.serve.engine.protocol import ErrorResponse
-
-    if isinstance(result, ErrorResponse):
-        return JSONResponse(result.model_dump(), status_code=result.error.code)
-    if hasattr(result, "model_dump"):
-        body = result.model_dump()
-        if budget is not None and budget.budgets:
-            for choice in body.get("choices") or ():
-                choice["budget"] = budget.budgets.get(choice.get("index"))
-            _add_reasoning_tokens(body, budget.budgets)
-        return JSONResponse(body)
-    return StreamingResponse(_with_budgets(result, budget), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache"})
-
-
-async def _with_budgets(events: AsyncIterator[str], budget: BudgetRequest | None
-                        ) -> AsyncIterator[str]:
-    """vLLM's SSE events; a choice's final chunk gains its ``budget`` object."""
-    try:
-        async for event in events:
-            if budget is not None and budget.budgets and (
-                    '"finish_reason":"' in event or '"usage":{' in event):
-                event = _add_budgets(event, budget.budgets)
-            yield sse.one_line(event)  # vLLM's JSON may carry raw U+2028 and the like
-    finally:
-        await events.aclose()  # on disconnect too: vLLM's generator aborts the request
-
-
-def _add_budgets(event: str, budgets: dict[int, dict]) -> str:
-    if not event.startswith("data: "):
-        return event
-    try:
-        chunk = json.loads(event[6:])
-    except ValueError:
-        return event
-    for choice in chunk.get("choices") or ():
-        if choice.get("finish_reason") and choice.get("index") in budgets:
-            choice["budget"] = budgets[choice["index"]]
-    _add_reasoning_tokens(chunk, budgets)
-    return "data: " + json.dumps(chunk, ensure_ascii=False, separators=(",", ":")) + "\n\n"
-
-
-def _add_reasoning_tokens(body: dict, budgets: dict[int, dict]) -> None:
-    """vLLM's completions class has no reasoning parser: its usage gets ours. (The text
-    stays vLLM's, thinking included, so that logprobs and offsets still line up.)"""
-    usage = body.get("usage")
-    if body.get("object") == "text_completion" and isinstance(usage, dict) and not usage.get(
-            "completion_tokens_details"):
-        usage["completion_tokens_details"] = {
-            "reasoning_tokens": sum(b["thinking_tokens"] for b in budgets.values())}
 
 
 async def track(stream: AsyncIterator[Any], req: BudgetRequest, spec: BudgetSpec | None,

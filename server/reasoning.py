@@ -39,16 +39,20 @@ class IncrementalDecoder:
             return new
         return ""
 
-    def flush(self) -> str:
-        """Emit whatever complete text is held back at the end."""
+    def flush(self, final: bool = True) -> str:
+        """Emit the text held back: at the end of the output (``final``) an incomplete
+        character is dropped, as vLLM's detokenizer does; where the text is cut short
+        mid-output (a delimiter follows) its bytes become U+FFFD, as vLLM's decode of
+        the whole output gives them."""
         if self.read_offset >= len(self.ids):
             return ""
         dec = self.tokenizer.decode
         prefix = dec(self.ids[self.prefix_offset:self.read_offset], skip_special_tokens=True)
         full = dec(self.ids[self.prefix_offset:], skip_special_tokens=True)
         self.prefix_offset = self.read_offset = len(self.ids)
-        # An incomplete character at the very end is dropped, as vLLM's detokenizer does.
-        new = full[len(prefix):].rstrip("\ufffd")
+        new = full[len(prefix):]
+        if final:
+            new = new.rstrip("\ufffd")
         self.text += new
         return new
 
@@ -105,7 +109,7 @@ class ChoiceSplitter:
             if state.thinking > thinking_before:  # a thinking token; else a delimiter: no text
                 out.reasoning += self._emit(self._reasoning.push(tok), "reasoning")
             elif after != Phase.THINKING or tok == state.spec.end_ids[0]:
-                out.reasoning += self._emit(self._reasoning.flush(), "reasoning")
+                out.reasoning += self._emit(self._reasoning.flush(final=False), "reasoning")
         elif before == Phase.ANSWER:
             if tok not in state.spec.stop_ids:
                 out.content += self._emit(self._content.push(tok), "content")

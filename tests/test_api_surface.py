@@ -173,6 +173,47 @@ def test_budget_objects_on_the_delegated_path_match_the_token_ids(api_server):
     assert all(b["thinking_tokens"] == 5 and b["hit_max"] for b in finals.values())
 
 
+def sse_data(server, path, body, event):
+    """The data of each streamed ``event`` (Responses and Messages name their events)."""
+    found, name = [], None
+    with httpx.stream("POST", server.base_url + path, headers=AUTH, json={**body, "stream": True},
+                      timeout=120) as s:
+        assert s.status_code == 200, s.read()
+        for line in s.iter_lines():
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: {") and name == event:
+                found.append(json.loads(line[6:]))
+    return found
+
+
+@pytest.mark.parametrize("surface", ["responses", "messages"])
+def test_responses_and_messages_carry_the_budget_object(api_server, surface):
+    """The same seeded request on chat (whose budget object is checked against the raw
+    ids above) and on Responses / Anthropic Messages: the same tokens, so the same
+    budget object, at the top level, streamed in the final event."""
+    budget = {"thinking_min": 8, "thinking_max": 12, "seed": 5, "temperature": 1}
+    chat = post(api_server, "/v1/chat/completions",
+                {"model": API_MODEL, "messages": MSG, "max_tokens": 40, **budget})
+    assert chat.status_code == 200, chat.text
+    expected = chat.json()["choices"][0]["budget"]
+    assert expected["thinking_tokens"] >= 8 and expected["end"] in ("natural", "cut")
+    if surface == "responses":
+        path, body = "/v1/responses", {"model": API_MODEL, "input": MSG[0]["content"],
+                                       "max_output_tokens": 40, **budget}
+        final, where = "response.completed", "response"
+    else:
+        path, body = "/v1/messages", {"model": API_MODEL, "messages": MSG, "max_tokens": 40,
+                                      **budget}
+        final, where = "message_delta", None
+    r = post(api_server, path, body)
+    assert r.status_code == 200, r.text
+    assert r.json()["budget"] == expected
+    streamed = sse_data(api_server, path, body, final)
+    assert len(streamed) == 1, streamed
+    assert (streamed[0][where] if where else streamed[0])["budget"] == expected
+
+
 def metric(server, name):
     text = httpx.get(server.base_url + "/metrics", timeout=10).text
     return sum(float(line.split()[-1]) for line in text.splitlines()

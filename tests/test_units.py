@@ -77,6 +77,31 @@ def test_splitter_separates_reasoning_and_answer(tiny_s1_open):
                                                     add_special_tokens=False))
 
 
+def test_splitter_keeps_a_stranded_byte_as_vllm_decodes_it(tiny_s1_open):
+    """Thinking that ends mid-character (the first byte of "数", then the delimiter): the
+    stranded byte is U+FFFD in the reasoning, as in the tokenizer's decode of the whole
+    output (what vLLM's serving path returns); at the very end of the output an
+    incomplete character is dropped."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_s1_open)
+    ft = FormatTokens.build(FORMATS["s1"], tok, {tok.convert_tokens_to_ids("<|im_end|>")})
+    spec = ft.spec(thinking_min=None, thinking_max=None, continuation_ids=[],
+                   prompt_opens=True)
+    first_byte = tok.encode("数", add_special_tokens=False)[:1]
+    ids = [*tok.encode("so 3 ", add_special_tokens=False), *first_byte,
+           *tok.encode("<|im_start|>answer\nAnswer: 3 ", add_special_tokens=False),
+           *first_byte]
+    reference = tok.decode(ids, skip_special_tokens=False)
+    expected = reference[:reference.index("<|im_start|>")]
+    assert expected.endswith("\ufffd")
+    for chunks in ([ids], [[t] for t in ids]):
+        splitter = ChoiceSplitter(spec, tok)
+        parts = [splitter.push(c) for c in chunks] + [splitter.flush()]
+        assert "".join(p.reasoning for p in parts) == splitter.reasoning_text == expected
+        assert "".join(p.content for p in parts) == splitter.content_text == "Answer: 3 "
+
+
 def test_sse_event_is_always_one_line():
     from server.protocol import DeltaMessage
     from server.sse import event as _sse

@@ -244,6 +244,7 @@ CASES = [
 # "path:type" patterns; only these may appear in s1-serve's answers and not in vLLM's.
 EXTRAS = (
     "choices[].budget:dict", "choices[].budget.*",
+    "budget:dict", "budget.*", "response.budget:dict", "response.budget.*",  # Responses, Messages
     "usage.completion_tokens_details:dict", "usage.completion_tokens_details.reasoning_tokens:*",
     "choices[].message.reasoning:str", "choices[].message.reasoning_content:str",
     "choices[].delta.reasoning:str", "choices[].delta.reasoning_content:str",

@@ -17,6 +17,7 @@ _TYPES = {
     404: "not_found_error",
     413: "invalid_request_error",
     429: "rate_limit_error",
+    499: "client_closed_request",
     504: "timeout_error",
     500: "internal_server_error",
     503: "service_unavailable_error",
@@ -55,6 +56,11 @@ class APIError(Exception):
         # The x-request-id header itself is added to every response by the middleware.
         return JSONResponse(self.body(request_id), status_code=self.status,
                             headers=dict(self.headers))
+
+
+# nginx's status for a request whose client left before the answer: not a server error,
+# so it stays out of 5xx alerts. (The client is gone; the status is for logs and metrics.)
+CLIENT_CLOSED_REQUEST = 499
 
 
 def bad_request(message: str, param: str | None = None) -> APIError:

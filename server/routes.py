@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from server import metrics, sse
 from server.delegated import delegate
 from server.engine_info import VersionInfo, version_info
-from server.errors import ERROR_RESPONSES, STREAMING_RESPONSES, APIError
+from server.errors import CLIENT_CLOSED_REQUEST, ERROR_RESPONSES, STREAMING_RESPONSES, APIError
 from server.protocol import (
     ChatChoice,
     ChatChunkChoice,
@@ -100,12 +100,17 @@ async def _collect(serving: Serving, prepared: Prepared, rid: str,
             pass
 
     task = asyncio.create_task(consume())
-    watcher = asyncio.create_task(watch_disconnect(request.is_disconnected, task))
+    watcher = asyncio.create_task(watch_disconnect(request.receive, task))
     try:
         await task
     except asyncio.CancelledError:
         await serving.abort(rid)
-        raise
+        me = asyncio.current_task()
+        if task.cancelled() and not (me is not None and me.cancelling()):
+            # The watcher cancelled the work because the client left: logged and counted
+            # as 499, not an exception (a 500) in the ASGI server.
+            raise APIError(CLIENT_CLOSED_REQUEST, "the client closed the request") from None
+        raise  # this handler itself was cancelled (shutdown): let it go
     finally:
         watcher.cancel()
     return state

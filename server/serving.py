@@ -417,13 +417,17 @@ class Serving:
             logger.debug("abort of %s failed", request_id, exc_info=True)
 
 
-async def watch_disconnect(is_disconnected: Any, task: asyncio.Task) -> None:
-    """Cancel ``task`` when the client goes away (non-streaming requests)."""
+async def watch_disconnect(receive: Any, task: asyncio.Task) -> None:
+    """Cancel ``task`` when the client goes away (non-streaming requests).
+
+    ``receive`` is the request's ASGI receive, its body already read: the next message
+    is ``http.disconnect``, sent when the connection closes. (Waiting on it, rather than
+    polling ``Request.is_disconnected``, also keeps the server reading the socket.)"""
     while not task.done():
-        if await is_disconnected():
+        message = await receive()
+        if message["type"] == "http.disconnect":
             task.cancel()
             return
-        await asyncio.sleep(0.25)
 
 
 def deadline_for(timeout: float | None) -> float | None:

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from server.budget import FORCE, GUARD, GUARD_TURN, HOLD, BudgetState
+from server.budget import FORCE, GUARD, GUARD_TURN, HOLD, BudgetState, Phase
 
 
 def drive(state: BudgetState, model: Callable[[int], int], steps: int,
-          second: int = 3) -> list[int]:
+          second: int = 3, log: dict | None = None) -> list[int]:
+    """The emitted tokens. ``log``, when given, records what the engine did, facts that
+    replay must rediscover from the ids alone: ``replaced`` (attempts replaced by the
+    continuation) and ``cut`` (the end forced at the maximum)."""
     out: list[int] = []
     sp = state.spec
     for _ in range(steps):
@@ -23,8 +26,13 @@ def drive(state: BudgetState, model: Callable[[int], int], steps: int,
         want = model(len(out))
         if action == FORCE:
             tok = state.forced_token
+            if log is not None and state.phase == Phase.THINKING and tok in (
+                    sp.end_ids[0], sp.newline_id) and state.thinking == sp.thinking_max:
+                log["cut"] = True
         elif action == GUARD and want in sp.attempt_ids:
             tok = state.guard_continuation_token  # greedy: the attempt was the argmax
+            if log is not None:
+                log["replaced"] = log.get("replaced", 0) + 1
         elif action == GUARD_TURN and want in sp.turn_ids:
             tok = sp.end_ids[0]
         elif action == HOLD and want in sp.attempt_ids:

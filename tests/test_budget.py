@@ -140,37 +140,6 @@ VOCAB = [1, 2, 3, IM_START, THINK, ANSWER, EOS, IM_END, WAIT, NL]
 MODEL_VOCAB = [t for t in VOCAB if t != WAIT]
 
 
-def _drive_logged(state: BudgetState, model, steps: int) -> tuple[list[int], dict]:
-    """:func:`drive`, but logging what the engine did at each step: the interventions
-    (attempts replaced by the continuation, forced cuts), facts of the run that replay
-    must rediscover from the token ids alone."""
-    out: list[int] = []
-    log = {"replaced": 0, "cut": False}
-    sp = state.spec
-    for _ in range(steps):
-        action = state.decide()
-        want = model(len(out))
-        if action == FORCE:
-            tok = state.forced_token
-            if state.phase == Phase.THINKING and tok in (sp.end_ids[0], sp.newline_id) \
-                    and state.thinking == sp.thinking_max:
-                log["cut"] = True
-        elif action == GUARD and want in sp.attempt_ids:
-            tok = state.guard_continuation_token
-            log["replaced"] += 1
-        elif action == GUARD_TURN and want in sp.turn_ids:
-            tok = sp.end_ids[0]
-        elif action == HOLD and want in sp.attempt_ids:
-            tok = 3
-        else:
-            tok = want
-        out.append(tok)
-        state.observe(tok)
-        if tok in sp.stop_ids:
-            break
-    return out, log
-
-
 def _count_by_hand(sp: BudgetSpec, out: list[int]) -> dict:
     """Where thinking starts and stops in ``out``, found by scanning for the delimiters
     (no state machine): the start delimiter (unless the prompt opened the block); then the
@@ -224,7 +193,8 @@ def test_replay_matches_a_count_by_hand_on_random_streams():
                   continuation_ids=rng.choice([(WAIT,), (WAIT, 3)]), **rules)
         # The model never writes the continuation itself: replay, seeing ids only, takes a
         # model-written one at a guarded step for a forced one (see the hand-written cases).
-        out, log = _drive_logged(BudgetState(sp), lambda i: rng.choice(MODEL_VOCAB), 40)
+        log = {"replaced": 0, "cut": False}
+        out = drive(BudgetState(sp), lambda i: rng.choice(MODEL_VOCAB), 40, log=log)
         acc = replay(sp, out)
         hand = _count_by_hand(sp, out)
         assert acc.thinking_tokens == hand["thinking"], (sp, out)

@@ -9,11 +9,9 @@ errors in OpenAI's shape, refuse new ones, and exit non-zero so that a restart p
 
 from __future__ import annotations
 
-import json
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -22,6 +20,7 @@ import pytest
 
 from server.watchdog import ENGINE_DEATH_EXIT_CODE
 from tests.server_proc import ServerProcess
+from tests.stream_reader import StreamRecord, read_in_thread
 from tests.test_server import metric
 
 pytestmark = pytest.mark.engine
@@ -31,37 +30,6 @@ MSG = [{"role": "user", "content": "How many r in raspberry?"}]
 LONG = {"messages": MSG, "max_tokens": 4000, "ignore_eos": True}
 STREAMS = 3
 EXIT_WITHIN_S = 10.0
-
-
-@dataclass
-class StreamRecord:
-    """What one SSE reader saw; ``first_token`` is set once content has arrived."""
-
-    status: int | None = None
-    events: list[dict] = field(default_factory=list)
-    done: bool = False
-    transport_error: str | None = None
-    first_token: threading.Event = field(default_factory=threading.Event)
-    ended: threading.Event = field(default_factory=threading.Event)
-
-
-def read_stream(base_url: str, rec: StreamRecord) -> None:
-    try:
-        with httpx.stream("POST", base_url + "/v1/chat/completions",
-                          json={**LONG, "stream": True}, timeout=120) as resp:
-            rec.status = resp.status_code
-            for line in resp.iter_lines():
-                if line == "data: [DONE]":
-                    rec.done = True
-                elif line.startswith("data: "):
-                    rec.events.append(json.loads(line[6:]))
-                    if "choices" in rec.events[-1]:
-                        rec.first_token.set()
-    except httpx.HTTPError as exc:
-        rec.transport_error = repr(exc)
-    finally:
-        rec.first_token.set()  # never leave the test waiting on a stream that failed early
-        rec.ended.set()
 
 
 def post_once(base_url: str, out: dict) -> None:
@@ -102,24 +70,28 @@ def test_engine_death_ends_requests_and_exits_non_zero(tiny_s1_open):
     server = ServerProcess(tiny_s1_open, "--shutdown-grace-s", "30", "--max-model-len", "4096")
     try:
         server.wait_ready()
+        # Freeze the engine core first: every request is admitted and queued while it is
+        # stopped, so they all start at once when it resumes; it is frozen again as soon
+        # as each stream has its first event, so nothing can finish before the kill
+        # (4,000 tokens each), however slowly this process gets the CPU.
+        core = engine_core(server.proc)
+        core.suspend()
         plain: dict = {}
         plain_thread = threading.Thread(target=post_once, args=(server.base_url, plain))
         plain_thread.start()
         streams = [StreamRecord() for _ in range(STREAMS)]
-        threads = [threading.Thread(target=read_stream, args=(server.base_url, rec))
+        threads = [read_in_thread(server.base_url, {**LONG, "stream": True}, rec, 120)
                    for rec in streams]
-        for t in threads:
-            t.start()
+        wait_until(lambda: metric(server, "s1_requests_in_flight") == STREAMS + 1, 60,
+                   "all requests (the non-streamed one included) in flight")
+        assert not any(rec.started.is_set() for rec in streams)
+        core.resume()
         for rec in streams:
-            assert rec.first_token.wait(120), "a stream produced no token"
-        # Freeze the engine core: from here on nothing is generated, so what is in flight
-        # now is in flight at the kill (the API process still answers /metrics).
-        core = engine_core(server.proc)
+            assert rec.started.wait(120), "a stream produced no token"
         core.suspend()
         for rec in streams:
             assert not rec.ended.is_set(), f"a stream ended before the freeze: {rec}"
-        wait_until(lambda: metric(server, "s1_requests_in_flight") >= STREAMS + 1, 60,
-                   "all requests (the non-streamed one included) in flight")
+        assert metric(server, "s1_requests_in_flight") == STREAMS + 1
 
         core.kill()  # SIGKILL (a stopped process dies too): no chance to say goodbye
         killed_at = time.monotonic()
@@ -130,9 +102,7 @@ def test_engine_death_ends_requests_and_exits_non_zero(tiny_s1_open):
             assert rec.status == 200 and rec.transport_error is None, rec
             assert rec.events and "error" in rec.events[-1], f"no error event at the end: {rec}"
             assert_engine_error(rec.events[-1]["error"])
-            finished = [c for e in rec.events for c in e.get("choices", [])
-                        if c.get("finish_reason")]
-            assert not finished, f"a killed stream must not look finished: {finished}"
+            assert not rec.finished_choices(), f"a killed stream must not look finished: {rec}"
         plain_thread.join(60)
         assert plain.get("status") == 503, plain
         assert_engine_error(plain["body"]["error"])

@@ -7,11 +7,9 @@ in test_server_settings.py.)
 
 from __future__ import annotations
 
-import json
 import signal
 import socket
 import threading
-from dataclasses import dataclass, field
 
 import httpx
 import pytest
@@ -22,47 +20,10 @@ from tests.server_proc import (
     ServerProcess,
     wait_until,
 )
+from tests.stream_reader import StreamRecord, read_in_thread, read_stream
 
 pytestmark = pytest.mark.engine
 MSG = [{"role": "user", "content": "How many r in raspberry?"}]
-
-
-@dataclass
-class StreamRecord:
-    """What one SSE reader saw. A reader given ``go`` stops after ``pause_after`` chunks
-    (``paused`` is set) and reads on once ``go`` is set."""
-
-    status: int | None = None
-    chunks: int = 0
-    done: bool = False
-    error: object = None
-    pause_after: int | None = None
-    paused: threading.Event = field(default_factory=threading.Event)
-    go: threading.Event = field(default_factory=threading.Event)
-    ended: threading.Event = field(default_factory=threading.Event)
-
-
-def read_stream(client: httpx.Client, body: dict, rec: StreamRecord) -> None:
-    """Read one SSE stream to its end; record chunks, [DONE], and errors."""
-    try:
-        with client.stream("POST", "/v1/chat/completions", json=body) as resp:
-            rec.status = resp.status_code
-            for line in resp.iter_lines():
-                if line == "data: [DONE]":
-                    rec.done = True
-                elif line.startswith("data: "):
-                    event = json.loads(line[6:])
-                    if "error" in event:
-                        rec.error = event["error"]
-                    rec.chunks += 1
-                    if rec.chunks == rec.pause_after:
-                        rec.paused.set()
-                        rec.go.wait()
-    except httpx.HTTPError as exc:
-        rec.error = repr(exc)
-    finally:
-        rec.paused.set()  # never leave the test waiting on a stream that failed early
-        rec.ended.set()
 
 
 # A stream held unread: 2 choices of HOLD (tests/server_proc.py), ~12 MB of events, far more
@@ -77,13 +38,7 @@ def hold_one(server: ServerProcess) -> tuple[StreamRecord, threading.Thread]:
     generated = server.metric("vllm:generation_tokens_total")
     rec = StreamRecord(pause_after=3)
     body = {"messages": MSG, **HOLD, "n": HELD_N, "temperature": 1}
-
-    def read() -> None:
-        with httpx.Client(base_url=server.base_url, timeout=600) as client:
-            read_stream(client, body, rec)
-
-    thread = threading.Thread(target=read)
-    thread.start()
+    thread = read_in_thread(server.base_url, body, rec)
     assert rec.paused.wait(120) and not rec.ended.is_set(), rec
     wait_until(lambda: server.metric("vllm:generation_tokens_total") - generated
                == HELD_N * HOLD_TOKENS, 600, "the engine to finish the held request")

@@ -22,8 +22,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from server import fanout, metrics
-from server.budget import BudgetError, BudgetSpec, check_budget_values
+from server import fanout, limits, metrics
+from server.budget import BudgetError, BudgetSpec
 from server.engine import ModelInfo
 from server.errors import APIError, bad_request
 from server.protocol import ChatCompletionRequest, CompletionRequest, _SamplingFields
@@ -32,8 +32,6 @@ from server.settings import Settings
 from server.stops import stop_prefix_len, trim_stop
 
 logger = logging.getLogger(__name__)
-# /v1/completions without max_tokens: OpenAI's default, which vLLM follows.
-OPENAI_COMPLETIONS_MAX_TOKENS = 16
 
 
 class Ticket:
@@ -190,31 +188,7 @@ class Serving:
         return self.model.tokenizer.decode(prompt), list(prompt)
 
     # ------------------------------------------------------------------ budget
-    def _budget(self, req: _SamplingFields, closed: bool = False
-                ) -> tuple[int | None, int | None]:
-        """The request's budget with the server's defaults; ``closed``: the prompt ends
-        after a closed thinking block, so there is no thinking to budget."""
-        lo, hi = req.thinking_min, req.thinking_max
-        if closed:
-            if lo is not None or hi:
-                raise bad_request(
-                    "the chat template closed the thinking block (e.g. chat_template_kwargs "
-                    "enable_thinking=false), so there is no thinking to budget; drop "
-                    "thinking_min/thinking_max or let the model think",
-                    "thinking_min" if lo is not None else "thinking_max")
-            return None, None
-        d_lo, d_hi = self.settings.default_thinking_min, self.settings.default_thinking_max
-        if lo is None and d_lo is not None:
-            lo = d_lo if hi is None else min(d_lo, hi)
-        if hi is None and d_hi is not None:
-            hi = d_hi if lo is None else max(d_hi, lo)
-        try:
-            check_budget_values(lo, hi)
-        except BudgetError as exc:
-            raise bad_request(str(exc), exc.param) from None
-        return lo, hi
-
-    def _continuation_ids(self, text: str) -> tuple[int, ...]:
+    def continuation_ids(self, text: str) -> tuple[int, ...]:
         ids = self._continuations.get(text)
         if ids is None:
             ids = tuple(self.model.tokenizer.encode(text, add_special_tokens=False))
@@ -240,8 +214,9 @@ class Serving:
             logger.debug("ignoring unknown request fields: %s", ", ".join(unknown))
 
         ft = self.model.format_tokens
-        lo, hi = self._budget(req, closed=ft is not None and prompt_text is not None
-                              and ft.prompt_closes(prompt_text))
+        lo, hi = limits.resolve_budget(req.thinking_min, req.thinking_max, self.settings,
+                                       closed=ft is not None and prompt_text is not None
+                                       and ft.prompt_closes(prompt_text))
         if (lo is not None or hi is not None) and ft is None:
             raise bad_request("this model has no thinking format, so thinking_min/thinking_max "
                               "cannot be enforced; start the server with --thinking-format "
@@ -253,7 +228,7 @@ class Serving:
             opens = ft.prompt_opens(prompt_text) if prompt_text is not None else True
             try:
                 spec = ft.spec(thinking_min=lo, thinking_max=hi,
-                               continuation_ids=self._continuation_ids(cont_text),
+                               continuation_ids=self.continuation_ids(cont_text),
                                prompt_opens=opens, prompt_text=prompt_text)
             except BudgetError as exc:
                 raise bad_request(str(exc), exc.param) from None
@@ -263,30 +238,13 @@ class Serving:
             raise bad_request(f"the prompt is {len(prompt_ids)} tokens, which leaves no room in "
                               f"the {self.model.max_model_len}-token context; shorten it",
                               prompt_param)
-        max_tokens = self._max_tokens(req, spec, room)
+        max_tokens = limits.max_tokens_for(req.max_tokens, spec, room,
+                                           self.model.max_model_len,
+                                           completions=isinstance(req, CompletionRequest))
 
-        logit_bias = None
-        if req.logit_bias:
-            if len(req.logit_bias) > self.settings.max_logit_bias:
-                raise bad_request(f"logit_bias has {len(req.logit_bias)} entries; at most "
-                                  f"{self.settings.max_logit_bias} are accepted", "logit_bias")
-            try:
-                logit_bias = {int(k): float(v) for k, v in req.logit_bias.items()}
-            except ValueError:
-                raise bad_request("logit_bias keys must be token ids (integers as strings)",
-                                  "logit_bias") from None
-            if any(k < 0 or k >= self.model.vocab_size for k in logit_bias):
-                raise bad_request(f"logit_bias token ids must lie in [0, {self.model.vocab_size})",
-                                  "logit_bias")
-            if any(not -100 <= v <= 100 for v in logit_bias.values()):
-                raise bad_request("logit_bias values must lie in [-100, 100]", "logit_bias")
-        stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
-        limits = self.settings
-        if len(stop) > limits.max_stop:
-            raise bad_request(f"at most {limits.max_stop} stop strings are accepted", "stop")
-        if any(not s or len(s) > limits.max_stop_chars for s in stop):
-            raise bad_request(f"stop strings must be 1 to {limits.max_stop_chars} characters",
-                              "stop")
+        logit_bias = limits.logit_bias(req.logit_bias, self.model.vocab_size,
+                                       self.settings.max_logit_bias)
+        stop = limits.stop_strings(req.stop, self.settings)
         kwargs: dict[str, Any] = dict(
             n=req.n,
             temperature=1.0 if req.temperature is None else req.temperature,
@@ -320,37 +278,6 @@ class Serving:
             choice_params = [SamplingParams(**{**kwargs, "n": 1, "extra_args": budget_extra_args(
                 spec, fanout.fresh_seed())}) for _ in range(req.n)]
         return Prepared(prompt_ids, params, spec, stop, choice_params)
-
-    def _max_tokens(self, req: _SamplingFields, spec: BudgetSpec | None, room: int) -> int:
-        hi = spec.thinking_max if spec else None
-        lo = spec.thinking_min if spec else None
-        forced = (len(spec.end_ids) + len(spec.answer_prefix_ids)) if spec else 0
-        need = None
-        if hi is not None:
-            need, what = hi + forced + 1, f"thinking_max ({hi})"
-        elif lo:
-            need, what = lo + len(spec.end_ids) + 1, f"thinking_min ({lo})"
-        if req.max_tokens is not None:
-            if need is not None and req.max_tokens < need:
-                raise bad_request(
-                    f"max_tokens ({req.max_tokens}) leaves no room for an answer after "
-                    f"{what}: max_tokens counts thinking and answer together; raise it to at "
-                    f"least {need} or lower the thinking budget", "max_tokens")
-            if req.max_tokens > room:
-                raise bad_request(
-                    f"max_tokens ({req.max_tokens}) plus the prompt exceed the "
-                    f"{self.model.max_model_len}-token context: at most {room} tokens fit",
-                    "max_tokens")
-            return req.max_tokens
-        if need is not None and need > room:
-            raise bad_request(f"{what} plus an answer does not fit in the context left after "
-                              f"the prompt ({room} tokens); lower the budget or shorten the "
-                              "prompt", "thinking_max" if hi is not None else "thinking_min")
-        if isinstance(req, CompletionRequest) and need is None:
-            return min(OPENAI_COMPLETIONS_MAX_TOKENS, room)  # as OpenAI and vLLM
-        # As vLLM's chat: without max_tokens the answer may use the rest of the context
-        # (a budgeted completion too: its thinking would not fit in 16 tokens).
-        return room
 
     # -------------------------------------------------------------- generation
     async def run_choices(self, prepared: Prepared, request_id: str,

@@ -26,10 +26,9 @@ import copy
 import dataclasses
 import logging
 from collections.abc import AsyncIterator
-from types import SimpleNamespace
 from typing import Any
 
-from server import fanout, field_policy
+from server import fanout, field_policy, limits
 from server.budget import BudgetSpec
 from server.budget_request import BUDGET, BudgetRequest
 from server.delegated import BudgetRejected, track
@@ -131,9 +130,9 @@ def apply_budget(serving: Serving, req: BudgetRequest, prompt: Any,
     ids = list(extract_prompt_components(serving.engine.model_config, prompt).token_ids or [])
     closed = ft is not None and _prompt_closes(ft, ids, serving.model.tokenizer)
     try:
-        lo, hi = serving._budget(SimpleNamespace(thinking_min=req.thinking_min,
-                                                 thinking_max=None if closed and req.soft_max
-                                                 else req.thinking_max), closed)
+        lo, hi = limits.resolve_budget(req.thinking_min,
+                                       None if closed and req.soft_max else req.thinking_max,
+                                       serving.settings, closed)
     except APIError as exc:
         raise BudgetRejected(exc) from None
     if ft is None:
@@ -149,7 +148,7 @@ def apply_budget(serving: Serving, req: BudgetRequest, prompt: Any,
         lo = None if lo is None else min(lo, hi)
     cont = req.thinking_continuation or serving.settings.thinking_continuation
     spec = ft.spec(thinking_min=lo, thinking_max=hi,
-                   continuation_ids=serving._continuation_ids(cont),
+                   continuation_ids=serving.continuation_ids(cont),
                    prompt_opens=_prompt_opens(ft, ids),
                    # only its ending matters (does thinking start on a new line?)
                    prompt_text=serving.model.tokenizer.decode(ids[-4:]))
@@ -157,8 +156,8 @@ def apply_budget(serving: Serving, req: BudgetRequest, prompt: Any,
         spec = dataclasses.replace(spec, answer_prefix_ids=())  # the grammar owns the answer
     if req.max_tokens is not None or spec.active:  # else vLLM's own default stands
         try:
-            params.max_tokens = serving._max_tokens(SimpleNamespace(max_tokens=req.max_tokens),
-                                                    spec, room)
+            params.max_tokens = limits.max_tokens_for(req.max_tokens, spec, room,
+                                                      serving.model.max_model_len)
         except APIError as exc:
             raise BudgetRejected(exc) from None
     if spec.active:

@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from typing import Annotated, Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -50,6 +50,8 @@ from server.serving import (
     watch_disconnect,
 )
 from server.vllm_layer import needs_vllm
+
+T = TypeVar("T")
 
 router = APIRouter()
 
@@ -90,6 +92,27 @@ async def _events(serving: Serving, prepared: Prepared, rid: str,
     # (Any other exception is a bug of ours or vLLM's: a 500, not a client error.)
 
 
+async def until_client_leaves(request: Request, work: Awaitable[T],
+                              on_leave: Callable[[], Awaitable[None]] | None = None) -> T:
+    """Await ``work`` (a non-streamed request's whole answer), cancelled if the client
+    goes away: then ``on_leave`` runs and the request ends as a 499, logged and counted,
+    not an exception (a 500) in the ASGI server. Cancelling the work closes the engine
+    streams it awaits, which aborts their engine requests."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.create_task(watch_disconnect(request.receive, task))
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if on_leave is not None:
+            await on_leave()
+        me = asyncio.current_task()
+        if task.cancelled() and not (me is not None and me.cancelling()):
+            raise APIError(CLIENT_CLOSED_REQUEST, "the client closed the request") from None
+        raise  # this handler itself was cancelled (shutdown): let it go
+    finally:
+        watcher.cancel()
+
+
 async def _collect(serving: Serving, prepared: Prepared, rid: str,
                    request: Request) -> RunState:
     """Run a non-streaming request to the end; abort it if the client leaves."""
@@ -99,21 +122,16 @@ async def _collect(serving: Serving, prepared: Prepared, rid: str,
         async for _ in _events(serving, prepared, rid, state):
             pass
 
-    task = asyncio.create_task(consume())
-    watcher = asyncio.create_task(watch_disconnect(request.receive, task))
-    try:
-        await task
-    except asyncio.CancelledError:
-        await serving.abort(rid)
-        me = asyncio.current_task()
-        if task.cancelled() and not (me is not None and me.cancelling()):
-            # The watcher cancelled the work because the client left: logged and counted
-            # as 499, not an exception (a 500) in the ASGI server.
-            raise APIError(CLIENT_CLOSED_REQUEST, "the client closed the request") from None
-        raise  # this handler itself was cancelled (shutdown): let it go
-    finally:
-        watcher.cancel()
+    await until_client_leaves(request, consume(), lambda: serving.abort(rid))
     return state
+
+
+async def _delegate(request: Request, kind: str, stream: bool) -> Response:
+    """:func:`server.delegated.delegate`; a non-streamed answer is watched for the client
+    leaving, as ours are (vLLM's own routes do it with their ``with_cancellation``)."""
+    if stream:  # the streamed response's end is the disconnect check
+        return await delegate(request, kind)
+    return await until_client_leaves(request, delegate(request, kind))
 
 
 def _stream(gen: AsyncIterator[str], first: str | None) -> StreamingResponse:
@@ -231,7 +249,7 @@ def _finished_choices(state: RunState) -> list[tuple[int, ChoiceResult, str | No
 async def chat_completions(body: ChatCompletionRequest, request: Request,
                            serving: ServingDep) -> Response:
     if needs_vllm("chat", body):  # logprobs, tools, response_format, ...: vLLM's serving class
-        return await delegate(request, "chat")
+        return await _delegate(request, "chat", bool(body.stream))
     started = time.perf_counter()
     prompt = serving.chat_prompt(body)
     ids = serving.model.tokenizer.encode(prompt, add_special_tokens=False)
@@ -283,7 +301,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request,
 async def completions(body: CompletionRequest, request: Request,
                       serving: ServingDep) -> Response:
     if needs_vllm("completions", body):
-        return await delegate(request, "completions")
+        return await _delegate(request, "completions", bool(body.stream))
     started = time.perf_counter()
     prompt_text, ids = serving.completion_prompt(body)
     prepared = serving.prepare(body, prompt_text, ids, "prompt")

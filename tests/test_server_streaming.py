@@ -191,12 +191,14 @@ def chat_statuses(server) -> dict[str, float]:
             for line in text.splitlines() if line.startswith(prefix)}
 
 
-def leave_and_wait(server) -> tuple[float, dict[str, float], dict[str, float]]:
+def leave_and_wait(server, extra: dict | None = None
+                   ) -> tuple[float, dict[str, float], dict[str, float]]:
     """A client sends a long non-streamed request (16 x 900 tokens: seconds of engine time
     even on an idle CPU) and leaves at once; wait until the server has ended and counted
     it. Returns the tokens the engine generated meanwhile, the statuses before and after."""
     tokens, before = metric(server, "vllm:generation_tokens_total"), chat_statuses(server)
-    _send_and_leave(server, {"messages": MSG, "max_tokens": 900, "ignore_eos": True, "n": 16})
+    _send_and_leave(server, {"messages": MSG, "max_tokens": 900, "ignore_eos": True, "n": 16,
+                             **(extra or {})})
     # The middleware counts a request once it has ended, whatever its status.
     wait_until(lambda: sum(chat_statuses(server).values()) == sum(before.values()) + 1, 120,
                "the request to end")
@@ -205,17 +207,23 @@ def leave_and_wait(server) -> tuple[float, dict[str, float], dict[str, float]]:
     return metric(server, "vllm:generation_tokens_total") - tokens, before, chat_statuses(server)
 
 
-def test_non_streamed_client_disconnect_aborts_the_engine_request(server):
-    generated, _, _ = leave_and_wait(server)
+# Our native path, and vLLM's serving class (logprobs is a vLLM-only field).
+PATHS = pytest.mark.parametrize("extra", [{}, {"logprobs": True}], ids=["native", "vllm"])
+
+
+@PATHS
+def test_non_streamed_client_disconnect_aborts_the_engine_request(server, extra):
+    generated, _, _ = leave_and_wait(server, extra)
     assert metric(server, "vllm:num_requests_waiting") == 0
     assert generated < 16 * 900  # it ended without all its tokens: aborted, not finished
 
 
-def test_non_streamed_client_disconnect_is_not_a_server_error(server):
+@PATHS
+def test_non_streamed_client_disconnect_is_not_a_server_error(server, extra):
     """Counted as 499 (nginx's "client closed request"), so disconnects stay out of the
     5xx alert of deploy/prometheus/alerts.yml; no exception in the log."""
     log_before = len(server.log_path.read_text())
-    _, before, after = leave_and_wait(server)
+    _, before, after = leave_and_wait(server, extra)
     grown = {code for code in after if after[code] != before.get(code, 0.0)}
     assert grown == {"499"}, grown
     assert "Exception in ASGI application" not in server.log_path.read_text()[log_before:]

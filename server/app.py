@@ -187,7 +187,6 @@ def _include_vllm_routers(app: FastAPI) -> None:
         app.include_router(r, dependencies=deps, responses=documented)
 
 
-
 async def _load(app: FastAPI, settings: Settings) -> None:
     try:
         engine = await asyncio.to_thread(start_engine, settings)

@@ -8,6 +8,7 @@ import threading
 from dataclasses import dataclass, field
 
 import httpx
+from httpx_sse import connect_sse
 
 
 @dataclass
@@ -42,17 +43,19 @@ def read_stream(client: httpx.Client, body: dict, rec: StreamRecord,
                 path: str = "/v1/chat/completions") -> None:
     """POST ``body`` (it must ask to stream) and read the SSE stream to its end."""
     try:
-        with client.stream("POST", path, json=body) as resp:
-            rec.status = resp.status_code
-            for line in resp.iter_lines():
-                if line == "data: [DONE]":
+        with connect_sse(client, "POST", path, json=body) as source:
+            rec.status = source.response.status_code
+            if rec.status != 200:
+                return
+            for sse in source.iter_sse():
+                if sse.data == "[DONE]":
                     rec.done = True
-                elif line.startswith("data: "):
-                    rec.events.append(json.loads(line[6:]))
-                    rec.started.set()
-                    if len(rec.events) == rec.pause_after:
-                        rec.paused.set()
-                        rec.go.wait()
+                    continue
+                rec.events.append(json.loads(sse.data))
+                rec.started.set()
+                if len(rec.events) == rec.pause_after:
+                    rec.paused.set()
+                    rec.go.wait()
     except httpx.HTTPError as exc:
         rec.transport_error = repr(exc)
     finally:

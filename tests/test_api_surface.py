@@ -9,6 +9,7 @@ import json
 
 import httpx
 import pytest
+from httpx_sse import connect_sse
 
 from tests.conftest import API_KEY, API_MODEL
 
@@ -175,16 +176,10 @@ def test_budget_objects_on_the_delegated_path_match_the_token_ids(api_server):
 
 def sse_data(server, path, body, event):
     """The data of each streamed ``event`` (Responses and Messages name their events)."""
-    found, name = [], None
-    with httpx.stream("POST", server.base_url + path, headers=AUTH, json={**body, "stream": True},
-                      timeout=120) as s:
-        assert s.status_code == 200, s.read()
-        for line in s.iter_lines():
-            if line.startswith("event: "):
-                name = line[7:]
-            elif line.startswith("data: {") and name == event:
-                found.append(json.loads(line[6:]))
-    return found
+    with httpx.Client(base_url=server.base_url, headers=AUTH, timeout=120) as client, \
+            connect_sse(client, "POST", path, json={**body, "stream": True}) as source:
+        assert source.response.status_code == 200, source.response.read()
+        return [json.loads(sse.data) for sse in source.iter_sse() if sse.event == event]
 
 
 @pytest.mark.parametrize("surface", ["responses", "messages"])

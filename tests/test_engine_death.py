@@ -19,9 +19,8 @@ import psutil
 import pytest
 
 from server.watchdog import ENGINE_DEATH_EXIT_CODE
-from tests.server_proc import ServerProcess
+from tests.server_proc import ServerProcess, wait_until
 from tests.stream_reader import StreamRecord, read_in_thread
-from tests.test_server import metric
 
 pytestmark = pytest.mark.engine
 MSG = [{"role": "user", "content": "How many r in raspberry?"}]
@@ -54,13 +53,6 @@ def engine_core(server: subprocess.Popen) -> psutil.Process:
     raise AssertionError(f"no EngineCore process under the server; children: {seen}")
 
 
-def wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out after {timeout:g} s waiting for {what}"
-        time.sleep(0.05)
-
-
 def assert_engine_error(error: dict) -> None:
     assert error["type"] == "service_unavailable_error" and error["code"] == 503, error
     assert "engine" in error["message"], error
@@ -82,7 +74,7 @@ def test_engine_death_ends_requests_and_exits_non_zero(tiny_s1_open):
         streams = [StreamRecord() for _ in range(STREAMS)]
         threads = [read_in_thread(server.base_url, {**LONG, "stream": True}, rec, 120)
                    for rec in streams]
-        wait_until(lambda: metric(server, "s1_requests_in_flight") == STREAMS + 1, 60,
+        wait_until(lambda: server.metric("s1_requests_in_flight") == STREAMS + 1, 60,
                    "all requests (the non-streamed one included) in flight")
         assert not any(rec.started.is_set() for rec in streams)
         core.resume()
@@ -91,7 +83,7 @@ def test_engine_death_ends_requests_and_exits_non_zero(tiny_s1_open):
         core.suspend()
         for rec in streams:
             assert not rec.ended.is_set(), f"a stream ended before the freeze: {rec}"
-        assert metric(server, "s1_requests_in_flight") == STREAMS + 1
+        assert server.metric("s1_requests_in_flight") == STREAMS + 1
 
         core.kill()  # SIGKILL (a stopped process dies too): no chance to say goodbye
         killed_at = time.monotonic()

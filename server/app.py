@@ -37,7 +37,8 @@ logger = logging.getLogger(__name__)
 access_log = logging.getLogger("s1.access")
 
 KNOWN_PATHS = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics",
-               "/version", "/v1/responses", "/v1/messages", "/tokenize", "/detokenize"}
+               "/version", "/v1/responses", "/v1/messages", "/tokenize", "/detokenize",
+               "/v1/chat/completions/batch"}
 # Operational endpoints, open with --auth-exempt-health (vLLM guards only /v1/... paths).
 EXEMPT_PATHS = {"/health", "/metrics", "/version"}
 
@@ -160,30 +161,30 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 def _include_vllm_routers(app: FastAPI) -> None:
-    """vLLM's own routers for Responses, Anthropic Messages and tokenization, behind our
-    503-while-loading, budget and admission dependency (see server/vllm_layer.py)."""
+    """vLLM's own routers for every generating surface and tokenization, behind our
+    503-while-loading, field, budget and admission dependency (server/delegated.py)."""
     from fastapi import APIRouter, Depends
     from vllm.entrypoints.anthropic.api_router import router as messages
     from vllm.entrypoints.openai.chat_completion.api_router import router as chat
+    from vllm.entrypoints.openai.completion.api_router import router as completions
     from vllm.entrypoints.openai.responses.api_router import router as responses
     from vllm.entrypoints.serve.instrumentator.basic import router as basic
     from vllm.entrypoints.serve.tokenize.api_router import router as tokenize
 
-    # Routes of vLLM's server that ours does not define itself (ours win where both do):
-    # batched chat and the server-load probe. (Not SageMaker's /ping and /invocations:
-    # importing their package reconfigures logging, which silenced our own loggers.)
-    extra = APIRouter()
-    wanted = {"/v1/chat/completions/batch", "/load"}
-    extra.routes.extend(r for r in (*chat.routes, *basic.routes)
-                        if getattr(r, "path", None) in wanted)
+    # The server-load probe of vLLM's basic router (its /health, /version and metrics
+    # are ours). Not SageMaker's /ping and /invocations: importing their package
+    # reconfigures logging, which silenced our own loggers.
+    load = APIRouter()
+    load.routes.extend(r for r in basic.routes if getattr(r, "path", None) == "/load")
 
     deps = [Depends(delegated.budget_dependency)]
     # Statuses these routes answer beyond what vLLM's route declarations document.
     documented = {status: {"description": text} for status, text in (
         (400, "Invalid request"), (401, "Missing or invalid API key"), (404, "Not found"),
         (413, "Body too large"), (429, "Over the in-flight limit"),
-        (503, "Loading, or the engine is gone"))}
-    for r in (budgeted_router(responses), budgeted_router(messages), tokenize, extra):
+        (503, "Loading, or the engine is gone"), (504, "Past the request deadline"))}
+    for r in (budgeted_router(chat), budgeted_router(completions), budgeted_router(responses),
+              budgeted_router(messages), tokenize, load):
         app.include_router(r, dependencies=deps, responses=documented)
 
 
@@ -254,6 +255,11 @@ class GateMiddleware:
                 return
             await self.app(scope, receive, send_with_id)
         finally:
+            # The admission ticket (server/delegated.py) is held until the whole
+            # response, a stream too, has been sent or the client has gone.
+            ticket = scope["state"].pop(delegated.TICKET, None)
+            if ticket is not None:
+                ticket.release()
             endpoint = path if path in KNOWN_PATHS else "other"
             metrics.REQUESTS.labels(endpoint, str(status[0])).inc()
             # The access log: ids, path, status and time; never prompts, outputs or keys.

@@ -5,7 +5,7 @@ object) from each finished choice's token ids; this module puts them where a cli
 finds them, streamed and not:
 
 * chat and completions: ``choices[i].budget``, streamed in the chunk that carries the
-  choice's ``finish_reason`` (as on the native path); completions' usage also gets
+  choice's ``finish_reason``; completions' usage also gets
   ``reasoning_tokens`` (vLLM's completion class has no reasoning parser);
 * ``/v1/responses``: a top-level ``budget`` in the response object, streamed in the
   ``response.completed`` (or ``response.incomplete``) event's ``response``;
@@ -34,33 +34,20 @@ Budgets = dict[int, dict]
 # carry the final object, and where in the event's data it goes (None: the data itself).
 _TOP_LEVEL = {"/v1/responses": ({"response.completed", "response.incomplete"}, "response"),
               "/v1/messages": ({"message_delta"}, None)}
-
-
-def vllm_response(result: Any, budget: BudgetRequest | None) -> Any:
-    """A chat or completions result of vLLM's serving class (error, response object or
-    SSE generator) as HTTP, with each choice's ``budget`` object added."""
-    from vllm.entrypoints.serve.engine.protocol import ErrorResponse
-
-    if isinstance(result, ErrorResponse):
-        return JSONResponse(result.model_dump(), status_code=result.error.code)
-    if hasattr(result, "model_dump"):
-        body = result.model_dump()
-        if budget is not None and budget.budgets:
-            _add_to_choices(body, budget.budgets, finished_only=False)
-        return JSONResponse(body)
-    return StreamingResponse(_events(result, budget, _add_to_choices),
-                             media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache"})
+# The endpoints whose choices each gain a ``budget`` (streamed: in the chunk that carries
+# the choice's finish_reason).
+_CHOICES = frozenset({"/v1/chat/completions", "/v1/completions"})
+_BUDGETED = _CHOICES | frozenset(_TOP_LEVEL)
 
 
 def budgeted_router(router: APIRouter) -> APIRouter:
-    """A copy of one of vLLM's routers whose Responses or Messages route answers with
-    the ``budget`` object (:func:`with_top_level_budget`); other routes as they are."""
+    """A copy of one of vLLM's routers whose generating routes answer with the ``budget``
+    objects (:func:`with_budget`); other routes as they are."""
     out = APIRouter()
     for route in router.routes:
-        if isinstance(route, APIRoute) and route.path in _TOP_LEVEL and "POST" in route.methods:
+        if isinstance(route, APIRoute) and route.path in _BUDGETED and "POST" in route.methods:
             out.add_api_route(
-                route.path, with_top_level_budget(route.endpoint, route.path),
+                route.path, with_budget(route.endpoint, route.path),
                 methods=list(route.methods), dependencies=route.dependencies,
                 responses=route.responses, name=route.name, summary=route.summary,
                 description=route.description, response_model=route.response_model,
@@ -70,9 +57,34 @@ def budgeted_router(router: APIRouter) -> APIRouter:
     return out
 
 
-def with_top_level_budget(endpoint: Callable[..., Any], path: str) -> Callable[..., Any]:
-    """Wrap one of vLLM's route functions (Responses, Messages) so that its answer, a
-    JSON or SSE response, carries the request's ``budget`` object."""
+def with_budget(endpoint: Callable[..., Any], path: str) -> Callable[..., Any]:
+    """Wrap one of vLLM's generating route functions so that its answer, a JSON or SSE
+    response, carries the request's ``budget`` objects."""
+    add = _add_to_choices if path in _CHOICES else _top_level_adder(path)
+
+    @functools.wraps(endpoint)  # FastAPI reads the wrapped signature
+    async def endpoint_with_budget(*args: Any, **kwargs: Any) -> Any:
+        response = await endpoint(*args, **kwargs)
+        budget = BUDGET.get()
+        if isinstance(response, StreamingResponse):
+            response.body_iterator = _events(response.body_iterator, budget, add)
+        elif (isinstance(response, JSONResponse) and response.status_code == 200
+              and budget is not None and budget.budgets):
+            body = json.loads(response.body)
+            add(body, budget.budgets, finished_only=False)
+            return JSONResponse(body, headers=_own_headers(response))
+        return response
+
+    return endpoint_with_budget
+
+
+def _own_headers(response: JSONResponse) -> dict[str, str]:
+    """The response's headers other than those a new JSONResponse computes itself."""
+    return {k: v for k, v in response.headers.items()
+            if k.lower() not in ("content-length", "content-type")}
+
+
+def _top_level_adder(path: str) -> Callable[..., None]:
     events, where = _TOP_LEVEL[path]
 
     def add(body: dict, budgets: Budgets, finished_only: bool = True) -> None:
@@ -85,20 +97,7 @@ def with_top_level_budget(endpoint: Callable[..., Any], path: str) -> Callable[.
         # One generation per request on these surfaces; the last one made the answer.
         body["budget"] = budgets[max(budgets)]
 
-    @functools.wraps(endpoint)  # FastAPI reads the wrapped signature
-    async def endpoint_with_budget(*args: Any, **kwargs: Any) -> Any:
-        response = await endpoint(*args, **kwargs)
-        budget = BUDGET.get()
-        if isinstance(response, StreamingResponse):
-            response.body_iterator = _events(response.body_iterator, budget, add)
-        elif (isinstance(response, JSONResponse) and response.status_code == 200
-              and budget is not None and budget.budgets):
-            body = json.loads(response.body)
-            add(body, budget.budgets, finished_only=False)
-            return JSONResponse(body)
-        return response
-
-    return endpoint_with_budget
+    return add
 
 
 async def _events(events: AsyncIterator[str | bytes], budget: BudgetRequest | None,

@@ -41,6 +41,12 @@ class BudgetRequest:
     # of prompt k from k * n.
     calls: int = 0
     timed_out: bool = False
+    beam_search: bool = False
+
+    @property
+    def asked(self) -> bool:
+        """The request itself asked for a budget (a field, an effort level, thinking)."""
+        return self.thinking_min is not None or self.thinking_max is not None
 
 
 BUDGET: contextvars.ContextVar[BudgetRequest | None] = contextvars.ContextVar("s1_budget",

@@ -1,15 +1,17 @@
-"""Requests served by vLLM's serving classes, with what s1-serve adds around them.
+"""What s1-serve adds around vLLM's serving classes, on every generating surface.
 
-vLLM's chat, completions, Responses and Anthropic Messages classes build the
-response; this module supplies the rest, as the native path does:
+vLLM's routers and serving classes (chat, completions, Responses, Anthropic Messages,
+batched chat, tokenization) answer every request; this module supplies the rest:
 
-* :func:`budget_dependency` (on vLLM's routers) and :func:`delegate` (chat and
-  completions that use a vLLM-only field): 503 while loading, the field policy
-  (:mod:`server.field_policy`), the budget (:mod:`server.budget_request`), the 429
-  admission check;
+* :func:`budget_dependency`, a dependency on each of vLLM's routes: 503 while loading,
+  the field policy (:mod:`server.field_policy`), the server's request limits, the budget
+  (:mod:`server.budget_request`) and admission: the request's ticket is taken here, in
+  one step with the check (no await between them), and held until its response has been
+  sent (:class:`server.app.GateMiddleware` releases it), so the in-flight limits hold
+  however many requests arrive at once;
 * :func:`track`, around the engine stream of each such request: exact accounting
   replayed from the token ids (each choice's ``budget`` object, the budget metrics,
-  time to first token, latency), the request deadline (504), the admission ticket;
+  time to first token, latency) and the request deadline (504);
 * the ``budget`` objects it fills go into the responses in :mod:`server.budget_objects`.
 """
 
@@ -21,18 +23,25 @@ from http import HTTPStatus
 from typing import Any
 
 from fastapi import Request
-from pydantic import ValidationError
 
-from server import budget_objects, field_policy, metrics
+from server import field_policy, limits, metrics
 from server.budget import BudgetSpec, BudgetState
-from server.budget_request import BUDGET, BUDGET_KEYS, BudgetRequest, budget_from_body
+from server.budget_request import BUDGET, BudgetRequest, budget_from_body
 from server.errors import APIError, bad_request
 from server.interventions import from_ids
-from server.serving import Serving, Ticket, deadline_for, next_before
+from server.serving import Serving, deadline_for, next_before
 
-# vLLM's request model of each generation route it serves for us.
-_SURFACES = {"/v1/responses": ("openai.responses.protocol", "ResponsesRequest"),
-             "/v1/messages": ("anthropic.protocol", "AnthropicMessagesRequest")}
+# vLLM's request model of each generation route.
+_SURFACES = {
+    "/v1/chat/completions": ("openai.chat_completion.protocol", "ChatCompletionRequest"),
+    "/v1/chat/completions/batch": ("openai.chat_completion.protocol",
+                                   "BatchChatCompletionRequest"),
+    "/v1/completions": ("openai.completion.protocol", "CompletionRequest"),
+    "/v1/responses": ("openai.responses.protocol", "ResponsesRequest"),
+    "/v1/messages": ("anthropic.protocol", "AnthropicMessagesRequest"),
+}
+# Where the request state keeps the admission ticket (released by the middleware).
+TICKET = "s1_ticket"
 
 
 def _serving(request: Request) -> Serving:
@@ -48,7 +57,7 @@ def _model(module: str, name: str) -> type:
 
 
 async def budget_dependency(request: Request) -> BudgetRequest | None:
-    """For vLLM's routers: 503 while loading, fields, the budget, admission (429)."""
+    """For vLLM's routers: 503 while loading, fields, limits, the budget, admission."""
     request.state.vllm_served = True
     serving = _serving(request)
     try:
@@ -65,69 +74,64 @@ async def budget_dependency(request: Request) -> BudgetRequest | None:
         if any(not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < size
                for t in tokens):
             raise bad_request(f"tokens must be token ids in [0, {size})", "tokens")
-    if path in _SURFACES:
-        known = field_policy.declared(_model(*_SURFACES[path]))
-        field_policy.check(path, body, known | {"reasoning_effort"})
+    if path not in _SURFACES:
+        return None
+    known = field_policy.declared(_model(*_SURFACES[path]))
+    field_policy.check(path, body, known | {"reasoning_effort"},
+                       strict=serving.settings.reject_unknown_fields)
+    _check_limits(body, serving)
     budget = budget_from_body(body, serving.settings.reasoning_effort_budgets)
-    serving.admit(budget.n).release()  # the 429 check; the engine hook holds the real ticket
+    if body.get("use_beam_search") is True:
+        s = serving.settings
+        if budget.asked or s.default_thinking_min is not None or \
+                s.default_thinking_max is not None:
+            raise bad_request("beam search cannot be combined with a thinking budget (it "
+                              "runs one-token steps that a budget cannot follow); drop "
+                              "use_beam_search or the budget (the server's default "
+                              "budgets count too)", "use_beam_search")
+        budget.beam_search = True
+    request.scope["state"][TICKET] = serving.admit(budget.n)  # 429 when full
     BUDGET.set(budget)
     return budget
 
 
-async def delegate(request: Request, kind: str) -> Any:
-    """Serve a chat or completions request with vLLM's serving class, budgeted."""
-    from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
-    from vllm.entrypoints.openai.completion.protocol import CompletionRequest
-    from vllm.exceptions import GracefulHTTPError
-
-    model = ChatCompletionRequest if kind == "chat" else CompletionRequest
-    budget = await budget_dependency(request)
-    body = await request.json()
-    field_policy.check(request.url.path, body, field_policy.declared(model))
-    clean = {k: v for k, v in body.items() if k not in BUDGET_KEYS}
-    try:
-        vreq = model.model_validate(clean)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = [str(p) for p in err.get("loc", ())]
-        raise bad_request(f"{'.'.join(loc) or 'body'}: {err['msg']}",
-                          loc[0] if loc else None) from None
-    state = request.app.state
-    try:
-        if kind == "chat":
-            result = await state.openai_serving_chat.create_chat_completion(vreq, request)
-        else:
-            result = await state.openai_serving_completion.create_completion(vreq, request)
-    except GracefulHTTPError as exc:  # the deadline, from track()
-        raise APIError(int(exc.http_status), exc.message) from None
-    except BudgetRejected as exc:
-        raise exc.error from None
-    return budget_objects.vllm_response(result, budget)
+def _check_limits(body: dict, serving: Serving) -> None:
+    """The server's limits on a request's size (n, messages, stop strings, logit_bias)."""
+    s = serving.settings
+    n = body.get("n")
+    if isinstance(n, int) and not isinstance(n, bool) and n > s.max_n:
+        raise bad_request(f"n={n} is above this server's limit {s.max_n}", "n")
+    messages = body.get("messages")
+    if isinstance(messages, list) and len(messages) > s.max_messages:
+        raise bad_request(f"{len(messages)} messages; at most {s.max_messages} are "
+                          "accepted", "messages")
+    stop = body.get("stop", body.get("stop_sequences"))
+    if isinstance(stop, str | list):
+        limits.stop_strings(stop, s)
+    bias = body.get("logit_bias")
+    if isinstance(bias, dict):
+        limits.logit_bias(bias, serving.model.vocab_size, s.max_logit_bias)
 
 
-class BudgetRejected(ValueError):
-    """A budget that does not fit this request, found once vLLM rendered the prompt.
+def budget_rejected(error: APIError) -> Exception:
+    """A budget that does not fit this request, found once vLLM rendered the prompt, as
+    vLLM's own validation error: its serving classes answer it as a 400 naming the
+    parameter, and the app's handler does where they let it through."""
+    from vllm.exceptions import VLLMValidationError
 
-    A ValueError, so vLLM's serving classes answer it as a bad request where they catch
-    one; :func:`delegate` turns it into our 400 where they let it through."""
-
-    def __init__(self, error: APIError) -> None:
-        super().__init__(error.message)
-        self.error = error
+    return VLLMValidationError(error.message, parameter=error.param)
 
 
 async def track(stream: AsyncIterator[Any], req: BudgetRequest, spec: BudgetSpec | None,
                 n: int, serving: Serving, delta: bool, first_choice: int = 0
                 ) -> AsyncIterator[Any]:
-    """The engine stream of one prompt's ``n`` choices, accounted, under the deadline,
-    holding an admission ticket while it runs.
+    """The engine stream of one prompt's ``n`` choices, accounted, under the deadline.
 
     ``delta``: outputs carry new token ids only (streaming); otherwise all of them.
     ``first_choice``: the response's index of this prompt's first choice.
     """
     from vllm.exceptions import GracefulHTTPError
 
-    ticket = Ticket(serving, n)
     started = time.perf_counter()
     first_at: float | None = None
     ids: dict[int, list[int]] = {}
@@ -159,7 +163,6 @@ async def track(stream: AsyncIterator[Any], req: BudgetRequest, spec: BudgetSpec
                                                   serving)
             yield output
     finally:
-        ticket.release()
         await stream.aclose()  # aborts the engine request if it is still running
         if first_at is not None:
             metrics.TTFT.observe(first_at - started)

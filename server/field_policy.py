@@ -1,16 +1,20 @@
 """Which request fields a surface honours, ignores or refuses: no silent ignores.
 
-A field the surface's request model declares is honoured (by our native path or by
-vLLM's serving class). A field it does not declare is either harmless bookkeeping
-(``user``, ``metadata``, ``store``, ...), which is ignored with a debug log as OpenAI
-clients send it routinely, or a field that would change the output somewhere (a
-sampling knob of another surface, an OpenAI feature vLLM lacks such as ``audio``):
-such a field is a 400 that names it, because answering without it would silently
-give the client something other than what it asked for.
+A field the surface's request model declares is honoured (by vLLM's serving class, or
+by s1-serve for its budget extensions). A field it does not declare is either harmless
+bookkeeping (``user``, ``metadata``, ``store``, ...), which is ignored with a debug log
+as OpenAI clients send it routinely, or a field that would change the output somewhere
+(a sampling knob of another surface, an OpenAI feature vLLM lacks such as ``audio``):
+such a field is a 400 that names it, because answering without it would silently give
+the client something other than what it asked for. Any other unknown field (a typo such
+as ``temprature``, another server's ``thinking_budget``) is a 400 naming the closest
+known field, as OpenAI's API does, unless the server runs with
+``--no-reject-unknown-fields`` (vLLM's warn-and-ignore).
 """
 
 from __future__ import annotations
 
+import difflib
 import logging
 from collections.abc import Mapping
 from functools import cache
@@ -70,8 +74,10 @@ def declared(model: type) -> frozenset[str]:
     return frozenset(set(fields) | {f.alias for f in fields.values() if f.alias})
 
 
-def check(surface: str, body: Mapping[str, Any], known: frozenset[str]) -> None:
-    """Refuse the fields of ``body`` outside ``known`` that would change the output."""
+def check(surface: str, body: Mapping[str, Any], known: frozenset[str],
+          strict: bool = True) -> None:
+    """Refuse the fields of ``body`` outside ``known`` that would change the output, and
+    with ``strict`` every field no API declares (naming the closest known one)."""
     unknown = sorted(set(body) - known - EXTENSIONS)
     if not unknown:
         return
@@ -79,7 +85,18 @@ def check(surface: str, body: Mapping[str, Any], known: frozenset[str]) -> None:
         reason = refusal(name, body, surface)
         if reason is not None:
             raise bad_request(reason, name)
+    if strict:
+        for name in unknown:
+            if name not in HARMLESS and name not in _vllm_fields():
+                raise bad_request(_unknown(name, surface, known), name)
     logger.debug("%s: ignoring fields that change nothing: %s", surface, ", ".join(unknown))
+
+
+def _unknown(name: str, surface: str, known: frozenset[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(known | EXTENSIONS), n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return (f"unrecognized request argument {name!r} on {surface}{hint} (start the server "
+            "with --no-reject-unknown-fields to ignore unknown fields, as vLLM does)")
 
 
 def refusal(name: str, body: Mapping[str, Any], surface: str) -> str | None:

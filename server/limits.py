@@ -1,6 +1,6 @@
 """The checks a request's budget and token limits must pass, with the 400s that say
-what to change. Shared by the native path (:mod:`server.serving`) and the hook on vLLM's
-serving classes (:mod:`server.vllm_layer`), so both refuse and allow alike.
+what to change: used by the request dependency (:mod:`server.delegated`) and the hook on
+vLLM's engine call (:mod:`server.vllm_layer`), for every surface alike.
 """
 
 from __future__ import annotations

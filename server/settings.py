@@ -94,6 +94,11 @@ class Settings(BaseSettings):
                                      "/version without an API key.")
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Allowed CORS origins "
                                     "(comma-separated; '*' for any). Empty: CORS off.")
+    reject_unknown_fields: bool = Field(True, description="Answer a request field that no "
+                                        "API declares (a typo such as 'temprature') with a "
+                                        "400 naming the closest known field, as OpenAI does; "
+                                        "--no-reject-unknown-fields ignores it with a "
+                                        "warning, as vLLM does.")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest request body.")
     max_n: int = Field(16, ge=1, description="Largest 'n' accepted.")
     max_messages: int = Field(512, ge=1, description="Most chat messages in one request.")

@@ -1,10 +1,8 @@
 """vLLM's own OpenAI/Anthropic serving layer on our in-process engine, with budgets.
 
-What s1-serve does not implement itself it takes from vLLM 0.32: the chat and
-completion serving classes (logprobs, structured outputs, tools, echo, ...), the
-Responses and Anthropic Messages serving classes and routers, and tokenization.
-They run on the same ``AsyncLLM`` as our native path. Only what s1-serve adds is
-here:
+Every surface is vLLM 0.32's: the chat and completion serving classes (logprobs,
+structured outputs, tools, echo, ...), Responses, Anthropic Messages and tokenization,
+with their routers. Only what s1-serve adds is here:
 
 * the budget (:mod:`server.budget_request`), read from the body on every surface and
   carried to the engine call in a context variable (:mod:`server.delegated` reads it
@@ -16,7 +14,7 @@ here:
   answers (structured outputs, named or required tool calls) get no forced answer
   prefix, so the grammar is not broken;
 * a chat template that opens the thinking block for formats whose template does
-  not (as the native path does), and vLLM's reasoning parser ``s1``
+  not, and vLLM's reasoning parser ``s1``
   (:mod:`server.s1_parser`) so that reasoning is split and counted exactly.
 """
 
@@ -28,10 +26,10 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from server import fanout, field_policy, limits
+from server import fanout, limits
 from server.budget import BudgetSpec
 from server.budget_request import BUDGET, BudgetRequest
-from server.delegated import BudgetRejected, track
+from server.delegated import budget_rejected, track
 from server.errors import APIError
 from server.formats import render_generation_prompt
 from server.serving import Serving
@@ -134,17 +132,22 @@ def apply_budget(serving: Serving, req: BudgetRequest, prompt: Any,
                                        None if closed and req.soft_max else req.thinking_max,
                                        serving.settings, closed)
     except APIError as exc:
-        raise BudgetRejected(exc) from None
+        raise budget_rejected(exc) from None
     if ft is None:
         if (lo is not None or hi is not None) and not req.soft_max:
-            raise BudgetRejected(APIError(
+            raise budget_rejected(APIError(
                 400, "this model has no thinking format, so thinking_min/thinking_max "
                 "cannot be enforced; start the server with --thinking-format",
                 "thinking_max" if hi is not None else "thinking_min"))
         return None
     room = serving.model.max_model_len - len(ids)
     if req.soft_max and hi is not None:
+        # An effort level is our reading of a hint: it leaves the answer room, in the
+        # context and within the client's max_tokens (one answer token at least).
+        forced = len(ft.end_ids) + len(ft.answer_prefix_ids) + 1
         hi = min(hi, max(0, room // 2))
+        if req.max_tokens is not None:
+            hi = min(hi, max(0, req.max_tokens - forced))
         lo = None if lo is None else min(lo, hi)
     cont = req.thinking_continuation or serving.settings.thinking_continuation
     spec = ft.spec(thinking_min=lo, thinking_max=hi,
@@ -159,7 +162,7 @@ def apply_budget(serving: Serving, req: BudgetRequest, prompt: Any,
             params.max_tokens = limits.max_tokens_for(req.max_tokens, spec, room,
                                                       serving.model.max_model_len)
         except APIError as exc:
-            raise BudgetRejected(exc) from None
+            raise budget_rejected(exc) from None
     if spec.active:
         seed = params.seed if params.seed is not None else fanout.fresh_seed()
         params.extra_args = {**(params.extra_args or {}), **budget_extra_args(spec, seed)}
@@ -179,7 +182,9 @@ def install_hook(engine: Any, serving: Serving) -> None:
     def generate(prompt: Any, sampling_params: Any, request_id: str, *args: Any,
                  **kwargs: Any) -> AsyncIterator[Any]:
         req = BUDGET.get()
-        if req is None:  # the native path, or a request without a budget dependency
+        if req is None or req.beam_search:
+            # No budget dependency ran; or beam search, whose one-token steps must stay
+            # as vLLM made them (a budget with it is refused up front).
             return original(prompt, sampling_params, request_id, *args, **kwargs)
         spec = apply_budget(serving, req, prompt, sampling_params)
         n = sampling_params.n
@@ -202,28 +207,3 @@ def install_hook(engine: Any, serving: Serving) -> None:
         return track(stream, req, spec, n, serving, delta, first_choice)
 
     engine.generate = generate
-
-
-def needs_vllm(kind: str, body: Any) -> bool:
-    """True when the request uses a field our native path does not implement (vLLM's
-    serving class does); a 400 for a field neither honours (:mod:`server.field_policy`)."""
-    from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
-    from vllm.entrypoints.openai.completion.protocol import CompletionRequest
-
-    extra = body.model_extra or {}
-    known = field_policy.declared(ChatCompletionRequest if kind == "chat"
-                                  else CompletionRequest)
-    field_policy.check(f"/v1/{'chat/' if kind == 'chat' else ''}completions",
-                       {**extra, "n": body.n}, known)
-    if kind == "chat":
-        for m in body.messages:
-            # vLLM's renderer also decides how a template without a 'developer' role sees one
-            if m.model_extra or m.role in ("tool", "developer") or (
-                    isinstance(m.content, list) and any(p.type != "text" for p in m.content)):
-                return True
-    else:
-        prompt = body.prompt
-        if (isinstance(prompt, list) and len(prompt) > 1 and isinstance(prompt[0], str)) or (
-                body.echo and body.stream):  # several prompts; prompt ids in the first chunk
-            return True
-    return bool(extra.keys() & known)

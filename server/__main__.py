@@ -18,9 +18,9 @@ from collections.abc import Iterator
 
 
 def main(argv: list[str] | None = None) -> None:
-    from server.settings import load_settings
+    from server.cli import parse
 
-    settings = load_settings(argv)
+    args, settings = parse(argv)
     for var, sub in (("VLLM_CACHE_ROOT", "vllm"), ("TORCHINDUCTOR_CACHE_DIR", "inductor")):
         os.environ.setdefault(var, os.path.join(".cache", sub))
     logging.basicConfig(level=settings.log_level.upper(),
@@ -61,6 +61,11 @@ def main(argv: list[str] | None = None) -> None:
     app = create_app(settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.port,
                             log_level=settings.log_level, access_log=False,
+                            root_path=args.root_path or "", ssl_keyfile=args.ssl_keyfile,
+                            ssl_certfile=args.ssl_certfile, ssl_ca_certs=args.ssl_ca_certs,
+                            ssl_cert_reqs=args.ssl_cert_reqs,
+                            ssl_ciphers=args.ssl_ciphers,
+                            h11_max_incomplete_event_size=args.h11_max_incomplete_event_size,
                             # Longer than uvicorn's 5 s: fewer clients reusing a connection
                             # just as the server closes it (the soak saw 5 such ReadErrors).
                             timeout_keep_alive=30,

@@ -152,9 +152,23 @@ def create_app(settings: Settings) -> FastAPI:
         logger.exception("unhandled error in request %s", rid)
         return APIError(500, f"internal error (request id {rid})").response(rid)
 
+    args = settings.vllm_args
+    for path in args.middleware or ():  # vLLM's --middleware, as its server adds them
+        import importlib
+        import inspect
+
+        module, name = path.rsplit(".", 1)
+        extra = getattr(importlib.import_module(module), name)
+        if inspect.isclass(extra):
+            app.add_middleware(extra)
+        elif inspect.iscoroutinefunction(extra):
+            app.middleware("http")(extra)
+        else:
+            raise SystemExit(f"--middleware {path}: must name a class or an async function")
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
-                           allow_methods=["*"], allow_headers=["*"])
+                           allow_credentials=args.allow_credentials,
+                           allow_methods=args.allowed_methods, allow_headers=args.allowed_headers)
     app.add_middleware(GateMiddleware, keys=keys, exempt=settings.auth_exempt_health,
                        max_body=settings.max_body_bytes, open_page=settings.playground)
     return app
@@ -247,7 +261,7 @@ class GateMiddleware:
             await send(message)
 
         try:
-            error = self._check_auth(path, headers)
+            error = self._check_auth(path, headers, scope.get("method", "GET"))
             if error is None:
                 receive, error = await self._check_body(headers, receive)
             if error is not None:
@@ -266,8 +280,11 @@ class GateMiddleware:
             access_log.info("%s %s %s %d %.3fs", rid, scope.get("method", ""), path, status[0],
                             time.perf_counter() - started)
 
-    def _check_auth(self, path: str, headers: dict[str, str]) -> APIError | None:
+    def _check_auth(self, path: str, headers: dict[str, str],
+                    method: str = "GET") -> APIError | None:
         if not self.keys or (self.exempt and path in EXEMPT_PATHS):
+            return None
+        if method == "OPTIONS":  # a CORS preflight carries no key (as vLLM's check)
             return None
         if self.open_page and playground.is_playground_path(path):
             return None

@@ -61,30 +61,34 @@ def _on_cpu() -> bool:
 
 
 def engine_args(settings: Settings) -> Any:
+    """vLLM's engine arguments from the command line as ``vllm serve`` reads them, plus the
+    budget logits processor and the s1 reasoning parser."""
     from vllm.engine.arg_utils import AsyncEngineArgs
 
     from server.logits_processor import BudgetLogitsProcessor
 
-    return AsyncEngineArgs(
-        model=settings.model,
-        tokenizer=settings.tokenizer,
-        served_model_name=[settings.model_name],
-        dtype=settings.dtype,
-        max_model_len=settings.max_model_len,
-        tensor_parallel_size=settings.tensor_parallel_size,
-        data_parallel_size=settings.data_parallel_size,
-        pipeline_parallel_size=settings.pipeline_parallel_size,
-        distributed_executor_backend=settings.distributed_executor_backend,
-        gpu_memory_utilization=settings.gpu_memory_utilization,
-        max_num_seqs=settings.max_num_seqs,
-        enforce_eager=settings.enforce_eager,
-        seed=settings.seed,
-        trust_remote_code=settings.trust_remote_code,
-        disable_log_stats=settings.disable_log_stats,
-        logits_processors=[BudgetLogitsProcessor],
-        **_reasoning_parser_args(),
-        **_chunked_prefill_args(settings),
-    )
+    args = AsyncEngineArgs.from_cli_args(settings.vllm_args)
+    args.logits_processors = [*(args.logits_processors or []), BudgetLogitsProcessor]
+    for name, value in {**_reasoning_parser_args(), **_chunked_prefill_args(settings)}.items():
+        setattr(args, name, value)
+    refuse_unsupported(args)
+    return args
+
+
+def refuse_unsupported(args: Any) -> None:
+    """Stop at start-up, saying why and what to change, on engine settings that budget
+    forcing cannot work with."""
+    if args.speculative_config:
+        raise SystemExit(
+            "speculative decoding (--speculative-config) cannot run with the budget logits "
+            "processor on vLLM's V1 model runner: vLLM refuses custom logits processors "
+            "with it; drop --speculative-config")
+    so = args.structured_outputs_config
+    if so is not None and getattr(so, "enable_in_reasoning", False):
+        raise SystemExit(
+            "structured outputs inside the reasoning (enable_in_reasoning) would constrain "
+            "the thinking, which budget forcing writes into (forced ends, continuations): "
+            "drop enable_in_reasoning from --structured-outputs-config")
 
 
 def _reasoning_parser_args() -> dict[str, Any]:
@@ -122,10 +126,14 @@ def _chunked_prefill_args(settings: Settings) -> dict[str, Any]:
 
 
 def start_engine(settings: Settings) -> Any:
+    from vllm.usage.usage_lib import UsageContext
     from vllm.v1.engine.async_llm import AsyncLLM
 
     export_parser_format(settings)
-    return AsyncLLM.from_engine_args(engine_args(settings))
+    # vLLM's server's usage context: its batch-size defaults for the device (on an
+    # H100 several times the plain engine's) are what `vllm serve` users get.
+    return AsyncLLM.from_engine_args(engine_args(settings),
+                                     usage_context=UsageContext.OPENAI_API_SERVER)
 
 
 @dataclass

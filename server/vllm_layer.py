@@ -56,24 +56,19 @@ def chat_template(settings: Settings, tokenizer: Any, fmt: Any) -> str | None:
 
 
 def vllm_args(settings: Settings, template: str | None, reasoning: bool) -> Any:
-    from vllm.entrypoints.launchers.cli_args import make_arg_parser
-    from vllm.utils.argparse_utils import FlexibleArgumentParser
+    """vLLM's frontend arguments for its serving classes: the command line's, with the
+    chat template and the s1 reasoning parser."""
+    import copy as _copy
 
-    argv = ["--model", settings.model, "--served-model-name", settings.model_name,
-            "--disable-log-stats"]
-    if settings.tokenizer:
-        argv += ["--tokenizer", settings.tokenizer]
+    args = _copy.copy(settings.vllm_args)
     if reasoning:
-        argv += ["--reasoning-parser", "s1"]
-    if settings.enable_auto_tool_choice:
-        argv += ["--enable-auto-tool-choice"]
-    if settings.tool_call_parser:
-        argv += ["--tool-call-parser", settings.tool_call_parser]
+        args.reasoning_parser = "s1"
+        so = _copy.copy(args.structured_outputs_config)
+        if so is not None:  # vLLM's launcher merges this flag into the config; so do we
+            so.reasoning_parser = "s1"
+            args.structured_outputs_config = so
     if template:
-        argv += ["--chat-template", template]
-    args = make_arg_parser(FlexibleArgumentParser()).parse_args(argv)
-    if reasoning:  # vLLM's launcher merges this flag into the config; so do we
-        args.structured_outputs_config.reasoning_parser = "s1"
+        args.chat_template = template
     return args
 
 

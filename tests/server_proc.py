@@ -4,17 +4,19 @@ and the waits the server tests share."""
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
+import psutil
 
 from server.launcher import VLLM_SERVER, ServerProcess, free_port, metric_value
 
 __all__ = ["HOLD", "HOLD_TOKENS", "VLLM_SERVER", "KeyedServerProcess", "ServerProcess",
-           "free_port", "held_streams", "metric_value", "small_window_client", "wait_until"]
+           "engine_core", "free_port", "held_streams", "metric_value", "small_window_client", "wait_until"]
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, what: str,
@@ -90,3 +92,17 @@ def held_streams(server: ServerProcess, messages: list[dict], count: int) -> Ite
         yield
     wait_until(lambda: server.metric("s1_requests_in_flight") == 0, 60,
                "the held requests to be released")
+
+
+def engine_core(server: subprocess.Popen) -> psutil.Process:
+    """The vLLM engine-core child of the server (vLLM titles it ``VLLM::EngineCore``)."""
+    seen = []
+    for child in psutil.Process(server.pid).children(recursive=True):
+        try:
+            text = f"{child.name()} {' '.join(child.cmdline())}"
+        except psutil.Error:
+            continue
+        if "EngineCore" in text:
+            return child
+        seen.append(f"{child.pid}: {text}")
+    raise AssertionError(f"no EngineCore process under the server; children: {seen}")

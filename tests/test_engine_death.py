@@ -9,17 +9,15 @@ errors in OpenAI's shape, refuse new ones, and exit non-zero so that a restart p
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
 from server.watchdog import ENGINE_DEATH_EXIT_CODE
-from tests.server_proc import ServerProcess, wait_until
+from tests.server_proc import ServerProcess, engine_core, wait_until
 from tests.stream_reader import StreamRecord, read_in_thread
 
 pytestmark = pytest.mark.engine
@@ -37,20 +35,6 @@ def post_once(base_url: str, out: dict) -> None:
         out["status"], out["body"] = r.status_code, r.json()
     except httpx.HTTPError as exc:
         out["transport_error"] = repr(exc)
-
-
-def engine_core(server: subprocess.Popen) -> psutil.Process:
-    """The vLLM engine-core child of the server (vLLM titles it ``VLLM::EngineCore``)."""
-    seen = []
-    for child in psutil.Process(server.pid).children(recursive=True):
-        try:
-            text = f"{child.name()} {' '.join(child.cmdline())}"
-        except psutil.Error:
-            continue
-        if "EngineCore" in text:
-            return child
-        seen.append(f"{child.pid}: {text}")
-    raise AssertionError(f"no EngineCore process under the server; children: {seen}")
 
 
 def assert_engine_error(error: dict) -> None:

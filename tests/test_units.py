@@ -103,15 +103,14 @@ def test_splitter_keeps_a_stranded_byte_as_vllm_decodes_it(tiny_s1_open):
 
 
 def test_sse_event_is_always_one_line():
-    from server.protocol import DeltaMessage
-    from server.sse import event as _sse
-
-    event = _sse(DeltaMessage(content="a\u2028b\u2029c\x85d\ne\rf"))
-    body = event[len("data: "):-2]
-    assert len(body.splitlines()) == 1  # as httpx and str.splitlines split
+    """vLLM's JSON carries U+2028 and the like raw; each event must stay one line."""
     import json
 
-    assert json.loads(body)["content"] == "a\u2028b\u2029c\x85d\ne\rf"
+    from server.sse import one_line
+
+    data = one_line(json.dumps({"content": "a\u2028b\u2029c\x85d\ne\rf"}, ensure_ascii=False))
+    assert len(data.splitlines()) == 1  # as httpx and str.splitlines split
+    assert json.loads(data)["content"] == "a\u2028b\u2029c\x85d\ne\rf"
 
 
 def test_optional_bool_settings_are_flags():

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from server.budget_spec import REQUEST_BUDGET
 from server.errors import bad_request
 from server.protocol import BudgetFields
 
@@ -49,8 +50,8 @@ class BudgetRequest:
         return self.thinking_min is not None or self.thinking_max is not None
 
 
-BUDGET: contextvars.ContextVar[BudgetRequest | None] = contextvars.ContextVar("s1_budget",
-                                                                              default=None)
+# The core's per-request context variable (the reasoning parser reads the spec there).
+BUDGET: contextvars.ContextVar[BudgetRequest | None] = REQUEST_BUDGET  # type: ignore[assignment]
 
 
 def budget_from_body(body: dict, efforts: Mapping[str, int]) -> BudgetRequest:

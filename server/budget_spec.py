@@ -6,9 +6,24 @@ machine that enforces it is :mod:`server.budget`.
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Protocol
 
-__all__ = ["BudgetError", "BudgetSpec", "check_budget_values"]
+__all__ = ["REQUEST_BUDGET", "BudgetError", "BudgetSpec", "SpecHolder", "check_budget_values"]
+
+
+class SpecHolder(Protocol):
+    """What the API layer keeps per request: the budget spec once it is resolved."""
+
+    spec: BudgetSpec | None
+
+
+# The current request's budget in the API process: set by the API layer when a request
+# arrives (its spec is filled once the prompt is known), read by the reasoning parser
+# (server/s1_parser.py), which must tell forced tokens from thinking as the engine did.
+REQUEST_BUDGET: ContextVar[SpecHolder | None] = ContextVar("s1_request_budget",
+                                                           default=None)
 
 
 class BudgetError(ValueError):

@@ -22,7 +22,7 @@ from vllm.entrypoints.generate.base.protocol import DeltaMessage
 from vllm.reasoning import ReasoningParser, ReasoningParserManager
 
 from server.budget import BudgetSpec, BudgetState
-from server.budget_request import BUDGET
+from server.budget_spec import REQUEST_BUDGET
 from server.reasoning import ChoiceSplitter
 
 ENV = "S1_PARSER_FORMAT"
@@ -75,7 +75,7 @@ class S1ReasoningParser(ReasoningParser):
     def _spec(self) -> BudgetSpec:
         # The request's own budget when the API process knows it: forced tokens (the
         # newline before a forced end) are then told from thinking, as the processor did.
-        req = BUDGET.get()
+        req = REQUEST_BUDGET.get()
         if req is not None and req.spec is not None:
             return req.spec
         return BudgetSpec(start_ids=self.start_ids, end_ids=self.end_ids, stop_ids=self._stop,

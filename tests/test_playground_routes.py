@@ -6,7 +6,8 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 
 from server.app import create_app
-from server.settings import Settings, load_settings
+from server.cli import load_settings
+from server.settings import Settings
 
 
 def test_on_by_default_and_open_without_a_key():

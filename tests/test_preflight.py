@@ -224,7 +224,7 @@ def test_run_preflight_skips_on_cpu(qwen_dir, caplog):
 
 
 def test_preflight_setting_and_flag():
-    from server.settings import load_settings
+    from server.cli import load_settings
 
     assert Settings().preflight is True
     assert load_settings(["--no-preflight"]).preflight is False

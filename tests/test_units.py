@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from server.budget import BudgetError
+from server.cli import load_settings
 from server.formats import FORMATS, FormatTokens, detect_format, get_format
 from server.reasoning import ChoiceSplitter
-from server.settings import Settings, load_settings
+from server.settings import Settings
 
 
 def test_settings_env_and_flags(monkeypatch):
@@ -115,7 +116,7 @@ def test_sse_event_is_always_one_line():
 
 def test_optional_bool_settings_are_flags():
     """``bool | None`` settings (None = vLLM decides) take --flag / --no-flag like bools."""
-    from server.settings import load_settings
+    from server.cli import load_settings
 
     assert load_settings([]).enable_chunked_prefill is None
     assert load_settings(["--enable-chunked-prefill"]).enable_chunked_prefill is True

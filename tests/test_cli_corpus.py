@@ -1,0 +1,609 @@
+"""Real ``vllm serve`` command lines parse the same under ``s1-serve``.
+
+``s1-serve`` parses its command line with vLLM's own parser (server/cli.py). This file
+holds a corpus of command lines published in vLLM's documentation, the vLLM recipes,
+the production-stack Helm chart, the LeaderWorkerSet examples and deployment guides,
+each with its source. Each line is parsed twice:
+
+* as ``vllm serve`` does: ``make_arg_parser(FlexibleArgumentParser())``, then
+  ``model_tag -> model`` and ``validate_parsed_serve_args`` (vllm/entrypoints/cli/serve.py);
+* by ``server.cli.parse``;
+
+and the two namespaces are compared field by field over every vLLM argument. The only
+differences allowed are s1-serve's documented defaults, asserted exactly: ``host`` is
+127.0.0.1 when the line sets none (vLLM: all interfaces), ``served_model_name`` is
+``[model]`` when the line sets none (vLLM's None means the same name), and ``api_key`` is
+the merged list (``--api-key``, else ``VLLM_API_KEY``). A line that differs in any other
+field is a parsing bug of s1-serve and fails here, naming the field.
+
+The last tests resolve the engine's batch defaults (``max_num_seqs``,
+``max_num_batched_tokens``) for s1-serve's engine arguments and for ``vllm serve``'s on a
+fake CUDA platform; see :func:`test_scheduler_defaults_match_vllm_serve`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server.settings import DEMO_MODEL
+
+RECIPES = "https://github.com/vllm-project/recipes/blob/main/"
+VLLM_DOCS = "https://github.com/vllm-project/vllm/blob/main/docs/"
+STACK = "https://github.com/vllm-project/production-stack/blob/main/"
+LWS = "https://github.com/kubernetes-sigs/lws/blob/main/"
+MISSING = "<absent>"
+
+
+@dataclass(frozen=True)
+class Line:
+    """A published command line: what follows ``vllm serve`` (or
+    ``python -m vllm.entrypoints.openai.api_server``, the same parser), the files it
+    names (written to the working directory first, e.g. its ``--config`` YAML) and the
+    environment it is started with."""
+
+    id: str
+    source: str
+    line: str
+    files: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def argv(self) -> list[str]:
+        return shlex.split(self.line)
+
+
+DUMMY_CHAT_TEMPLATE = ("{% for message in messages %}{{message['role'] + ': ' + "
+                       "message['content'] + '\\n'}}{% endfor %}")
+
+CORPUS = [
+    # ---------------------------------------------------------------- vLLM's docs
+    Line("openai-server-api-key", VLLM_DOCS + "serving/openai_compatible_server.md",
+         "NousResearch/Meta-Llama-3-8B-Instruct --dtype auto --api-key token-abc123"),
+    Line("serve-args-config", VLLM_DOCS + "configuration/serve_args.md",
+         "--config config.yaml",
+         files={"config.yaml": 'model: meta-llama/Llama-3.1-8B-Instruct\nhost: "127.0.0.1"\n'
+                               'port: 6379\nuvicorn-log-level: "info"\n'}),
+    Line("serve-args-config-positional-wins", VLLM_DOCS + "configuration/serve_args.md",
+         "SOME_MODEL --config config.yaml",
+         files={"config.yaml": 'model: meta-llama/Llama-3.1-8B-Instruct\nhost: "127.0.0.1"\n'
+                               'port: 6379\nuvicorn-log-level: "info"\n'}),
+    Line("lora-modules", VLLM_DOCS + "features/lora.md",
+         "meta-llama/Llama-3.2-3B-Instruct --enable-lora "
+         "--lora-modules sql-lora=jeeejeee/llama32-3b-text2sql-spider"),
+    Line("lora-modules-json", VLLM_DOCS + "features/lora.md (new --lora-modules format, with "
+         "the page's model)",
+         "meta-llama/Llama-3.2-3B-Instruct --enable-lora --lora-modules "
+         "'{\"name\": \"sql-lora\", \"path\": \"jeeejeee/llama32-3b-text2sql-spider\", "
+         "\"base_model_name\": \"meta-llama/Llama-3.2-3B-Instruct\"}'"),
+    Line("lora-default-mm-loras", VLLM_DOCS + "features/lora.md",
+         "ibm-granite/granite-speech-3.3-2b --max-model-len 2048 --enable-lora "
+         "--default-mm-loras '{\"audio\":\"ibm-granite/granite-speech-3.3-2b\"}' "
+         "--max-lora-rank 64"),
+    Line("lora-target-modules", VLLM_DOCS + "features/lora.md",
+         "model --enable-lora --lora-target-modules o_proj qkv_proj down_proj"),
+    Line("nginx-docker-model", VLLM_DOCS + "deployment/nginx.md",
+         "--model meta-llama/Llama-2-7b-chat-hf"),
+    Line("lws-leader", VLLM_DOCS + "deployment/frameworks/lws.md",
+         "--port 8080 --model meta-llama/Meta-Llama-3.1-405B-Instruct "
+         "--tensor-parallel-size 8 --pipeline_parallel_size 2"),
+    Line("root-path-vllm-api-key", "https://github.com/vllm-project/vllm/blob/main/tests/"
+         "entrypoints/openai/test_root_path.py (server args, VLLM_API_KEY in its env)",
+         "Qwen/Qwen2-1.5B-Instruct --dtype float16 --enforce-eager --max-model-len 4080 "
+         f"--root-path /llm --chat-template {shlex.quote(DUMMY_CHAT_TEMPLATE)}",
+         env={"VLLM_API_KEY": "abc-123"}),
+    Line("serve-args-yaml-tp", "https://www.mintlify.com/vllm-project/vllm/configuration/"
+         "serve-args", "--config config.yaml",
+         files={"config.yaml": "model: meta-llama/Llama-3.1-8B-Instruct\nhost: \"127.0.0.1\"\n"
+                               "port: 8000\ntensor-parallel-size: 2\n"
+                               "uvicorn-log-level: \"info\"\nenable-log-requests: true\n"}),
+    Line("serve-args-uds", "https://www.mintlify.com/vllm-project/vllm/configuration/"
+         "serve-args", "MODEL --uds /tmp/vllm.sock"),
+    # ------------------------------------------------------------- vLLM recipes
+    Line("llama33-hopper-config", RECIPES + "Llama/Llama3.3-70B.md (launch_server.sh, "
+         "Llama3.3_Hopper.yaml, DTYPE=FP8)",
+         "nvidia/Llama-3.3-70B-Instruct-FP8 --config Llama3.3_Hopper.yaml "
+         "--tensor-parallel-size 1",
+         files={"Llama3.3_Hopper.yaml": "kv-cache-dtype: fp8\nasync-scheduling: true\n"
+                                        "no-enable-prefix-caching: true\n"
+                                        "max-num-batched-tokens: 8192\n"}),
+    Line("llama33-blackwell-config", RECIPES + "Llama/Llama3.3-70B.md (launch_server.sh, "
+         "Llama3.3_Blackwell.yaml, DTYPE=FP4)",
+         "nvidia/Llama-3.3-70B-Instruct-FP4 --config Llama3.3_Blackwell.yaml "
+         "--tensor-parallel-size 1",
+         files={"Llama3.3_Blackwell.yaml":
+                "kv-cache-dtype: fp8\ncompilation-config: '{\"pass_config\":{\"fuse_allreduce_"
+                "rms\":true,\"fuse_attn_quant\":true,\"eliminate_noops\":true}}'\n"
+                "async-scheduling: true\nno-enable-prefix-caching: true\n"
+                "max-num-batched-tokens: 8192\n"}),
+    Line("deepseek-v32-exp-tp8", RECIPES + "DeepSeek/DeepSeek-V3_2-Exp.md",
+         "deepseek-ai/DeepSeek-V3.2-Exp -tp 8"),
+    Line("deepseek-v32-exp-dp8-ep", RECIPES + "DeepSeek/DeepSeek-V3_2-Exp.md",
+         "deepseek-ai/DeepSeek-V3.2-Exp -dp 8 --enable-expert-parallel"),
+    Line("deepseek-v31-served-name", RECIPES + "DeepSeek/DeepSeek-V3_1.md",
+         "deepseek-ai/DeepSeek-V3.1 --enable-expert-parallel --tensor-parallel-size 8 "
+         "--served-model-name ds31"),
+    Line("deepseek-v32-tools-reasoning", RECIPES + "DeepSeek/DeepSeek-V3_2.md",
+         "deepseek-ai/DeepSeek-V3.2 --tensor-parallel-size 8 --tokenizer-mode deepseek_v32 "
+         "--tool-call-parser deepseek_v32 --enable-auto-tool-choice "
+         "--reasoning-parser deepseek_v3"),
+    Line("ring-1t-fp8-kv", RECIPES + "inclusionAI/Ring-1T-FP8.md (MI300x/MI325x/MI355x)",
+         "inclusionAI/Ring-1T-FP8 --trust-remote-code --tensor-parallel-size 8 "
+         "--gpu-memory-utilization 0.9 --max-num-seqs 32 --kv-cache-dtype fp8 "
+         "--served-model-name Ring-1T-FP8"),
+    Line("step37-nvfp4-spec", RECIPES + "StepFun/Step-3.7-Flash.md",
+         "stepfun-ai/Step-3.7-Flash-NVFP4 --served-model-name step3p7 "
+         "--tensor-parallel-size 4 --gpu-memory-utilization 0.9 --enable-expert-parallel "
+         "--trust-remote-code --quantization modelopt --kv-cache-dtype fp8 "
+         "--reasoning-parser step3p5 --enable-auto-tool-choice --tool-call-parser step3p5 "
+         "--speculative-config '{\"method\": \"mtp\", \"num_speculative_tokens\": 3}' "
+         "--async-scheduling"),
+    Line("gemma4-modal-two-names", RECIPES + "Google/gemma4-modal.py (cmd joined by ' ', "
+         "MODEL_NAME, MODEL_REVISION, VLLM_PORT=8000, FAST_BOOT=False, N_GPU=1)",
+         "google/gemma-4-26B-A4B-it --revision 47b6801b24d15ff9bcd8c96dfaea0be9ed3a0301 "
+         "--served-model-name google/gemma-4-26B-A4B-it llm --host 0.0.0.0 --port 8000 "
+         "--uvicorn-log-level=info --async-scheduling --no-enforce-eager "
+         "--tensor-parallel-size 1 --limit-mm-per-prompt "
+         "'{\"image\": 0, \"video\": 0, \"audio\": 0}' --enable-auto-tool-choice "
+         "--reasoning-parser gemma4 --tool-call-parser gemma4"),
+    Line("glm47-dotted-json", RECIPES + "GLM/GLM.md",
+         "zai-org/GLM-4.7-FP8 --tensor-parallel-size 4 --speculative-config.method mtp "
+         "--speculative-config.num_speculative_tokens 1 --tool-call-parser glm47 "
+         "--reasoning-parser glm45 --enable-auto-tool-choice"),
+    Line("deepseek-ocr-underscores", RECIPES + "DeepSeek/DeepSeek-OCR.md",
+         "deepseek-ai/DeepSeek-OCR --logits_processors "
+         "vllm.model_executor.models.deepseek_ocr:NGramPerReqLogitsProcessor "
+         "--no-enable-prefix-caching --mm-processor-cache-gb 0"),
+    Line("qwen3-next-prefix-caching", RECIPES + "Qwen/Qwen3-Next.md",
+         "Qwen/Qwen3-Next-80B-A3B-Instruct --tensor-parallel-size 4 "
+         "--served-model-name qwen3-next --enable-prefix-caching"),
+    Line("qwen3-next-mtp", RECIPES + "Qwen/Qwen3-Next.md",
+         "Qwen/Qwen3-Next-80B-A3B-Instruct --tokenizer-mode auto --gpu-memory-utilization 0.8 "
+         "--speculative-config '{\"method\": \"qwen3_next_mtp\", \"num_speculative_tokens\": 2}'"
+         " --tensor-parallel-size 4 --no-enable-chunked-prefill"),
+    Line("ministral3-underscores", RECIPES + "Mistral/Ministral-3-Instruct.md",
+         "mistralai/Ministral-3-14B-Instruct-2512 --tokenizer_mode mistral "
+         "--config_format mistral --load_format mistral --enable-auto-tool-choice "
+         "--tool-call-parser mistral"),
+    Line("ernie45-fp8", RECIPES + "Ernie/Ernie4.5.md",
+         "baidu/ERNIE-4.5-300B-A47B-PT --tensor-parallel-size 8 --gpu-memory-utilization=0.95 "
+         "--quantization fp8"),
+    Line("gpt-oss-batch-flags", RECIPES + "OpenAI/GPT-OSS.md",
+         "openai/gpt-oss-120b --tensor_parallel_size 8 --max-model-len 131072 "
+         "--max-num-batched-tokens 10240 --max-num-seqs 128 --gpu-memory-utilization 0.85 "
+         "--no-enable-prefix-caching"),
+    Line("paddleocr-batched-tokens", RECIPES + "PaddlePaddle/PaddleOCR-VL.md",
+         "PaddlePaddle/PaddleOCR-VL --trust-remote-code --max-num-batched-tokens 16384 "
+         "--no-enable-prefix-caching --mm-processor-cache-gb 0"),
+    Line("mellum2-max-model-len-auto", RECIPES + "models/JetBrains/Mellum2-12B-A2.5B-"
+         "Instruct.yaml (Docker AMD MI300X)",
+         "JetBrains/Mellum2-12B-A2.5B-Instruct --max-model-len auto --trust-remote-code "
+         "--tensor-parallel-size 1"),
+    # ----------------------------------------------------------- production-stack
+    Line("stack-helm-basic-config", STACK + "helm/templates/deployment-vllm-multi.yaml "
+         "rendered with tutorials/assets/values-02-basic-config.yaml",
+         "meta-llama/Llama-3.1-8B-Instruct --host 0.0.0.0 --port 8000 "
+         "--no-enable-chunked-prefill --no-enable-prefix-caching --max-model-len 4096 "
+         "--dtype bfloat16 --gpu-memory-utilization 0.8"),
+    Line("stack-helm-secure-vllm-api-key", STACK + "helm/templates/deployment-vllm-multi.yaml "
+         "rendered with tutorials/assets/values-11-secure-vllm.yaml (vllmApiKey -> "
+         "VLLM_API_KEY)",
+         "facebook/opt-125m --host 0.0.0.0 --port 8000",
+         env={"VLLM_API_KEY": "abc123XYZ987"}),
+    Line("stack-router-e2e-backend", STACK + ".github/workflows/router-e2e-test.yml",
+         "facebook/opt-125m --port 8001 --gpu-memory-utilization 0.7 "
+         "--chat-template tests/assets/template-chatml.jinja",
+         files={"tests/assets/template-chatml.jinja":
+                "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
+                "message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"}),
+    # --------------------------------------------------------------------- LWS
+    Line("lws-tpu", LWS + "docs/examples/vllm/TPU/lws.yaml",
+         "--port 8080 --model meta-llama/Llama-3.3-70B-Instruct --tensor-parallel-size=16"),
+    Line("lws-tas", LWS + "site/content/en/docs/examples/tas.md",
+         "--port 8080 --model deepseek-ai/DeepSeek-R1 --tensor-parallel-size 8 "
+         "--pipeline-parallel-size 2 --trust-remote-code --max-model-len 4096"),
+    # --------------------------------------------------------- deployment guides
+    Line("cors-allowed-origins", "https://github.com/P2Enjoy/local-opencode-stack/blob/main/"
+         "MODELS.md",
+         "model --host 0.0.0.0 --port 8000 --api-key sk-your-secret-key "
+         "--allowed-origins '[\"https://example.com\"]'"),
+    # Flags the issue lists for which no published full command line was found: the
+    # flag syntax of vLLM's CLI reference (https://docs.vllm.ai/en/latest/cli/serve/),
+    # on the model of the OpenAI-compatible server page.
+    Line("constructed-ssl-max-log-len", "constructed from the --ssl-keyfile, --ssl-certfile, "
+         "--max-log-len and --enable-log-requests entries of "
+         "https://docs.vllm.ai/en/latest/cli/serve/",
+         "NousResearch/Meta-Llama-3-8B-Instruct --ssl-keyfile /etc/vllm/tls.key "
+         "--ssl-certfile /etc/vllm/tls.crt --enable-log-requests --max-log-len 256"),
+]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No S1_* or VLLM_API_KEY from the caller's environment; a scratch working directory."""
+    for name in list(os.environ):
+        if name.startswith("S1_") or name == "VLLM_API_KEY":
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def vllm_serve_args(argv: list[str]) -> argparse.Namespace:
+    """The namespace ``vllm serve ARGV`` runs with (vllm/entrypoints/cli/serve.py)."""
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    args = make_arg_parser(FlexibleArgumentParser()).parse_args(argv)
+    if getattr(args, "model_tag", None) is not None:
+        args.model = args.model_tag
+    validate_parsed_serve_args(args)
+    return args
+
+
+def s1_expected(vllm_args: argparse.Namespace, env_api_key: str | None) -> dict[str, Any]:
+    """``vllm serve``'s namespace with s1-serve's documented defaults applied."""
+    expected = dict(vars(vllm_args))
+    if expected["host"] is None:
+        expected["host"] = "127.0.0.1"
+    if not expected["served_model_name"]:
+        expected["served_model_name"] = [vllm_args.model]
+    # vLLM's server takes --api-key, else VLLM_API_KEY (serve/middleware/register.py).
+    keys = list(expected["api_key"] or []) or ([env_api_key] if env_api_key else [])
+    expected["api_key"] = keys or None
+    return expected
+
+
+def field_diffs(got: dict[str, Any], expected: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    return {k: (got.get(k, MISSING), expected.get(k, MISSING))
+            for k in sorted(set(got) | set(expected))
+            if got.get(k, MISSING) != expected.get(k, MISSING)}
+
+
+def write_files(line: Line, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, text in line.files.items():
+        path = Path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    for name, value in line.env.items():
+        monkeypatch.setenv(name, value)
+
+
+def test_corpus_size_and_sources() -> None:
+    assert len(CORPUS) >= 25
+    assert len({line.id for line in CORPUS}) == len(CORPUS)
+    assert all(line.source for line in CORPUS)
+    text = " ".join(line.line + " ".join(line.files.values()) for line in CORPUS)
+    for flag in ("kv-cache-dtype fp8", "kv-cache-dtype: fp8", "--enable-prefix-caching",
+                 "max-num-batched-tokens", "--lora-modules", "--config", "--uvicorn-log-level",
+                 "--ssl-keyfile", "--root-path", "--max-log-len", "-tp 8", "--api-key"):
+        assert flag in text, f"the corpus has no line with {flag}"
+    def names(argv: list[str]) -> list[str]:
+        rest = argv[argv.index("--served-model-name") + 1:]
+        return rest[:next((i for i, a in enumerate(rest) if a.startswith("-")), len(rest))]
+
+    assert any(len(names(line.argv)) >= 2 for line in CORPUS
+               if "--served-model-name" in line.argv), (
+        "the corpus has no --served-model-name with two names")
+
+
+@pytest.mark.parametrize("line", CORPUS, ids=[line.id for line in CORPUS])
+def test_line_parses_as_vllm_serve(line: Line, monkeypatch: pytest.MonkeyPatch) -> None:
+    from server.cli import VLLM_OWNED, parse
+
+    write_files(line, monkeypatch)
+    vllm_args = vllm_serve_args(line.argv)
+    try:
+        args, settings = parse(line.argv)
+    except SystemExit as exc:
+        pytest.fail(f"{line.source}: `vllm serve {line.line}` parses, `s1-serve` exits: {exc}")
+    expected = s1_expected(vllm_args, line.env.get("VLLM_API_KEY"))
+    diffs = field_diffs(vars(args), expected)
+    assert not diffs, (f"{line.source}: `{line.line}` parses differently under s1-serve "
+                       f"(field: (s1-serve, expected from vllm serve)): {diffs}")
+    # The mirror the API layer reads (server/settings.py) holds the same values.
+    for name in VLLM_OWNED:
+        value = getattr(vllm_args, name, None)
+        if value is None or name in ("served_model_name", "log_level"):
+            continue
+        assert getattr(settings, name) == value, (
+            f"{line.source}: Settings.{name}={getattr(settings, name)!r}, vLLM parsed {value!r}")
+    assert settings.model_name == expected["served_model_name"][0]
+    assert settings.api_keys == (expected["api_key"] or [])
+    assert settings.cors_origins == expected["allowed_origins"]
+
+
+REMOVED = [  # arguments vLLM 0.32 no longer takes: s1-serve must stop the same way
+    Line("ring-1t-fp8-use-inductor", RECIPES + "inclusionAI/Ring-1T-FP8.md (8xH200)",
+         "inclusionAI/Ring-1T-FP8 --trust-remote-code --tensor-parallel-size 8 "
+         "--gpu-memory-utilization 0.97 --max-num-seqs 32 --kv-cache-dtype fp8 "
+         "--compilation-config '{\"use_inductor\": false}' --served-model-name Ring-1T-FP8"),
+    Line("ernie45-vl-disable-log-requests", RECIPES + "Ernie/Ernie4.5-VL.md",
+         "baidu/ERNIE-4.5-VL-28B-A3B-PT --tensor-parallel-size 4 --gpu-memory-utilization 0.9 "
+         "--disable-log-requests --trust-remote-code"),
+    Line("qwen3-amd-swap-space", RECIPES + "Qwen/Qwen3.md",
+         "Qwen/Qwen3-235B-A22B --trust-remote-code -tp 4 --disable-log-requests "
+         "--swap-space 32 --distributed-executor-backend mp --max-num-batched-tokens 32768 "
+         "--max-model-len 32768 --no-enable-prefix-caching --gpu-memory-utilization 0.8"),
+]
+
+
+@pytest.mark.parametrize("line", REMOVED, ids=[line.id for line in REMOVED])
+def test_line_vllm_rejects_is_rejected(line: Line, capsys: pytest.CaptureFixture) -> None:
+    from server.cli import parse
+
+    with pytest.raises(SystemExit) as vllm_exit:
+        vllm_serve_args(line.argv)
+    vllm_err = capsys.readouterr().err
+    with pytest.raises(SystemExit) as s1_exit:
+        parse(line.argv)
+    s1_err = capsys.readouterr().err
+    assert s1_exit.value.code == vllm_exit.value.code == 2
+    assert "error: " in vllm_err and "error: " in s1_err
+    assert s1_err[s1_err.index("error: "):] == vllm_err[vllm_err.index("error: "):], (
+        "s1-serve's usage error differs from vLLM's")
+
+
+# -------------------------------------------------------- S1_<DEST> variables
+BASE = "deepseek-ai/DeepSeek-V3.2-Exp -tp 8"  # recipes: DeepSeek/DeepSeek-V3_2-Exp.md
+
+
+@pytest.mark.parametrize(("env", "flags"), [
+    ({"S1_MAX_NUM_BATCHED_TOKENS": "4096"}, "--max-num-batched-tokens 4096"),
+    ({"S1_KV_CACHE_DTYPE": "fp8"}, "--kv-cache-dtype fp8"),
+    ({"S1_ENABLE_PREFIX_CACHING": "true"}, "--enable-prefix-caching"),
+    ({"S1_ENABLE_PREFIX_CACHING": "0"}, "--no-enable-prefix-caching"),
+    ({"S1_TRUST_REMOTE_CODE": "1"}, "--trust-remote-code"),
+    ({"S1_SERVED_MODEL_NAME": "a,b"}, "--served-model-name a b"),
+    ({"S1_MAX_MODEL_LEN": "32768"}, "--max-model-len 32768"),
+    ({"S1_HOST": "0.0.0.0"}, "--host 0.0.0.0"),
+    ({"S1_UVICORN_LOG_LEVEL": "warning", "S1_ROOT_PATH": "/llm"},
+     "--uvicorn-log-level warning --root-path /llm"),
+], ids=lambda v: ",".join(v) if isinstance(v, dict) else None)
+def test_s1_env_sets_vllm_argument(env: dict[str, str], flags: str,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from server.cli import parse
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    args, _ = parse(shlex.split(BASE))
+    for name in env:  # the reference parse runs without them
+        monkeypatch.delenv(name)
+    expected = s1_expected(vllm_serve_args(shlex.split(f"{BASE} {flags}")), None)
+    assert not field_diffs(vars(args), expected), field_diffs(vars(args), expected)
+
+
+@pytest.mark.parametrize(("env", "flags", "dest", "value"), [
+    ({"S1_MAX_NUM_BATCHED_TOKENS": "4096"}, "--max-num-batched-tokens 8192",
+     "max_num_batched_tokens", 8192),
+    ({"S1_ENABLE_PREFIX_CACHING": "true"}, "--no-enable-prefix-caching",
+     "enable_prefix_caching", False),
+    ({"S1_SERVED_MODEL_NAME": "a,b"}, "--served-model-name c", "served_model_name", ["c"]),
+    ({"S1_HOST": "0.0.0.0"}, "--host 10.0.0.1", "host", "10.0.0.1"),
+])
+def test_flag_wins_over_s1_env(env: dict[str, str], flags: str, dest: str, value: Any,
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from server.cli import parse
+
+    for name, val in env.items():
+        monkeypatch.setenv(name, val)
+    args, _ = parse(shlex.split(f"{BASE} {flags}"))
+    assert getattr(args, dest) == value
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("S1_MAX_MODEL_LEN", "abc"),
+    ("S1_MAX_NUM_SEQS", "many"),
+    ("S1_ENABLE_PREFIX_CACHING", "maybe"),
+    ("S1_KV_CACHE_DTYPE", "fp9"),  # `--kv-cache-dtype fp9` is an error in vLLM's parser
+])
+def test_bad_s1_env_exits_naming_the_variable(name: str, value: str,
+                                              monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture) -> None:
+    from server.cli import parse
+
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as exc:
+        parse(shlex.split(BASE))
+    message = f"{exc.value.code} {capsys.readouterr().err}"
+    assert exc.value.code != 0 and name in message, (
+        f"{name}={value!r} must stop s1-serve with a message naming {name}; got {message!r}")
+
+
+# ------------------------------------------------------------ keys and origins
+def test_vllm_api_key_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
+    from server.cli import parse
+
+    monkeypatch.setenv("VLLM_API_KEY", "from-env")
+    args, settings = parse(shlex.split(BASE))
+    assert args.api_key == ["from-env"] and settings.api_keys == ["from-env"]
+    assert settings.all_api_keys() == ["from-env"]
+
+
+def test_api_key_flag_wins_over_vllm_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As vLLM's server: ``args.api_key or [VLLM_API_KEY]``."""
+    from server.cli import parse
+
+    monkeypatch.setenv("VLLM_API_KEY", "from-env")
+    args, settings = parse(shlex.split(f"{BASE} --api-key k1 k2"))
+    assert args.api_key == ["k1", "k2"] and settings.api_keys == ["k1", "k2"]
+
+
+def test_old_api_keys_spelling() -> None:
+    from server.cli import parse
+
+    args, settings = parse(shlex.split(f"{BASE} --api-keys a,b"))
+    expected = s1_expected(vllm_serve_args(shlex.split(f"{BASE} --api-key a b")), None)
+    assert not field_diffs(vars(args), expected), field_diffs(vars(args), expected)
+    assert settings.api_keys == ["a", "b"]
+
+
+def test_old_cors_origins_spelling() -> None:
+    """``--cors-origins a,b`` = ``--allowed-origins '["a","b"]'`` (server/cli.py's docstring):
+    only those origins, not vLLM's default ``*`` as well."""
+    from server.cli import parse
+
+    args, settings = parse(shlex.split(f"{BASE} --cors-origins https://a.example,"
+                                       "https://b.example"))
+    reference = vllm_serve_args(shlex.split(
+        f"{BASE} --allowed-origins " + shlex.quote('["https://a.example","https://b.example"]')))
+    expected = s1_expected(reference, None)
+    assert not field_diffs(vars(args), expected), field_diffs(vars(args), expected)
+    assert settings.cors_origins == ["https://a.example", "https://b.example"]
+
+
+# ------------------------------------------------------------- version check
+def test_check_vllm_version() -> None:
+    from server.cli import TESTED_VLLM, check_vllm_version
+
+    check_vllm_version(False)  # the installed one is the tested one
+    check_vllm_version(False, TESTED_VLLM + "+cu128")  # a local build of the same release
+    with pytest.raises(SystemExit) as exc:
+        check_vllm_version(False, "0.33.0")
+    assert "0.33.0" in str(exc.value) and TESTED_VLLM in str(exc.value)
+    assert "--allow-untested-vllm" in str(exc.value)
+    check_vllm_version(True, "0.33.0")  # allowed: a warning, no exit
+
+
+def test_parse_refuses_untested_vllm(monkeypatch: pytest.MonkeyPatch) -> None:
+    import vllm
+
+    from server.cli import parse
+
+    monkeypatch.setattr(vllm, "__version__", "0.31.1")
+    with pytest.raises(SystemExit, match="0.31.1"):
+        parse(shlex.split(BASE))
+    args, settings = parse(shlex.split(f"{BASE} --allow-untested-vllm"))
+    assert settings.allow_untested_vllm and not hasattr(args, "allow_untested_vllm")
+
+
+# --------------------------------------------------------- scheduler defaults
+GiB = 1 << 30
+
+
+class FakeCudaPlatform:
+    """The real (CPU) platform, except what the batch defaults read: a CUDA device with an
+    H100's name and 80 GiB. Everything else is the real platform's."""
+
+    device_type = "cuda"
+    device_name = "cuda"
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+        self.queried = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def is_cpu(self) -> bool:
+        return False
+
+    def is_tpu(self) -> bool:
+        return False
+
+    def is_cuda(self) -> bool:
+        return True
+
+    def is_cuda_alike(self) -> bool:
+        return True
+
+    def get_device_total_memory(self, device_id: int = 0) -> int:
+        self.queried += 1
+        return 80 * GiB
+
+    def get_device_name(self, device_id: int = 0) -> str:
+        return "NVIDIA H100 80GB HBM3"
+
+
+def resolved_batch(engine_args: Any, usage_context: Any,
+                   model_config: Any) -> tuple[int, int]:
+    """``(max_num_seqs, max_num_batched_tokens)`` as vLLM resolves them when it builds the
+    engine config (EngineArgs.create_engine_config runs these two steps on the model config
+    before it builds SchedulerConfig from the result)."""
+    from vllm.config import ParallelConfig
+
+    args = copy.deepcopy(engine_args)
+    args._set_default_chunked_prefill_and_prefix_caching_args(model_config)  # noqa: SLF001
+    args._set_default_max_num_seqs_and_batched_tokens_args(  # noqa: SLF001
+        usage_context, model_config, ParallelConfig())
+    return args.max_num_seqs, args.max_num_batched_tokens
+
+
+@pytest.mark.parametrize("flags", [
+    "",  # no batch flags: the device and usage-context defaults decide
+    "--max-num-batched-tokens 10240 --max-num-seqs 128",  # recipes: OpenAI/GPT-OSS.md
+])
+def test_scheduler_defaults_match_vllm_serve(flags: str,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """s1-serve's engine gets ``vllm serve``'s batch sizes on a GPU.
+
+    vLLM picks ``max_num_seqs`` and ``max_num_batched_tokens`` (when the command line sets
+    none) from a table keyed by the usage context and the device: on an H100,
+    ``OPENAI_API_SERVER`` (``vllm serve``) gets 1024 sequences and 8192 tokens per step,
+    ``ENGINE_CONTEXT`` (``AsyncLLM.from_engine_args`` without one) 128 and 2048.
+
+    What is faked, and why: this machine has no GPU, and building the whole engine
+    config needs one (device, memory profiling). ``EngineArgs.get_batch_defaults`` reads
+    only ``current_platform.get_device_total_memory()``, ``get_device_name()``,
+    ``is_tpu()`` and ``is_cpu()``, and ``_set_default_chunked_prefill_and_prefix_caching_args``
+    ``is_cpu()``; server/engine.py reads ``is_cpu()`` (chunked prefill off on CPU). Those
+    are replaced by :class:`FakeCudaPlatform` (an H100: 80 GiB), in vllm.engine.arg_utils
+    and behind ``vllm.platforms.current_platform``; the model config of the demo model is
+    built by vLLM on the real platform, and vLLM's own two default-setting steps run on
+    it. s1-serve's engine arguments are the ones ``server.engine.start_engine`` hands to
+    ``AsyncLLM.from_engine_args`` (patched to record them instead of starting an engine),
+    with the usage context it passes.
+    """
+    import vllm.engine.arg_utils as arg_utils
+    import vllm.platforms
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.usage.usage_lib import UsageContext
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    import server.engine
+    from server.cli import parse
+
+    argv = shlex.split(f"{DEMO_MODEL} {flags}")
+    vllm_engine_args = AsyncEngineArgs.from_cli_args(vllm_serve_args(argv))
+    _, settings = parse(argv)
+
+    fake = FakeCudaPlatform(vllm.platforms.current_platform)
+    calls: list[tuple[Any, Any]] = []
+
+    def record(engine_args: Any, usage_context: Any = None, **kwargs: Any) -> str:
+        calls.append((engine_args, usage_context))
+        return "engine"
+
+    with monkeypatch.context() as m:
+        m.setattr(vllm.platforms, "_current_platform", fake)
+        m.setattr(arg_utils, "current_platform", fake)
+        m.delenv("S1_PARSER_FORMAT", raising=False)
+        m.setattr(server.engine, "export_parser_format", lambda settings: None)
+        m.setattr(AsyncLLM, "from_engine_args", record)
+        assert server.engine.start_engine(settings) == "engine"
+    ((s1_engine_args, s1_usage),) = calls
+    assert s1_usage == UsageContext.OPENAI_API_SERVER, "server/engine.py start_engine"
+
+    # The demo model's config, built by vLLM on the real platform (each side its own).
+    s1_model = s1_engine_args.create_model_config()
+    serve_model = vllm_engine_args.create_model_config()
+    with monkeypatch.context() as m:
+        m.setattr(arg_utils, "current_platform", fake)
+        s1 = resolved_batch(s1_engine_args, s1_usage, s1_model)
+        serve = resolved_batch(vllm_engine_args, UsageContext.OPENAI_API_SERVER, serve_model)
+        engine_context = resolved_batch(vllm_engine_args, UsageContext.ENGINE_CONTEXT,
+                                        serve_model)
+    assert fake.queried >= 3, "the batch defaults did not read the (fake) device memory"
+    assert s1 == serve, (f"s1-serve's (max_num_seqs, max_num_batched_tokens) {s1} != "
+                         f"vllm serve's {serve} on an H100")
+    if flags:
+        assert serve == engine_context == (128, 10240)
+    else:
+        assert serve == (1024, 8192)
+        assert engine_context != serve, (
+            f"ENGINE_CONTEXT {engine_context} should differ from OPENAI_API_SERVER {serve}")

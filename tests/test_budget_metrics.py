@@ -419,12 +419,6 @@ def test_a_closed_stream_counts_no_unfinished_choice(model, vocab, settings):
     assert _delta(before) == dict.fromkeys(COUNTERS, 0.0)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "server bug: fanout.as_one iterates merge() without closing it, so aclose() of the "
-    "tracked stream leaves the fanned-out engine requests running until the event loop "
-    "finalizes the orphaned merge generator (3 loop turns later, or at a gc run when a "
-    "cycle holds it); fix: async with contextlib.aclosing(merge(streams)) in as_one, "
-    "then drop this marker"))
 def test_closing_a_fanned_out_stream_aborts_every_choice_at_once(model, vocab, settings):
     """track's finally awaits ``stream.aclose()`` to abort the engine requests: for a
     fanned-out request that must reach every child before it returns."""

@@ -3,6 +3,8 @@
     python3 /opt/s1-serve/deploy/multinode.py leader   # node rank 0: s1-serve, API + engine
     python3 /opt/s1-serve/deploy/multinode.py worker   # node rank 1..N-1: vLLM's headless workers
     python3 /opt/s1-serve/deploy/multinode.py worker --print   # show the command, run nothing
+    python3 /opt/s1-serve/deploy/multinode.py check    # worker probes: does the leader answer?
+    python3 /opt/s1-serve/deploy/multinode.py drain    # worker preStop: wait for the leader to stop
 
 What: vLLM 0.32 spans one engine over several nodes with its own multiprocessing executor
 (``--nnodes``, ``--node-rank``, ``--master-addr``, ``--master-port``; the other nodes run
@@ -24,7 +26,9 @@ ENGINE_FLAGS below turns them into vLLM's flags for the worker. Knobs (environme
 - MODEL_REVISION: hub revision to serve (``--revision``; default: unset, the hub's main);
 - MULTINODE_MASTER_PORT (29501, vLLM's default): torch.distributed's store on the leader;
 - MULTINODE_JOIN_ATTEMPTS (90) and MULTINODE_JOIN_DELAY_S (10): the worker's retry budget;
-- MULTINODE_CONNECT_TIMEOUT_S (5): one reachability check of the leader's port.
+- MULTINODE_CONNECT_TIMEOUT_S (5): one reachability check of the leader's port;
+- MULTINODE_DRAIN_S (620): the longest a stopping worker waits for its leader to stop first,
+  so that the leader's in-flight requests (S1_SHUTDOWN_GRACE_S) keep their pipeline stage.
 """
 
 from __future__ import annotations
@@ -224,19 +228,38 @@ def join(env: Mapping[str, str], *, sleep: Callable[[float], None] = time.sleep,
             signal.signal(sig, handler)
 
 
+def drain(env: Mapping[str, str], *, sleep: Callable[[float], None] = time.sleep,
+          clock: Callable[[], float] = time.monotonic) -> bool:
+    """Wait while the leader's port still answers, at most MULTINODE_DRAIN_S; True if it closed."""
+    group = Group.from_env(env)
+    limit = _number(env, "MULTINODE_DRAIN_S", float, 620.0, minimum=0)
+    deadline = clock() + limit
+    while leader_reachable(group.leader_address, group.master_port,
+                           group.connect_timeout_s) is None:
+        if clock() >= deadline:
+            return False
+        sleep(2.0)
+    return True
+
+
 def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     env = os.environ if env is None else env
-    if not args or args[0] in ("-h", "--help") or args[0] not in ("leader", "worker") \
-            or args[1:] not in ([], ["--print"]):
+    if not args or args[0] not in ("leader", "worker", "check", "drain") \
+            or args[1:] not in ([], ["--print"]) or (args[1:] and args[0] not in ("leader", "worker")):
         print(__doc__.split("\n\n")[0], file=sys.stdout if args[:1] in (["-h"], ["--help"])
               else sys.stderr)
         return 0 if args[:1] in (["-h"], ["--help"]) else 2
     try:
-        if args[0] == "leader":
-            command = leader_command(env)
-        else:
-            command = worker_command(env)
+        if args[0] in ("check", "drain"):
+            group = Group.from_env(env)
+            if args[0] == "drain":
+                return 0 if drain(env) else 1
+            why = leader_reachable(group.leader_address, group.master_port,
+                                   group.connect_timeout_s)
+            print(why or f"{group.leader_address}:{group.master_port} answers")
+            return 0 if why is None else 1
+        command = leader_command(env) if args[0] == "leader" else worker_command(env)
         if args[1:] == ["--print"]:
             print(shlex.join(command))
             return 0

@@ -11,7 +11,8 @@ the Job downloaded and never reach the hub.
 
 Knobs (environment): S1_MODEL (hub id; a local directory needs no download), MODEL_REVISION
 (branch, tag or commit; default main), HF_HOME (the cache, the image sets it), HF_TOKEN_PATH
-(huggingface_hub reads the token there), MODEL_WAIT_S (3600: how long ``wait`` waits before it
+(huggingface_hub reads the token there), HF_HUB_OFFLINE (1: do not download, only check and
+mark a cache filled some other way, e.g. on an air-gapped cluster), MODEL_WAIT_S (3600: how long ``wait`` waits before it
 fails, so that the pod's events show why it is not starting), MODEL_WAIT_POLL_S (10).
 """
 
@@ -71,8 +72,10 @@ def download(env: Mapping[str, str]) -> str:
     else:
         from huggingface_hub import snapshot_download
 
+        # HF_HUB_OFFLINE=1: only check and mark a cache seeded by other means (air-gapped).
         path = snapshot_download(repo_id=model, revision=revision,
-                                 cache_dir=Path(env["HF_HOME"]) / "hub")
+                                 cache_dir=Path(env["HF_HOME"]) / "hub",
+                                 local_files_only=env.get("HF_HUB_OFFLINE") == "1")
         commit = Path(path).name
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(commit + "\n")

@@ -885,6 +885,19 @@ def test_dashboard_and_prometheus_metrics_are_exported(live_metrics):
 
 
 @pytest.mark.engine
+def test_k8s_autoscaling_and_alert_metrics_are_exported(live_metrics):
+    """Every metric a KEDA query, a prometheus-adapter rule (the HPA) or a PrometheusRule of
+    deploy/k8s names is in /metrics of a running server: a missing one would read as nothing."""
+    from tests.test_k8s_scaleout import k8s_metric_names
+
+    exported = exported_series(live_metrics[0])
+    used = k8s_metric_names()
+    missing = {n: src for n, src in used.items()
+               if n not in exported and n not in PROMETHEUS_SYNTHETIC}
+    assert not missing, f"metrics the server does not export: {missing}"
+
+
+@pytest.mark.engine
 def test_healthcheck_script_against_live_server(live_metrics):
     _, (ok, message) = live_metrics
     assert ok, message

@@ -311,7 +311,7 @@ def test_dockerfile_stages_and_base_images(dockerfile):
     import tomllib
 
     froms = [i for i in dockerfile if i.cmd == "FROM"]
-    assert [f.stage for f in froms] == ["cpu", "gpu"], "the gpu target must be last (default)"
+    assert [f.stage for f in froms] == ["cpu", "router", "gpu"], "gpu must be last (default)"
     global_args = {}
     for ins in dockerfile:
         if ins.cmd == "FROM":
@@ -322,7 +322,7 @@ def test_dockerfile_stages_and_base_images(dockerfile):
     gpu_extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
         "optional-dependencies"]["gpu"]
     vllm_pin = next(r.split("==")[1] for r in gpu_extra if r.startswith("vllm=="))
-    assert froms[1].args.split()[0] == "vllm/vllm-openai:${VLLM_VERSION}"
+    assert froms[2].args.split()[0] == "vllm/vllm-openai:${VLLM_VERSION}"
     assert global_args["VLLM_VERSION"] == f"v{vllm_pin}", "base image and gpu extra differ"
     cpu_base = froms[0].args.split()[0]
     if cpu_base.startswith("${"):

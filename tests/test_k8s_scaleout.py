@@ -15,9 +15,14 @@ No cluster runs here, so the controllers' rules that decided it are encoded as t
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import shlex
+import subprocess
+import sys
+import warnings
+from pathlib import Path
 
 import pytest
 import yaml
@@ -52,7 +57,10 @@ def named(docs: list[dict], kind: str, name: str) -> dict:
 
 
 def workload(docs: list[dict]) -> dict:
-    found = [d for d in docs if d["kind"] in ("Deployment", "LeaderWorkerSet")]
+    """The serving workload (not the router or the pre-pull DaemonSet)."""
+    found = [d for d in docs if d["kind"] in ("Deployment", "LeaderWorkerSet")
+             and d["metadata"]["name"].startswith("s1-serve")
+             and d["metadata"]["name"] != "s1-serve-router"]
     assert len(found) == 1
     return found[0]
 
@@ -332,3 +340,68 @@ def test_k8s_metric_names_are_collected():
     names = k8s_metric_names()
     assert {"vllm:num_requests_waiting", "s1_requests_in_flight", "s1_requests_total",
             "up"} <= set(names)
+
+
+# ------------------------------------------------------------------------------ routing
+@pytest.fixture(scope="module")
+def vllm_router(tmp_path_factory) -> Path:
+    """The Python of a venv holding the router version the Dockerfile's router target pins
+    (its own venv, under .cache/tools like checkov's)."""
+    version = re.search(r"ARG VLLM_ROUTER_VERSION=(\S+)",
+                        (ROOT / "Dockerfile").read_text()).group(1)
+    venv = ROOT / ".cache" / "tools" / f"vllm-router-{version}"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        try:
+            subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True,
+                           capture_output=True, timeout=120)
+            subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet",
+                            f"vllm-router=={version}"], check=True, capture_output=True,
+                           timeout=600)
+        except (subprocess.SubprocessError, OSError) as exc:
+            reason = f"vllm-router {version} could not be installed from PyPI into {venv}: {exc}"
+            warnings.warn(reason, stacklevel=1)
+            pytest.skip(reason)
+    return python
+
+
+def router_args(python: Path, args: list[str]) -> dict:
+    """RouterArgs as the router's own command-line parser makes them (nothing is started)."""
+    code = ("import dataclasses, json, sys\n"
+            "from vllm_router.launch_router import parse_router_args\n"
+            "print(json.dumps(dataclasses.asdict(parse_router_args(sys.argv[1:])), default=str))")
+    out = subprocess.run([str(python), "-c", code, *args], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_router_arguments_are_the_routers(vllm_router):
+    docs = rendered("examples/1xh100-extras")
+    router = named(docs, "Deployment", "s1-serve-router")["spec"]["template"]
+    container = router["spec"]["containers"][0]
+    parsed = router_args(vllm_router, container["args"])
+    assert parsed["policy"] == "cache_aware" and parsed["service_discovery"] is True
+    serving = server_pod(docs)
+    assert parsed["selector"] and matches(parsed["selector"], serving["metadata"]["labels"])
+    assert parsed["service_discovery_namespace"] == NAMESPACE
+    assert parsed["service_discovery_port"] == 8000
+    assert parsed["port"] == next(p["containerPort"] for p in container["ports"]
+                                  if p["name"] == "http")
+    timeout = float(plain_env(serving["spec"]["containers"][0])["S1_REQUEST_TIMEOUT_S"])
+    assert parsed["request_timeout_secs"] > timeout
+    # A wrong flag fails in the same parser (the check can fail).
+    out = subprocess.run([str(vllm_router), "-c",
+                          "from vllm_router.launch_router import parse_router_args; "
+                          "parse_router_args(['--policy', 'prefix'])"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "invalid choice" in out.stderr
+    # It may list and watch pods in its namespace, and nothing more.
+    sa = router["spec"]["serviceAccountName"]
+    binding = named(docs, "RoleBinding", "s1-serve-router")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa,
+                                    "namespace": NAMESPACE}]
+    role = named(docs, "Role", binding["roleRef"]["name"])
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"],
+                              "verbs": ["get", "list", "watch"]}]
+    assert named(docs, "Service", "s1-serve-router")["spec"]["ports"][0]["targetPort"] == "http"

@@ -8,7 +8,8 @@ machine) could not render the manifests it validates. The overlays stay ordinary
 kustomize they use, and tests/test_k8s.py checks it against ``kubectl kustomize`` wherever
 kubectl is installed. Supported, and refused loudly otherwise:
 
-- ``resources`` (files, and folders holding a kustomization), ``namespace``;
+- ``resources`` (files, and folders holding a kustomization), ``namespace`` (also on the
+  ServiceAccount subjects of role bindings);
 - ``patches`` with a ``path`` to a strategic-merge patch (target: the patch's kind and name),
   including ``$patch: delete``; or to a JSON 6902 patch (a list of add/replace/remove
   operations) with a ``target`` naming its kind and name. Built-in kinds merge lists by their Kubernetes merge key
@@ -277,6 +278,11 @@ def build(root: str | Path) -> list[dict]:
     if "namespace" in spec:
         for doc in docs:
             doc["metadata"]["namespace"] = spec["namespace"]
+            # As kustomize does: a binding's ServiceAccount subjects follow into the namespace.
+            if doc["kind"] in ("RoleBinding", "ClusterRoleBinding"):
+                for subject in doc.get("subjects", []):
+                    if subject.get("kind") == "ServiceAccount":
+                        subject.setdefault("namespace", spec["namespace"])
     extra: list[dict] = []
     for conf in spec.get("configurations", []):
         conf_spec = yaml.safe_load((root / conf).read_text()) or {}

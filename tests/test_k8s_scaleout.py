@@ -405,3 +405,25 @@ def test_router_arguments_are_the_routers(vllm_router):
     assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"],
                               "verbs": ["get", "list", "watch"]}]
     assert named(docs, "Service", "s1-serve-router")["spec"]["ports"][0]["targetPort"] == "http"
+
+
+def test_readme_sizing_and_thresholds_are_the_computed_ones():
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("**Sizing**"):readme.index("**What was validated")]
+    rows = [[c.strip() for c in line.strip("|").split("|")]
+            for line in section.splitlines() if line.startswith("| s1.1-32B")]
+    layouts = {"1 × 1 × 1": ("1xh100", 1), "8 × 1 × 1": ("8xh100-tp8", 1),
+               "4 × 1 × 2": ("8xh100-tp4x2", 2), "8 × 2 × 1": ("2x8xh100-multinode", 1)}
+    assert [r[3] for r in rows] == list(layouts)
+    for row in rows:
+        overlay, replicas = layouts[row[3]]
+        plan = memory_plan(overlay, H100_VISIBLE)
+        assert int(row[5].replace(",", "")) == plan.kv_tokens * replicas, row
+        assert float(row[6]) == round(plan.full_sequences * replicas, 1), row
+    names = {"1xh100": "1xh100", "tp8": "8xh100-tp8", "tp4x2": "8xh100-tp4x2",
+             "multi-node": "2x8xh100-multinode"}
+    line = re.search(r"  - 1xh100: .* waiting;.*", readme).group(0)
+    found = re.findall(r"(1xh100|tp8|tp4x2|multi-node): (\d+)(?: in flight)? or (\d+)", line)
+    assert [f[0] for f in found] == list(names)
+    for name, in_flight, waiting in found:
+        assert expected_thresholds(names[name]) == (int(waiting), int(in_flight)), name

@@ -698,6 +698,24 @@ def test_compose_environment_validates_as_settings(service, monkeypatch):
         assert "S1_MODEL" not in env, "the cpu server serves the image's embedded demo model"
 
 
+@pytest.mark.parametrize("service", SERVER_SERVICES)
+def test_compose_publishes_on_loopback_and_drains_within_the_deadline(service, monkeypatch):
+    """Without an opt-in the API is reachable from this machine only; a stop lets every request
+    that is still within S1_REQUEST_TIMEOUT_S finish, inside compose's stop_grace_period."""
+    dotenv = {k: e.value for k, e in parse_env_example().items() if not e.commented}
+    spec = load_compose()["services"][service]
+    for env in ({}, dotenv):
+        host, _, _ = interpolate(str(spec["ports"][0]), env).rpartition(":")
+        assert host.split(":")[0] == "127.0.0.1", (env and ".env.example", host)
+    assert interpolate(str(spec["ports"][0]), {"API_BIND": "0.0.0.0"}).startswith("0.0.0.0:")
+    clear_s1_env(monkeypatch)
+    for key, value in effective_env(service, dotenv).items():
+        monkeypatch.setenv(key, value)
+    settings = Settings()
+    assert settings.shutdown_grace_s >= settings.request_timeout_s > 0
+    assert duration_seconds(spec["stop_grace_period"]) >= settings.shutdown_grace_s + 5 + 10
+
+
 def test_docker_compose_config_when_installed(tmp_path):
     cmd = compose_v2()
     if cmd is None:

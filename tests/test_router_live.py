@@ -26,7 +26,8 @@ def router(vllm_router, api_server, tmp_path_factory):  # noqa: F811 (the fixtur
         "containers"][0]["args"]
     policy = next(a.split("=", 1)[1] for a in args if a.startswith("--policy="))
     port = free_port()
-    log = (tmp_path_factory.mktemp("router") / "router.log").open("w")
+    log_path = tmp_path_factory.mktemp("router") / "router.log"
+    log = log_path.open("w")
     proc = subprocess.Popen([str(vllm_router.parent / "vllm-router"), "--host", "127.0.0.1",
                              "--port", str(port), "--policy", policy,
                              "--prometheus-port", str(free_port()),
@@ -35,7 +36,7 @@ def router(vllm_router, api_server, tmp_path_factory):  # noqa: F811 (the fixtur
     base = f"http://127.0.0.1:{port}"
 
     def healthy() -> bool:
-        assert proc.poll() is None, open(log.name).read()[-3000:]
+        assert proc.poll() is None, log_path.read_text()[-3000:]
         try:
             return httpx.get(f"{base}/health", timeout=5).status_code == 200
         except httpx.TransportError:

@@ -254,6 +254,8 @@ def test_keda_follows_the_layout_and_fails_loudly(overlay):
         query = trigger["metadata"]["query"]
         assert "job=" not in query and f'namespace="{NAMESPACE}"' in query
         assert re.search(r"max by \(pod[,)]", query), "one series per pod whoever scrapes it"
+    # A broken Prometheus must not scale the fleet down: keep what runs.
+    assert scaled["fallback"]["behavior"] == "currentReplicasIfHigher"
     assert scaled["fallback"]["failureThreshold"] >= 1
     assert scaled["minReplicaCount"] >= 1  # never to zero: a cold start takes many minutes
     assert scaled["minReplicaCount"] <= workload(docs)["spec"].get("replicas", 1) \

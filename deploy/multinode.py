@@ -17,8 +17,10 @@ the Ray executor (so nothing here could run it), and a Ray cluster adds a head, 
 store and a join protocol of its own. vLLM's own mode needs nothing beyond the image.
 
 The worker's engine must be configured exactly like the leader's (same model, revision,
-parallel shape, memory and length limits): both pods get the same S1_* variables, and
-ENGINE_FLAGS below turns them into vLLM's flags for the worker. Knobs (environment):
+parallel shape, memory and length limits, and s1-serve's budget-forcing logits processor,
+which runs on the last pipeline stage): both pods get the same S1_* variables, and
+ENGINE_FLAGS, SERVER_DEFAULTS and WORKER_FLAGS below make the worker's vLLM flags from them.
+Knobs (environment):
 
 - set by the LeaderWorkerSet controller: LWS_LEADER_ADDRESS (the leader's DNS name),
   LWS_GROUP_SIZE (nodes in the group), LWS_WORKER_INDEX (this pod's index, 0 = leader);
@@ -59,6 +61,13 @@ BOOL_FLAGS: dict[str, str] = {
     "S1_ENFORCE_EAGER": "--enforce-eager",
     "S1_TRUST_REMOTE_CODE": "--trust-remote-code",
 }
+# What s1-serve always gives its engine, so the worker's must get it too: the server's defaults
+# for settings it passes even when unset (tests/test_multinode.py checks they are the server's),
+# and the budget-forcing logits processor, which runs where sampling happens: with pipeline
+# parallelism, on the last stage, i.e. on a worker node.
+SERVER_DEFAULTS: dict[str, str] = {"S1_MAX_NUM_SEQS": "256", "S1_SEED": "0"}
+WORKER_FLAGS: tuple[str, ...] = ("--logits-processors",
+                                 "server.logits_processor:BudgetLogitsProcessor")
 TRUE = {"1", "true", "yes", "on"}
 FALSE = {"0", "false", "no", "off", ""}
 LWS_ENV = ("LWS_LEADER_ADDRESS", "LWS_GROUP_SIZE", "LWS_WORKER_INDEX")
@@ -134,8 +143,9 @@ def engine_flags(env: Mapping[str, str]) -> list[str]:
     """The engine-shaping S1_* variables as vLLM flags (ENGINE_FLAGS, BOOL_FLAGS)."""
     flags: list[str] = []
     for name, flag in ENGINE_FLAGS.items():
-        if env.get(name):
-            flags += [flag, env[name]]
+        value = env.get(name) or SERVER_DEFAULTS.get(name)
+        if value:
+            flags += [flag, value]
     for name, flag in BOOL_FLAGS.items():
         raw = env.get(name, "").strip().lower()
         if raw not in TRUE | FALSE:
@@ -167,7 +177,7 @@ def worker_command(env: Mapping[str, str]) -> list[str]:
     if not env.get("S1_MODEL"):
         raise ConfigError("S1_MODEL is not set: the worker must load the leader's model")
     return ["vllm", "serve", env["S1_MODEL"], "--headless",
-            *distributed_flags(group, group.leader_address), *engine_flags(env)]
+            *distributed_flags(group, group.leader_address), *engine_flags(env), *WORKER_FLAGS]
 
 
 def leader_reachable(address: str, port: int, timeout: float) -> str | None:

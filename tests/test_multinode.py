@@ -64,6 +64,25 @@ def test_leader_and_worker_commands():
     assert flag(worker, "--tensor-parallel-size") == "8"
     assert flag(worker, "--pipeline-parallel-size") == "2"
     assert "--enforce-eager" in worker and "--trust-remote-code" not in worker
+    # What the server always gives its engine: the same defaults, the budget processor.
+    assert flag(worker, "--max-num-seqs") == "256" and flag(worker, "--seed") == "0"
+    assert flag(worker, "--logits-processors") == "server.logits_processor:BudgetLogitsProcessor"
+
+
+def test_worker_defaults_are_the_servers():
+    from server.engine import engine_args
+    from server.logits_processor import BudgetLogitsProcessor
+    from server.settings import Settings
+
+    fields = Settings.model_fields
+    for name, value in multinode.SERVER_DEFAULTS.items():
+        assert str(fields[name.removeprefix("S1_").lower()].default) == value, name
+    for name in [*multinode.ENGINE_FLAGS, *multinode.BOOL_FLAGS]:
+        assert name.removeprefix("S1_").lower() in fields, name
+    # The processor named for the worker is the one the server gives its own engine.
+    module, _, cls = multinode.WORKER_FLAGS[1].partition(":")
+    assert (BudgetLogitsProcessor.__module__, BudgetLogitsProcessor.__name__) == (module, cls)
+    assert BudgetLogitsProcessor in engine_args(Settings()).logits_processors
 
 
 @pytest.mark.parametrize(("env", "message"), [
@@ -124,6 +143,8 @@ def test_vllm_accepts_the_worker_command_and_forms_the_world():
     assert parallel.node_rank_within_dp == 1  # > 0: `vllm serve --headless` runs workers only
     assert parallel.distributed_executor_backend == "mp"
     assert (parallel.master_addr, parallel.master_port) == (LEADER, 29501)
+    assert config.scheduler_config.max_num_seqs == 256
+    assert config.model_config.logits_processors == [multinode.WORKER_FLAGS[1]]
     # The leader's vLLM flags (s1-serve passes them on) parse the same way.
     leader = multinode.leader_command(group_env(0, MODEL_REVISION="v1"))
     leader_args = parser.parse_args(["serve", str(DEMO_MODEL), *leader[1:]])

@@ -83,6 +83,8 @@ def test_lws_can_create_its_headless_service(overlay):
     address = f"{name}-0.{name}.{NAMESPACE}"
     assert address.split(".")[1] == name and len(name) <= 63
     assert lws["spec"]["leaderWorkerTemplate"]["restartPolicy"] == "RecreateGroupAfterStart"
+    # LeaderReady would wait for a leader that is Ready only once its worker has joined.
+    assert lws["spec"]["startupPolicy"] == "LeaderCreated"
     # The client Service reaches leaders only (workers serve no HTTP).
     service = named(docs, "Service", "s1-serve")
     assert service["spec"]["selector"]["leaderworkerset.sigs.k8s.io/worker-index"] == "0"

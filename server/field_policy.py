@@ -87,7 +87,7 @@ def check(surface: str, body: Mapping[str, Any], known: frozenset[str],
             raise bad_request(reason, name)
     if strict:
         for name in unknown:
-            if name not in HARMLESS and name not in _vllm_fields():
+            if name not in HARMLESS and name not in UNSUPPORTED and name not in _vllm_fields():
                 raise bad_request(_unknown(name, surface, known), name)
     logger.debug("%s: ignoring fields that change nothing: %s", surface, ", ".join(unknown))
 

@@ -39,6 +39,8 @@ with it).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 from array import array
 from dataclasses import dataclass
@@ -112,6 +114,41 @@ def spec_from_params(params: SamplingParams) -> tuple[BudgetSpec, int | None] | 
     return (spec, seed) if spec.active else None
 
 
+def fallback_seed(payload: dict) -> int:
+    """A decision seed derived from the budget payload alone (no process state), for a
+    request that reached the engine without one: every rank derives the same."""
+    text = json.dumps(payload, sort_keys=True, default=sorted)
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") >> 1
+
+
+def request_budget(params: SamplingParams) -> tuple[BudgetSpec, int] | None:
+    """The request's active budget and its decision seed (derived when none was sent)."""
+    found = spec_from_params(params)
+    if found is None:
+        return None
+    spec, seed = found
+    return spec, fallback_seed(params.extra_args[EXTRA_ARGS_KEY]) if seed is None else seed
+
+
+def check_request(params: SamplingParams) -> None:
+    """Admission check (``validate_params``, in the frontend process, once per request).
+
+    Refuses ``bad_words`` and ``allowed_token_ids`` with a budget: a forced token would
+    override them silently. Gives a request without a decision seed one, drawn here
+    once, so every tensor-parallel rank receives the same seed."""
+    found = spec_from_params(params)
+    if found is None:
+        return
+    for name in ("bad_words", "allowed_token_ids"):
+        if getattr(params, name, None):
+            raise BudgetError(
+                f"{name} cannot be combined with a thinking budget: budget forcing emits "
+                "delimiter and continuation tokens that these settings would forbid", name)
+    payload = params.extra_args[EXTRA_ARGS_KEY]
+    if found[1] is None:
+        payload["seed"] = random.getrandbits(63)
+
+
 @dataclass(slots=True)
 class _Row:
     state: BudgetState
@@ -134,7 +171,7 @@ class BudgetLogitsProcessor(LogitsProcessor):
 
     @classmethod
     def validate_params(cls, sampling_params: SamplingParams) -> None:
-        spec_from_params(sampling_params)  # raises BudgetError, a ValueError -> HTTP 400
+        check_request(sampling_params)  # raises BudgetError, a ValueError -> HTTP 400
 
     def __init__(self, vllm_config: VllmConfig | None, device: torch.device,
                  is_pin_memory: bool) -> None:
@@ -167,7 +204,7 @@ class BudgetLogitsProcessor(LogitsProcessor):
                 rows[a] = row_b
 
     def _new_row(self, params: SamplingParams, out: list[int]) -> _Row | None:
-        found = spec_from_params(params)
+        found = request_budget(params)
         if found is None:
             return None
         spec, seed = found
@@ -180,8 +217,7 @@ class BudgetLogitsProcessor(LogitsProcessor):
         row = _Row(
             state=BudgetState(spec),
             out=out,
-            # Only for direct engine users who send no seed; the server always sends one.
-            seed=random.getrandbits(63) if seed is None else seed,
+            seed=seed,
             greedy=greedy,
         )
         row.inv_t_bits = 0 if greedy else float32_bits(1.0 / temperature)
@@ -226,6 +262,9 @@ class BudgetLogitsProcessor(LogitsProcessor):
             elif n == pos:
                 action = state.decide()
             else:  # several new tokens (a re-added row), or a placeholder not yet repaired
+                if n < pos:  # the runner shortened the list in place (KV-load failure)
+                    state = row.state = BudgetState(state.spec)
+                    row.u_bits = None
                 _catch_up(state, out, n)
                 action = DONE if state.done else state.decide()
             if action == FREE:

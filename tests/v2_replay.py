@@ -50,6 +50,7 @@ class HostUva:
     def __init__(self, size: int, dtype: torch.dtype, max_concurrency: int | None = None) -> None:
         self.cpu = torch.zeros(size, dtype=dtype)
         self.np = self.cpu.numpy()
+        self.device = HostUva.device  # where its readers live: fixed at construction
         self.gpu = self.cpu.clone().to(self.device)
 
     def copy_to_uva(self, n: int | None = None) -> torch.Tensor:

@@ -21,7 +21,8 @@ ids) and hands the logits-dependent part to :func:`server.logits_edit.apply_plan
 through one packed int64 plan and one non-blocking host-to-device copy: no
 host synchronisation per step. Rows with nothing to enforce cost a few
 attribute reads; batches without budgets return at once; rows whose thinking
-is over leave.
+is over are parked: they cost a length check, so that a list the runner
+shortens in place (a KV-load failure, ``gpu_model_runner.py``) rebuilds the row.
 
 Under tensor parallelism every rank runs this processor on identical inputs.
 Decisions depend only on token ids, logits and the request's decision seed
@@ -33,8 +34,14 @@ Approximation: the attempt probability is computed from the logits this
 processor sees, i.e. after ``logit_bias``/``min_tokens`` but before penalties,
 top-k, top-p and min-p, which vLLM applies later.
 
-Speculative decoding is not supported (vLLM refuses custom logits processors
-with it).
+Speculative decoding is not supported on the V1 runner (vLLM refuses custom
+logits processors with it); :mod:`server.logits_processor_v2` is the Model
+Runner V2 processor, with the same decisions, that supports it.
+
+A request without a decision seed gets one in :meth:`validate_params` (the
+frontend, once, before the request reaches any rank); one that reaches the
+engine without any derives it from its budget (:func:`fallback_seed`), never
+from a process's own random state.
 """
 
 from __future__ import annotations
@@ -164,6 +171,7 @@ class _Row:
     inv_t_bits: int = 0
     u_start: int = 0  # uniform draws for positions u_start, u_start + 1, ... (sampled rows)
     u_bits: list[int] | None = None
+    done: bool = False  # nothing left to enforce, unless the runner shortens the list
 
 
 class BudgetLogitsProcessor(LogitsProcessor):
@@ -249,7 +257,6 @@ class BudgetLogitsProcessor(LogitsProcessor):
         held: list[int] = []
         greedy: list[int] = []
         sampled: list[int] = []
-        finished: list[int] = []
         width = self.width
         pad = (FORCED, 0, *((-1,) * width), 0)  # kind, 1/T, attempts, u: unused when forced
         for index, row in rows.items():
@@ -257,6 +264,10 @@ class BudgetLogitsProcessor(LogitsProcessor):
             out = row.out
             n = len(out)
             pos = state.position
+            if row.done:
+                if n >= pos:
+                    continue
+                row.done = False
             if n == pos + 1 and out[pos] >= 0:
                 action = state.advance(out[pos])
             elif n == pos:
@@ -292,10 +303,8 @@ class BudgetLogitsProcessor(LogitsProcessor):
                 held.append(index)
                 held += row.hold_plan
                 held.append(0)
-            else:  # DONE: thinking is over, the row leaves
-                finished.append(index)
-        for index in finished:
-            del rows[index]
+            else:  # DONE: thinking is over; the row stays only to notice a rewind
+                row.done = True
         cols = FIXED_COLUMNS + width
         n_forced, n_held, n_greedy = len(forced) // cols, len(held) // cols, len(greedy) // cols
         if not (n_forced or n_held or n_greedy or sampled):

@@ -87,6 +87,7 @@ class Rows:
     def __init__(self, state: torch.Tensor, const: torch.Tensor, strings: torch.Tensor,
                  sets: torch.Tensor, width: int) -> None:
         self.s = list(state.unbind(1))
+        self.const = const
         self.c = const.unbind(1)
         self.strings = strings
         self.attempts = sets[:, :width]

@@ -33,6 +33,7 @@ grammar and before temperature and top-k/top-p.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -45,7 +46,7 @@ from vllm.v1.worker.gpu.sample.logits_processor import (
 )
 
 from server.budget import FORCE, GUARD, GUARD_TURN, HOLD
-from server.budget_device import C_ACTIVE, C_GREEDY, C_INV_T, C_SEED, S_POS, Rows, SlotTable
+from server.budget_device import C_ACTIVE, C_GREEDY, C_INV_T, C_SEED, S_POS, SlotTable
 from server.budget_device import decide as decide_rows
 from server.budget_device import observe as observe_rows
 from server.budget_device import uniform_bits as device_uniform_bits
@@ -65,6 +66,15 @@ def speculative_tokens(vllm_config: VllmConfig | None) -> int:
     return int(getattr(spec, "num_speculative_tokens", 0) or 0) if spec is not None else 0
 
 
+def choose_kernels(device: torch.device) -> str:
+    """``triton`` on CUDA (two launches for the state machine), else ``torch``;
+    ``S1_BUDGET_KERNELS=torch|triton`` overrides."""
+    forced = os.environ.get("S1_BUDGET_KERNELS", "").strip().lower()
+    if forced in ("torch", "triton"):
+        return forced
+    return "triton" if device.type == "cuda" else "torch"
+
+
 class BudgetLogitsProcessorV2(LogitsProcessor):
     """Per-request thinking budgets (min and max) for Model Runner V2, on the device."""
 
@@ -73,8 +83,9 @@ class BudgetLogitsProcessorV2(LogitsProcessor):
         check_request(sampling_params)  # BudgetError is a ValueError -> HTTP 400
 
     def __init__(self, vllm_config: VllmConfig | None, req_states: LogitsProcRequestState,
-                 num_speculative_tokens: int | None = None) -> None:
+                 num_speculative_tokens: int | None = None, kernels: str | None = None) -> None:
         self.req_states = req_states
+        self.kernels = kernels or choose_kernels(req_states.device)
         n = req_states.max_num_reqs
         self.table = SlotTable(n, req_states.vocab_size, req_states.device)
         self.num_spec = (speculative_tokens(vllm_config) if num_speculative_tokens is None
@@ -113,27 +124,51 @@ class BudgetLogitsProcessorV2(LogitsProcessor):
         mine = slots[self.budgeted[slots]]
         if mine.size == 0:
             return logits
-        steps = int(self.pending[mine].max())
-        self._catch_up(steps)
-        rows_per_req = 1 + self.num_spec
-        self.pending[slots] = rows_per_req  # what this step can commit, seen next step
         n_rows = logits.shape[0]
+        emap = ctx.expanded_idx_mapping
+        if self.kernels == "triton":
+            action, token, pos, const, attempts, turns = self._decide_triton(ctx)
+        else:
+            action, token, pos, const, attempts, turns = self._decide_torch(ctx, n_rows)
+        action = torch.where(emap >= 0, action, 0)
+        n_sampled = min(n_rows, int(self.sampled[mine].sum()) * (1 + self.num_spec))
+        any_greedy = bool((~self.sampled[mine]).any())
+        edit_logits(logits, attempts, turns, const, pos, action, token, any_greedy, n_sampled)
+        return logits
+
+    def _decide_triton(self, ctx: LogitsContext) -> tuple[torch.Tensor, ...]:
+        """Catch-up and decisions in two kernel launches (:mod:`server.budget_triton`)."""
+        from server import budget_triton
+
+        rs, table = self.req_states, self.table
+        budget_triton.catch_up(table, ctx.idx_mapping, rs.all_token_ids.gpu, rs.prompt_len.gpu,
+                               rs.total_len.gpu)
+        emap = ctx.expanded_idx_mapping
+        action, token, pos = budget_triton.decide_rows(table, emap, ctx.expanded_local_pos,
+                                                       ctx.input_ids)
+        idx = emap.clamp(min=0).long()
+        const, sets = table.const.index_select(0, idx), table.sets.index_select(0, idx)
+        w = table.width
+        return action, token, pos, const, sets[:, :w], sets[:, w:2 * w]
+
+    def _decide_torch(self, ctx: LogitsContext, n_rows: int) -> tuple[torch.Tensor, ...]:
+        """The same in eager torch: a host-known number of masked steps."""
+        slots = ctx.idx_mapping_np
+        mine = slots[self.budgeted[slots]]
+        self._catch_up(int(self.pending[mine].max()))
+        self.pending[slots] = 1 + self.num_spec  # what this step can commit, seen next step
         emap = ctx.expanded_idx_mapping
         rows = self.table.rows(emap.clamp(min=0).long())
         drafts = self.num_spec if n_rows > slots.shape[0] else 0
         if drafts:
             local = ctx.expanded_local_pos.long()
-            first = torch.arange(n_rows, device=logits.device) - local
+            first = torch.arange(n_rows, device=emap.device) - local
             input_ids = ctx.input_ids.long()
             for d in range(1, drafts + 1):
                 tok = input_ids.index_select(0, (first + d).clamp(max=n_rows - 1))
                 observe_rows(rows, tok, local >= d)
         action, token = decide_rows(rows, self.table.nl)
-        action = torch.where(emap >= 0, action, 0)
-        n_sampled = min(n_rows, int(self.sampled[mine].sum()) * rows_per_req)
-        any_greedy = bool((~self.sampled[mine]).any())
-        edit_logits(logits, rows, action, token, any_greedy, n_sampled)
-        return logits
+        return action, token, rows.s[S_POS], rows.const, rows.attempts, rows.turns
 
     def _catch_up(self, steps: int) -> None:
         """Observe up to ``steps`` committed tokens per slot (fewer where fewer exist)."""
@@ -154,9 +189,11 @@ class BudgetLogitsProcessorV2(LogitsProcessor):
         self.table.store(rows)
 
 
-def edit_logits(logits: torch.Tensor, rows: Rows, action: torch.Tensor, token: torch.Tensor,
+def edit_logits(logits: torch.Tensor, attempts: torch.Tensor, turns: torch.Tensor,
+                const: torch.Tensor, pos: torch.Tensor, action: torch.Tensor, token: torch.Tensor,
                 any_greedy: bool, n_sampled: int) -> None:
-    """Apply each row's decision to ``logits`` in place, without a host sync.
+    """Apply each row's decision to ``logits`` in place, without a host sync. Per row:
+    its slot's attempt and end-of-turn id sets, constants (``const``) and position.
 
     ``n_sampled`` bounds the rows that may be sampled guarded rows: the attempt
     probability (a softmax over the vocabulary) is computed for that many rows only,
@@ -164,10 +201,10 @@ def edit_logits(logits: torch.Tensor, rows: Rows, action: torch.Tensor, token: t
     n = logits.shape[0]
     guard = (action == GUARD) | (action == GUARD_TURN)
     masked = guard | (action == HOLD)
-    sets = torch.where((action == GUARD_TURN).unsqueeze(1), rows.turns, rows.attempts)
+    sets = torch.where((action == GUARD_TURN).unsqueeze(1), turns, attempts)
     valid = sets >= 0
     idx = torch.where(valid, sets, sets[:, :1]).clamp(min=0)
-    greedy = rows.c[C_GREEDY] != 0
+    greedy = const[:, C_GREEDY] != 0
     hit = torch.zeros(n, dtype=torch.bool, device=logits.device)
     if any_greedy:
         winners = logits.argmax(dim=1)
@@ -175,14 +212,14 @@ def edit_logits(logits: torch.Tensor, rows: Rows, action: torch.Tensor, token: t
     if n_sampled:
         want = guard & ~greedy
         order = torch.argsort((~want).to(torch.uint8), stable=True)[:n_sampled]
-        inv_t = rows.c[C_INV_T].index_select(0, order).to(torch.int32).view(torch.float32)
+        inv_t = const[:, C_INV_T].index_select(0, order).to(torch.int32).view(torch.float32)
         probs = torch.softmax(logits.index_select(0, order) * inv_t.to(logits.dtype).unsqueeze(1),
                               dim=1)
         p_attempt = probs.gather(1, idx.index_select(0, order)).masked_fill_(
             ~valid.index_select(0, order), 0.0).sum(dim=1)
         del probs
-        u = device_uniform_bits(rows.c[C_SEED].index_select(0, order),
-                                rows.s[S_POS].index_select(0, order))
+        u = device_uniform_bits(const[:, C_SEED].index_select(0, order),
+                                pos.index_select(0, order))
         tried = (u.to(torch.float64) < p_attempt.to(torch.float64) * _TWO_53)
         hit = hit.index_copy(0, order, hit.index_select(0, order) | (tried & want.index_select(0, order)))
     # Masked rows lose their attempt ids; forced rows and guarded rows whose model tried

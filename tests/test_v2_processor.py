@@ -194,3 +194,28 @@ def test_device_draws_are_the_host_draws() -> None:
     got = uniform_bits(torch.tensor(seeds).repeat_interleave(5), torch.tensor(positions * 5))
     expected = [host_uniform_bits(s, p) for s in seeds for p in positions]
     assert got.tolist() == expected
+
+
+@pytest.fixture
+def interpreted_kernels(monkeypatch: pytest.MonkeyPatch):
+    """The Triton kernels, run by Triton's interpreter on CPU tensors."""
+    import importlib
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    import server.budget_triton as kernels
+
+    yield importlib.reload(kernels)
+    monkeypatch.delenv("TRITON_INTERPRET")
+    importlib.reload(kernels)
+
+
+@pytest.mark.parametrize("num_spec", [0, 3])
+def test_triton_kernels_decide_as_the_reference(interpreted_kernels, num_spec: int) -> None:
+    seed = 1
+    expected = reference_outputs(mixed_requests(v2_replay.Req, seed))
+    make = lambda lp: BudgetLogitsProcessorV2(None, lp, num_speculative_tokens=num_spec,  # noqa: E731
+                                              kernels="triton")
+    replay = v2_replay.V2Replay(make, VOCAB, num_spec=num_spec, order_seed=seed,
+                                drafts=oracle_drafts(expected) if num_spec else None)
+    assert replay.run(schedule(mixed_requests(v2_replay.Req, seed)), 80) == expected
+    assert replay.accepted > 10 or not num_spec

@@ -184,3 +184,80 @@ def decide_rows(table: SlotTable, emap: torch.Tensor, local: torch.Tensor,
         table.nl.stride(0), action, token, pos, table.strings_width, NS=N_STATE, NC=N_CONST,
         W=table.width)
     return action, token, pos
+
+
+@triton.jit
+def _uniform_bits(seed, position):
+    """:func:`server.draws.uniform_bits` (splitmix64, wrapping int64, masked shifts)."""
+    z = seed * -7046029254386353131 + (position + 1) * -4658895280553007687
+    z = (z ^ ((z >> 30) & 17179869183)) * -4658895280553007687
+    z = (z ^ ((z >> 27) & 137438953471)) * -7723592293110705685
+    z = z ^ ((z >> 31) & 8589934591)
+    return (z >> 11) & 9007199254740991
+
+
+@triton.jit
+def _edit_kernel(logits_ptr, stride, V, action_ptr, token_ptr, pos_ptr, emap_ptr, const_ptr,
+                 sets_ptr, NC: tl.constexpr, W: tl.constexpr, BLOCK: tl.constexpr):
+    """One logits row: :func:`server.logits_processor_v2.edit_logits` for that row; a
+    FREE row returns at once, so only edited rows touch their logits."""
+    row = tl.program_id(0).to(tl.int64)
+    action = tl.load(action_ptr + row)
+    if action != 0:
+        base = logits_ptr + row * stride
+        token = tl.load(token_ptr + row)
+        slot = tl.maximum(tl.load(emap_ptr + row).to(tl.int64), 0)
+        c = const_ptr + slot * NC
+        sets = sets_ptr + slot * 3 * W + tl.where(action == 3, W, 0)
+        hit = action == 1  # FORCE: the whole row goes
+        if (action == 2) | (action == 3):  # guarded: did the model try?
+            if tl.load(c + 15) != 0:  # greedy: an attempt id wins the argmax (first max)
+                best = tl.load(base).to(tl.float32)
+                best_idx = 0
+                for start in range(0, V, BLOCK):
+                    offs = start + tl.arange(0, BLOCK)
+                    x = tl.load(base + offs, mask=offs < V, other=float("-inf")).to(tl.float32)
+                    m = tl.max(x, axis=0)
+                    i = tl.min(tl.where(x == m, offs, V), axis=0)
+                    if m > best:
+                        best = m
+                        best_idx = i
+                for j in tl.static_range(W):
+                    a_id = tl.load(sets + j)
+                    hit = hit | ((a_id >= 0) & (a_id == best_idx))
+            else:  # sampled: the draw against the attempt probability after temperature
+                inv_t = tl.load(c + 16).to(tl.int32).to(tl.float32, bitcast=True)
+                mx = tl.load(base).to(tl.float32) * inv_t  # any element starts the max
+                for start in range(0, V, BLOCK):
+                    offs = start + tl.arange(0, BLOCK)
+                    x = tl.load(base + offs, mask=offs < V, other=float("-inf")).to(tl.float32)
+                    mx = tl.maximum(mx, tl.max(x * inv_t, axis=0))
+                total = 0.0
+                for start in range(0, V, BLOCK):
+                    offs = start + tl.arange(0, BLOCK)
+                    x = tl.load(base + offs, mask=offs < V, other=float("-inf")).to(tl.float32)
+                    total += tl.sum(tl.exp(x * inv_t - mx), axis=0)
+                p = 0.0
+                for j in tl.static_range(W):
+                    a_id = tl.load(sets + j)
+                    x = tl.load(base + tl.maximum(a_id, 0)).to(tl.float32)
+                    p += tl.where(a_id >= 0, tl.exp(x * inv_t - mx), 0.0)
+                u = _uniform_bits(tl.load(c + 17), tl.load(pos_ptr + row))
+                hit = u.to(tl.float64) < (p / total).to(tl.float64) * 9007199254740992.0
+        if action != 1:  # held and guarded rows lose their attempt ids
+            for j in tl.static_range(W):
+                a_id = tl.load(sets + j)
+                tl.store(base + tl.maximum(a_id, 0), float("-inf"), mask=a_id >= 0)
+        if hit:
+            for start in range(0, V, BLOCK):
+                offs = start + tl.arange(0, BLOCK)
+                tl.store(base + offs, float("-inf"), mask=offs < V)
+            tl.store(base + token, 0.0)
+
+
+def edit_rows(logits: torch.Tensor, table: SlotTable, emap: torch.Tensor, action: torch.Tensor,
+              token: torch.Tensor, pos: torch.Tensor) -> None:
+    """Apply each row's decision to ``logits`` in place (one launch)."""
+    _edit_kernel[(logits.shape[0],)](
+        logits, logits.stride(0), logits.shape[1], action, token, pos, emap, table.const,
+        table.sets, NC=N_CONST, W=table.width, BLOCK=1024)

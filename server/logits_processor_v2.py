@@ -124,20 +124,21 @@ class BudgetLogitsProcessorV2(LogitsProcessor):
         mine = slots[self.budgeted[slots]]
         if mine.size == 0:
             return logits
+        if self.kernels == "triton":
+            self._apply_triton(logits, ctx)
+            return logits
         n_rows = logits.shape[0]
         emap = ctx.expanded_idx_mapping
-        if self.kernels == "triton":
-            action, token, pos, const, attempts, turns = self._decide_triton(ctx)
-        else:
-            action, token, pos, const, attempts, turns = self._decide_torch(ctx, n_rows)
+        action, token, pos, const, attempts, turns = self._decide_torch(ctx, n_rows)
         action = torch.where(emap >= 0, action, 0)
         n_sampled = min(n_rows, int(self.sampled[mine].sum()) * (1 + self.num_spec))
         any_greedy = bool((~self.sampled[mine]).any())
         edit_logits(logits, attempts, turns, const, pos, action, token, any_greedy, n_sampled)
         return logits
 
-    def _decide_triton(self, ctx: LogitsContext) -> tuple[torch.Tensor, ...]:
-        """Catch-up and decisions in two kernel launches (:mod:`server.budget_triton`)."""
+    def _apply_triton(self, logits: torch.Tensor, ctx: LogitsContext) -> None:
+        """Catch-up, decisions and the edit in three kernel launches
+        (:mod:`server.budget_triton`); rows with nothing to do return at once."""
         from server import budget_triton
 
         rs, table = self.req_states, self.table
@@ -146,10 +147,7 @@ class BudgetLogitsProcessorV2(LogitsProcessor):
         emap = ctx.expanded_idx_mapping
         action, token, pos = budget_triton.decide_rows(table, emap, ctx.expanded_local_pos,
                                                        ctx.input_ids)
-        idx = emap.clamp(min=0).long()
-        const, sets = table.const.index_select(0, idx), table.sets.index_select(0, idx)
-        w = table.width
-        return action, token, pos, const, sets[:, :w], sets[:, w:2 * w]
+        budget_triton.edit_rows(logits, table, emap, action, token, pos)
 
     def _decide_torch(self, ctx: LogitsContext, n_rows: int) -> tuple[torch.Tensor, ...]:
         """The same in eager torch: a host-known number of masked steps."""

@@ -9,7 +9,11 @@ random, so many are accepted and many rejected; the output must not change.
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -196,26 +200,25 @@ def test_device_draws_are_the_host_draws() -> None:
     assert got.tolist() == expected
 
 
-@pytest.fixture
-def interpreted_kernels(monkeypatch: pytest.MonkeyPatch):
-    """The Triton kernels, run by Triton's interpreter on CPU tensors."""
-    import importlib
-
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
-    import server.budget_triton as kernels
-
-    yield importlib.reload(kernels)
-    monkeypatch.delenv("TRITON_INTERPRET")
-    importlib.reload(kernels)
-
-
-@pytest.mark.parametrize("num_spec", [0, 3])
-def test_triton_kernels_decide_as_the_reference(interpreted_kernels, num_spec: int) -> None:
-    seed = 1
+def run_triton_case(num_spec: int, seed: int = 1) -> None:
+    """The Triton path, end to end, against the reference (run by the test below in a
+    process where Triton was imported in interpreter mode)."""
     expected = reference_outputs(mixed_requests(v2_replay.Req, seed))
     make = lambda lp: BudgetLogitsProcessorV2(None, lp, num_speculative_tokens=num_spec,  # noqa: E731
                                               kernels="triton")
     replay = v2_replay.V2Replay(make, VOCAB, num_spec=num_spec, order_seed=seed,
                                 drafts=oracle_drafts(expected) if num_spec else None)
-    assert replay.run(schedule(mixed_requests(v2_replay.Req, seed)), 80) == expected
+    got = replay.run(schedule(mixed_requests(v2_replay.Req, seed)), 80)
+    assert got == expected, {k: (got[k], v) for k, v in expected.items() if got[k] != v}
     assert replay.accepted > 10 or not num_spec
+
+
+@pytest.mark.parametrize("num_spec", [0, 3])
+def test_triton_kernels_decide_as_the_reference(num_spec: int) -> None:
+    """Triton's interpreter runs the kernels on CPU tensors; it must be on before Triton
+    is first imported, hence a fresh process."""
+    code = f"from tests.test_v2_processor import run_triton_case; run_triton_case({num_spec})"
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=600, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-3000:]

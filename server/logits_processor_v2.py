@@ -19,10 +19,18 @@ so the state machine runs on the device, one row per slot
   leave no trace, and the edit of each row depends only on the history it
   conditions on: greedy output with drafts equals output without.
 
-No host synchronisation in ``apply``: the host only knows bounds (how many
-tokens a slot may have committed since it was last observed, how many rows may
-be sampled guarded rows) and loops a host-known number of times; each loop body
-and the edit are a fixed sequence of tensor ops whatever the batch size.
+No host synchronisation in ``apply``, and a fixed number of launches per step
+whatever the batch size. Two implementations of the same steps:
+
+- ``triton`` (the default on CUDA, :mod:`server.budget_triton`): three kernels,
+  one program per slot walking all its new tokens, one per logits row walking its
+  drafts and deciding, one per row editing its logits (free rows return at once);
+- ``torch`` (CPU, and the reference the tests compare the kernels with,
+  :mod:`server.budget_device`): the host keeps bounds only (tokens a slot may have
+  committed since it was last observed, rows that may be sampled guarded rows)
+  and loops a host-known number of times over fixed sequences of tensor ops.
+
+``S1_BUDGET_KERNELS=torch|triton`` overrides the choice.
 
 Decisions are those of the V1 processor exactly: force; hold (mask the attempt
 ids); guard (greedy: did an attempt id win the argmax; sampled: the counter-based

@@ -127,3 +127,28 @@ def test_ops_per_step_do_not_grow_with_the_batch(drafts: int) -> None:
     small, large = _ops_per_step(8, drafts), _ops_per_step(64, drafts)
     assert small == large
     assert small[0] > 20  # the count is real: the step did run the machine and the edit
+
+
+def _triton_step_ops(n: int, monkeypatch: pytest.MonkeyPatch) -> tuple[int, list[str]]:
+    """Aten ops and kernel launches of one CUDA-path step (kernels recorded, not run)."""
+    import server.budget_triton as kernels
+
+    launched: list[str] = []
+    empty = torch.zeros(n * 3, dtype=torch.int64)
+    monkeypatch.setattr(kernels, "catch_up", lambda *a: launched.append("catch_up"))
+    monkeypatch.setattr(kernels, "decide_rows",
+                        lambda *a: launched.append("decide_rows") or (empty, empty, empty))
+    monkeypatch.setattr(kernels, "edit_rows", lambda *a: launched.append("edit_rows"))
+    proc, slots = _processor(n, 2, torch.device("cpu"))
+    proc.kernels = "triton"
+    ctx = _context(slots, 2, torch.device("cpu"))
+    with _CountOps() as mode:
+        proc.apply(torch.zeros(n * 3, VOCAB), ctx)
+    return mode.count, launched
+
+
+def test_the_cuda_path_is_three_launches_whatever_the_batch(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    small, large = _triton_step_ops(8, monkeypatch), _triton_step_ops(64, monkeypatch)
+    assert small == large
+    assert small[1] == ["catch_up", "decide_rows", "edit_rows"]

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import random
 from array import array
 from dataclasses import dataclass
@@ -85,6 +86,8 @@ from server.logits_edit import (
 
 if TYPE_CHECKING:
     from vllm.config import VllmConfig
+
+logger = logging.getLogger(__name__)
 
 EXTRA_ARGS_KEY = "s1_budget"
 _GREEDY_EPS = 1e-5  # vLLM's own threshold for "temperature 0"
@@ -156,6 +159,22 @@ def check_request(params: SamplingParams) -> None:
         payload["seed"] = random.getrandbits(63)
 
 
+def register_engine_newlines(vllm_config: VllmConfig | None) -> None:
+    """Register the served tokenizer's newline-ending ids in this engine worker, once,
+    so budget payloads can name them by key (:mod:`server.newline_sets`)."""
+    model_config = getattr(vllm_config, "model_config", None)
+    if model_config is None or getattr(model_config, "skip_tokenizer_init", False):
+        return
+    try:
+        from vllm.tokenizers import cached_tokenizer_from_config
+
+        from server.formats import newline_tokens
+
+        newline_tokens(cached_tokenizer_from_config(model_config))
+    except Exception as exc:  # budgets still work; the newline rule then sees no set
+        logger.warning("could not register the tokenizer's newline ids: %s", exc)
+
+
 @dataclass(slots=True)
 class _Row:
     state: BudgetState
@@ -183,6 +202,7 @@ class BudgetLogitsProcessor(LogitsProcessor):
 
     def __init__(self, vllm_config: VllmConfig | None, device: torch.device,
                  is_pin_memory: bool) -> None:
+        register_engine_newlines(vllm_config)
         self.device = device
         self.pin_memory = bool(is_pin_memory) and device.type != "cpu"
         self.rows: dict[int, _Row] = {}

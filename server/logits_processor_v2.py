@@ -59,7 +59,7 @@ from server.budget_device import decide as decide_rows
 from server.budget_device import observe as observe_rows
 from server.budget_device import uniform_bits as device_uniform_bits
 from server.logits_edit import float32_bits
-from server.logits_processor import check_request, request_budget
+from server.logits_processor import check_request, register_engine_newlines, request_budget
 
 if TYPE_CHECKING:
     from vllm.config import VllmConfig
@@ -92,6 +92,7 @@ class BudgetLogitsProcessorV2(LogitsProcessor):
 
     def __init__(self, vllm_config: VllmConfig | None, req_states: LogitsProcRequestState,
                  num_speculative_tokens: int | None = None, kernels: str | None = None) -> None:
+        register_engine_newlines(vllm_config)
         self.req_states = req_states
         self.kernels = kernels or choose_kernels(req_states.device)
         n = req_states.max_num_reqs

@@ -1,9 +1,11 @@
 """The V1 processor fixes from the GPU-path review (issue 23): a shortened output list
 rebuilds the row; a request without a decision seed gets one that every rank shares;
-``bad_words`` and ``allowed_token_ids`` are refused together with a budget."""
+``bad_words`` and ``allowed_token_ids`` are refused together with a budget; a
+registered set of newline-ending ids travels as a key."""
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -11,6 +13,7 @@ import torch
 from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdate
 
+from server import newline_sets
 from server.budget import BudgetError, BudgetSpec
 from server.logits_processor import (
     BudgetLogitsProcessor,
@@ -81,3 +84,18 @@ def test_token_restrictions_are_refused_with_a_budget(field: str, value: list) -
     with pytest.raises(BudgetError, match=field):
         BudgetLogitsProcessor.validate_params(with_budget)
     check_request(SamplingParams(temperature=0.0, **{field: value}))  # no budget: fine
+
+
+def test_registered_newline_ids_travel_as_a_key(caplog: pytest.LogCaptureFixture) -> None:
+    ids = frozenset(range(1000, 4000, 3))
+    plain = BudgetSpec(start_ids=(), end_ids=(10, 11), stop_ids={2}, continuation_ids=(20,),
+                       thinking_max=5, newline_id=12, newline_ids=ids)
+    assert plain.to_dict()["newline_ids"] == sorted(ids)  # not registered: the ids themselves
+    key = newline_sets.register(ids)
+    payload = plain.to_dict()
+    assert payload["newline_key"] == key and "newline_ids" not in payload
+    assert len(json.dumps(payload)) < 400  # it was ~6 kB with the ids inline
+    assert BudgetSpec.from_dict(payload) == plain
+    # A worker that never registered the set keeps serving, with the set empty, and says so.
+    assert newline_sets.lookup("nl:0:unknown") == frozenset()
+    assert "not registered" in caplog.text

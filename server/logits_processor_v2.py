@@ -75,7 +75,7 @@ def speculative_tokens(vllm_config: VllmConfig | None) -> int:
 
 
 def choose_kernels(device: torch.device) -> str:
-    """``triton`` on CUDA (two launches for the state machine), else ``torch``;
+    """``triton`` on CUDA (three launches per step), else ``torch``;
     ``S1_BUDGET_KERNELS=torch|triton`` overrides."""
     forced = os.environ.get("S1_BUDGET_KERNELS", "").strip().lower()
     if forced in ("torch", "triton"):

@@ -10,6 +10,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol
 
+from server import newline_sets
+
 __all__ = ["REQUEST_BUDGET", "BudgetError", "BudgetSpec", "SpecHolder", "check_budget_values"]
 
 
@@ -139,7 +141,9 @@ class BudgetSpec:
             "thinking_max": self.thinking_max,
             "prompt_opens": self.prompt_opens,
             "newline_id": self.newline_id,
-            "newline_ids": sorted(self.newline_ids),
+            # A registered set travels as its key (server.newline_sets), not its ids.
+            **({"newline_key": key} if (key := newline_sets.key_of(self.newline_ids))
+               else {"newline_ids": sorted(self.newline_ids)}),
             "opens_on_newline": self.opens_on_newline,
             "turn_ends_thinking": self.turn_ends_thinking,
             "hold_after_continuation": self.hold_after_continuation,
@@ -158,7 +162,8 @@ class BudgetSpec:
                 thinking_max=data.get("thinking_max"),
                 prompt_opens=bool(data.get("prompt_opens", True)),
                 newline_id=data.get("newline_id"),
-                newline_ids=frozenset(data.get("newline_ids", ())),
+                newline_ids=(newline_sets.lookup(data["newline_key"]) if "newline_key" in data
+                             else frozenset(data.get("newline_ids", ()))),
                 opens_on_newline=bool(data.get("opens_on_newline", False)),
                 turn_ends_thinking=bool(data.get("turn_ends_thinking", False)),
                 hold_after_continuation=bool(data.get("hold_after_continuation", False)),

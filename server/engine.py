@@ -2,12 +2,10 @@
 collect what the API needs to know about the loaded model.
 
 The engine core runs in its own process (vLLM's default); the processor runs in
-its model-runner worker, one per tensor-/pipeline-parallel rank. On GPUs vLLM 0.32 defaults to Model Runner V2, whose logits-processor
-interface differs and which rejects V1 processor classes, so the server selects
-the V1 runner unless the user explicitly asked for V2 (then it refuses to start
-with a message). Porting to V2 would mean re-expressing the per-row state as
-V2's request-indexed persistent tensors and moving the end-attempt sampling
-into its sampler hooks; the budget state machine itself would not change.
+its model-runner worker, one per tensor-/pipeline-parallel rank. vLLM 0.32 runs
+GPUs on Model Runner V2 by default, whose logits-processor interface differs from
+V1's; the server follows vLLM's choice and registers the matching processor
+(:mod:`server.runner_choice`).
 """
 
 from __future__ import annotations
@@ -24,6 +22,8 @@ from server.formats import (
     detect_format,
     get_format,
 )
+from server.runner_choice import ENV as RUNNER_ENV
+from server.runner_choice import V1_PROCESSOR, RunnerChoice, RunnerError, choose_runner
 from server.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -45,13 +45,36 @@ def prepare_environment(settings: Settings) -> None:
         os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(DEFAULT_CPU_KVCACHE_GIB)
         logger.info("CPU KV cache: %d GiB (set --cpu-kvcache-space-gib to change)",
                     DEFAULT_CPU_KVCACHE_GIB)
-    requested = os.environ.get("VLLM_USE_V2_MODEL_RUNNER", "").strip().lower()
-    if requested in ("1", "true"):
-        raise SystemExit(
-            "VLLM_USE_V2_MODEL_RUNNER=1 is set, but the budget-forcing logits processor "
-            "needs vLLM's V1 model runner; unset it (s1-serve selects V1 itself).")
-    os.environ["VLLM_USE_V2_MODEL_RUNNER"] = "0"
-    logger.info("using vLLM's V1 model runner (the budget logits processor is a V1 processor)")
+    choose_model_runner(speculative=bool(getattr(settings.vllm_args, "speculative_config",
+                                                 None)))
+
+
+# The runner and processor chosen by prepare_environment(); engine_args() registers it.
+RUNNER: RunnerChoice | None = None
+
+
+def choose_model_runner(speculative: bool) -> RunnerChoice:
+    """Follow vLLM's runner choice (V2 on GPUs with Triton) and pick the matching budget
+    processor; speculative decoding on V1 stops the start with a message."""
+    global RUNNER
+    try:
+        RUNNER = choose_runner(os.environ.get(RUNNER_ENV), vllm_default_v2=_vllm_default_v2(),
+                               speculative=speculative)
+    except RunnerError as exc:
+        raise SystemExit(str(exc)) from None
+    if RUNNER.runner == "v1":
+        os.environ[RUNNER_ENV] = "0"  # pinned: vLLM must not pick V2 under a V1 processor
+    logger.info("vLLM model runner %s (%s), budget processor %s", RUNNER.runner,
+                RUNNER.reason, RUNNER.processor)
+    return RUNNER
+
+
+def _vllm_default_v2() -> bool:
+    """What vLLM picks with the variable unset, before features it checks on its config
+    (the lead's wiring can pass VllmConfig.use_v2_model_runner instead)."""
+    from vllm.triton_utils import HAS_TRITON
+
+    return bool(HAS_TRITON) and not _on_cpu()
 
 
 def _on_cpu() -> bool:
@@ -65,10 +88,9 @@ def engine_args(settings: Settings) -> Any:
     budget logits processor and the s1 reasoning parser."""
     from vllm.engine.arg_utils import AsyncEngineArgs
 
-    from server.logits_processor import BudgetLogitsProcessor
-
     args = AsyncEngineArgs.from_cli_args(settings.vllm_args)
-    args.logits_processors = [*(args.logits_processors or []), BudgetLogitsProcessor]
+    processor = (RUNNER or RunnerChoice("v1", V1_PROCESSOR, "default")).processor_class()
+    args.logits_processors = [*(args.logits_processors or []), processor]
     for name, value in {**_reasoning_parser_args(), **_chunked_prefill_args(settings)}.items():
         setattr(args, name, value)
     refuse_unsupported(args)
@@ -77,12 +99,8 @@ def engine_args(settings: Settings) -> Any:
 
 def refuse_unsupported(args: Any) -> None:
     """Stop at start-up, saying why and what to change, on engine settings that budget
-    forcing cannot work with."""
-    if args.speculative_config:
-        raise SystemExit(
-            "speculative decoding (--speculative-config) cannot run with the budget logits "
-            "processor on vLLM's V1 model runner: vLLM refuses custom logits processors "
-            "with it; drop --speculative-config")
+    forcing cannot work with. (Speculative decoding on the V1 runner is refused by the
+    runner choice, server/runner_choice.py.)"""
     so = args.structured_outputs_config
     if so is not None and getattr(so, "enable_in_reasoning", False):
         raise SystemExit(

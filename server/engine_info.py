@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from server.runner_choice import V1_PROCESSOR, V2_PROCESSOR
+
 logger = logging.getLogger(__name__)
 
 
@@ -26,6 +28,8 @@ class EngineInfo(BaseModel):
     platform: str = Field(description="vLLM platform: cuda, rocm, cpu, ...")
     device_name: str = Field(description="Device model, e.g. 'NVIDIA H100 80GB HBM3'.")
     model_runner: Literal["v1", "v2"]
+    budget_processor: str = Field(description="The budget logits processor class vLLM loads "
+                                  "for that runner (module:Class).")
     async_scheduling: bool
     tensor_parallel_size: int
     data_parallel_size: int
@@ -103,6 +107,7 @@ def collect(vllm_config: Any, platform: Any = None) -> EngineInfo:
         platform=str(platform.device_type or platform.device_name),
         device_name=_device_name(platform),
         model_runner=_runner(vllm_config),
+        budget_processor=V2_PROCESSOR if _runner(vllm_config) == "v2" else V1_PROCESSOR,
         async_scheduling=bool(sched.async_scheduling),
         tensor_parallel_size=parallel.tensor_parallel_size,
         data_parallel_size=parallel.data_parallel_size,
@@ -152,7 +157,8 @@ def format_block(info: EngineInfo) -> str:
     device = "" if info.device_name == info.platform else f" ({info.device_name})"
     rows = [
         ("vLLM", f"{info.vllm_version} on {info.platform}{device}"),
-        ("model runner", info.model_runner.upper()),
+        ("model runner", f"{info.model_runner.upper()}, budget processor "
+                         f"{info.budget_processor.split(':')[-1]}"),
         ("async scheduling", "on" if info.async_scheduling else "off"),
         ("parallel", f"TP={info.tensor_parallel_size} DP={info.data_parallel_size} "
                      f"PP={info.pipeline_parallel_size}"),

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from server import newline_sets
 from server.budget import BudgetError, BudgetSpec
 
 logger = logging.getLogger(__name__)
@@ -201,4 +202,6 @@ def newline_tokens(tokenizer: Any) -> tuple[int | None, frozenset[int]]:
         return None, frozenset()
     size = len(tokenizer)
     texts = tokenizer.batch_decode([[i] for i in range(size)])
-    return ids[0], frozenset(i for i, text in enumerate(texts) if text.endswith("\n"))
+    found = frozenset(i for i, text in enumerate(texts) if text.endswith("\n"))
+    newline_sets.register(found)  # budgets then carry its key, not the ids
+    return ids[0], found

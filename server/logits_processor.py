@@ -21,7 +21,8 @@ ids) and hands the logits-dependent part to :func:`server.logits_edit.apply_plan
 through one packed int64 plan and one non-blocking host-to-device copy: no
 host synchronisation per step. Rows with nothing to enforce cost a few
 attribute reads; batches without budgets return at once; rows whose thinking
-is over leave.
+is over are parked: they cost a length check, so that a list the runner
+shortens in place (a KV-load failure, ``gpu_model_runner.py``) rebuilds the row.
 
 Under tensor parallelism every rank runs this processor on identical inputs.
 Decisions depend only on token ids, logits and the request's decision seed
@@ -33,12 +34,21 @@ Approximation: the attempt probability is computed from the logits this
 processor sees, i.e. after ``logit_bias``/``min_tokens`` but before penalties,
 top-k, top-p and min-p, which vLLM applies later.
 
-Speculative decoding is not supported (vLLM refuses custom logits processors
-with it).
+Speculative decoding is not supported on the V1 runner (vLLM refuses custom
+logits processors with it); :mod:`server.logits_processor_v2` is the Model
+Runner V2 processor, with the same decisions, that supports it.
+
+A request without a decision seed gets one in :meth:`validate_params` (the
+frontend, once, before the request reaches any rank); one that reaches the
+engine without any derives it from its budget (:func:`fallback_seed`), never
+from a process's own random state.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import random
 from array import array
 from dataclasses import dataclass
@@ -77,6 +87,8 @@ from server.logits_edit import (
 if TYPE_CHECKING:
     from vllm.config import VllmConfig
 
+logger = logging.getLogger(__name__)
+
 EXTRA_ARGS_KEY = "s1_budget"
 _GREEDY_EPS = 1e-5  # vLLM's own threshold for "temperature 0"
 _U_BLOCK = 64  # uniform draws computed at a time per sampled guarded row (vectorised)
@@ -112,6 +124,57 @@ def spec_from_params(params: SamplingParams) -> tuple[BudgetSpec, int | None] | 
     return (spec, seed) if spec.active else None
 
 
+def fallback_seed(payload: dict) -> int:
+    """A decision seed derived from the budget payload alone (no process state), for a
+    request that reached the engine without one: every rank derives the same."""
+    text = json.dumps(payload, sort_keys=True, default=sorted)
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") >> 1
+
+
+def request_budget(params: SamplingParams) -> tuple[BudgetSpec, int] | None:
+    """The request's active budget and its decision seed (derived when none was sent)."""
+    found = spec_from_params(params)
+    if found is None:
+        return None
+    spec, seed = found
+    return spec, fallback_seed(params.extra_args[EXTRA_ARGS_KEY]) if seed is None else seed
+
+
+def check_request(params: SamplingParams) -> None:
+    """Admission check (``validate_params``, in the frontend process, once per request).
+
+    Refuses ``bad_words`` and ``allowed_token_ids`` with a budget: a forced token would
+    override them silently. Gives a request without a decision seed one, drawn here
+    once, so every tensor-parallel rank receives the same seed."""
+    found = spec_from_params(params)
+    if found is None:
+        return
+    for name in ("bad_words", "allowed_token_ids"):
+        if getattr(params, name, None):
+            raise BudgetError(
+                f"{name} cannot be combined with a thinking budget: budget forcing emits "
+                "delimiter and continuation tokens that these settings would forbid", name)
+    payload = params.extra_args[EXTRA_ARGS_KEY]
+    if found[1] is None:
+        payload["seed"] = random.getrandbits(63)
+
+
+def register_engine_newlines(vllm_config: VllmConfig | None) -> None:
+    """Register the served tokenizer's newline-ending ids in this engine worker, once,
+    so budget payloads can name them by key (:mod:`server.newline_sets`)."""
+    model_config = getattr(vllm_config, "model_config", None)
+    if model_config is None or getattr(model_config, "skip_tokenizer_init", False):
+        return
+    try:
+        from vllm.tokenizers import cached_tokenizer_from_config
+
+        from server.formats import newline_tokens
+
+        newline_tokens(cached_tokenizer_from_config(model_config))
+    except Exception as exc:  # budgets still work; the newline rule then sees no set
+        logger.warning("could not register the tokenizer's newline ids: %s", exc)
+
+
 @dataclass(slots=True)
 class _Row:
     state: BudgetState
@@ -127,6 +190,7 @@ class _Row:
     inv_t_bits: int = 0
     u_start: int = 0  # uniform draws for positions u_start, u_start + 1, ... (sampled rows)
     u_bits: list[int] | None = None
+    done: bool = False  # nothing left to enforce, unless the runner shortens the list
 
 
 class BudgetLogitsProcessor(LogitsProcessor):
@@ -134,10 +198,11 @@ class BudgetLogitsProcessor(LogitsProcessor):
 
     @classmethod
     def validate_params(cls, sampling_params: SamplingParams) -> None:
-        spec_from_params(sampling_params)  # raises BudgetError, a ValueError -> HTTP 400
+        check_request(sampling_params)  # raises BudgetError, a ValueError -> HTTP 400
 
     def __init__(self, vllm_config: VllmConfig | None, device: torch.device,
                  is_pin_memory: bool) -> None:
+        register_engine_newlines(vllm_config)
         self.device = device
         self.pin_memory = bool(is_pin_memory) and device.type != "cpu"
         self.rows: dict[int, _Row] = {}
@@ -167,7 +232,7 @@ class BudgetLogitsProcessor(LogitsProcessor):
                 rows[a] = row_b
 
     def _new_row(self, params: SamplingParams, out: list[int]) -> _Row | None:
-        found = spec_from_params(params)
+        found = request_budget(params)
         if found is None:
             return None
         spec, seed = found
@@ -180,8 +245,7 @@ class BudgetLogitsProcessor(LogitsProcessor):
         row = _Row(
             state=BudgetState(spec),
             out=out,
-            # Only for direct engine users who send no seed; the server always sends one.
-            seed=random.getrandbits(63) if seed is None else seed,
+            seed=seed,
             greedy=greedy,
         )
         row.inv_t_bits = 0 if greedy else float32_bits(1.0 / temperature)
@@ -213,7 +277,6 @@ class BudgetLogitsProcessor(LogitsProcessor):
         held: list[int] = []
         greedy: list[int] = []
         sampled: list[int] = []
-        finished: list[int] = []
         width = self.width
         pad = (FORCED, 0, *((-1,) * width), 0)  # kind, 1/T, attempts, u: unused when forced
         for index, row in rows.items():
@@ -221,11 +284,18 @@ class BudgetLogitsProcessor(LogitsProcessor):
             out = row.out
             n = len(out)
             pos = state.position
+            if row.done:
+                if n >= pos:
+                    continue
+                row.done = False
             if n == pos + 1 and out[pos] >= 0:
                 action = state.advance(out[pos])
             elif n == pos:
                 action = state.decide()
             else:  # several new tokens (a re-added row), or a placeholder not yet repaired
+                if n < pos:  # the runner shortened the list in place (KV-load failure)
+                    state = row.state = BudgetState(state.spec)
+                    row.u_bits = None
                 _catch_up(state, out, n)
                 action = DONE if state.done else state.decide()
             if action == FREE:
@@ -253,10 +323,8 @@ class BudgetLogitsProcessor(LogitsProcessor):
                 held.append(index)
                 held += row.hold_plan
                 held.append(0)
-            else:  # DONE: thinking is over, the row leaves
-                finished.append(index)
-        for index in finished:
-            del rows[index]
+            else:  # DONE: thinking is over; the row stays only to notice a rewind
+                row.done = True
         cols = FIXED_COLUMNS + width
         n_forced, n_held, n_greedy = len(forced) // cols, len(held) // cols, len(greedy) // cols
         if not (n_forced or n_held or n_greedy or sampled):

@@ -9,6 +9,7 @@ the reasoning text.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import pytest
@@ -140,13 +141,13 @@ def test_the_models_own_wait_is_not_forced(tok, ft):
 def test_other_endings(tok, ft):
     spec = make_spec(ft, tok)
     eot = tok.encode("r1<|im_end|>", add_special_tokens=False)
-    turn_off = BudgetSpec(**{**spec.to_dict(), "turn_ends_thinking": False})
+    turn_off = dataclasses.replace(spec, turn_ends_thinking=False)
     assert split(turn_off, tok, eot)[0].budget_details()["end"] == "end_of_turn"
     open_ids = tok.encode("r1a1s1", add_special_tokens=False)  # max_tokens ran out
     b = split(spec, tok, open_ids)[0].budget_details()
     assert b["end"] == "unfinished" and b["natural_end"] is False
     assert b["thinking_min"] is None and b["thinking_continuation"] is None
-    closed = BudgetSpec(**{**spec.to_dict(), "prompt_opens": False})
+    closed = dataclasses.replace(spec, prompt_opens=False)
     b = split(closed, tok, tok.encode("Answer: 2<|im_end|>", add_special_tokens=False))[0] \
         .budget_details()
     assert b["end"] == "no_thinking" and b["thinking_tokens"] == 0 and b["answer_tokens"] > 0

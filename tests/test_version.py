@@ -49,6 +49,12 @@ class FakePlatform:
 def test_collect_reads_resolved_values():
     info = collect(fake_config(), FakePlatform())
     assert info.model_runner == "v1" and info.async_scheduling
+    assert info.budget_processor == "server.logits_processor:BudgetLogitsProcessor"
+    config = fake_config()
+    config.use_v2_model_runner = True
+    v2 = collect(config, FakePlatform())
+    assert v2.budget_processor == "server.logits_processor_v2:BudgetLogitsProcessorV2"
+    assert "V2, budget processor BudgetLogitsProcessorV2" in format_block(v2)
     assert (info.tensor_parallel_size, info.data_parallel_size) == (2, 4)
     assert info.dtype == "bfloat16" and info.kv_cache_dtype == "bfloat16"
     assert info.device_name == "NVIDIA H100 80GB HBM3"

@@ -82,6 +82,14 @@ IMPORTS = [
      "server/field_policy.py, server/delegated.py"),
     ("vllm.entrypoints.openai.responses.protocol.ResponsesRequest",
      "server/field_policy.py, server/delegated.py"),
+    ("vllm.triton_utils.HAS_TRITON", "server/engine.py (the runner choice)"),
+    ("vllm.tokenizers.cached_tokenizer_from_config", "server/logits_processor.py"),
+    ("vllm.v1.worker.gpu.sample.logits_processor.LogitsContext",
+     "server/logits_processor_v2.py"),
+    ("vllm.v1.worker.gpu.sample.logits_processor.LogitsProcessor",
+     "server/logits_processor_v2.py"),
+    ("vllm.v1.worker.gpu.sample.logits_processor.LogitsProcRequestState",
+     "server/logits_processor_v2.py"),
 ]
 
 

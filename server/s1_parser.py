@@ -67,6 +67,7 @@ class S1ReasoningParser(ReasoningParser):
         # template was asked not to think (Qwen3's enable_thinking=False closes it).
         self.prompt_opens = ctk.get("enable_thinking", True) is not False
         self._splitter: ChoiceSplitter | None = None
+        self._content_sent = 0  # answer characters streamed (from vLLM's text)
         # Special-token delimiters vanish from text decoded with skip_special_tokens.
         self._needs_special = any(
             t in getattr(tokenizer, "all_special_ids", ()) for t in self.start_ids + self.end_ids)
@@ -89,11 +90,11 @@ class S1ReasoningParser(ReasoningParser):
     def is_reasoning_end_streaming(self, input_ids: Sequence[int],
                                    delta_ids: Iterable[int]) -> bool:
         if self._splitter is not None:
-            # The API's streaming instance: hand over to plain content only once our
-            # splitter has emitted some, so the newlines after the delimiter are dropped
-            # as in the non-streamed answer. (The engine's instance, which gates
+            # The API's streaming instance: hand over to vLLM's plain content deltas once
+            # some answer text has gone out, so the newlines after the delimiter are
+            # dropped as in the non-streamed answer. (The engine's instance, which gates
             # structured outputs, never streams text and switches at the delimiter.)
-            return bool(self._splitter.content_text)
+            return self._content_sent > 0
         n = len(list(delta_ids))
         return any(_ends_with(input_ids, self.end_ids, len(input_ids) - k) for k in range(n))
 
@@ -138,6 +139,21 @@ class S1ReasoningParser(ReasoningParser):
         if self._splitter is None:
             self._splitter = ChoiceSplitter(self._spec(), self.model_tokenizer)
         delta = self._splitter.push(list(delta_token_ids))
-        if not delta.reasoning and not delta.content:
+        # The answer comes from vLLM's own text, as the non-streamed answer does: it holds
+        # back what may be a stop string, and vLLM's later deltas (once
+        # is_reasoning_end_streaming says so) continue exactly where this text ends.
+        content = self._new_content(current_text)
+        if not delta.reasoning and not content:
             return None
-        return DeltaMessage(reasoning=delta.reasoning or None, content=delta.content or None)
+        return DeltaMessage(reasoning=delta.reasoning or None, content=content or None)
+
+    def _new_content(self, text: str) -> str:
+        if self.start and self.start in text:
+            text = text.split(self.start, 1)[1]
+        _, sep, after = text.partition(self.end)
+        if not sep:
+            return ""
+        answer = after.lstrip("\n")
+        new = answer[self._content_sent:]
+        self._content_sent = max(self._content_sent, len(answer))
+        return new

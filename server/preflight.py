@@ -305,8 +305,8 @@ def run_preflight(settings: Any) -> None:
         if gpus < tp * settings.data_parallel_size:
             raise PreflightSkip(f"{gpus} GPU(s) visible, TP x DP needs "
                                 f"{tp * settings.data_parallel_size}")
-        # NVML, through vLLM's platform: no CUDA context in this process before vLLM's own.
-        gpu_bytes = min(current_platform.get_device_total_memory(i) for i in range(tp))
+        gpu_bytes = cuda_total_bytes(tp) or min(
+            current_platform.get_device_total_memory(i) for i in range(tp))
     except PreflightSkip as exc:
         logger.info("pre-flight memory check: skipped (%s)", exc)
         return
@@ -320,3 +320,30 @@ def run_preflight(settings: Any) -> None:
         fixes = suggestions(shape, dtype_bytes, plan, max(1, gpus // settings.data_parallel_size))
         raise SystemExit(failure_message(plan, fixes, settings.model))
     logger.info("pre-flight memory check: fits; %s", plan.summary())
+
+
+# What vLLM budgets against is CUDA's total (torch.cuda.mem_get_info), about 79.1 GiB on
+# an H100 80GB, not NVML's 79.65 GiB. Read in a child process: a CUDA context in this
+# process before vLLM starts its workers would force them to spawn, or break them.
+_CUDA_TOTAL = ("import json, torch; print(json.dumps("
+               "[torch.cuda.mem_get_info(i)[1] for i in range({n})]))")
+
+
+def cuda_total_bytes(devices: int, run: Any = None) -> int | None:
+    """The smallest CUDA total memory of the first ``devices`` GPUs, as vLLM sees it; None
+    when it cannot be read (the caller falls back to NVML's figure)."""
+    import subprocess
+    import sys
+
+    run = run or subprocess.run
+    try:
+        done = run([sys.executable, "-c", _CUDA_TOTAL.format(n=int(devices))],
+                   capture_output=True, text=True, timeout=120)
+        totals = json.loads(done.stdout.strip().splitlines()[-1])
+    except (OSError, ValueError, IndexError, subprocess.SubprocessError) as exc:
+        logger.info("pre-flight: CUDA's total memory unreadable (%s); using NVML's", exc)
+        return None
+    if done.returncode != 0 or not isinstance(totals, list) or len(totals) != devices or \
+            not all(isinstance(t, int) and t > 0 for t in totals):
+        return None
+    return min(totals)

@@ -238,3 +238,30 @@ def test_run_preflight_skips_replicas_that_may_span_nodes(qwen_dir, fake_gpus, c
     run_preflight(Settings(model=str(qwen_dir), pipeline_parallel_size=2))
     run_preflight(Settings(model=str(qwen_dir), distributed_executor_backend="ray"))
     assert caplog.text.count("skipped (pipeline parallel or Ray executor") == 2
+
+
+def test_cuda_total_is_read_in_a_child_and_the_smallest_gpu_counts():
+    """The total vLLM budgets against (CUDA's, ~79.1 GiB on an H100) is read in a child
+    process, so this process holds no CUDA context before vLLM's workers start. Here the
+    child is a real process whose output stands in for torch's (no GPU on this machine)."""
+    import subprocess
+    import sys
+
+    from server.preflight import cuda_total_bytes
+
+    seen: list[list[str]] = []
+
+    def child(output: str, code: int = 0):
+        def run(argv, **kwargs):
+            seen.append(argv)
+            assert "torch.cuda.mem_get_info(i)[1] for i in range(2)" in argv[-1]
+            return subprocess.run([sys.executable, "-c", f"print({output!r}); exit({code})"],
+                                  **kwargs)
+        return run
+
+    h100_cuda = 84_929_216_512  # 79.1 GiB
+    assert cuda_total_bytes(2, child(f"[{h100_cuda + 10**9}, {h100_cuda}]")) == h100_cuda
+    assert seen[0][0] == sys.executable
+    assert cuda_total_bytes(2, child("[1, 2]", code=1)) is None  # the child failed
+    assert cuda_total_bytes(2, child("[5]")) is None  # not one total per GPU
+    assert cuda_total_bytes(2, child("no json")) is None

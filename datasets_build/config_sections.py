@@ -283,9 +283,15 @@ class Domains(_Section):
 
 
 class PreselectRule(_Section):
+    """Conditions that all hold for a pre-selected question. ``source_type`` is a glob
+    matched case-insensitively (``*aime*`` finds s1's ``qq8933/AIME_1983_2024``);
+    ``trace_tokens_over`` is strict (s1: MATH traces longer than 5,600 tokens),
+    ``min_trace_tokens`` inclusive."""
+
     source_type: StrictStr | None = None
     domain: StrictStr | None = None
     min_trace_tokens: Count | None = None
+    trace_tokens_over: Count | None = None
 
 
 class BenchmarkSource(_Section):
@@ -302,6 +308,8 @@ class Select(_Section):
     preselect: list[PreselectRule] = Field(default_factory=list)
     # s1: a pre-selected question must have a teacher answer graded correct
     preselect_requires_correct: StrictBool = True
+    # whose grade counts: any teacher's, or the first teacher's only (s1: Gemini's)
+    preselect_correct_teacher: Literal["any", "first"] = "any"
     # how each draw picks a domain (datasets_build/selection.py): benchmark (s1), uniform,
     # or weighted by domain_weights (MSC code -> weight, unlisted 1)
     domain_draw: Literal["benchmark", "uniform", "weighted"] = "benchmark"

@@ -29,12 +29,13 @@ from tests.s1_reference import HarnessResult, HarnessTokens, harness_generate
 
 pytestmark = pytest.mark.engine
 
-CONTEXT = 1024
-MAX_GEN = 1024  # max_gen_toks: the answer pass (and an uncapped thinking pass) get this
+# Model context and max_gen_toks (the answer pass, and an uncapped thinking pass, get it).
+# The random BPE model never ends its answer: a short context keeps its runs quick.
+CONTEXT = {"demo": 1024, "qwen25-bpe": 320}
 
 
 class Oracle:
-    def __init__(self, path) -> None:
+    def __init__(self, path, context: int) -> None:
         from transformers import AutoTokenizer
         from vllm import LLM
 
@@ -46,8 +47,9 @@ class Oracle:
         self.ht = HarnessTokens.from_tokenizer(self.tok)
         # Our side: the server's own view of the model (not shared with the reference).
         self.ft = FormatTokens.build(FORMATS["s1"], self.tok, stop_ids_for(self.tok, str(path)))
+        self.context = context
         self.llm = LLM(model=str(path), enforce_eager=True, dtype="float32",
-                       max_model_len=CONTEXT, seed=0, enable_chunked_prefill=False,
+                       max_model_len=context, seed=0, enable_chunked_prefill=False,
                        enable_prefix_caching=False,
                        logits_processors=[BudgetLogitsProcessor])
 
@@ -60,8 +62,8 @@ class Oracle:
         return self.tok(text, add_special_tokens=False).input_ids
 
     def reference(self, question: str, **kw) -> HarnessResult:
-        return harness_generate(self.llm, self.chat(question), self.ht, max_gen_toks=MAX_GEN,
-                                context=CONTEXT, **kw)
+        return harness_generate(self.llm, self.chat(question), self.ht,
+                                max_gen_toks=self.context, context=self.context, **kw)
 
     def ours(self, question: str, *, thinking_min: int | None = None,
              thinking_max: int | None = None, logit_bias=None) -> list[int]:
@@ -73,7 +75,7 @@ class Oracle:
         spec = self.ft.spec(thinking_min=thinking_min, thinking_max=thinking_max,
                             continuation_ids=self.ht.ignore_ids, prompt_opens=True,
                             prompt_text=self.tok.decode(ids))
-        params = SamplingParams(temperature=0.0, max_tokens=CONTEXT - len(ids),
+        params = SamplingParams(temperature=0.0, max_tokens=self.context - len(ids),
                                 skip_special_tokens=False, logit_bias=logit_bias,
                                 extra_args=budget_extra_args(spec, seed=12345))
         out = self.llm.generate([{"prompt_token_ids": ids}], params, use_tqdm=False)
@@ -113,7 +115,7 @@ def oracle(request) -> Iterator[Oracle]:
     from tests.published import qwen25_checkpoint
 
     path = DEMO_MODEL if request.param == "demo" else qwen25_checkpoint(Path(CACHE))
-    o = Oracle(path)
+    o = Oracle(path, CONTEXT[request.param])
     yield o
     o.llm.llm_engine.engine_core.shutdown()
 
@@ -164,7 +166,7 @@ def test_cut_at_the_cap(oracle, ending):
 def test_end_of_turn_inside_thinking(oracle):
     # <|im_end|> (the tokenizer's eos, in the harness's stop set) inside thinking:
     # dropped, "<|im_start|>answer" appended, the answer pass goes on.
-    for strength in (2.0, 4.0, 6.0, 8.0, 12.0):
+    for strength in (0.5, 1.0, 2.0, 4.0, 6.0, 8.0, 12.0):
         bias = oracle.bias(end=-100.0, im_end=strength)
         ref = oracle.reference(QUESTION, max_tokens_thinking=200, logit_bias=bias)
         if not ref.cut and ref.thinking:
@@ -191,14 +193,14 @@ def test_generation_config_eos_left_in_place(oracle):
     assert ours[n:n + len(oracle.ht.end_ids)] == oracle.ht.end_ids
 
 
-MINIMA = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+MINIMA = (2, 4, 8, 16, 32, 64, 128)
 
 
 @pytest.mark.parametrize("waits", [1, 2, 3])
 def test_waits(oracle, waits):
     # thinking_n_ignore=k against our minimum at a fixed list of values: the first
     # one under which our side wrote exactly k Waits must give the harness's ids.
-    for strength in (2.0, 4.0, 6.0):
+    for strength in (0.5, 1.0, 2.0, 4.0, 6.0):
         bias = oracle.bias(end=strength)
         for m in MINIMA:
             ours = oracle.ours(QUESTION, thinking_min=m, logit_bias=bias)

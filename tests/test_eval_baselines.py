@@ -143,3 +143,25 @@ def test_presets_mirror_the_s1_commands() -> None:
     assert MAX_GEN_TOKS == 32768
     for preset in PRESETS.values():
         assert load_benchmark(DATA / preset.sample, preset.format).questions
+
+
+def test_figure1_has_one_panel_per_benchmark(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from evals.figure1 import curve, main
+
+    def report(name: str, shift: float) -> dict:
+        return {"benchmark": {"name": name}, "model": "demo", "methods": {
+            "thinking_max": {"points": [[512.0, 20.0 + shift], [128.0, 5.0 + shift]]},
+            "waits": {"points": [[900.0, 30.0 + shift]]},
+            "sample": {"points": [[5000.0, 99.0]]}}}  # not part of the curve
+
+    assert curve(report("a", 0)) == [(128.0, 5.0), (512.0, 20.0), (900.0, 30.0)]
+    paths = []
+    for i, name in enumerate(("aime24", "math500", "gpqa")):
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(report(name, 10.0 * i)))
+    out = tmp_path / "figure1.png"
+    assert main([*map(str, paths), "--out", str(out)]) == 0
+    assert Image.open(out).size == (1440, 432)  # three 4.0 x 3.6 inch panels at 120 dpi
+    assert main([*map(str, paths), "--titles", "a,b", "--out", str(out)]) == 2

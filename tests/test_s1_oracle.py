@@ -193,24 +193,25 @@ def test_generation_config_eos_left_in_place(oracle):
     assert ours[n:n + len(oracle.ht.end_ids)] == oracle.ht.end_ids
 
 
-MINIMA = (2, 4, 8, 16, 32, 64, 128)
+MINIMA = (2, 3, 4, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64, 96, 128)
 
 
 @pytest.mark.parametrize("waits", [1, 2, 3])
 def test_waits(oracle, waits):
     # thinking_n_ignore=k against our minimum at a fixed list of values: the first
     # one under which our side wrote exactly k Waits must give the harness's ids.
+    found = False
     for strength in (0.5, 1.0, 2.0, 4.0, 6.0):
         bias = oracle.bias(end=strength)
-        for m in MINIMA:
+        for m in MINIMA:  # the count of Waits only grows with the minimum
             ours = oracle.ours(QUESTION, thinking_min=m, logit_bias=bias)
-            if oracle.waits(ours, m, None) == waits:
+            got = oracle.waits(ours, m, None)
+            if got >= waits:
+                found = got == waits
                 break
-        else:
-            continue
-        break
-    else:
-        pytest.fail("the scenario did not occur")
+        if found:
+            break
+    assert found, "the scenario did not occur"
     ref = oracle.reference(QUESTION, thinking_n_ignore=waits, logit_bias=bias)
     assert ref.finish_reasons == ["stop"] * (waits + 1) and not ref.truncated
     assert ours == ref.output

@@ -115,7 +115,9 @@ def harness_generate(llm: Any, prompt: list[int], ht: HarnessTokens, *, max_gen_
     """One question through the harness's thinking and answer passes, greedy.
 
     ``prompt`` is the chat template's rendering as ids, without the start ids (the
-    harness appends them)."""
+    harness appends them). The harness takes this path only when some thinking key is
+    given (``max_tokens_thinking`` or ``thinking_n_ignore`` here); without one it runs a
+    single plain generation, which needs no reference."""
     from vllm import SamplingParams
 
     common: dict[str, Any] = dict(temperature=0.0, skip_special_tokens=False,

@@ -212,6 +212,7 @@ def test_waits(oracle, waits):
         if found:
             break
     assert found, "the scenario did not occur"
+    print(f"ORACLE waits={waits}: thinking_min={m} end bias={strength}")
     ref = oracle.reference(QUESTION, thinking_n_ignore=waits, logit_bias=bias)
     assert ref.finish_reasons == ["stop"] * (waits + 1) and not ref.truncated
     assert ours == ref.output
@@ -234,6 +235,8 @@ def test_waits_past_the_cap(oracle):
     else:
         pytest.fail("the scenario did not occur")
     ht = oracle.ht
+    print(f"ORACLE past-cap: cap={cap} end bias={strength} waits={k} "
+          f"rounds={ref.finish_reasons} harness tail={ref.tail}")
     ours_newline = [] if oracle.ends_with_newline(ours[:cap]) else ht.newline_ids
     assert ours[cap:cap + len(ours_newline) + len(ht.end_max_ids)] == ours_newline + ht.end_max_ids
     assert ref.thinking == ours[:cap]  # the same thinking, Waits at the same places

@@ -27,7 +27,7 @@ for r in rows:
         panels[panel].append(r)
 for name, items in panels.items():
     (out / name).mkdir(parents=True, exist_ok=True)
-    with open(out / name / "bench.jsonl", "w") as fh:
+    with open(out / name / f"{name}.jsonl", "w") as fh:
         for i, r in enumerate(items):
             fh.write(json.dumps({"id": f"{name}-{i}", "question": r.question,
                                  "answer": str(json.loads(r.metadata)["count"])}) + "\n")
@@ -43,7 +43,7 @@ done
 for panel in short medium long; do
   extra=()
   [ "$panel" = short ] && extra=(--samples 8 --sample-temperature 0.7)
-  "$PY" -m evals.cli --data "$OUT/$panel/bench.jsonl" --base-url "http://127.0.0.1:$PORT" \
+  "$PY" -m evals.cli --data "$OUT/$panel/$panel.jsonl" --base-url "http://127.0.0.1:$PORT" \
     --api-key demo-key --thinking-max 0,8,16,32 --waits 2 "${extra[@]}" --seed 0 \
     --max-tokens 600 --concurrency 32 --no-progress --out "$OUT/$panel"
 done

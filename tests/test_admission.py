@@ -24,7 +24,7 @@ CONCURRENT = 50
 LIMIT = 2
 MESSAGES = [{"role": "user", "content": "count to three"}]
 SURFACES = {
-    "/v1/chat/completions": {"messages": MESSAGES, "max_tokens": 8, "thinking_max": 4},
+    "/v1/chat/completions": {"messages": MESSAGES, "max_tokens": 40, "thinking_max": 4},
     "/v1/completions": {"prompt": "count to three", "max_tokens": 8},
     "/v1/responses": {"input": "count to three", "max_output_tokens": 16},
     "/v1/messages": {"messages": MESSAGES, "max_tokens": 16},
@@ -57,6 +57,7 @@ async def _burst(server: ServerProcess, path: str, body: dict) -> tuple[list[int
                                                    return_when=asyncio.FIRST_COMPLETED)
                 assert done, f"{path}: no answer for 300 s with {len(pending)} pending"
                 early += [t.result().status_code for t in done]
+            assert sorted(early) == [429] * (CONCURRENT - LIMIT), early
             # The admitted ones are held by the frozen engine, counted as in flight.
             assert server.metric("s1_requests_in_flight") == LIMIT
         finally:

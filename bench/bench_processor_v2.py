@@ -42,9 +42,9 @@ v2_standins.install_if_missing()
 from vllm import SamplingParams  # noqa: E402
 from vllm.v1.worker.gpu.sample.logits_processor import LogitsContext  # noqa: E402
 
-from server.budget import BudgetSpec  # noqa: E402
-from server.logits_processor import BudgetLogitsProcessor, budget_extra_args  # noqa: E402
-from server.logits_processor_v2 import BudgetLogitsProcessorV2  # noqa: E402
+from server.budget.machine import BudgetSpec  # noqa: E402
+from server.engine.logits_processor import BudgetLogitsProcessor, budget_extra_args  # noqa: E402
+from server.engine.logits_processor_v2 import BudgetLogitsProcessorV2  # noqa: E402
 
 VOCAB = 152_064
 HOST_VOCAB = 128  # the host-time proxy on CPU: the same ops, next to no compute

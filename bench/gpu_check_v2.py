@@ -29,7 +29,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import bench_processor_v2 as bench  # noqa: E402  (installs the stand-ins when needed)
 
-from server.logits_processor_v2 import BudgetLogitsProcessorV2  # noqa: E402
+from server.engine.logits_processor_v2 import BudgetLogitsProcessorV2  # noqa: E402
 
 VOCAB_CHECK = 4096
 DRAFTS = 2

@@ -1,7 +1,7 @@
 """Minimal stand-ins for the few vLLM classes the budget processors import, for a
 machine with torch but without vLLM (a bare GPU box for the device checks).
 
-Only what ``server.logits_processor`` and ``server.logits_processor_v2`` touch:
+Only what ``server.engine.logits_processor`` and ``server.engine.logits_processor_v2`` touch:
 ``SamplingParams`` (the fields they read), the V1 ``BatchUpdate``/``LogitsProcessor``/
 ``MoveDirectionality`` and the V2 ``LogitsContext``/``LogitsProcessor``/
 ``LogitsProcRequestState``. With vLLM installed nothing is replaced.

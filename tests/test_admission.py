@@ -1,7 +1,7 @@
 """Admission is race-free on every generating surface.
 
 The in-flight limit is checked and the request's ticket taken in one step of the event
-loop (server/delegated.py), and the ticket is held until the response has been sent. So
+loop (server/api/request_layer.py), and the ticket is held until the response has been sent. So
 with ``--max-in-flight 2`` exactly two of 50 simultaneous requests get in and 48 get a
 429, whichever surface they use. The engine core is frozen (SIGSTOP) while they arrive,
 so the two admitted requests cannot finish and free their slots early however fast or

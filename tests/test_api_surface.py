@@ -313,7 +313,7 @@ def test_effort_budgets_are_listed_and_applied(api_server, oai):
 
 
 def test_effort_budgets_setting_is_validated():
-    from server.cli import load_settings
+    from server.api.cli import load_settings
 
     s = load_settings(["--reasoning-effort-budgets", "low=10, high=20"])
     assert s.reasoning_effort_budgets == {"low": 10, "high": 20}

@@ -2,7 +2,7 @@
 
 A scripted "model" is run through the real state machine with the demo model's
 tokenizer and s1 format (what the engine does, step by step); the ids it produces are
-fed to :class:`~server.reasoning.ChoiceSplitter` token by token, as the server streams
+fed to :class:`~server.budget.reasoning.ChoiceSplitter` token by token, as the server streams
 them, and the object must say exactly where the forced strings are in those ids and in
 the reasoning text.
 """
@@ -14,10 +14,10 @@ from collections.abc import Callable
 
 import pytest
 
-from server.budget import BudgetSpec, BudgetState, Phase, replay
-from server.formats import FORMATS, FormatTokens
-from server.interventions import char_offsets, trace
-from server.reasoning import ChoiceSplitter
+from server.budget.formats import FORMATS, FormatTokens
+from server.budget.interventions import char_offsets, trace
+from server.budget.machine import BudgetSpec, BudgetState, Phase, replay
+from server.budget.reasoning import ChoiceSplitter
 from server.settings import DEMO_MODEL
 from tests.budget_driver import drive
 

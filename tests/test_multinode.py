@@ -67,12 +67,12 @@ def test_leader_and_worker_commands():
     # What the server always gives its engine: the same defaults (batch sizes are vLLM's
     # device defaults on both pods, so none is passed), the budget processor.
     assert "--max-num-seqs" not in worker and flag(worker, "--seed") == "0"
-    assert flag(worker, "--logits-processors") == "server.logits_processor:BudgetLogitsProcessor"
+    assert flag(worker, "--logits-processors") == "server.engine.logits_processor:BudgetLogitsProcessor"
 
 
 def test_worker_defaults_are_the_servers():
-    from server.engine import engine_args
-    from server.logits_processor import BudgetLogitsProcessor
+    from server.engine.loader import engine_args
+    from server.engine.logits_processor import BudgetLogitsProcessor
     from server.settings import Settings
 
     fields = Settings.model_fields

@@ -3,7 +3,7 @@ no host synchronisation inside ``apply()``, identical decisions on every rank.
 
 The reference below is written row by row with Python floats, the way the s1
 rule reads (force; or guard: did the model try to stop?), independently of the
-packed plan and the device code in ``server/logits_edit.py``.
+packed plan and the device code in ``server/engine/logits_edit.py``.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import torch
 from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdate
 
-from server.budget import FORCE, GUARD, GUARD_TURN, HOLD, BudgetSpec, BudgetState
-from server.draws import uniform_for_step
-from server.logits_processor import BudgetLogitsProcessor, budget_extra_args
+from server.budget.draws import uniform_for_step
+from server.budget.machine import FORCE, GUARD, GUARD_TURN, HOLD, BudgetSpec, BudgetState
+from server.engine.logits_processor import BudgetLogitsProcessor, budget_extra_args
 
 VOCAB = 50
 EOS, EOS2 = 2, 3

@@ -13,9 +13,9 @@ import torch
 from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdate
 
-from server import newline_sets
-from server.budget import BudgetError, BudgetSpec
-from server.logits_processor import (
+from server.budget import newline_sets
+from server.budget.machine import BudgetError, BudgetSpec
+from server.engine.logits_processor import (
     BudgetLogitsProcessor,
     budget_extra_args,
     check_request,

@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from server.runner_choice import (
+from server.engine.runner_choice import (
     V1_PROCESSOR,
     V2_PROCESSOR,
     RunnerError,
@@ -71,7 +71,7 @@ def test_the_named_processors_load_with_the_right_interface(processor: str, name
 
 def test_the_engine_hook_pins_v1_and_stops_on_speculative_v1(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from server import engine
+    from server.engine import loader as engine
 
     monkeypatch.setattr(engine, "RUNNER", None)  # restored after the test
     monkeypatch.setattr(engine, "_vllm_default_v2", lambda: False)

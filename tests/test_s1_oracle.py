@@ -39,9 +39,9 @@ class Oracle:
         from transformers import AutoTokenizer
         from vllm import LLM
 
-        from server.engine import stop_ids_for
-        from server.formats import FORMATS, FormatTokens
-        from server.logits_processor import BudgetLogitsProcessor
+        from server.budget.formats import FORMATS, FormatTokens
+        from server.engine.loader import stop_ids_for
+        from server.engine.logits_processor import BudgetLogitsProcessor
 
         self.tok = AutoTokenizer.from_pretrained(str(path))
         self.ht = HarnessTokens.from_tokenizer(self.tok)
@@ -69,7 +69,7 @@ class Oracle:
              thinking_max: int | None = None, logit_bias=None) -> list[int]:
         from vllm import SamplingParams
 
-        from server.logits_processor import budget_extra_args
+        from server.engine.logits_processor import budget_extra_args
 
         ids = self.chat(question) + self.ht.start_ids
         spec = self.ft.spec(thinking_min=thinking_min, thinking_max=thinking_max,
@@ -82,7 +82,7 @@ class Oracle:
         return list(out[0].outputs[0].token_ids)
 
     def waits(self, ours: list[int], thinking_min: int | None, thinking_max: int | None) -> int:
-        from server.budget import replay
+        from server.budget.machine import replay
 
         spec = self.ft.spec(thinking_min=thinking_min, thinking_max=thinking_max,
                             continuation_ids=self.ht.ignore_ids, prompt_opens=True)

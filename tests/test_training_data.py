@@ -115,7 +115,7 @@ def test_overlong_examples_are_reported_then_dropped_or_cut(tokenizer):
 
 
 def test_open_thinking_template(tokenizer, tmp_path):
-    from server.formats import detect_format
+    from server.budget.formats import detect_format
 
     opened = generation_prompt(tokenizer).endswith("<|im_start|>think\n")
     template = open_thinking_template(tokenizer)

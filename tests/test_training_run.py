@@ -80,7 +80,7 @@ def test_output_is_a_servable_s1_checkpoint(run):
     from safetensors import safe_open
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from server.formats import detect_format
+    from server.budget.formats import detect_format
 
     _, root = run
     out = root / "run1"

@@ -19,7 +19,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from vllm import SamplingParams
 from vllm.v1.worker.gpu.sample.logits_processor import LogitsContext, LogitsProcRequestState
 
-from server.logits_processor_v2 import BudgetLogitsProcessorV2
+from server.engine.logits_processor_v2 import BudgetLogitsProcessorV2
 from tests.test_processor_contract import VOCAB, random_request
 from tests.v2_replay import request_state
 
@@ -131,7 +131,7 @@ def test_ops_per_step_do_not_grow_with_the_batch(drafts: int) -> None:
 
 def _triton_step_ops(n: int, monkeypatch: pytest.MonkeyPatch) -> tuple[int, list[str]]:
     """Aten ops and kernel launches of one CUDA-path step (kernels recorded, not run)."""
-    import server.budget_triton as kernels
+    import server.engine.budget_triton as kernels
 
     launched: list[str] = []
     empty = torch.zeros(n * 3, dtype=torch.int64)

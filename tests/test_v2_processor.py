@@ -19,11 +19,15 @@ import pytest
 import torch
 from vllm import SamplingParams
 
-from server.budget import BudgetSpec, BudgetState
-from server.budget_device import SlotTable, decide, observe, uniform_bits
-from server.draws import uniform_bits as host_uniform_bits
-from server.logits_processor import BudgetLogitsProcessor, budget_extra_args, spec_from_params
-from server.logits_processor_v2 import BudgetLogitsProcessorV2
+from server.budget.draws import uniform_bits as host_uniform_bits
+from server.budget.machine import BudgetSpec, BudgetState
+from server.engine.budget_device import SlotTable, decide, observe, uniform_bits
+from server.engine.logits_processor import (
+    BudgetLogitsProcessor,
+    budget_extra_args,
+    spec_from_params,
+)
+from server.engine.logits_processor_v2 import BudgetLogitsProcessorV2
 from tests import engine_replay, v2_replay
 from tests.test_processor_contract import random_request, reference_edit
 

@@ -94,8 +94,9 @@ def test_engine_death_ends_requests_and_exits_non_zero(tiny_s1_open):
         try:
             r = httpx.post(server.base_url + "/v1/chat/completions",
                            json={"messages": MSG, "max_tokens": 5}, timeout=10)
-            assert r.status_code == 503, r.text
-            assert_engine_error(r.json()["error"])
+            # Refused by s1-serve (503) once it knows, else answered by vLLM's class (500).
+            assert r.status_code in (500, 503), r.text
+            assert_engine_error(r.json()["error"], in_flight=r.status_code == 500)
         except httpx.TransportError:
             pass  # already gone
 

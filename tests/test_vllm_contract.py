@@ -82,6 +82,9 @@ IMPORTS = [
      "server/api/field_policy.py, server/api/request_layer.py"),
     ("vllm.entrypoints.openai.responses.protocol.ResponsesRequest",
      "server/api/field_policy.py, server/api/request_layer.py"),
+    ("vllm.entrypoints.serve.exception_handling.handlers.validation."
+     "validation_exception_handler", "server/api/app.py (vLLM's answer to a bad body)"),
+    ("vllm.v1.engine.exceptions.EngineDeadError", "server/api/app.py"),
     ("vllm.triton_utils.HAS_TRITON", "server/engine/loader.py (the runner choice)"),
     ("vllm.tokenizers.cached_tokenizer_from_config", "server/engine/logits_processor.py"),
     ("vllm.v1.worker.gpu.sample.logits_processor.LogitsContext",

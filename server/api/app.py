@@ -91,20 +91,20 @@ def create_app(settings: Settings) -> FastAPI:
         error = APIError(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
         return error.response(getattr(request.state, "request_id", None))
 
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        first = errors[0] if errors else {}
-        if not isinstance(first, dict):  # vLLM's routers raise it with plain strings
-            first = {"msg": str(first)}
-        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-        param = loc[0] if loc else None
-        where = ".".join(loc) or "body"
-        message = f"{where}: {first.get('msg', 'invalid request')}"
-        if len(errors) > 1:
-            message += f" (and {len(errors) - 1} more problem(s))"
-        # vLLM's own handler types a body that fails its model "Bad Request" (the phrase).
-        return APIError(400, message, param, type_="Bad Request").response(
+    # A body that fails vLLM's request model: vLLM's own answer (message, type, param).
+    from vllm.entrypoints.serve.exception_handling.handlers.validation import (
+        validation_exception_handler,
+    )
+
+    app.state.args = settings.vllm_args  # what vLLM's handlers read
+    app.add_exception_handler(RequestValidationError, validation_exception_handler)
+
+    from vllm.v1.engine.exceptions import EngineDeadError
+
+    @app.exception_handler(EngineDeadError)
+    async def _engine_dead(request: Request, exc: EngineDeadError) -> JSONResponse:
+        # The engine core died between the readiness check and the engine call.
+        return APIError(503, "the inference engine has stopped; restart the server").response(
             getattr(request.state, "request_id", None))
 
     from vllm.exceptions import GracefulHTTPError, VLLMClientError, VLLMNotFoundError

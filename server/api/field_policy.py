@@ -50,7 +50,8 @@ UNSUPPORTED = {
 # Fields that routers in front of vLLM (vllm-router, from SGLang's request types) add to
 # every request at these values, which ask for nothing vLLM does not do anyway: accepted
 # at exactly these values, refused as unknown otherwise.
-PROXY_DEFAULTS: dict[str, Any] = {"no_stop_trim": False}
+PROXY_DEFAULTS: dict[str, Any] = {"no_stop_trim": False, "return_hidden_states": False,
+                                  "separate_reasoning": True, "stream_reasoning": True}
 
 # Our extensions, read by server.api.budget_request on every surface.
 EXTENSIONS = frozenset({"thinking_min", "thinking_max", "min_thinking_tokens",
@@ -118,4 +119,4 @@ def refusal(name: str, body: Mapping[str, Any], surface: str) -> str | None:
     if name in HARMLESS or name not in _vllm_fields():
         return None
     return (f"{name} is not supported on {surface}; it would change the output, so it is "
-            "refused rather than ignored (see the README's API section for this surface)")
+            "refused rather than ignored (see docs/api.md for this surface)")

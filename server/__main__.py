@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> None:
 
     app = create_app(settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.port,
-                            log_level=settings.log_level, access_log=False,
+                            log_level=logging.getLevelName(settings.log_level.upper()),
+                            access_log=False,
                             root_path=args.root_path or "", ssl_keyfile=args.ssl_keyfile,
                             ssl_certfile=args.ssl_certfile, ssl_ca_certs=args.ssl_ca_certs,
                             ssl_cert_reqs=args.ssl_cert_reqs,

@@ -28,6 +28,7 @@ from fastapi.routing import APIRoute
 
 from server import sse
 from server.budget_request import BUDGET, BudgetRequest
+from server.errors import CLIENT_CLOSED_REQUEST, APIError
 
 Budgets = dict[int, dict]
 # The endpoints whose answers gain a top-level ``budget``: path -> streamed events that
@@ -65,6 +66,11 @@ def with_budget(endpoint: Callable[..., Any], path: str) -> Callable[..., Any]:
     @functools.wraps(endpoint)  # FastAPI reads the wrapped signature
     async def endpoint_with_budget(*args: Any, **kwargs: Any) -> Any:
         response = await endpoint(*args, **kwargs)
+        if response is None:
+            # vLLM's with_cancellation: the client left before a non-streamed answer (the
+            # work is cancelled, its engine requests aborted). A 499, counted and logged
+            # as such, rather than a 200 with a null body that nobody reads.
+            raise APIError(CLIENT_CLOSED_REQUEST, "the client closed the request")
         budget = BUDGET.get()
         if isinstance(response, StreamingResponse):
             response.body_iterator = _events(response.body_iterator, budget, add)

@@ -1,7 +1,7 @@
 """One error type and one builder for every error the API returns.
 
 Bodies follow OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``
-so that the official SDKs raise their usual exception classes.
+(vLLM's too) so that the official SDKs raise their usual exception classes.
 """
 
 from __future__ import annotations
@@ -11,15 +11,17 @@ from http import HTTPStatus
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+# Statuses vLLM's own serving classes also answer carry vLLM's type names, so that one
+# kind of error reads alike whichever check refused it; the rest are OpenAI's names.
 _TYPES = {
-    400: "invalid_request_error",
+    400: "BadRequestError",
     401: "authentication_error",
-    404: "not_found_error",
-    413: "invalid_request_error",
+    404: "NotFoundError",
+    413: "BadRequestError",
     429: "rate_limit_error",
     499: "client_closed_request",
     504: "timeout_error",
-    500: "internal_server_error",
+    500: "InternalServerError",
     503: "service_unavailable_error",
 }
 

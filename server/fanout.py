@@ -21,6 +21,7 @@ with the choice index.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
@@ -88,13 +89,16 @@ async def as_one(streams: list[AsyncIterator[Any]], final_only: bool) -> AsyncIt
     the end holding every choice in index order.
     """
     finals: list[Any] = [None] * len(streams)
-    async for index, output in merge(streams):
-        for comp in output.outputs:
-            comp.index = index
-        if final_only:
-            finals[index] = output
-        else:
-            yield output
+    # Closed with this generator (not whenever Python collects it): closing the request's
+    # stream aborts every choice at once.
+    async with contextlib.aclosing(merge(streams)) as merged:
+        async for index, output in merged:
+            for comp in output.outputs:
+                comp.index = index
+            if final_only:
+                finals[index] = output
+            else:
+                yield output
     if final_only and all(f is not None for f in finals):
         first = finals[0]
         first.outputs = [c for f in finals for c in f.outputs]

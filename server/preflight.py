@@ -295,6 +295,8 @@ def run_preflight(settings: Any) -> None:
             raise PreflightSkip("quantized checkpoint whose files are not on disk")
         shape = ModelShape.from_config(config)
         tp = settings.tensor_parallel_size
+        if settings.max_model_len is not None and settings.max_model_len < 0:
+            raise PreflightSkip("max_model_len auto: vLLM fits the context to memory itself")
         max_len = settings.max_model_len or int(
             (config.get("text_config") or config).get("max_position_embeddings") or 0)
         if max_len <= 0:

@@ -38,8 +38,9 @@ class Settings(BaseSettings):
                                           "(default: the model directory's base name).")
     tokenizer: str | None = Field(None, description="Tokenizer path or id (default: the model).")
     dtype: str = Field("auto", description="Weights dtype: auto, float32, bfloat16, float16.")
-    max_model_len: int | None = Field(None, ge=16, description="Context window in tokens "
-                                      "(default: the model's).")
+    max_model_len: int | None = Field(None, description="Context window in tokens "
+                                      "(default: the model's; -1 or 'auto': the largest that "
+                                      "fits, as vLLM decides).")
     trust_remote_code: bool = Field(False, description="Allow custom model code from the hub.")
 
     # -- thinking
@@ -118,8 +119,8 @@ class Settings(BaseSettings):
                                        "its process dies, exit with status 3 so that a "
                                        "restart policy (Docker's restart: unless-stopped) "
                                        "brings the server back. Off: stay up, answer 503.")
-    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description=
-                                                                     "Log level.")
+    log_level: Literal["critical", "error", "warning", "info", "debug", "notset"] = Field(
+        "info", description="Log level.")
 
     # -- engine
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per model replica.")
@@ -127,7 +128,7 @@ class Settings(BaseSettings):
     pipeline_parallel_size: int = Field(1, ge=1, description="Pipeline stages per replica "
                                         "(its layers split across GPUs, usually across nodes); "
                                         "GPUs per replica = TP x PP.")
-    distributed_executor_backend: Literal["mp", "ray"] | None = Field(
+    distributed_executor_backend: str | None = Field(
         None, description="How vLLM runs the workers of one replica: mp (processes on this "
         "node) or ray (a Ray cluster, needed when a replica spans nodes; start Ray first). "
         "Default: vLLM's choice (mp on one node).")
@@ -286,9 +287,15 @@ def _apply_env_defaults(parser: Any) -> None:
         if raw is None:
             continue
         try:
-            defaults[dest] = _convert(action, raw)
+            value = _convert(action, raw)
         except (TypeError, ValueError) as exc:
             raise SystemExit(f"invalid {ENV_PREFIX}{dest.upper()}={raw!r}: {exc}") from None
+        values = value if isinstance(value, list) else [value]
+        if action.choices is not None and any(v not in action.choices for v in values):
+            # argparse checks a flag's value against its choices, never a default's.
+            raise SystemExit(f"invalid {ENV_PREFIX}{dest.upper()}={raw!r}: choose from "
+                             + ", ".join(map(str, action.choices)))
+        defaults[dest] = value
     parser.set_defaults(**defaults)
 
 

@@ -143,7 +143,9 @@ def apply_budget(serving: Serving, req: BudgetRequest, prompt: Any,
         hi = min(hi, max(0, room // 2))
         if req.max_tokens is not None:
             hi = min(hi, max(0, req.max_tokens - forced))
-        lo = None if lo is None else min(lo, hi)
+            if req.max_tokens < forced:  # not even a forced end fits: no budget at all
+                hi = None
+        lo = None if lo is None or hi is None else min(lo, hi)
     cont = req.thinking_continuation or serving.settings.thinking_continuation
     spec = ft.spec(thinking_min=lo, thinking_max=hi,
                    continuation_ids=serving.continuation_ids(cont),

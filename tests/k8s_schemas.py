@@ -1,7 +1,8 @@
 """JSON schemas for the custom resources of deploy/k8s, which kubernetes-validate cannot know.
 
-kubernetes-validate carries the built-in API's schemas only. For the three CRDs the manifests
-use (KEDA's ScaledObject, the Prometheus Operator's ServiceMonitor, LeaderWorkerSet) these are
+kubernetes-validate carries the built-in API's schemas only. For the CRDs the manifests use
+(KEDA's ScaledObject, the Prometheus Operator's ServiceMonitor and PrometheusRule,
+LeaderWorkerSet) these are
 written after their API references, restricted to the fields in use plus their documented
 siblings, with ``additionalProperties: false`` so that a misspelt or misplaced field fails.
 The pod templates inside a LeaderWorkerSet are not checked here: tests/test_k8s.py validates
@@ -36,7 +37,10 @@ SCALED_OBJECT = resource("keda.sh/v1alpha1", "ScaledObject", obj({
                            "envSourceContainerName": STR}, ("name",)),
     "pollingInterval": INT, "cooldownPeriod": INT, "initialCooldownPeriod": INT,
     "idleReplicaCount": INT, "minReplicaCount": INT, "maxReplicaCount": INT,
-    "fallback": ANY_OBJ,
+    "fallback": obj({"failureThreshold": INT, "replicas": INT,
+                     "behavior": {"enum": ["static", "currentReplicas", "currentReplicasIfHigher",
+                                           "currentReplicasIfLower"]}},
+                    ("failureThreshold", "replicas")),
     "advanced": obj({"restoreToOriginalReplicaCount": {"type": "boolean"},
                      "horizontalPodAutoscalerConfig": obj({"name": STR, "behavior": ANY_OBJ}),
                      "scalingModifiers": ANY_OBJ}),
@@ -55,6 +59,17 @@ SERVICE_MONITOR = resource("monitoring.coreos.com/v1", "ServiceMonitor", obj({
         "scrapeTimeout": STR, "honorLabels": {"type": "boolean"}, "relabelings": {"type": "array"},
         "metricRelabelings": {"type": "array"}, "authorization": ANY_OBJ})},
 }, ("selector", "endpoints")))
+
+# https://prometheus-operator.dev/docs/api-reference/api/#monitoring.coreos.com/v1.PrometheusRule
+PROMETHEUS_RULE = resource("monitoring.coreos.com/v1", "PrometheusRule", obj({
+    "groups": {"type": "array", "minItems": 1, "items": obj({
+        "name": STR, "interval": STR, "limit": INT, "partial_response_strategy": STR,
+        "rules": {"type": "array", "minItems": 1, "items": obj({
+            "alert": STR, "record": STR, "expr": STR, "for": STR, "keep_firing_for": STR,
+            "labels": {"type": "object", "additionalProperties": STR},
+            "annotations": {"type": "object", "additionalProperties": STR}}, ("expr",))},
+    }, ("name", "rules"))},
+}, ("groups",)))
 
 # https://lws.sigs.k8s.io/docs/reference/leaderworkerset.v1/
 LEADER_WORKER_SET = resource("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet", obj({
@@ -76,4 +91,5 @@ LEADER_WORKER_SET = resource("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet", o
 
 CRD_SCHEMAS = {("keda.sh/v1alpha1", "ScaledObject"): SCALED_OBJECT,
                ("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICE_MONITOR,
+               ("monitoring.coreos.com/v1", "PrometheusRule"): PROMETHEUS_RULE,
                ("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet"): LEADER_WORKER_SET}

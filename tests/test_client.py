@@ -333,7 +333,7 @@ def test_400_bad_budget(client: Client) -> None:
         with pytest.raises(BadRequestError) as err:
             client.chat(QUESTION, thinking_min=10, thinking_max=5, stream=stream)
         e = err.value
-        assert e.status == 400 and e.param == "thinking_min" and e.type == "invalid_request_error"
+        assert e.status == 400 and e.param == "thinking_min" and e.type == "BadRequestError"
         assert "thinking_min" in e.message and e.request_id and "," not in e.request_id
         assert e.attempts == 1  # 4xx is not retried
     with pytest.raises(BadRequestError) as err:

@@ -311,7 +311,7 @@ def test_dockerfile_stages_and_base_images(dockerfile):
     import tomllib
 
     froms = [i for i in dockerfile if i.cmd == "FROM"]
-    assert [f.stage for f in froms] == ["cpu", "gpu"], "the gpu target must be last (default)"
+    assert [f.stage for f in froms] == ["cpu", "router", "gpu"], "gpu must be last (default)"
     global_args = {}
     for ins in dockerfile:
         if ins.cmd == "FROM":
@@ -322,7 +322,7 @@ def test_dockerfile_stages_and_base_images(dockerfile):
     gpu_extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
         "optional-dependencies"]["gpu"]
     vllm_pin = next(r.split("==")[1] for r in gpu_extra if r.startswith("vllm=="))
-    assert froms[1].args.split()[0] == "vllm/vllm-openai:${VLLM_VERSION}"
+    assert froms[2].args.split()[0] == "vllm/vllm-openai:${VLLM_VERSION}"
     assert global_args["VLLM_VERSION"] == f"v{vllm_pin}", "base image and gpu extra differ"
     cpu_base = froms[0].args.split()[0]
     if cpu_base.startswith("${"):
@@ -698,6 +698,24 @@ def test_compose_environment_validates_as_settings(service, monkeypatch):
         assert "S1_MODEL" not in env, "the cpu server serves the image's embedded demo model"
 
 
+@pytest.mark.parametrize("service", SERVER_SERVICES)
+def test_compose_publishes_on_loopback_and_drains_within_the_deadline(service, monkeypatch):
+    """Without an opt-in the API is reachable from this machine only; a stop lets every request
+    that is still within S1_REQUEST_TIMEOUT_S finish, inside compose's stop_grace_period."""
+    dotenv = {k: e.value for k, e in parse_env_example().items() if not e.commented}
+    spec = load_compose()["services"][service]
+    for env in ({}, dotenv):
+        host, _, _ = interpolate(str(spec["ports"][0]), env).rpartition(":")
+        assert host.split(":")[0] == "127.0.0.1", (env and ".env.example", host)
+    assert interpolate(str(spec["ports"][0]), {"API_BIND": "0.0.0.0"}).startswith("0.0.0.0:")
+    clear_s1_env(monkeypatch)
+    for key, value in effective_env(service, dotenv).items():
+        monkeypatch.setenv(key, value)
+    settings = Settings()
+    assert settings.shutdown_grace_s >= settings.request_timeout_s > 0
+    assert duration_seconds(spec["stop_grace_period"]) >= settings.shutdown_grace_s + 5 + 10
+
+
 def test_docker_compose_config_when_installed(tmp_path):
     cmd = compose_v2()
     if cmd is None:
@@ -879,6 +897,19 @@ def test_dashboard_and_prometheus_metrics_are_exported(live_metrics):
             for name in promql_metric_names(expr):
                 used.setdefault(name, source)
     assert used, "no metric names found"
+    missing = {n: src for n, src in used.items()
+               if n not in exported and n not in PROMETHEUS_SYNTHETIC}
+    assert not missing, f"metrics the server does not export: {missing}"
+
+
+@pytest.mark.engine
+def test_k8s_autoscaling_and_alert_metrics_are_exported(live_metrics):
+    """Every metric a KEDA query, a prometheus-adapter rule (the HPA) or a PrometheusRule of
+    deploy/k8s names is in /metrics of a running server: a missing one would read as nothing."""
+    from tests.test_k8s_scaleout import k8s_metric_names
+
+    exported = exported_series(live_metrics[0])
+    used = k8s_metric_names()
     missing = {n: src for n, src in used.items()
                if n not in exported and n not in PROMETHEUS_SYNTHETIC}
     assert not missing, f"metrics the server does not export: {missing}"

@@ -2,7 +2,8 @@
 
 The tiny model's template is Qwen's plain one (it does not open a thinking block), served
 with ``--thinking-format s1``, API keys from ``--api-key-file``, ``--no-auth-exempt-health``,
-``--default-thinking-min/max``, and tight admission limits (2 requests in flight, 2 engine
+``--default-thinking-min/max``, ``--no-reject-unknown-fields`` (vLLM's warn-and-ignore), and
+tight admission limits (2 requests in flight, 2 engine
 slots, no sequence waiting) that the 429 tests fill with held streams (see
 tests/server_proc.py HOLD: deterministic, not a race with the engine).
 """
@@ -32,7 +33,7 @@ def server(tiny_s1, tmp_path_factory):
         "--no-auth-exempt-health", "--default-thinking-min", str(S1_DEFAULT_MIN),
         "--default-thinking-max", str(S1_DEFAULT_MAX), "--max-in-flight", "2",
         "--max-num-seqs", "2", "--max-waiting", "0", "--max-model-len", "4096",
-        key=S1_KEYS[0])
+        "--no-reject-unknown-fields", key=S1_KEYS[0])
     try:
         yield proc.wait_ready()
     finally:
@@ -159,3 +160,13 @@ def test_waiting_sequences_over_the_limit_answer_429(server):
         assert r.status_code == 200, r.text
     r = post(server, {"messages": MSG, "max_tokens": 30, "n": 2, "temperature": 1})
     assert r.status_code == 200, r.text
+
+
+def test_unknown_fields_are_ignored_when_the_setting_says_so(server):
+    """--no-reject-unknown-fields: a typo is ignored (as vLLM does), not a 400; a field that
+    would change the output on another surface is still refused."""
+    body = chat(server, {"max_tokens": 12, "temprature": 2.0})
+    assert body["choices"][0]["finish_reason"] in ("stop", "length")
+    r = httpx.post(server.base_url + "/v1/chat/completions", headers=S1_AUTH, timeout=120,
+                   json={"messages": MSG, "max_tokens": 12, "max_output_tokens": 5})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "max_output_tokens"

@@ -207,8 +207,8 @@ def leave_and_wait(server, extra: dict | None = None
     return metric(server, "vllm:generation_tokens_total") - tokens, before, chat_statuses(server)
 
 
-# Our native path, and vLLM's serving class (logprobs is a vLLM-only field).
-PATHS = pytest.mark.parametrize("extra", [{}, {"logprobs": True}], ids=["native", "vllm"])
+# A plain request and one with logprobs (which once took another path).
+PATHS = pytest.mark.parametrize("extra", [{}, {"logprobs": True}], ids=["plain", "logprobs"])
 
 
 @PATHS

@@ -8,9 +8,11 @@ machine) could not render the manifests it validates. The overlays stay ordinary
 kustomize they use, and tests/test_k8s.py checks it against ``kubectl kustomize`` wherever
 kubectl is installed. Supported, and refused loudly otherwise:
 
-- ``resources`` (files, and folders holding a kustomization), ``namespace``;
+- ``resources`` (files, and folders holding a kustomization), ``namespace`` (also on the
+  ServiceAccount subjects of role bindings);
 - ``patches`` with a ``path`` to a strategic-merge patch (target: the patch's kind and name),
-  including ``$patch: delete``. Built-in kinds merge lists by their Kubernetes merge key
+  including ``$patch: delete``; or to a JSON 6902 patch (a list of add/replace/remove
+  operations) with a ``target`` naming its kind and name. Built-in kinds merge lists by their Kubernetes merge key
   (containers by name, volumeMounts by mountPath...); other kinds (CRDs) follow JSON merge
   patch (lists are replaced), as kustomize does without their schema;
 - ``images`` (newName, newTag, digest) on built-in workloads and on the kinds and paths that
@@ -121,6 +123,53 @@ def apply_patch(docs: list[dict], patch: dict, where: Path) -> list[dict]:
     return [merge(d, patch) if key_of(d) == target else d for d in docs]
 
 
+def _pointer(path: str) -> list[str]:
+    if not path.startswith("/"):
+        raise RenderError(f"JSON pointer must start with /: {path}")
+    return [p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/")]
+
+
+def json6902(doc: dict, ops: list[dict], where: Path) -> dict:
+    """RFC 6902 add, replace and remove (what kustomize's JSON patches here use)."""
+    out = copy.deepcopy(doc)
+    for op in ops:
+        if op.get("op") not in ("add", "replace", "remove") or "path" not in op:
+            raise RenderError(f"{where}: unsupported JSON patch operation {op}")
+        *parents, last = _pointer(op["path"])
+        node: Any = out
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node.get(part)
+            if node is None:
+                raise RenderError(f"{where}: {op['path']}: {part} does not exist")
+        if isinstance(node, list):
+            index = len(node) if last == "-" else int(last)
+            if op["op"] == "add":
+                node.insert(index, copy.deepcopy(op["value"]))
+            elif op["op"] == "replace":
+                node[index] = copy.deepcopy(op["value"])
+            else:
+                node.pop(index)
+        elif op["op"] == "add":
+            node[last] = copy.deepcopy(op["value"])
+        elif last not in node:
+            raise RenderError(f"{where}: {op['path']} does not exist ({op['op']})")
+        elif op["op"] == "replace":
+            node[last] = copy.deepcopy(op["value"])
+        else:
+            del node[last]
+    return out
+
+
+def apply_json_patch(docs: list[dict], ops: list[dict], target: dict, where: Path) -> list[dict]:
+    if set(target) - {"group", "version", "kind", "name"} or not {"kind", "name"} <= set(target):
+        raise RenderError(f"{where}: a JSON patch target needs kind and name (and may have "
+                          f"group, version): {target}")
+    key = (target["kind"], target["name"])
+    if sum(key_of(d) == key for d in docs) != 1:
+        raise RenderError(f"{where}: patch target {key} matches no single resource")
+    return [json6902(d, ops, where) if key_of(d) == key else d for d in docs]
+
+
 def image_paths(doc: dict, extra: list[dict]) -> list[tuple[str, ...]]:
     """Paths of container lists whose ``image`` fields the images transformer edits."""
     paths = []
@@ -214,13 +263,26 @@ def build(root: str | Path) -> list[dict]:
             raise RenderError(f"{root}: {key_of(doc)} defined twice")
         seen.add(key_of(doc))
     for entry in spec.get("patches", []):
-        if set(entry) != {"path"}:
-            raise RenderError(f"{root}: only patches with a path are supported: {entry}")
-        docs = apply_patch(docs, yaml.safe_load((root / entry["path"]).read_text()),
-                           root / entry["path"])
+        if set(entry) not in ({"path"}, {"path", "target"}):
+            raise RenderError(f"{root}: only patches with a path (and a target) are "
+                              f"supported: {entry}")
+        patch = yaml.safe_load((root / entry["path"]).read_text())
+        if isinstance(patch, list):
+            if "target" not in entry:
+                raise RenderError(f"{root}: JSON patch {entry['path']} needs a target")
+            docs = apply_json_patch(docs, patch, entry["target"], root / entry["path"])
+        elif "target" in entry:
+            raise RenderError(f"{root}: {entry['path']}: targets only for JSON patches here")
+        else:
+            docs = apply_patch(docs, patch, root / entry["path"])
     if "namespace" in spec:
         for doc in docs:
             doc["metadata"]["namespace"] = spec["namespace"]
+            # As kustomize does: a binding's ServiceAccount subjects follow into the namespace.
+            if doc["kind"] in ("RoleBinding", "ClusterRoleBinding"):
+                for subject in doc.get("subjects", []):
+                    if subject.get("kind") == "ServiceAccount":
+                        subject.setdefault("namespace", spec["namespace"])
     extra: list[dict] = []
     for conf in spec.get("configurations", []):
         conf_spec = yaml.safe_load((root / conf).read_text()) or {}
@@ -235,10 +297,19 @@ def build(root: str | Path) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print(__doc__.split("\n\n")[1], file=sys.stderr)
+    usage = __doc__.split("\n\n")[1]
+    if args in (["-h"], ["--help"]):
+        print(usage)
+        return 0
+    if len(args) != 1 or args[0].startswith("-"):
+        print(f"usage:{usage}", file=sys.stderr)
         return 2
-    yaml.safe_dump_all(build(args[0]), sys.stdout, sort_keys=False)
+    try:
+        docs = build(args[0])
+    except (RenderError, OSError, yaml.YAMLError) as exc:
+        print(f"render.py: {exc}", file=sys.stderr)
+        return 1
+    yaml.safe_dump_all(docs, sys.stdout, sort_keys=False)
     return 0
 
 

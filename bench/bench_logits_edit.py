@@ -1,9 +1,9 @@
-"""Time the device half of budget forcing alone: ``server.logits_edit.apply_plan``.
+"""Time the device half of budget forcing alone: ``server.engine.logits_edit.apply_plan``.
 
 Why: a GPU machine with torch but without vLLM (such as a borrowed one for a few
 minutes) can still time the part of the processor that runs on the device, at a
 real model's vocabulary. ``bench_processor_micro.py`` times the whole processor
-(it needs vLLM); this script needs only torch and ``server/logits_edit.py``.
+(it needs vLLM); this script needs only torch and ``server/engine/logits_edit.py``.
 
 Plans cover every row of the batch with one row type (forced, guarded greedy,
 guarded sampled), the worst case for a step. Reported per step: host ms spent in
@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from server.logits_edit import (  # noqa: E402
+from server.engine.logits_edit import (  # noqa: E402
     FORCED,
     GUARD_GREEDY,
     GUARD_SAMPLED,

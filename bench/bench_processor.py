@@ -7,7 +7,7 @@ as it can be):
 1. **Processor overhead.** Output tokens/s of the same greedy batch (256 tokens per
    request, ``ignore_eos`` so every run produces exactly the same number of tokens)
    on an engine without the processor, and on an engine with
-   :class:`server.logits_processor.BudgetLogitsProcessor` installed, both with
+   :class:`server.engine.logits_processor.BudgetLogitsProcessor` installed, both with
    requests that carry no budget and with requests that carry ``thinking_min=64,
    thinking_max=200`` (so each row spends 64 steps in the guarded state, then is
    free, then gets its end delimiter and answer prefix forced at 200). Batches 1, 32
@@ -157,7 +157,7 @@ class Workload:
     """Prompts (as ids, thinking block opened) and the s1 format's ids for this tokenizer."""
 
     prompts: list[list[int]]
-    ft: Any  # server.formats.FormatTokens
+    ft: Any  # server.budget.formats.FormatTokens
     wait_ids: tuple[int, ...]
     attempt_ids: tuple[int, ...] = field(init=False)
 
@@ -172,8 +172,8 @@ class Workload:
 def make_workload(model_dir: Path) -> Workload:
     from transformers import AutoTokenizer
 
-    from server.engine import stop_ids_for
-    from server.formats import FORMATS, FormatTokens
+    from server.budget.formats import FORMATS, FormatTokens
+    from server.engine.loader import stop_ids_for
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     # Every id vLLM stops on (generation_config's EOS list too), as the server does: vLLM's
@@ -260,8 +260,8 @@ CONFIGS = ("not installed", "installed, no budgets", "installed, budgets")
 def run_throughput(plain: Any, proc: Any, wl: Workload) -> list[ThroughputRow]:
     from vllm import SamplingParams
 
-    from server.budget import replay
-    from server.logits_processor import budget_extra_args
+    from server.budget.machine import replay
+    from server.engine.logits_processor import budget_extra_args
 
     spec = wl.spec(THINKING_MIN, THINKING_MAX)
     base = {"max_tokens": TOKENS_PER_REQUEST, "temperature": 0.0, "ignore_eos": True}
@@ -348,7 +348,7 @@ def in_engine(llm: Any, wl: Workload, bias: float, minimums: Sequence[int]) -> l
     """Ours: one request each, the processor replaces attempts below the minimum with Wait."""
     from vllm import SamplingParams
 
-    from server.logits_processor import budget_extra_args
+    from server.engine.logits_processor import budget_extra_args
 
     sps = [SamplingParams(temperature=0.0, max_tokens=CAP, stop_token_ids=list(wl.attempt_ids),
                           logit_bias={wl.ft.end_ids[0]: bias},

@@ -8,7 +8,7 @@ token to its live output list) and only those two calls are timed, for:
 
 - ``before``: ``bench/legacy_processor.py``, the processor as it was (observes in
   ``update_state``, ``.tolist()`` in ``apply``);
-- ``after``: ``server.logits_processor.BudgetLogitsProcessor`` (catch-up in
+- ``after``: ``server.engine.logits_processor.BudgetLogitsProcessor`` (catch-up in
   ``apply``, one packed plan, one non-blocking copy, decisions on the device).
 
 Row types, every row of the batch the same: ``free`` (past the minimum, far from
@@ -41,9 +41,9 @@ from legacy_processor import LegacyBudgetLogitsProcessor  # noqa: E402
 from vllm import SamplingParams  # noqa: E402
 from vllm.v1.sample.logits_processor import BatchUpdate  # noqa: E402
 
-import server.logits_processor as lp  # noqa: E402
-from server.budget import BudgetSpec  # noqa: E402
-from server.logits_processor import BudgetLogitsProcessor, budget_extra_args  # noqa: E402
+import server.engine.logits_processor as lp  # noqa: E402
+from server.budget.machine import BudgetSpec  # noqa: E402
+from server.engine.logits_processor import BudgetLogitsProcessor, budget_extra_args  # noqa: E402
 
 END, EOS, CONT = (7, 8), 2, (20, 21)
 SCENARIOS = {  # name: (thinking_min, thinking_max, temperature, forced answer prefix, s1 rules)

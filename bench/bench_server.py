@@ -46,7 +46,7 @@ a difference comes from. The markdown result is printed and appended to
     python -m bench.bench_server --quick    # one round, small request counts: a smoke run
 
 The parts: the model (bench/server_model.py), the servers and their CPU use
-(bench/servers.py, started by server/launcher.py), load generation and checks
+(bench/servers.py, started by s1_common/launcher.py), load generation and checks
 (bench/load.py), what is measured (bench/results.py) and the report (bench/report.py);
 this module schedules the runs.
 """

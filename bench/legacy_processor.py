@@ -20,9 +20,9 @@ from vllm.v1.sample.logits_processor import (
     MoveDirectionality,
 )
 
-from server.budget import FORCE, FREE, BudgetState, Phase
-from server.draws import uniform_for_step
-from server.logits_processor import spec_from_params
+from server.budget.draws import uniform_for_step
+from server.budget.machine import FORCE, FREE, BudgetState, Phase
+from server.engine.logits_processor import spec_from_params
 
 if TYPE_CHECKING:
     from vllm.config import VllmConfig

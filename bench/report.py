@@ -183,7 +183,7 @@ def report(starts: list[StartResult], plan: Sequence[Workload], rounds: int,
 def diagnosis_text(starts: list[StartResult], plan: Sequence[Workload]) -> list[str]:
     kinds = (OURS, THEIRS_WITH_PROCESSOR, THEIRS)
     lines = ["", "**Diagnostic**: vLLM's server with `--logits-processors "
-             "server.logits_processor:BudgetLogitsProcessor` (installed, no budgets), plain "
+             "server.engine.logits_processor:BudgetLogitsProcessor` (installed, no budgets), plain "
              "requests. Close to vLLM: the processor costs little and a gap is the HTTP "
              "layer's; close to s1-serve: the processor's.", "",
              "| clients | metric | " + " | ".join(k.label for k in kinds) + " |",

@@ -1,6 +1,6 @@
 """The benchmarked servers: how each kind starts, and its processes' CPU use.
 
-Started with the project's one launcher (:class:`server.launcher.ServerProcess`), in a
+Started with the project's one launcher (:class:`s1_common.launcher.ServerProcess`), in a
 session of their own so that the engine processes stop with them.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.server_model import MODEL_NAME
-from server.launcher import S1_SERVE, VLLM_SERVER, ServerProcess
+from s1_common.launcher import S1_SERVE, VLLM_SERVER, ServerProcess
 
 ENGINE_FLAGS = ("--enforce-eager", "--dtype", "float32", "--max-model-len", "1024",
                 "--max-num-seqs", "64", "--served-model-name", MODEL_NAME)
@@ -45,7 +45,7 @@ THEIRS = ServerKind("theirs", "vLLM api_server", VLLM_SERVER,
 THEIRS_WITH_PROCESSOR = ServerKind(
     "theirs+proc", "vLLM api_server + BudgetLogitsProcessor", THEIRS.module,
     (*THEIRS.extra_flags, "--logits-processors",
-     "server.logits_processor:BudgetLogitsProcessor"), "thinking_token_budget")
+     "server.engine.logits_processor:BudgetLogitsProcessor"), "thinking_token_budget")
 
 
 class RunningServer(ServerProcess):

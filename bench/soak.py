@@ -26,8 +26,8 @@ from pathlib import Path
 import httpx
 from httpx_sse import aconnect_sse
 
+from s1_common.launcher import ServerProcess, metric_value
 from s1_common.stats import quantile
-from server.launcher import ServerProcess, metric_value
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGETS = [(None, None), (None, 8), (4, 16), (0, 0), (12, 12), (6, None), (2, 40), (None, 24)]

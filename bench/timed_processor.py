@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import torch
 from vllm.v1.sample.logits_processor import BatchUpdate
 
-from server.logits_processor import BudgetLogitsProcessor
+from server.engine.logits_processor import BudgetLogitsProcessor
 
 if TYPE_CHECKING:
     from vllm.config import VllmConfig

@@ -1,8 +1,9 @@
 """Stage 5, domains: put every question in one Mathematics Subject Classification domain.
 
 Why MSC: the paper's diversity signal. s1 classified with an LLM into MSC domains and then
-sampled domains uniformly. The 63 top-level MSC 2020 areas ship with the package
-(``msc.json``), each with its description. The classifier reasons briefly, then ends with
+sampled domains uniformly. s1's 61 top-level MSC 2020 areas (all but 00 and 01) ship
+with the package (``msc.json``), each with the second-level topics s1's classifier saw; the
+default prompt lists them as s1's did (``### area``, ``* Code: NN``, ``* Description: ...``). The classifier reasons briefly, then ends with
 ``Domain: NN`` (as s1's classifier reasoned before the code); that last line must name one of
 the codes (``11``, ``11 Number theory``, ``MSC 11`` or the exact area name); anything else is retried with a reminder
 (:mod:`datasets_build.validated`) and, after ``retries``, recorded as ``unknown``.
@@ -76,7 +77,10 @@ def parse_domain_reply(reply: str) -> str | None:
 
 
 def codes_text() -> str:
-    return "\n".join(f"{code} {name}" for code, name in msc_codes().items())
+    """The classification rubric: one block per area, as s1's prompt laid them out."""
+    data = json.loads(resources.files("datasets_build").joinpath("msc.json").read_text())
+    return "\n\n".join(f"### {c['name']}\n* Code: {c['code']}\n* Description: "
+                       f"{c['description']}" for c in data["codes"])
 
 
 def _labelled(row: Row, field: str | None) -> str | None:

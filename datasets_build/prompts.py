@@ -37,7 +37,7 @@ Does the answer to check say the same as the reference answer? Reply with one wo
 JUDGE_REMINDER = "End your reply with a line holding only Yes or No."
 
 DOMAIN = """Classify the question into one domain of the Mathematics Subject Classification \
-(MSC 2020). The domains, each a code and its description:
+(MSC 2020). The classification rubrics, one block per domain with its code and the topics it covers:
 {codes}
 
 Question:

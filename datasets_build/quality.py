@@ -6,18 +6,23 @@ In the paper's order: first what the API got wrong (``api_error``: the call fail
 rows s1 also drops (``missing_answer``: no reference answer, ``drop_missing_answer``;
 ``asy_figure``: an ``[asy]`` figure in a question not from AIME, ``drop_asy`` /
 ``asy_keep_sources``), then formatting (:mod:`datasets_build.checks`). A row is counted under its first reason; the
-removed file lists all of them. Every teacher must pass, so that the export has all of its
+removed file lists all of them, and ``notes.flagged`` counts every filter's hits on its own
+(the funnel report shows them, filters that are off shown as such). Every teacher must pass, so that the export has all of its
 columns filled.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from fnmatch import fnmatchcase
 
 from datasets_build.checks import CHECKS
 from datasets_build.config import Quality
 from datasets_build.schema import Row, col
 from datasets_build.tables import StageStats, Table
+
+_ALWAYS = ("api_error", "empty_trace", "empty_attempt", "truncated", "missing_answer",
+           "asy_figure")
 
 
 def reasons(row: Row, teachers: list[str], cfg: Quality) -> list[tuple[str, str]]:
@@ -51,8 +56,10 @@ def run_quality(table: Table, cfg: Quality) -> tuple[Table, StageStats, list[Row
     stats = StageStats("quality", rows_in=len(table.rows))
     kept: list[Row] = []
     removed: list[Row] = []
+    flagged: Counter[str] = Counter()  # every filter's own count (a row may hit several)
     for row in table.rows:
         found = reasons(row, teachers, cfg)
+        flagged.update({r for r, _ in found})
         if not found:
             kept.append(row)
             continue
@@ -61,4 +68,6 @@ def run_quality(table: Table, cfg: Quality) -> tuple[Table, StageStats, list[Row
                         "reason": found[0][0], "detail": found[0][1],
                         "all_reasons": [r for r, _ in found], "question": row["question"][:300]})
     stats.rows_out = len(kept)
+    stats.notes["flagged"] = {name: flagged[name] for name in (*_ALWAYS, *cfg.checks)}
+    stats.notes["checks"] = list(cfg.checks)
     return Table(kept, table.meta), stats, removed

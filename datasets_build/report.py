@@ -90,6 +90,16 @@ def render_markdown(report: dict[str, Any], names: dict[str, str]) -> str:
         c = f.get("calls") or {}
         calls = f"{c.get('made', 0)} / {c.get('cached', 0)} / {c.get('failed', 0)}" if c else "-"
         out.append(f"| {f['stage']} | {f['in']} | {f['out']} | {drops} | {calls} |")
+    quality = next((f for f in report["funnel"] if f["stage"] == "quality"), None)
+    flagged = (quality or {}).get("notes", {}).get("flagged")
+    if flagged:
+        from datasets_build.config import QUALITY_CHECKS
+
+        on = set(quality["notes"].get("checks", QUALITY_CHECKS))
+        out += ["", "## Quality filters (each filter's own count; a row may hit several)", "",
+                "| filter | rows |", "|---|---:|"]
+        out += [f"| {name} | {n} |" for name, n in flagged.items()]
+        out += [f"| {name} | off |" for name in QUALITY_CHECKS if name not in on]
     out += ["", "## Domains (MSC)", "", "| code | area | pool | selected | |",
             "|---|---|---:|---:|---|"]
     doms = report["domains"]

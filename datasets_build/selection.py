@@ -5,7 +5,9 @@ rank its remaining questions by trace length (longest first, rank 0), take one w
 probability proportional to 2^-rank, remove it, and drop the domain once it is empty.
 Questions matching a pre-selection rule (e.g. benchmark-like sources, or long traces from
 one source) are taken first, longest first if there are more than the target; as in s1, only
-those whose teacher answer was graded correct (``preselect_requires_correct``, default on).
+those whose teacher answer was graded correct (``preselect_requires_correct``, default on;
+``preselect_correct_teacher: first`` reads only the first teacher's grade, as s1 reads
+Gemini's). Sources match case-insensitively, so ``*aime*`` finds ``qq8933/AIME_1983_2024``.
 Domain draws (``domain_draw``):
 
 - ``benchmark`` (s1's notebook, the default): uniform until ``uniform_share`` of ``size`` is
@@ -55,17 +57,22 @@ def _order_key(row: Row) -> tuple[int, str]:
 
 
 def matches(row: Row, rule: PreselectRule) -> bool:
-    """All the rule's given conditions hold (source_type is a glob pattern)."""
-    if rule.source_type is not None and not fnmatchcase(str(row["source_type"]),
-                                                        rule.source_type):
+    """All the rule's given conditions hold (source_type: a glob, matched ignoring case)."""
+    if rule.source_type is not None and not fnmatchcase(str(row["source_type"]).lower(),
+                                                        rule.source_type.lower()):
         return False
     if rule.domain is not None and row.get("domain") != rule.domain:
+        return False
+    if rule.trace_tokens_over is not None and not _length(row) > rule.trace_tokens_over:
         return False
     return rule.min_trace_tokens is None or _length(row) >= rule.min_trace_tokens
 
 
-def teacher_correct(row: Row) -> bool:
-    """Whether some teacher's answer was graded correct (``<teacher>_grade == "Yes"``)."""
+def teacher_correct(row: Row, teacher: str | None = None) -> bool:
+    """Whether ``teacher``'s answer (any teacher's when None) was graded correct
+    (``<teacher>_grade == "Yes"``)."""
+    if teacher is not None:
+        return row.get(f"{teacher}_grade") == "Yes"
     return any(v == "Yes" for k, v in row.items() if k.endswith("_grade"))
 
 
@@ -101,11 +108,18 @@ def benchmark_weights(rows: list[Row], cfg: Select) -> dict[str, float]:
     return weights
 
 
-def select_rows(rows: list[Row], cfg: Select) -> list[tuple[Row, str]]:
-    """(row, "preselect" or "sampled") in the order chosen."""
+def select_rows(rows: list[Row], cfg: Select,
+                teachers: list[str] | None = None) -> list[tuple[Row, str]]:
+    """(row, "preselect" or "sampled") in the order chosen. ``teachers``: the table's, in
+    order (``preselect_correct_teacher: first`` reads the first one's grade)."""
     rng = random.Random(cfg.seed)
+    grader: str | None = None
+    if cfg.preselect_correct_teacher == "first":
+        if not teachers:
+            raise ValueError("preselect_correct_teacher: first needs the table's teachers")
+        grader = teachers[0]
     pre = sorted((r for r in rows if any(matches(r, rule) for rule in cfg.preselect)
-                  and (not cfg.preselect_requires_correct or teacher_correct(r))),
+                  and (not cfg.preselect_requires_correct or teacher_correct(r, grader))),
                  key=_order_key)
     chosen: list[tuple[Row, str]] = [(r, "preselect") for r in pre[: cfg.size]]
     taken = {r["id"] for r, _ in chosen}
@@ -140,7 +154,7 @@ def run_select(table: Table, cfg: Select) -> tuple[Table, StageStats]:
     if cfg.unknown == "drop":
         rows = [r for r in rows if r["domain"] != UNKNOWN_DOMAIN]
         stats.dropped["unknown_domain"] = len(table.rows) - len(rows)
-    chosen = select_rows(rows, cfg)
+    chosen = select_rows(rows, cfg, table.teachers)
     out = [{**r, "selection_order": i, "selected_by": how} for i, (r, how) in enumerate(chosen)]
     stats.rows_out = len(out)
     stats.dropped["not_selected"] = len(rows) - len(out)

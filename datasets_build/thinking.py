@@ -11,7 +11,7 @@ per teacher.
 
 from __future__ import annotations
 
-from server.formats import FORMATS
+from server.budget.formats import FORMATS
 
 # The server's formats (one definition of their delimiters), then Anthropic-style tags.
 DEFAULT_DELIMITERS: tuple[tuple[str, str], ...] = (

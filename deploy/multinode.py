@@ -65,9 +65,9 @@ BOOL_FLAGS: dict[str, str] = {
 # for settings it passes even when unset (tests/test_multinode.py checks they are the server's),
 # and the budget-forcing logits processor, which runs where sampling happens: with pipeline
 # parallelism, on the last stage, i.e. on a worker node.
-SERVER_DEFAULTS: dict[str, str] = {"S1_MAX_NUM_SEQS": "256", "S1_SEED": "0"}
+SERVER_DEFAULTS: dict[str, str] = {"S1_SEED": "0"}  # (batch sizes: vLLM's device defaults on both)
 WORKER_FLAGS: tuple[str, ...] = ("--logits-processors",
-                                 "server.logits_processor:BudgetLogitsProcessor")
+                                 "server.engine.logits_processor:BudgetLogitsProcessor")
 TRUE = {"1", "true", "yes", "on"}
 FALSE = {"0", "false", "no", "off", ""}
 LWS_ENV = ("LWS_LEADER_ADDRESS", "LWS_GROUP_SIZE", "LWS_WORKER_INDEX")

@@ -54,6 +54,7 @@ class Record:
     waits_realised: int | None = None
     forced_cut: bool | None = None
     realised_source: str | None = None  # "server" (budget object) or "text"
+    tries: int | None = None  # rejection sampling: samples drawn until one fit
 
     @property
     def key(self) -> tuple[str, str, str]:

@@ -3,7 +3,8 @@
     s1-eval --data aime24.jsonl --base-url http://127.0.0.1:8000 --api-key KEY \\
             --thinking-max 512,1024,2048,4096 --waits 4 --out runs/aime24
 
-Writes ``<out>/results.json`` (per-setting accuracy and mean thinking tokens,
+Writes ``<out>/table3.md`` (Control, Scaling, Performance per method, beside the paper's
+Table 3), ``<out>/results.json`` (per-setting accuracy and mean thinking tokens,
 Control / Scaling / Performance per method, every graded answer),
 ``<out>/scaling.png`` and ``<out>/cache.sqlite`` (rerun the same command to
 resume). Greedy (temperature 0) by default, as in the paper. Exit status: 0
@@ -22,12 +23,14 @@ from pathlib import Path
 
 from client import APIConnectionError, AsyncClient, S1Error
 from evals.autocap import AUTO, DEFAULT_OVERHEAD, parse_cap, resolve_auto_cap
+from evals.baselines import table3
 from evals.benchmarks import FORMATS, load_benchmark
 from evals.cache import Cache
 from evals.plot import plot_scaling
+from evals.presets import PRESETS, apply_preset
 from evals.report import build_report, format_table, write_json
 from evals.runner import RunConfig, Runner
-from evals.settings import build_sweep, parse_ints
+from evals.settings import Method, build_sweep, parse_ints
 
 CACHE_FILE = "cache.sqlite"
 DESCRIPTION = ("Sweep thinking budgets on a local benchmark file against a running server and "
@@ -39,7 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="s1-eval", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     data = p.add_argument_group("benchmark")
-    data.add_argument("--data", required=True, help="jsonl / json / csv / parquet file")
+    data.add_argument("--preset", choices=sorted(PRESETS),
+                      help="the paper's evaluation of this benchmark (evals/presets.py): "
+                           "layout, max_tokens 32768, --thinking-cap auto, Waits 0..6")
+    data.add_argument("--data", help="jsonl / json / csv / parquet file (with --preset: "
+                                     "default the bundled sample)")
     data.add_argument("--format", default="auto", choices=("auto", *FORMATS),
                       help="column layout (default: detected from the columns)")
     data.add_argument("--limit", type=int, help="only the first N questions")
@@ -78,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
                             "vote over 1, 2, 4, ..., K of them (see evals/parallel.py)")
     sweep.add_argument("--sample-temperature", type=float, default=0.7,
                        help="temperature of the --samples draws (default 0.7; must be > 0)")
+    base = p.add_argument_group("Table 3 baselines (evals/baselines.py)")
+    base.add_argument("--token-conditional", help="prompt 'Think for up to N tokens.': N,...")
+    base.add_argument("--step-conditional", help="prompt 'Think for up to N steps.': N,...")
+    base.add_argument("--class-conditional", action="store_true",
+                      help="s1's short and long thinking prompts")
+    base.add_argument("--rejection", help="rejection sampling: budgets N,... (temperature 1)")
+    base.add_argument("--rejection-tries", type=int, default=64,
+                      help="samples per question at most (default 64)")
     sweep.add_argument("--max-tokens", type=int, help="max_tokens (thinking + answer)")
     sweep.add_argument("--temperature", type=float, default=0.0, help="default 0 (greedy)")
     sweep.add_argument("--top-p", type=float)
@@ -100,14 +115,27 @@ async def _resolve_model(client: AsyncClient, model: str | None) -> str | None:
     return model or (served[0].id if served else None)
 
 
+def _baselines(args: argparse.Namespace) -> dict[Method, list[int]]:
+    out: dict[Method, list[int]] = {
+        "token_conditional": parse_ints(args.token_conditional, "--token-conditional"),
+        "step_conditional": parse_ints(args.step_conditional, "--step-conditional"),
+        "class_conditional": [0, 1] if args.class_conditional else [],
+        "rejection": parse_ints(args.rejection, "--rejection")}
+    return {k: v for k, v in out.items() if v}
+
+
 async def _run(args: argparse.Namespace) -> int:
+    if args.data is None:
+        raise ValueError("give --data (or --preset, which defaults to the bundled sample)")
+    if args.rejection_tries < 1:
+        raise ValueError("--rejection-tries must be >= 1")
     cap_arg = parse_cap(args.thinking_cap)
     if args.continuation is not None and not args.continuation.strip():
         raise ValueError("--continuation must not be empty")
     settings = build_sweep(parse_ints(args.thinking_max, "--thinking-max"),
                            parse_ints(args.thinking_min, "--thinking-min"),
                            args.waits, cap_arg if isinstance(cap_arg, int) else None,
-                           samples=args.samples)
+                           samples=args.samples, baselines=_baselines(args))
     if args.samples and args.sample_temperature <= 0:
         raise ValueError("--sample-temperature must be > 0: greedy samples are all the same")
     bench = load_benchmark(args.data, args.format, choice_seed=args.choice_seed,
@@ -136,7 +164,8 @@ async def _run(args: argparse.Namespace) -> int:
                            seed=args.seed, max_tokens=args.max_tokens,
                            thinking_cap=auto.cap if auto else cap_arg,  # type: ignore[arg-type]
                            system=args.system, continuation=args.continuation,
-                           sample_temperature=args.sample_temperature)
+                           sample_temperature=args.sample_temperature,
+                           rejection_tries=args.rejection_tries)
         from tqdm import tqdm
 
         with Cache(out / CACHE_FILE, config.signature(), fresh=args.refresh) as cache, \
@@ -153,6 +182,7 @@ async def _run(args: argparse.Namespace) -> int:
     report = build_report(bench, settings, sweep, meta)
     write_json(report, out / "results.json")
     plot_scaling(report, out / "scaling.png")
+    (out / "table3.md").write_text(table3(report) + "\n", encoding="utf-8")
     print(format_table(report))
     print(f"\nwrote {out / 'results.json'}, {out / 'scaling.png'} ({sweep.requested} new "
           f"requests, cache {out / CACHE_FILE})")
@@ -164,7 +194,8 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = apply_preset(parser.parse_args(argv), parser.parse_args([]))
     try:
         return asyncio.run(_run(args))
     except (ValueError, OSError) as exc:

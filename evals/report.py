@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from evals import metrics
+from evals.baselines import bounds
 from evals.benchmarks import Benchmark
 from evals.cache import Record
 from evals.parallel import ks_for, majority_curve
@@ -113,7 +114,14 @@ def _row(s: Setting, graded: list[Graded], records: list[Record], total: int) ->
 
 
 def _runs(graded: list[Graded]) -> list[tuple[float, float | None, float | None]]:
-    return [(g.thinking_tokens, g.thinking_min, g.thinking_max) for g in graded]
+    """(used, a_min, a_max) per generation; methods without a token budget have none."""
+    out = []
+    for g in graded:
+        method, _, value = g.setting.partition("=")
+        b = bounds(method, int(value), g.thinking_min, g.thinking_max)
+        if b is not None:
+            out.append((float(g.thinking_tokens), *b))
+    return out
 
 
 def _method_summary(rows: list[Row], graded: list[Graded]) -> dict[str, Any]:
@@ -166,8 +174,20 @@ def build_report(bench: Benchmark, settings: Sequence[Setting], sweep: SweepResu
                   "scaling": "accuracy points per 1000 thinking tokens"},
         "settings": [asdict(r) for r in rows],
         "methods": methods,
+        "rejection_tries": _tries(settings, sweep),
         "questions": [asdict(g) for g in graded_all],
     }
+
+
+def _tries(settings: Sequence[Setting], sweep: SweepResult) -> dict[str, dict[str, float]]:
+    """Rejection sampling: samples drawn per question until one fit, per setting."""
+    out: dict[str, dict[str, float]] = {}
+    for s in settings:
+        if s.method == "rejection":
+            tries = [r.tries or 1 for (_, key), r in sweep.records.items() if key == s.key]
+            if tries:
+                out[s.key] = {"mean": sum(tries) / len(tries), "max": max(tries)}
+    return out
 
 
 def write_json(report: dict[str, Any], path: Path) -> None:

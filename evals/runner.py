@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from client import AsyncClient, ChatResult, S1Error
+from evals.baselines import REJECTION_TEMPERATURE, fits, prompt_for
 from evals.benchmarks import Question
 from evals.cache import Cache, Record, digest
 from evals.realised import (
@@ -56,6 +57,7 @@ class RunConfig:
     system: str | None = None
     continuation: str | None = None  # thinking_continuation sent; None = the server's default
     sample_temperature: float = 0.7  # ``sample`` settings (majority voting)
+    rejection_tries: int = 64  # ``rejection`` settings: samples per question at most
 
     def signature(self) -> str:
         sig = {"model": self.model, "temperature": self.temperature,
@@ -65,6 +67,8 @@ class RunConfig:
             sig["continuation"] = self.continuation
         if self.sample_temperature != 0.7:
             sig["sample_temperature"] = self.sample_temperature
+        if self.rejection_tries != 64:
+            sig["rejection_tries"] = self.rejection_tries
         return digest(sig)
 
     @property
@@ -117,7 +121,12 @@ class Runner:
 
     # ------------------------------------------------------------------ jobs
     async def _one(self, q: Question, s: Setting) -> None:
-        if s.method == "thinking_max":
+        if s.method in ("token_conditional", "step_conditional", "class_conditional"):
+            await self._get(replace(q, prompt=prompt_for(s.method, s.value, q.prompt)), s,
+                            None, self.config.thinking_cap)
+        elif s.method == "rejection":
+            await self._rejection(q, s)
+        elif s.method == "thinking_max":
             await self._get(q, s, None, s.value)
         elif s.method == "sample":
             await self._get(q, s, None, self.config.thinking_cap)
@@ -139,6 +148,37 @@ class Runner:
                                            previous=previous)
             else:
                 previous = self._reuse(q, s, previous)
+
+    async def _rejection(self, q: Question, s: Setting) -> None:
+        """Draw with new seeds until the thinking fits ``s.value`` (see evals.baselines)."""
+        prompt_hash = digest(q.prompt)
+        cached = self.cache.get(q.id, s.key, prompt_hash)
+        if cached is not None:
+            self._keep(q, s, cached)
+            return
+        record: Record | None = None
+        for attempt in range(self.config.rejection_tries):
+            async with self._slots:
+                self._out.requested += 1
+                try:
+                    result = await self._chat(q, None, s.value + 1, s, attempt=attempt)
+                except S1Error as exc:
+                    self._out.failures.append(f"{q.id} {s.key}: {exc}")
+                    self._tick()
+                    return
+            tokens, source = thinking_tokens(result)
+            record = Record(signature=self.cache.signature, question_id=q.id,
+                            prompt_hash=prompt_hash, setting=s.key, method=s.method,
+                            value=s.value, thinking_min=None, thinking_max=s.value + 1,
+                            thinking_tokens=tokens, thinking_source=source,
+                            completion_tokens=result.usage.completion_tokens,
+                            finish_reason=result.finish_reason, answer=result.answer,
+                            reasoning=result.reasoning, tries=attempt + 1)
+            if fits(tokens, s.value):
+                break
+        if record is not None:
+            self.cache.put(record)
+            self._keep(q, s, record)
 
     def _extendable(self, record: Record) -> bool:
         """Whether the model ended thinking itself, so that the end can be suppressed.
@@ -211,11 +251,13 @@ class Runner:
                 "realised_source": got.source}
 
     async def _chat(self, q: Question, tmin: int | None, tmax: int | None,
-                    s: Setting | None = None) -> ChatResult:
+                    s: Setting | None = None, attempt: int = 0) -> ChatResult:
         c = self.config
         temperature, seed = c.temperature, c.seed
         if s is not None and s.method == "sample":  # independent draws: own temperature, seed
             temperature, seed = c.sample_temperature, (c.seed or 0) + s.value
+        elif s is not None and s.method == "rejection":  # a new seed per try
+            temperature, seed = REJECTION_TEMPERATURE, (c.seed or 0) + attempt
         return await self.client.chat(q.prompt, model=c.model, system=c.system, thinking_min=tmin,
                                       thinking_max=tmax, temperature=temperature,
                                       top_p=c.top_p, seed=seed, max_tokens=c.max_tokens,

@@ -51,12 +51,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Method = Literal["thinking_max", "thinking_min", "waits", "sample"]
-METHODS: tuple[Method, ...] = ("thinking_max", "thinking_min", "waits", "sample")
+Method = Literal["thinking_max", "thinking_min", "waits", "sample", "token_conditional",
+                 "step_conditional", "class_conditional", "rejection"]
+METHODS: tuple[Method, ...] = ("thinking_max", "thinking_min", "waits", "sample",
+                               "token_conditional", "step_conditional", "class_conditional",
+                               "rejection")
 LABELS = {"thinking_max": "budget forcing (thinking_max)",
           "thinking_min": "extrapolation (thinking_min)",
           "waits": "extrapolation (ignore end K times, 'Wait')",
-          "sample": "single samples (for majority voting)"}
+          "sample": "single samples (for majority voting)",
+          "token_conditional": "token-conditional control (prompt)",
+          "step_conditional": "step-conditional control (prompt)",
+          "class_conditional": "class-conditional control (short / long prompt)",
+          "rejection": "rejection sampling"}
+# Table 3's baselines (evals.baselines): value = N tokens, N steps, 0/1 = short/long, N tokens
+BASELINES: tuple[Method, ...] = ("token_conditional", "step_conditional", "class_conditional",
+                                 "rejection")
 
 
 @dataclass(frozen=True, order=True)
@@ -91,14 +101,20 @@ def parse_ints(text: str | None, what: str) -> list[int]:
 
 
 def build_sweep(thinking_max: list[int], thinking_min: list[int], waits: int | None,
-                cap: int | None, samples: int = 0) -> list[Setting]:
-    """Every setting to run; with nothing asked for, one unforced run (``waits=0``)."""
+                cap: int | None, samples: int = 0,
+                baselines: dict[Method, list[int]] | None = None) -> list[Setting]:
+    """Every setting to run; with nothing asked for, one unforced run (``waits=0``).
+    ``baselines``: Table 3's methods and their values (:mod:`evals.baselines`)."""
     if cap is not None:
         too_big = [v for v in thinking_min if v > cap]
         if too_big:
             raise ValueError(f"--thinking-min {too_big} exceed --thinking-cap {cap}")
     settings = [Setting("thinking_max", v) for v in thinking_max]
     settings += [Setting("thinking_min", v) for v in thinking_min]
+    for method, values in (baselines or {}).items():
+        if method not in BASELINES:
+            raise ValueError(f"{method} is not one of Table 3's baselines {BASELINES}")
+        settings += [Setting(method, v) for v in values]
     if samples < 0:
         raise ValueError("--samples must be >= 0")
     if waits is None and not settings and not samples:

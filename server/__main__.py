@@ -2,7 +2,7 @@
 
 SIGTERM and Ctrl-C stop accepting connections, let in-flight requests finish
 for a grace period (then abort them), shut the engine down and exit 0. When the
-engine dies or fails to start, :mod:`server.watchdog` stops the server the same way,
+engine dies or fails to start, :mod:`server.api.watchdog` stops the server the same way,
 and the process exits 3 so that a restart policy brings it back.
 """
 
@@ -18,20 +18,20 @@ from collections.abc import Iterator
 
 
 def main(argv: list[str] | None = None) -> None:
-    from server.cli import parse
+    from server.api.cli import parse
 
     args, settings = parse(argv)
     for var, sub in (("VLLM_CACHE_ROOT", "vllm"), ("TORCHINDUCTOR_CACHE_DIR", "inductor")):
         os.environ.setdefault(var, os.path.join(".cache", sub))
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from server.preflight import run_preflight
+    from server.engine.preflight import run_preflight
 
     run_preflight(settings)  # exits with values that fit before vLLM spends minutes loading
     import uvicorn
 
-    from server.app import create_app
-    from server.watchdog import ENGINE_DEATH_EXIT_CODE, HARD_EXIT_S
+    from server.api.app import create_app
+    from server.api.watchdog import ENGINE_DEATH_EXIT_CODE, HARD_EXIT_S
 
     class Server(uvicorn.Server):
         """uvicorn re-raises SIGTERM after its graceful shutdown (exit status -15);

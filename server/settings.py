@@ -4,7 +4,7 @@ Every field has a default, a description (which becomes the ``--help`` text) and
 validation. Each flag is the field name with dashes (``--thinking-max``), each variable
 the field name upper-cased with the ``S1_`` prefix (``S1_THINKING_MAX``). Flags win over
 variables. The fields that are vLLM arguments (model, max_model_len, ...) are parsed by
-vLLM's own parser (server/cli.py) and mirrored here for the API layer.
+vLLM's own parser (server/api/cli.py) and mirrored here for the API layer.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from server.budget import BudgetError, check_budget_values
+from server.budget.machine import BudgetError, check_budget_values
 
 DEMO_MODEL = Path(__file__).resolve().parent / "demo_model"
 # reasoning_effort -> thinking_max (the default of --reasoning-effort-budgets).
@@ -74,7 +74,7 @@ class Settings(BaseSettings):
                                           "thinking token under a minimum (s1's min_tokens=1 "
                                           "per round).")
 
-    # -- vLLM's serving layer (tools, Responses, Anthropic Messages; see server/vllm_layer.py)
+    # -- vLLM's serving layer (tools, Responses, Anthropic Messages; see server/api/engine_hook.py)
     enable_auto_tool_choice: bool = Field(False, description="Let the model call tools on "
                                           "its own (tool_choice 'auto'); needs "
                                           "--tool-call-parser, as in vLLM.")
@@ -154,7 +154,7 @@ class Settings(BaseSettings):
                             "max_model_len sequence of KV cache fit in GPU memory, and stop with "
                             "values that fit if not (GPU only; needs the model on disk).")
 
-    # vLLM's parsed arguments (server/cli.py); built from these settings when they were
+    # vLLM's parsed arguments (server/api/cli.py); built from these settings when they were
     # made without a command line (tests, embedding).
     _vllm_args: Any = PrivateAttr(default=None)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from server.budget import FORCE, GUARD, GUARD_TURN, HOLD, BudgetState, Phase
+from server.budget.machine import FORCE, GUARD, GUARD_TURN, HOLD, BudgetState, Phase
 
 
 def drive(state: BudgetState, model: Callable[[int], int], steps: int,

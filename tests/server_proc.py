@@ -1,4 +1,4 @@
-"""The tests' server starter: :mod:`server.launcher` (shared with bench/ and the soak),
+"""The tests' server starter: :mod:`s1_common.launcher` (shared with bench/ and the soak),
 and the waits the server tests share."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from server.launcher import VLLM_SERVER, ServerProcess, free_port, metric_value
+from s1_common.launcher import VLLM_SERVER, ServerProcess, free_port, metric_value
 
 __all__ = ["HOLD", "HOLD_TOKENS", "VLLM_SERVER", "KeyedServerProcess", "ServerProcess",
            "engine_core", "free_port", "held_streams", "metric_value", "small_window_client", "wait_until"]

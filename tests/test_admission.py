@@ -1,7 +1,7 @@
 """Admission is race-free on every generating surface.
 
 The in-flight limit is checked and the request's ticket taken in one step of the event
-loop (server/delegated.py), and the ticket is held until the response has been sent. So
+loop (server/api/request_layer.py), and the ticket is held until the response has been sent. So
 with ``--max-in-flight 2`` exactly two of 50 simultaneous requests get in and 48 get a
 429, whichever surface they use. The engine core is frozen (SIGSTOP) while they arrive,
 so the two admitted requests cannot finish and free their slots early however fast or
@@ -24,7 +24,7 @@ CONCURRENT = 50
 LIMIT = 2
 MESSAGES = [{"role": "user", "content": "count to three"}]
 SURFACES = {
-    "/v1/chat/completions": {"messages": MESSAGES, "max_tokens": 8, "thinking_max": 4},
+    "/v1/chat/completions": {"messages": MESSAGES, "max_tokens": 40, "thinking_max": 4},
     "/v1/completions": {"prompt": "count to three", "max_tokens": 8},
     "/v1/responses": {"input": "count to three", "max_output_tokens": 16},
     "/v1/messages": {"messages": MESSAGES, "max_tokens": 16},
@@ -57,6 +57,7 @@ async def _burst(server: ServerProcess, path: str, body: dict) -> tuple[list[int
                                                    return_when=asyncio.FIRST_COMPLETED)
                 assert done, f"{path}: no answer for 300 s with {len(pending)} pending"
                 early += [t.result().status_code for t in done]
+            assert sorted(early) == [429] * (CONCURRENT - LIMIT), early
             # The admitted ones are held by the frozen engine, counted as in flight.
             assert server.metric("s1_requests_in_flight") == LIMIT
         finally:

@@ -12,8 +12,8 @@ import pytest
 import torch
 from vllm import SamplingParams
 
-from server.budget import BudgetSpec
-from server.logits_processor import BudgetLogitsProcessor, budget_extra_args
+from server.budget.machine import BudgetSpec
+from server.engine.logits_processor import BudgetLogitsProcessor, budget_extra_args
 from tests.engine_replay import Replay, Req
 
 VOCAB = 64

@@ -7,7 +7,8 @@ import random
 
 import pytest
 
-from server.budget import (
+from server.budget.draws import attempt_happened, uniform_for_step
+from server.budget.machine import (
     DONE,
     FORCE,
     FREE,
@@ -20,7 +21,6 @@ from server.budget import (
     Phase,
     replay,
 )
-from server.draws import attempt_happened, uniform_for_step
 from tests.budget_driver import drive
 
 # A toy vocabulary: 0-9 ordinary tokens, then the special ones.

@@ -2,10 +2,10 @@
 
 What: every request reaches the engine through vLLM's serving classes, and s1-serve's
 budget reaches it through the hook on ``engine.generate``
-(:func:`server.vllm_layer.install_hook`; accounting in :func:`server.delegated.track`).
+(:func:`server.api.engine_hook.install_hook`; accounting in :func:`server.api.request_layer.track`).
 These tests call the real hook as vLLM's serving classes do: ``BUDGET`` set to the
-:class:`~server.budget_request.BudgetRequest` the request dependency reads from the body
-(:func:`~server.budget_request.budget_from_body`), then ``engine.generate(prompt,
+:class:`~server.api.budget_request.BudgetRequest` the request dependency reads from the body
+(:func:`~server.api.budget_request.budget_from_body`), then ``engine.generate(prompt,
 SamplingParams(...), request_id)`` with vLLM's own ``TokensPrompt``, ``SamplingParams``
 and ``RequestOutputKind``.
 
@@ -16,7 +16,7 @@ choices; nothing for beam search or unbudgeted requests; refusals as vLLM valida
 errors) and about counting each finished choice exactly once, in the API process,
 whatever the engine does (preemption, several ranks). A fake ``AsyncLLM`` answers
 instantly and deterministically: it plays the logits processor by driving a
-:class:`~server.budget.BudgetState` built from the request's ``extra_args`` (forced
+:class:`~server.budget.machine.BudgetState` built from the request's ``extra_args`` (forced
 tokens on FORCE; the continuation on GUARD when the model tries to end; an ordinary
 token on HOLD), for a model that thinks ``think`` tokens and then tries to end every
 step. Every expected token list and count below is written out by hand from the s1
@@ -38,15 +38,15 @@ from vllm.exceptions import VLLMValidationError
 from vllm.outputs import CompletionOutput, RequestOutput
 from vllm.sampling_params import RequestOutputKind
 
-from server import fanout
-from server.budget import FORCE, GUARD, HOLD, BudgetState, Phase
-from server.budget_request import BUDGET, BudgetRequest, budget_from_body
-from server.engine import ModelInfo
-from server.formats import FORMATS, FormatTokens
-from server.logits_processor import EXTRA_ARGS_KEY, spec_from_params
-from server.serving import Serving
+from server.api import fanout
+from server.api.budget_request import BUDGET, BudgetRequest, budget_from_body
+from server.api.engine_hook import install_hook
+from server.api.serving import Serving
+from server.budget.formats import FORMATS, FormatTokens
+from server.budget.machine import FORCE, GUARD, HOLD, BudgetState, Phase
+from server.engine.loader import ModelInfo
+from server.engine.logits_processor import EXTRA_ARGS_KEY, spec_from_params
 from server.settings import Settings
-from server.vllm_layer import install_hook
 
 DELTA, FINAL_ONLY = RequestOutputKind.DELTA, RequestOutputKind.FINAL_ONLY
 EFFORTS = {"low": 3, "high": 12, "huge": 1000}

@@ -1,13 +1,13 @@
 """Real ``vllm serve`` command lines parse the same under ``s1-serve``.
 
-``s1-serve`` parses its command line with vLLM's own parser (server/cli.py). This file
+``s1-serve`` parses its command line with vLLM's own parser (server/api/cli.py). This file
 holds a corpus of command lines published in vLLM's documentation, the vLLM recipes,
 the production-stack Helm chart, the LeaderWorkerSet examples and deployment guides,
 each with its source. Each line is parsed twice:
 
 * as ``vllm serve`` does: ``make_arg_parser(FlexibleArgumentParser())``, then
   ``model_tag -> model`` and ``validate_parsed_serve_args`` (vllm/entrypoints/cli/serve.py);
-* by ``server.cli.parse``;
+* by ``server.api.cli.parse``;
 
 and the two namespaces are compared field by field over every vLLM argument. The only
 differences allowed are s1-serve's documented defaults, asserted exactly: ``host`` is
@@ -294,7 +294,7 @@ def test_corpus_size_and_sources() -> None:
 
 @pytest.mark.parametrize("line", CORPUS, ids=[line.id for line in CORPUS])
 def test_line_parses_as_vllm_serve(line: Line, monkeypatch: pytest.MonkeyPatch) -> None:
-    from server.cli import VLLM_OWNED, parse
+    from server.api.cli import VLLM_OWNED, parse
 
     write_files(line, monkeypatch)
     vllm_args = vllm_serve_args(line.argv)
@@ -335,7 +335,7 @@ REMOVED = [  # arguments vLLM 0.32 no longer takes: s1-serve must stop the same 
 
 @pytest.mark.parametrize("line", REMOVED, ids=[line.id for line in REMOVED])
 def test_line_vllm_rejects_is_rejected(line: Line, capsys: pytest.CaptureFixture) -> None:
-    from server.cli import parse
+    from server.api.cli import parse
 
     with pytest.raises(SystemExit) as vllm_exit:
         vllm_serve_args(line.argv)
@@ -367,7 +367,7 @@ BASE = "deepseek-ai/DeepSeek-V3.2-Exp -tp 8"  # recipes: DeepSeek/DeepSeek-V3_2-
 ], ids=lambda v: ",".join(v) if isinstance(v, dict) else None)
 def test_s1_env_sets_vllm_argument(env: dict[str, str], flags: str,
                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from server.cli import parse
+    from server.api.cli import parse
 
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -388,7 +388,7 @@ def test_s1_env_sets_vllm_argument(env: dict[str, str], flags: str,
 ])
 def test_flag_wins_over_s1_env(env: dict[str, str], flags: str, dest: str, value: Any,
                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from server.cli import parse
+    from server.api.cli import parse
 
     for name, val in env.items():
         monkeypatch.setenv(name, val)
@@ -405,7 +405,7 @@ def test_flag_wins_over_s1_env(env: dict[str, str], flags: str, dest: str, value
 def test_bad_s1_env_exits_naming_the_variable(name: str, value: str,
                                               monkeypatch: pytest.MonkeyPatch,
                                               capsys: pytest.CaptureFixture) -> None:
-    from server.cli import parse
+    from server.api.cli import parse
 
     monkeypatch.setenv(name, value)
     with pytest.raises(SystemExit) as exc:
@@ -417,7 +417,7 @@ def test_bad_s1_env_exits_naming_the_variable(name: str, value: str,
 
 # ------------------------------------------------------------ keys and origins
 def test_vllm_api_key_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
-    from server.cli import parse
+    from server.api.cli import parse
 
     monkeypatch.setenv("VLLM_API_KEY", "from-env")
     args, settings = parse(shlex.split(BASE))
@@ -427,7 +427,7 @@ def test_vllm_api_key_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_api_key_flag_wins_over_vllm_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
     """As vLLM's server: ``args.api_key or [VLLM_API_KEY]``."""
-    from server.cli import parse
+    from server.api.cli import parse
 
     monkeypatch.setenv("VLLM_API_KEY", "from-env")
     args, settings = parse(shlex.split(f"{BASE} --api-key k1 k2"))
@@ -435,7 +435,7 @@ def test_api_key_flag_wins_over_vllm_api_key(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_old_api_keys_spelling() -> None:
-    from server.cli import parse
+    from server.api.cli import parse
 
     args, settings = parse(shlex.split(f"{BASE} --api-keys a,b"))
     expected = s1_expected(vllm_serve_args(shlex.split(f"{BASE} --api-key a b")), None)
@@ -444,9 +444,9 @@ def test_old_api_keys_spelling() -> None:
 
 
 def test_old_cors_origins_spelling() -> None:
-    """``--cors-origins a,b`` = ``--allowed-origins '["a","b"]'`` (server/cli.py's docstring):
+    """``--cors-origins a,b`` = ``--allowed-origins '["a","b"]'`` (server/api/cli.py's docstring):
     only those origins, not vLLM's default ``*`` as well."""
-    from server.cli import parse
+    from server.api.cli import parse
 
     args, settings = parse(shlex.split(f"{BASE} --cors-origins https://a.example,"
                                        "https://b.example"))
@@ -459,7 +459,7 @@ def test_old_cors_origins_spelling() -> None:
 
 # ------------------------------------------------------------- version check
 def test_check_vllm_version() -> None:
-    from server.cli import TESTED_VLLM, check_vllm_version
+    from server.api.cli import TESTED_VLLM, check_vllm_version
 
     check_vllm_version(False)  # the installed one is the tested one
     check_vllm_version(False, TESTED_VLLM + "+cu128")  # a local build of the same release
@@ -473,7 +473,7 @@ def test_check_vllm_version() -> None:
 def test_parse_refuses_untested_vllm(monkeypatch: pytest.MonkeyPatch) -> None:
     import vllm
 
-    from server.cli import parse
+    from server.api.cli import parse
 
     monkeypatch.setattr(vllm, "__version__", "0.31.1")
     with pytest.raises(SystemExit, match="0.31.1"):
@@ -551,11 +551,11 @@ def test_scheduler_defaults_match_vllm_serve(flags: str,
     config needs one (device, memory profiling). ``EngineArgs.get_batch_defaults`` reads
     only ``current_platform.get_device_total_memory()``, ``get_device_name()``,
     ``is_tpu()`` and ``is_cpu()``, and ``_set_default_chunked_prefill_and_prefix_caching_args``
-    ``is_cpu()``; server/engine.py reads ``is_cpu()`` (chunked prefill off on CPU). Those
+    ``is_cpu()``; server/engine/loader.py reads ``is_cpu()`` (chunked prefill off on CPU). Those
     are replaced by :class:`FakeCudaPlatform` (an H100: 80 GiB), in vllm.engine.arg_utils
     and behind ``vllm.platforms.current_platform``; the model config of the demo model is
     built by vLLM on the real platform, and vLLM's own two default-setting steps run on
-    it. s1-serve's engine arguments are the ones ``server.engine.start_engine`` hands to
+    it. s1-serve's engine arguments are the ones ``server.engine.loader.start_engine`` hands to
     ``AsyncLLM.from_engine_args`` (patched to record them instead of starting an engine),
     with the usage context it passes.
     """
@@ -565,8 +565,8 @@ def test_scheduler_defaults_match_vllm_serve(flags: str,
     from vllm.usage.usage_lib import UsageContext
     from vllm.v1.engine.async_llm import AsyncLLM
 
-    import server.engine
-    from server.cli import parse
+    import server.engine.loader
+    from server.api.cli import parse
 
     argv = shlex.split(f"{DEMO_MODEL} {flags}")
     vllm_engine_args = AsyncEngineArgs.from_cli_args(vllm_serve_args(argv))
@@ -583,11 +583,11 @@ def test_scheduler_defaults_match_vllm_serve(flags: str,
         m.setattr(vllm.platforms, "_current_platform", fake)
         m.setattr(arg_utils, "current_platform", fake)
         m.delenv("S1_PARSER_FORMAT", raising=False)
-        m.setattr(server.engine, "export_parser_format", lambda settings: None)
+        m.setattr(server.engine.loader, "export_parser_format", lambda settings: None)
         m.setattr(AsyncLLM, "from_engine_args", record)
-        assert server.engine.start_engine(settings) == "engine"
+        assert server.engine.loader.start_engine(settings) == "engine"
     ((s1_engine_args, s1_usage),) = calls
-    assert s1_usage == UsageContext.OPENAI_API_SERVER, "server/engine.py start_engine"
+    assert s1_usage == UsageContext.OPENAI_API_SERVER, "server/engine/loader.py start_engine"
 
     # The demo model's config, built by vLLM on the real platform (each side its own).
     s1_model = s1_engine_args.create_model_config()

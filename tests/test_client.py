@@ -3,7 +3,7 @@
 Most tests share the suite's ``api_server`` (tiny random model, s1 format whose prompt
 opens thinking, an API key). Two behaviours need a server of their own: 503 while the
 model loads (a server whose engine load is held until the test lets it go, see
-:mod:`server.launcher`), and 429 at the in-flight limit (``--max-in-flight 1``, its one
+:mod:`s1_common.launcher`), and 429 at the in-flight limit (``--max-in-flight 1``, its one
 slot held by a stream the test does not read). Nothing is mocked: every request crosses a
 socket; tests that need no model are in test_client_offline.py. Random weights make the
 text gibberish, but budgets are exact and greedy decoding is deterministic, which is what

@@ -297,10 +297,12 @@ def test_ungraded_questions_do_not_survive_difficulty(tmp_path: Path) -> None:
 
 def test_msc_codes_and_parsing() -> None:
     codes = msc_codes()
-    assert len(codes) == 63 and codes["11"] == "Number theory"
+    # s1's data/msc.json: 61 areas, 00 and 01 left out
+    assert len(codes) == 61 and codes["11"] == "Number theory"
+    assert "00" not in codes and "01" not in codes and codes["19"] == "$K$-theory"
     assert parse_code("11") == parse_code("MSC 11") == parse_code("11 - Number theory") == "11"
     assert parse_code("**60**.") == "60" and parse_code("Number theory") == "11"
-    for bad in ("02", "11 Geometry", "number 11", "", "12 78 48", "1"):
+    for bad in ("02", "00", "11 Geometry", "number 11", "", "12 78 48", "1"):
         assert parse_code(bad) is None, bad
 
 
@@ -316,7 +318,11 @@ def test_domain_reply_reasons_before_the_code() -> None:
     assert parse_domain_reply("Domain: 05\nActually I am unsure.") is None  # code not last
     assert parse_domain_reply("Domain: 02") is None  # not an MSC area
     assert "{codes}" in prompts.DOMAIN and "Domain:" in prompts.DOMAIN
-    assert "05 Combinatorics" in codes_text().splitlines()
+    blocks = codes_text().split("\n\n")
+    assert len(blocks) == 61
+    assert blocks[1] == ("### Combinatorics\n* Code: 05\n* Description: Enumerative "
+                         "combinatorics; Designs and configurations; Graph theory; Extremal "
+                         "combinatorics; Algebraic combinatorics")
 
 
 # ------------------------------------------------------------ selection

@@ -108,8 +108,8 @@ def test_cut_rows_are_the_tokens_the_server_forces(tmp_path):
     """A cut row renders, after its thinking, exactly what the budget processor forces at
     thinking_max: a newline unless thinking ends with one, the end delimiter, "\nFinal
     Answer:"; then the trained answer. Mid-line, mid-step and line-end cuts."""
-    from server.budget import FORCE, BudgetState
-    from server.formats import FORMATS, FormatTokens
+    from server.budget.formats import FORMATS, FormatTokens
+    from server.budget.machine import FORCE, BudgetState
     from training.demo import demo_tokenizer
 
     tok = demo_tokenizer(tmp_path)
@@ -198,7 +198,7 @@ def held_out():
 def test_demo_checkpoint_is_small_and_auto_detects_s1():
     from transformers import AutoTokenizer
 
-    from server.formats import detect_format
+    from server.budget.formats import detect_format
 
     total = sum(p.stat().st_size for p in DEMO.iterdir() if p.is_file())
     assert total < 10 * 2**20

@@ -562,7 +562,7 @@ def test_dockerfile_copies_exist_and_are_in_the_build_context(dockerfile):
 
 def test_dockerignore_keeps_what_the_image_needs():
     ignore = DockerIgnore((ROOT / ".dockerignore").read_text())
-    for path in ("pyproject.toml", "README.md", "server/app.py", "server/demo_model/config.json",
+    for path in ("pyproject.toml", "README.md", "server/api/app.py", "server/demo_model/config.json",
                  "server/demo_model/model.safetensors", "client/cli.py", "training/tiny.py",
                  "deploy/healthcheck.py", "deploy/requirements.py"):
         assert not ignore.excluded(path), path
@@ -687,7 +687,7 @@ def test_compose_environment_validates_as_settings(service, monkeypatch):
         assert settings.max_model_len == 32768
         assert settings.gpu_memory_utilization == 0.95
         assert settings.preflight is True
-        from server.preflight import plan_memory
+        from server.engine.preflight import plan_memory
         from tests.test_preflight import H100_BYTES, SHAPE
 
         plan = plan_memory(SHAPE, 2, settings.max_model_len, settings.tensor_parallel_size,

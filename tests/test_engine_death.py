@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from server.watchdog import ENGINE_DEATH_EXIT_CODE
+from server.api.watchdog import ENGINE_DEATH_EXIT_CODE
 from tests.server_proc import ServerProcess, engine_core, wait_until
 from tests.stream_reader import StreamRecord, read_in_thread
 

@@ -1,7 +1,7 @@
 """Seeded budget decisions survive batch changes and preemption, in the real vLLM engine.
 
 Below ``thinking_min`` the processor decides with the model's own probability whether an
-end attempt happened, from a per-request seed and the output position (server.draws), so
+end attempt happened, from a per-request seed and the output position (server.budget.draws), so
 a seeded request must produce the same tokens alone and inside a busy batch. Here the KV
 cache holds 20 blocks of 32 tokens: nine requests of up to ~250 tokens cannot all fit, so
 vLLM preempts (the latest arrivals first) and later recomputes them, while requests of
@@ -14,8 +14,8 @@ import gc
 
 import pytest
 
-from server.budget import replay
-from server.formats import FORMATS, FormatTokens
+from server.budget.formats import FORMATS, FormatTokens
+from server.budget.machine import replay
 
 pytestmark = pytest.mark.engine
 
@@ -26,7 +26,7 @@ N = 9
 def _llm(path):
     from vllm import LLM
 
-    from server.logits_processor import BudgetLogitsProcessor
+    from server.engine.logits_processor import BudgetLogitsProcessor
 
     return LLM(model=str(path), enforce_eager=True, dtype="float32", max_model_len=256,
                max_num_seqs=16, seed=0, enable_chunked_prefill=False, block_size=BLOCK,
@@ -38,7 +38,7 @@ def _llm(path):
 def engine(tiny_s1):
     from transformers import AutoTokenizer
 
-    from server.engine import stop_ids_for
+    from server.engine.loader import stop_ids_for
 
     tok = AutoTokenizer.from_pretrained(tiny_s1)
     ft = FormatTokens.build(FORMATS["s1"], tok, stop_ids_for(tok, str(tiny_s1)))
@@ -57,7 +57,7 @@ def _request(ft, tok, prompt: str, i: int, seed: int):
     delimiter's first token is favoured), lengths that differ so the batch keeps changing."""
     from vllm import SamplingParams
 
-    from server.logits_processor import budget_extra_args
+    from server.engine.logits_processor import budget_extra_args
 
     cont = tuple(tok.encode("Wait", add_special_tokens=False))
     spec = ft.spec(thinking_min=30 + 15 * i, thinking_max=40 + 20 * i, continuation_ids=cont,

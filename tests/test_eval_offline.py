@@ -3,8 +3,8 @@
 The server is an ``httpx.MockTransport`` around a scripted greedy "model" that tries to
 end its thinking at 40 thinking tokens and then every 30 tokens, and answers correctly
 only after 70. The budgets are not re-implemented here: every request runs the server's
-own budget state machine (:class:`server.budget.BudgetState`, with the spec built by
-:class:`server.formats.FormatTokens` under the server's default s1 rules), so each
+own budget state machine (:class:`server.budget.machine.BudgetState`, with the spec built by
+:class:`server.budget.formats.FormatTokens` under the server's default s1 rules), so each
 ``thinking_min``/``thinking_max`` is honoured exactly as s1-serve honours it, and a change
 there shows here. That makes the expected waits chain, Control, accuracy and resume
 behaviour computable by hand. The real server and engine are exercised in
@@ -32,8 +32,8 @@ from evals.report import build_report
 from evals.runner import RunConfig, Runner, thinking_tokens
 from evals.settings import Setting, build_sweep, parse_ints
 from s1_common.rows import read_rows
-from server.budget import BudgetState, Phase
-from server.formats import FormatTokens, S1Rules, get_format
+from server.budget.formats import FormatTokens, S1Rules, get_format
+from server.budget.machine import BudgetState, Phase
 from server.settings import Settings
 from tests.budget_driver import drive
 

@@ -22,7 +22,7 @@ CHECKS = ("not_a_server_error,response_schema_conformance,status_code_conformanc
 # vLLM's Responses schema is large: its coverage phase alone generates ~13,000 cases
 # (~5 min here), so /v1/responses gets the example and fuzzing phases in a second run.
 # (That coverage phase found vLLM 0.32's message parser asserting on a file part inside
-# a function_call_output: now a 400, see server/app.py.)
+# a function_call_output: now a 400, see server/api/app.py.)
 RESPONSES = r"^/v1/responses"
 
 

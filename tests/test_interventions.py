@@ -2,21 +2,22 @@
 
 A scripted "model" is run through the real state machine with the demo model's
 tokenizer and s1 format (what the engine does, step by step); the ids it produces are
-fed to :class:`~server.reasoning.ChoiceSplitter` token by token, as the server streams
+fed to :class:`~server.budget.reasoning.ChoiceSplitter` token by token, as the server streams
 them, and the object must say exactly where the forced strings are in those ids and in
 the reasoning text.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import pytest
 
-from server.budget import BudgetSpec, BudgetState, Phase, replay
-from server.formats import FORMATS, FormatTokens
-from server.interventions import char_offsets, trace
-from server.reasoning import ChoiceSplitter
+from server.budget.formats import FORMATS, FormatTokens
+from server.budget.interventions import char_offsets, trace
+from server.budget.machine import BudgetSpec, BudgetState, Phase, replay
+from server.budget.reasoning import ChoiceSplitter
 from server.settings import DEMO_MODEL
 from tests.budget_driver import drive
 
@@ -140,13 +141,13 @@ def test_the_models_own_wait_is_not_forced(tok, ft):
 def test_other_endings(tok, ft):
     spec = make_spec(ft, tok)
     eot = tok.encode("r1<|im_end|>", add_special_tokens=False)
-    turn_off = BudgetSpec(**{**spec.to_dict(), "turn_ends_thinking": False})
+    turn_off = dataclasses.replace(spec, turn_ends_thinking=False)
     assert split(turn_off, tok, eot)[0].budget_details()["end"] == "end_of_turn"
     open_ids = tok.encode("r1a1s1", add_special_tokens=False)  # max_tokens ran out
     b = split(spec, tok, open_ids)[0].budget_details()
     assert b["end"] == "unfinished" and b["natural_end"] is False
     assert b["thinking_min"] is None and b["thinking_continuation"] is None
-    closed = BudgetSpec(**{**spec.to_dict(), "prompt_opens": False})
+    closed = dataclasses.replace(spec, prompt_opens=False)
     b = split(closed, tok, tok.encode("Answer: 2<|im_end|>", add_special_tokens=False))[0] \
         .budget_details()
     assert b["end"] == "no_thinking" and b["thinking_tokens"] == 0 and b["answer_tokens"] > 0

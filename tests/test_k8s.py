@@ -304,8 +304,8 @@ def test_env_vars_are_settings_and_shape_matches_gpus(overlay, monkeypatch):
 
 
 def memory_plan(overlay: str, gpu_bytes: int):
-    """The memory arithmetic of server/preflight.py for one overlay's serving pod."""
-    from server.preflight import MemoryPlan
+    """The memory arithmetic of server/engine/preflight.py for one overlay's serving pod."""
+    from server.engine.preflight import MemoryPlan
     from tests.test_preflight import SHAPE
 
     env = plain_env(server_pod(rendered(overlay))["spec"]["containers"][0])
@@ -404,7 +404,7 @@ def defined_metric_series() -> set[str]:
     """Series names our code exports (s1_*), with the _total/_bucket suffixes."""
     from prometheus_client import REGISTRY
 
-    import server.metrics  # noqa: F401  (registers the s1_* metrics)
+    import server.api.metrics  # noqa: F401  (registers the s1_* metrics)
 
     return {s.name for family in REGISTRY.collect() for s in family.samples
             if s.name.startswith("s1_")} | {f.name for f in REGISTRY.collect()

@@ -64,14 +64,15 @@ def test_leader_and_worker_commands():
     assert flag(worker, "--tensor-parallel-size") == "8"
     assert flag(worker, "--pipeline-parallel-size") == "2"
     assert "--enforce-eager" in worker and "--trust-remote-code" not in worker
-    # What the server always gives its engine: the same defaults, the budget processor.
-    assert flag(worker, "--max-num-seqs") == "256" and flag(worker, "--seed") == "0"
-    assert flag(worker, "--logits-processors") == "server.logits_processor:BudgetLogitsProcessor"
+    # What the server always gives its engine: the same defaults (batch sizes are vLLM's
+    # device defaults on both pods, so none is passed), the budget processor.
+    assert "--max-num-seqs" not in worker and flag(worker, "--seed") == "0"
+    assert flag(worker, "--logits-processors") == "server.engine.logits_processor:BudgetLogitsProcessor"
 
 
 def test_worker_defaults_are_the_servers():
-    from server.engine import engine_args
-    from server.logits_processor import BudgetLogitsProcessor
+    from server.engine.loader import engine_args
+    from server.engine.logits_processor import BudgetLogitsProcessor
     from server.settings import Settings
 
     fields = Settings.model_fields
@@ -143,7 +144,6 @@ def test_vllm_accepts_the_worker_command_and_forms_the_world():
     assert parallel.node_rank_within_dp == 1  # > 0: `vllm serve --headless` runs workers only
     assert parallel.distributed_executor_backend == "mp"
     assert (parallel.master_addr, parallel.master_port) == (LEADER, 29501)
-    assert config.scheduler_config.max_num_seqs == 256
     assert config.model_config.logits_processors == [multinode.WORKER_FLAGS[1]]
     # The leader's vLLM flags (s1-serve passes them on) parse the same way.
     leader = multinode.leader_command(group_env(0, MODEL_REVISION="v1"))

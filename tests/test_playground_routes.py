@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from server.app import create_app
-from server.cli import load_settings
+from server.api.app import create_app
+from server.api.cli import load_settings
 from server.settings import Settings
 
 

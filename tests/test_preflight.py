@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from server.preflight import (
+from server.engine.preflight import (
     GiB,
     ModelShape,
     PreflightSkip,
@@ -190,7 +190,7 @@ def test_run_preflight_refuses_before_loading(qwen_dir, fake_gpus, caplog):
     message = str(exc.value)
     assert "does not fit" in message and "S1_MAX_MODEL_LEN=26624" in message
     assert "S1_TENSOR_PARALLEL_SIZE=2" in message
-    caplog.set_level(logging.INFO, logger="server.preflight")
+    caplog.set_level(logging.INFO, logger="server.engine.preflight")
     run_preflight(Settings(model=str(qwen_dir), gpu_memory_utilization=0.95))
     assert "fits" in caplog.text and "43,575 tokens" in caplog.text
     run_preflight(Settings(model=str(qwen_dir), tensor_parallel_size=2))
@@ -198,7 +198,7 @@ def test_run_preflight_refuses_before_loading(qwen_dir, fake_gpus, caplog):
 
 
 def test_run_preflight_skips(qwen_dir, fake_gpus, caplog, tmp_path):
-    caplog.set_level(logging.INFO, logger="server.preflight")
+    caplog.set_level(logging.INFO, logger="server.engine.preflight")
     run_preflight(Settings(model=str(qwen_dir), preflight=False))
     assert "off (--no-preflight)" in caplog.text
     fake_gpus(1)
@@ -214,7 +214,7 @@ def test_run_preflight_skips(qwen_dir, fake_gpus, caplog, tmp_path):
 
 
 def test_run_preflight_skips_on_cpu(qwen_dir, caplog):
-    caplog.set_level(logging.INFO, logger="server.preflight")
+    caplog.set_level(logging.INFO, logger="server.engine.preflight")
     import vllm.platforms
 
     if vllm.platforms.current_platform.is_cuda_alike():
@@ -224,7 +224,7 @@ def test_run_preflight_skips_on_cpu(qwen_dir, caplog):
 
 
 def test_preflight_setting_and_flag():
-    from server.cli import load_settings
+    from server.api.cli import load_settings
 
     assert Settings().preflight is True
     assert load_settings(["--no-preflight"]).preflight is False
@@ -233,8 +233,35 @@ def test_preflight_setting_and_flag():
 def test_run_preflight_skips_replicas_that_may_span_nodes(qwen_dir, fake_gpus, caplog):
     """With PP > 1 or the Ray executor, this node's GPUs are not all of the replica's."""
     fake_gpus(8)
-    caplog.set_level(logging.INFO, logger="server.preflight")
+    caplog.set_level(logging.INFO, logger="server.engine.preflight")
     # 0.9 and 32k would not fit at TP=1 on one GPU (test above); across stages it may.
     run_preflight(Settings(model=str(qwen_dir), pipeline_parallel_size=2))
     run_preflight(Settings(model=str(qwen_dir), distributed_executor_backend="ray"))
     assert caplog.text.count("skipped (pipeline parallel or Ray executor") == 2
+
+
+def test_cuda_total_is_read_in_a_child_and_the_smallest_gpu_counts():
+    """The total vLLM budgets against (CUDA's, ~79.1 GiB on an H100) is read in a child
+    process, so this process holds no CUDA context before vLLM's workers start. Here the
+    child is a real process whose output stands in for torch's (no GPU on this machine)."""
+    import subprocess
+    import sys
+
+    from server.engine.preflight import cuda_total_bytes
+
+    seen: list[list[str]] = []
+
+    def child(output: str, code: int = 0):
+        def run(argv, **kwargs):
+            seen.append(argv)
+            assert "torch.cuda.mem_get_info(i)[1] for i in range(2)" in argv[-1]
+            return subprocess.run([sys.executable, "-c", f"print({output!r}); exit({code})"],
+                                  **kwargs)
+        return run
+
+    h100_cuda = 84_929_216_512  # 79.1 GiB
+    assert cuda_total_bytes(2, child(f"[{h100_cuda + 10**9}, {h100_cuda}]")) == h100_cuda
+    assert seen[0][0] == sys.executable
+    assert cuda_total_bytes(2, child("[1, 2]", code=1)) is None  # the child failed
+    assert cuda_total_bytes(2, child("[5]")) is None  # not one total per GPU
+    assert cuda_total_bytes(2, child("no json")) is None

@@ -100,7 +100,7 @@ def generation_prompt(tok, **kwargs) -> str:
 
 
 def test_qwen3_is_auto_detected(qwen3_tok):
-    from server.formats import detect_format
+    from server.budget.formats import detect_format
 
     assert detect_format(qwen3_tok).name == "qwen3"
 

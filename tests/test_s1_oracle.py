@@ -1,88 +1,121 @@
 """Ground truth for the s1 semantics: s1-serve's one-pass budget forcing against the
-s1 harness loop (``tests/s1_reference.py``), token id for token id.
+s1 harness loop transcribed in ``tests/s1_reference.py``, token id for token id.
 
-One engine with the processor installed serves both sides (unbudgeted requests are
-untouched by it, see ``test_engine_budget.py``), greedy, float32, prefix caching
-off as in the s1 evaluation scripts, each request alone. Our side builds its
-request the way the server does: the format's token ids, the budget spec with the
-s1 rules, the API's decision seed, and, without ``max_tokens``, the rest of the
-context. Logit biases (the same on both sides, applied by vLLM before either
-method sees the logits) make the random tiny model try to stop, write newlines or
-end its turn where a case needs it.
+Two models: the embedded demo model (one character per token) and a tiny random
+model with the s1 models' real byte-level BPE vocabulary (``tests/published.py``),
+where newlines merge into tokens such as ``.\\n\\n``. One engine per model, with the
+processor installed, serves both sides (unbudgeted requests are untouched by it, see
+``test_engine_budget.py``): greedy, float32, prefix caching off, each request alone.
+Both sides get the harness's prompt: the chat template without an opened block,
+then ``<|im_start|>think`` with no newline (the demo model's template opens the
+block itself; the opening is taken off so both models are prompted as s1 is).
+
+Where a one-pass engine can match the harness, the ids must be identical. Where it
+cannot (``docs/s1-fidelity.md``), the exact difference is asserted: a generation-config
+eos the harness leaves in the thinking, and a cap reached with Waits, where the
+harness picks the ending from tokens generated past the cap. The engine's
+``thinking_min`` is never taken from the reference: it comes from a fixed list, and
+the number of Waits our side wrote (counted by ``replay``) picks the harness's
+``thinking_n_ignore``; the whole sequences must then agree.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
-from server.budget import replay
-from server.formats import FORMATS, FormatTokens
-from server.settings import DEMO_MODEL
-from tests.s1_reference import Format, s1_generate
+from tests.s1_reference import HarnessResult, HarnessTokens, harness_generate
 
 pytestmark = pytest.mark.engine
 
-CONTEXT = 1024
+# Model context and max_gen_toks (the answer pass, and an uncapped thinking pass, get it).
+# The random BPE model never ends its answer: a short context keeps its runs quick.
+CONTEXT = {"demo": 1024, "qwen25-bpe": 320}
 
 
 class Oracle:
-    def __init__(self, path) -> None:
+    def __init__(self, path, context: int) -> None:
         from transformers import AutoTokenizer
         from vllm import LLM
 
-        from server.engine import stop_ids_for
-        from server.logits_processor import BudgetLogitsProcessor
+        from server.budget.formats import FORMATS, FormatTokens
+        from server.engine.loader import stop_ids_for
+        from server.engine.logits_processor import BudgetLogitsProcessor
 
         self.tok = AutoTokenizer.from_pretrained(str(path))
-        self.stop_ids = stop_ids_for(self.tok, str(path))
-        self.ft = FormatTokens.build(FORMATS["s1"], self.tok, self.stop_ids)
-        enc = lambda s: self.tok.encode(s, add_special_tokens=False)  # noqa: E731
-        self.fmt = Format(end_ids=enc("<|im_start|>answer"),
-                          end_max_ids=enc("<|im_start|>answer\nFinal Answer:"),
-                          newline_ids=enc("\n"), continuation_ids=enc("Wait"),
-                          stop_ids=sorted(self.stop_ids))
-        assert self.fmt.end_max_ids == [*self.ft.end_ids, *self.ft.answer_prefix_ids]
+        self.ht = HarnessTokens.from_tokenizer(self.tok)
+        # Our side: the server's own view of the model (not shared with the reference).
+        self.ft = FormatTokens.build(FORMATS["s1"], self.tok, stop_ids_for(self.tok, str(path)))
+        self.context = context
         self.llm = LLM(model=str(path), enforce_eager=True, dtype="float32",
-                       max_model_len=CONTEXT, seed=0, enable_chunked_prefill=False,
+                       max_model_len=context, seed=0, enable_chunked_prefill=False,
                        enable_prefix_caching=False,
                        logits_processors=[BudgetLogitsProcessor])
 
-    def prompt(self, question: str) -> tuple[str, list[int]]:
+    def chat(self, question: str) -> list[int]:
+        """The chat template's rendering, ending ``<|im_start|>assistant\\n``."""
         text = self.tok.apply_chat_template([{"role": "user", "content": question}],
                                             tokenize=False, add_generation_prompt=True)
-        if not self.ft.prompt_opens(text):
-            text += FORMATS["s1"].start  # the harness and the server open the block alike
-        return text, self.tok.encode(text, add_special_tokens=False)
+        text = text.removesuffix("<|im_start|>think\n")
+        assert text.endswith("<|im_start|>assistant\n")
+        return self.tok(text, add_special_tokens=False).input_ids
 
-    def reference(self, question: str, **kw):
-        _, ids = self.prompt(question)
-        return s1_generate(self.llm, self.tok, ids, self.fmt, context=CONTEXT, **kw)
+    def reference(self, question: str, **kw) -> HarnessResult:
+        return harness_generate(self.llm, self.chat(question), self.ht,
+                                max_gen_toks=self.context, context=self.context, **kw)
 
     def ours(self, question: str, *, thinking_min: int | None = None,
              thinking_max: int | None = None, logit_bias=None) -> list[int]:
         from vllm import SamplingParams
 
-        from server.logits_processor import budget_extra_args
+        from server.engine.logits_processor import budget_extra_args
 
-        text, ids = self.prompt(question)
+        ids = self.chat(question) + self.ht.start_ids
         spec = self.ft.spec(thinking_min=thinking_min, thinking_max=thinking_max,
-                            continuation_ids=self.fmt.continuation_ids,
-                            prompt_opens=self.ft.prompt_opens(text), prompt_text=text)
-        params = SamplingParams(temperature=0.0, max_tokens=CONTEXT - len(ids),
+                            continuation_ids=self.ht.ignore_ids, prompt_opens=True,
+                            prompt_text=self.tok.decode(ids))
+        params = SamplingParams(temperature=0.0, max_tokens=self.context - len(ids),
                                 skip_special_tokens=False, logit_bias=logit_bias,
                                 extra_args=budget_extra_args(spec, seed=12345))
         out = self.llm.generate([{"prompt_token_ids": ids}], params, use_tqdm=False)
         return list(out[0].outputs[0].token_ids)
 
-    def text(self, ids: list[int]) -> str:
-        return self.tok.decode(ids)
+    def waits(self, ours: list[int], thinking_min: int | None, thinking_max: int | None) -> int:
+        from server.budget.machine import replay
+
+        spec = self.ft.spec(thinking_min=thinking_min, thinking_max=thinking_max,
+                            continuation_ids=self.ht.ignore_ids, prompt_opens=True)
+        return replay(spec, ours).continuations
+
+    def ends_with_newline(self, ids: list[int]) -> bool:
+        return self.tok.decode(ids, skip_special_tokens=False).endswith("\n")
+
+    def bias(self, **by_name: float) -> dict[int, float]:
+        """Logit biases by name, ids read from the tokenizer: ``end`` (``<|im_start|>``),
+        ``im_end``, ``eot`` (``<|endoftext|>``), ``nl`` (``"\\n"``), ``merged_nl`` (tokens
+        such as ``.\\n\\n`` where the vocabulary has them)."""
+        conv = self.tok.convert_tokens_to_ids
+        merged = [t for t in self.tok("x.\n\n y.\n z)\n").input_ids
+                  if self.tok.decode([t]).endswith("\n") and len(self.tok.decode([t])) > 1]
+        ids = {"end": [conv("<|im_start|>")], "im_end": [conv("<|im_end|>")],
+               "eot": [conv("<|endoftext|>")], "nl": self.ht.newline_ids, "merged_nl": merged}
+        return {t: v for k, v in by_name.items() for t in ids[k]}
 
 
-@pytest.fixture(scope="module")
-def oracle():
-    # The embedded demo model: trained on s1-format traces (its template opens the block),
-    # so it thinks, stops and answers on its own, as the cases need.
-    o = Oracle(DEMO_MODEL)
+MODELS = ["demo", "qwen25-bpe"]
+
+
+@pytest.fixture(scope="module", params=MODELS)
+def oracle(request) -> Iterator[Oracle]:
+    from pathlib import Path
+
+    from server.settings import DEMO_MODEL
+    from tests.conftest import CACHE
+    from tests.published import qwen25_checkpoint
+
+    path = DEMO_MODEL if request.param == "demo" else qwen25_checkpoint(Path(CACHE))
+    o = Oracle(path, CONTEXT[request.param])
     yield o
     o.llm.llm_engine.engine_core.shutdown()
 
@@ -90,74 +123,130 @@ def oracle():
 QUESTION = "How many s in horseradish?"
 
 
-def _bias(o: Oracle, **by_name: float) -> dict[int, float]:
-    """Logit biases by name: ``end`` (the end delimiter's first token), ``nl``, ``im_end``,
-    ``stops`` (every end-of-turn id)."""
-    ids = {"end": [o.ft.end_ids[0]], "nl": o.fmt.newline_ids,
-           "im_end": [o.tok.convert_tokens_to_ids("<|im_end|>")], "stops": o.fmt.stop_ids}
-    return {t: v for k, v in by_name.items() for t in ids[k]}
-
-
-def test_natural_end_below_the_maximum(oracle):
-    # An end bias under which the model thinks a while, then stops on its own.
-    for strength in (0.0, -1.0, 1.0, -2.0):
-        bias = _bias(oracle, end=strength)
-        ref = oracle.reference(QUESTION, max_thinking=200, n_ignore=None, logit_bias=bias)
+def test_natural_end_below_the_cap(oracle):
+    # String stops (no ignores asked): the model writes <|im_start|> on its own.
+    for strength in (0.0, 1.0, 2.0, 4.0, 6.0, 8.0):
+        bias = oracle.bias(end=strength)
+        ref = oracle.reference(QUESTION, max_tokens_thinking=200, logit_bias=bias)
         if not ref.cut and ref.thinking:
             break
     assert not ref.cut and 0 < len(ref.thinking) < 200, "the scenario did not occur"
+    assert ref.tail == oracle.ht.end_ids
     assert oracle.ours(QUESTION, thinking_max=200, logit_bias=bias) == ref.output
 
 
-@pytest.mark.parametrize("ends_on_newline", [False, True], ids=["mid-line", "after-newline"])
-def test_cut_at_the_maximum(oracle, ends_on_newline):
-    # Where the uncapped thinking has (or has not) just written a newline, cut there.
-    for strength in (0.0, 0.5, 1.0, 1.5, 2.0):
-        bias = _bias(oracle, end=-100.0, stops=-100.0, nl=strength)
-        free = oracle.reference(QUESTION, max_thinking=120, n_ignore=None, logit_bias=bias)
-        cuts = [n for n in range(4, len(free.thinking))
-                if oracle.text(free.thinking[:n]).endswith("\n") == ends_on_newline]
+@pytest.mark.parametrize("ending", ["mid-line", "newline", "merged-newline"])
+def test_cut_at_the_cap(oracle, ending):
+    # Cut where the uncapped thinking has (or has not) just written a newline; on the
+    # BPE vocabulary also where the newline ends a longer token (".\n\n").
+    def fits(ids: list[int]) -> bool:
+        last = oracle.tok.decode(ids[-1:])
+        return {"mid-line": not last.endswith("\n"), "newline": last == "\n",
+                "merged-newline": last.endswith("\n") and len(last) > 1}[ending]
+
+    cuts: list[int] = []
+    for strength in (0.0, 1.0, 2.0, 3.0, 4.0, 6.0):
+        named = {"merged_nl" if ending == "merged-newline" else "nl": strength}
+        bias = oracle.bias(end=-100.0, im_end=-100.0, eot=-100.0, **named)
+        free = oracle.reference(QUESTION, max_tokens_thinking=120, logit_bias=bias)
+        cuts = [n for n in range(4, len(free.thinking)) if fits(free.thinking[:n])]
         if cuts:
             break
+    if not cuts and ending == "merged-newline" and not oracle.bias(merged_nl=1.0):
+        pytest.skip("this vocabulary has no multi-character token ending with a newline")
     assert cuts, "the scenario did not occur"
     cap = cuts[0]
-    ref = oracle.reference(QUESTION, max_thinking=cap, n_ignore=None, logit_bias=bias)
+    ref = oracle.reference(QUESTION, max_tokens_thinking=cap, logit_bias=bias)
     assert ref.cut and len(ref.thinking) == cap
-    ours = oracle.ours(QUESTION, thinking_max=cap, logit_bias=bias)
-    assert ours == ref.output
-    newline_forced = ours[cap] == oracle.fmt.newline_ids[0]
-    assert newline_forced is not ends_on_newline
-
-
-@pytest.mark.parametrize("waits", [1, 2, 3])
-def test_continuations(oracle, waits):
-    bias = _bias(oracle, end=4.0)
-    ref = oracle.reference(QUESTION, max_thinking=600, n_ignore=waits, logit_bias=bias)
-    assert ref.continuations == waits and not ref.cut
-    # s1-serve's minimum for "this many ignored ends": the reference's final length.
-    ours = oracle.ours(QUESTION, thinking_min=len(ref.thinking), logit_bias=bias)
-    assert ours == ref.output
-    acc = replay(oracle.ft.spec(thinking_min=len(ref.thinking), thinking_max=None,
-                                continuation_ids=oracle.fmt.continuation_ids,
-                                prompt_opens=True), ours)
-    assert acc.continuations == waits
+    newline = [] if ending != "mid-line" else oracle.ht.newline_ids
+    assert ref.tail == newline + oracle.ht.end_max_ids
+    assert oracle.ours(QUESTION, thinking_max=cap, logit_bias=bias) == ref.output
 
 
 def test_end_of_turn_inside_thinking(oracle):
-    # The end delimiter made impossible, the end of turn made likely: the reference must
-    # stop on an end of turn (and go on answering), at the weakest bias that does it.
-    for strength in (2.0, 4.0, 6.0, 8.0, 12.0):
-        bias = _bias(oracle, end=-100.0, im_end=strength)
-        ref = oracle.reference(QUESTION, max_thinking=200, n_ignore=None, logit_bias=bias)
-        if ref.ended_by in oracle.stop_ids:
+    # <|im_end|> (the tokenizer's eos, in the harness's stop set) inside thinking:
+    # dropped, "<|im_start|>answer" appended, the answer pass goes on.
+    for strength in (0.5, 1.0, 2.0, 4.0, 6.0, 8.0, 12.0):
+        bias = oracle.bias(end=-100.0, im_end=strength)
+        ref = oracle.reference(QUESTION, max_tokens_thinking=200, logit_bias=bias)
+        if not ref.cut and ref.thinking:
             break
-    assert ref.ended_by in oracle.stop_ids, "the scenario did not occur"
+    assert not ref.cut and ref.thinking, "the scenario did not occur"
     assert oracle.ours(QUESTION, thinking_max=200, logit_bias=bias) == ref.output
 
 
-def test_answer_longer_than_512_tokens(oracle):
-    bias = _bias(oracle, end=-100.0, stops=-100.0)
-    ref = oracle.reference(QUESTION, max_thinking=16, n_ignore=None, logit_bias=bias)
-    answer = len(ref.output) - len(ref.thinking)
-    assert ref.cut and answer > 512
-    assert oracle.ours(QUESTION, thinking_max=16, logit_bias=bias) == ref.output
+def test_generation_config_eos_left_in_place(oracle):
+    # <|endoftext|>: vLLM stops on it (the generation config's eos), the harness does
+    # not know it and keeps it before "<|im_start|>answer"; s1-serve treats it as an
+    # end of turn, i.e. an end of thinking, and writes the delimiter in its place.
+    eot = oracle.tok.convert_tokens_to_ids("<|endoftext|>")
+    for strength in (2.0, 4.0, 8.0, 12.0, 20.0, 30.0, 50.0):
+        bias = oracle.bias(end=-100.0, im_end=-100.0, eot=strength)
+        ref = oracle.reference(QUESTION, max_tokens_thinking=200, logit_bias=bias)
+        if not ref.cut and ref.thinking[-1:] == [eot]:
+            break
+    assert not ref.cut and ref.thinking[-1:] == [eot], "the scenario did not occur"
+    ours = oracle.ours(QUESTION, thinking_max=200, logit_bias=bias)
+    n = len(ref.thinking) - 1
+    assert ref.output[:n] == ours[:n]
+    assert ref.output[n:n + 1 + len(oracle.ht.end_ids)] == [eot, *oracle.ht.end_ids]
+    assert ours[n:n + len(oracle.ht.end_ids)] == oracle.ht.end_ids
+
+
+MINIMA = (2, 3, 4, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64, 96, 128)
+
+
+@pytest.mark.parametrize("waits", [1, 2, 3])
+def test_waits(oracle, waits):
+    # thinking_n_ignore=k against our minimum at a fixed list of values: the first
+    # one under which our side wrote exactly k Waits must give the harness's ids.
+    found = False
+    for strength in (0.5, 1.0, 2.0, 4.0, 6.0):
+        bias = oracle.bias(end=strength)
+        for m in MINIMA:  # the count of Waits only grows with the minimum
+            ours = oracle.ours(QUESTION, thinking_min=m, logit_bias=bias)
+            got = oracle.waits(ours, m, None)
+            if got >= waits:
+                found = got == waits
+                break
+        if found:
+            break
+    assert found, "the scenario did not occur"
+    print(f"ORACLE waits={waits}: thinking_min={m} end bias={strength}")
+    ref = oracle.reference(QUESTION, thinking_n_ignore=waits, logit_bias=bias)
+    assert ref.finish_reasons == ["stop"] * (waits + 1) and not ref.truncated
+    assert ours == ref.output
+
+
+def test_waits_past_the_cap(oracle):
+    # Our side with minimum = maximum = cap: every end attempt before the cap becomes a
+    # Wait, and the cap cuts. The harness with that many ignores gives its last round the
+    # whole cap again, truncates, and picks the ending from that round.
+    cap = 48
+    for strength in (1.0, 2.0, 3.0, 4.0):
+        bias = oracle.bias(end=strength)
+        ours = oracle.ours(QUESTION, thinking_min=cap, thinking_max=cap, logit_bias=bias)
+        k = oracle.waits(ours, cap, cap)
+        if k:
+            ref = oracle.reference(QUESTION, max_tokens_thinking=cap, thinking_n_ignore=k,
+                                   logit_bias=bias)
+            if ref.truncated:
+                break
+    else:
+        pytest.fail("the scenario did not occur")
+    ht = oracle.ht
+    print(f"ORACLE past-cap: cap={cap} end bias={strength} waits={k} "
+          f"rounds={ref.finish_reasons} harness tail={ref.tail}")
+    ours_newline = [] if oracle.ends_with_newline(ours[:cap]) else ht.newline_ids
+    assert ours[cap:cap + len(ours_newline) + len(ht.end_max_ids)] == ours_newline + ht.end_max_ids
+    assert ref.thinking == ours[:cap]  # the same thinking, Waits at the same places
+    if ref.cut:  # last round ran out: newline decided on text past the cap
+        ref_newline = [] if ref.text.endswith("\n") else ht.newline_ids
+        assert ref.tail == ref_newline + ht.end_max_ids
+        if ref_newline == ours_newline:
+            assert ref.output == ours
+        else:
+            assert ref.output[:cap + len(ref.tail)] != ours[:cap + len(ref.tail)]
+    else:  # last round stopped by itself past the cap: "<|im_start|>answer" alone
+        assert ref.tail == ht.end_ids
+        assert ref.output[cap:cap + len(ht.end_ids)] == ht.end_ids

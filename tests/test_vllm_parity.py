@@ -42,7 +42,7 @@ def vllm_server(tiny_s1_open):
     from tests.server_proc import VLLM_SERVER, ServerProcess
 
     proc = ServerProcess(tiny_s1_open, "--api-key", API_KEY, "--served-model-name", API_MODEL,
-                         "--reasoning-parser-plugin", str(ROOT / "server" / "s1_parser.py"),
+                         "--reasoning-parser-plugin", str(ROOT / "server" / "engine" / "reasoning_parser.py"),
                          "--reasoning-parser", "s1", "--kv-cache-memory-bytes", str(128 << 20),
                          *TOOL_FLAGS, module=VLLM_SERVER,
                          env={"S1_PARSER_FORMAT": json.dumps(S1_FORMAT)})
@@ -130,7 +130,7 @@ def _continued_text_is_no_reasoning(theirs: Any, ours: Any) -> None:
 
 def _best_of_above_n_is_refused(theirs: Any, ours: Any) -> None:
     """vLLM 0.32 accepts best_of above n and ignores it (its model has no such field);
-    s1-serve refuses it with a 400 naming it (no silent ignores, server/field_policy.py)."""
+    s1-serve refuses it with a 400 naming it (no silent ignores, server/api/field_policy.py)."""
     assert theirs.status == 200
     assert ours.status == 400 and ours.body["error"]["param"] == "best_of"
 

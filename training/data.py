@@ -12,10 +12,10 @@ from typing import Any
 
 import torch
 
-from server.formats import FORMATS
+from server.budget.formats import FORMATS
 
 IGNORE = -100
-# The s1 delimiters (server.formats is their one definition), each on a line of its own.
+# The s1 delimiters (server.budget.formats is their one definition), each on a line of its own.
 THINK_START = FORMATS["s1"].start + "\n"
 THINK_END = FORMATS["s1"].end + "\n"
 ASSISTANT_START = "<|im_start|>assistant\n"

@@ -1,7 +1,7 @@
 """Budget-forcing evaluation of the demo model on held-out letter-counting questions.
 
 Runs the real vLLM engine (CPU) with the server's own budget-forcing logits processor
-(server.logits_processor.BudgetLogitsProcessor, driven by SamplingParams.extra_args), greedy,
+(server.engine.logits_processor.BudgetLogitsProcessor, driven by SamplingParams.extra_args), greedy,
 so the numbers are what `make serve` gives. Sweeps thinking_max (the end delimiter and
 "\\nFinal Answer:" are forced at the cap), thinking_min (an end attempt below the minimum is
 replaced by "Wait"), and a fixed number of forced "Wait"s as in the s1 paper: suppress the end
@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from server.formats import FORMATS
+from server.budget.formats import FORMATS
 from training.demo_data import build_splits
 
 MAX_TOKENS = 600
@@ -53,8 +53,8 @@ class DemoEvaluator:
         from transformers import AutoTokenizer
         from vllm import LLM
 
-        from server.formats import FormatTokens, detect_format, get_format
-        from server.logits_processor import BudgetLogitsProcessor
+        from server.budget.formats import FormatTokens, detect_format, get_format
+        from server.engine.logits_processor import BudgetLogitsProcessor
 
         self.tok = AutoTokenizer.from_pretrained(str(model))
         fmt = detect_format(self.tok, str(model))
@@ -90,8 +90,8 @@ class DemoEvaluator:
         """
         from vllm import SamplingParams
 
-        from server.budget import replay
-        from server.logits_processor import budget_extra_args
+        from server.budget.machine import replay
+        from server.engine.logits_processor import budget_extra_args
 
         mins = thinking_min if isinstance(thinking_min, list) else [thinking_min] * len(questions)
         texts = [self.prompt_text(q) for q in questions]

@@ -4,7 +4,7 @@ Why its own step: the Trainer's checkpoints are for resuming (fp32 master weight
 state). What the server needs is a plain Hugging Face directory that `s1-serve --model DIR`
 loads with no flags: bf16 safetensors, the tokenizer, a generation config, and a chat template
 whose generation prompt opens the thinking block (`<|im_start|>think`), which
-server/formats.py `detect_format` recognises as the s1 format. Under FSDP the full state
+server/budget/formats.py `detect_format` recognises as the s1 format. Under FSDP the full state
 dict is gathered to CPU on rank 0, which alone writes files.
 """
 

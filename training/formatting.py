@@ -165,7 +165,10 @@ class SFTDataset:
 
 
 # ------------------------------------------------------------- the saved template
-OPEN_SUFFIX = "{%- if add_generation_prompt %}{{- '" + THINK_START.replace("\n", "\\n") + "' }}{%- endif %}"
+# The generation prompt ends with the start delimiter and no newline, as the s1 harness's
+# prompt does (it appends "<|im_start|>think"): the model writes the newline itself, as in
+# training, so its thinking counts one token more than a template that includes it.
+OPEN_SUFFIX = "{%- if add_generation_prompt %}{{- '" + THINK_OPEN + "' }}{%- endif %}"
 
 
 def generation_prompt(tokenizer: Any) -> str:
@@ -193,6 +196,6 @@ def open_thinking_template(tokenizer: Any) -> str:
         plain = tokenizer.apply_chat_template(messages_for("ping"), tokenize=False)
     finally:
         tokenizer.chat_template = old
-    if not prompt.endswith(THINK_START) or prompt.count(THINK_OPEN) != 1 or THINK_OPEN in plain:
+    if not prompt.endswith(THINK_OPEN) or prompt.count(THINK_OPEN) != 1 or THINK_OPEN in plain:
         raise TemplateError("could not make the chat template open the thinking block")
     return new

@@ -96,7 +96,7 @@ class TimeGuard:
 
 
 def run_phase(args: argparse.Namespace, fsdp: bool) -> dict[str, Any]:
-    from server.formats import detect_format
+    from server.budget.formats import detect_format
     from training.config import TrainConfig
     from training.sft import run
 

@@ -1,0 +1,107 @@
+"""The shapes s1-serve adds to vLLM's API (pydantic): the budget fields a request may
+carry on every surface, the ``budget`` object of each choice, and the model card,
+health and version answers. Requests and responses themselves are vLLM's.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, StrictInt, model_validator
+
+from server.api.errors import bad_request
+
+# Aliases other servers use for the same two numbers.
+THINKING_ALIASES = {
+    "min_thinking_tokens": "thinking_min",
+    "max_thinking_tokens": "thinking_max",
+    "thinking_token_budget": "thinking_max",  # vLLM's name for the maximum
+}
+
+
+class BudgetFields(BaseModel):
+    """The thinking budget (ours), on every generation surface."""
+
+    # -- thinking budget (ours)
+    thinking_min: StrictInt | None = Field(None, ge=0, description="Fewest thinking tokens: "
+                                           "earlier end attempts become the continuation string.")
+    thinking_max: StrictInt | None = Field(None, ge=0, description="Most thinking tokens: the "
+                                           "end of thinking is forced there.")
+    min_thinking_tokens: StrictInt | None = Field(None, ge=0, description="Alias of thinking_min.")
+    max_thinking_tokens: StrictInt | None = Field(None, ge=0, description="Alias of thinking_max.")
+    thinking_token_budget: StrictInt | None = Field(None, ge=0, description="Alias of "
+                                                    "thinking_max (vLLM's name).")
+    thinking_continuation: str | None = Field(None, min_length=1, max_length=200,
+                                              description="String appended when thinking is "
+                                              "extended (default 'Wait').")
+
+    @model_validator(mode="after")
+    def _merge_aliases(self) -> BudgetFields:
+        for alias, target in THINKING_ALIASES.items():
+            value = getattr(self, alias)
+            if value is None:
+                continue
+            current = getattr(self, target)
+            if current is not None and current != value:
+                raise bad_request(f"{alias}={value} conflicts with {target}={current}; "
+                                  "send only one of them", alias)
+            setattr(self, target, value)
+        return self
+
+
+# ------------------------------------------------------------------ responses
+class BudgetMark(BaseModel):
+    """Where an intervention happened in the thinking."""
+
+    token: int = Field(description="Thinking tokens before it (token offset in the thinking).")
+    char: int = Field(description="Character offset in the returned reasoning text.")
+    output_index: int = Field(description="Index of its first token in the choice's output.")
+
+
+class BudgetDetails(BaseModel):
+    """Per-choice budget-forcing details (an s1-serve extension; OpenAI clients ignore it).
+
+    Computed by replaying the choice's token ids through the engine's state machine
+    (:mod:`server.budget.interventions`), the same replay as ``reasoning_tokens``.
+    """
+
+    thinking_min: int | None = Field(description="The minimum that applied (defaults included).")
+    thinking_max: int | None = Field(description="The maximum that applied.")
+    thinking_continuation: str | None = Field(description="The continuation string (with a "
+                                              "minimum).")
+    thinking_tokens: int = Field(description="Thinking tokens (= reasoning_tokens).")
+    answer_tokens: int = Field(description="Answer tokens (forced answer prefix included).")
+    continuation_count: int = Field(description="Forced continuations inserted.")
+    continuations: list[BudgetMark] = Field(description="Where each forced continuation "
+                                            "starts.")
+    hit_max: bool = Field(description="Thinking was cut at thinking_max.")
+    cut: BudgetMark | None = Field(description="Where thinking was cut (null: not cut).")
+    natural_end: bool = Field(description="The model ended thinking itself (end delimiter, "
+                                          "or an end of turn turned into it).")
+    end: Literal["natural", "cut", "end_of_turn", "unfinished", "no_thinking"] = Field(
+        description="How thinking ended.")
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    owned_by: str = "s1-serve"
+    root: str | None = None
+    parent: str | None = None
+    permission: list[dict[str, Any]] = Field(default_factory=list)  # as vLLM's card
+    max_model_len: int | None = None
+    thinking_format: str | None = None
+    # reasoning_effort level -> thinking_max (server setting; clipped to the context)
+    reasoning_effort_budgets: dict[str, int] | None = None
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class Health(BaseModel):
+    status: Literal["ok", "loading", "dead"]
+    detail: str | None = None

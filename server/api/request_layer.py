@@ -1,0 +1,180 @@
+"""What s1-serve adds around vLLM's serving classes, on every generating surface.
+
+vLLM's routers and serving classes (chat, completions, Responses, Anthropic Messages,
+batched chat, tokenization) answer every request; this module supplies the rest:
+
+* :func:`budget_dependency`, a dependency on each of vLLM's routes: 503 while loading,
+  the field policy (:mod:`server.api.field_policy`), the server's request limits, the budget
+  (:mod:`server.api.budget_request`) and admission: the request's ticket is taken here, in
+  one step with the check (no await between them), and held until its response has been
+  sent (:class:`server.api.app.GateMiddleware` releases it), so the in-flight limits hold
+  however many requests arrive at once;
+* :func:`track`, around the engine stream of each such request: exact accounting
+  replayed from the token ids (each choice's ``budget`` object, the budget metrics,
+  time to first token, latency) and the request deadline (504);
+* the ``budget`` objects it fills go into the responses in :mod:`server.api.budget_objects`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import Request
+
+from server.api import field_policy, limits, metrics
+from server.api.budget_request import BUDGET, BudgetRequest, budget_from_body
+from server.api.errors import APIError, bad_request
+from server.api.serving import Serving, deadline_for, next_before
+from server.budget.interventions import from_ids
+from server.budget.machine import BudgetSpec, BudgetState
+
+# vLLM's request model of each generation route.
+_SURFACES = {
+    "/v1/chat/completions": ("openai.chat_completion.protocol", "ChatCompletionRequest"),
+    "/v1/chat/completions/batch": ("openai.chat_completion.protocol",
+                                   "BatchChatCompletionRequest"),
+    "/v1/completions": ("openai.completion.protocol", "CompletionRequest"),
+    "/v1/responses": ("openai.responses.protocol", "ResponsesRequest"),
+    "/v1/messages": ("anthropic.protocol", "AnthropicMessagesRequest"),
+}
+# Where the request state keeps the admission ticket (released by the middleware).
+TICKET = "s1_ticket"
+
+
+def _serving(request: Request) -> Serving:
+    from server.api.routes import get_serving
+
+    return get_serving(request)
+
+
+def _model(module: str, name: str) -> type:
+    import importlib
+
+    return getattr(importlib.import_module("vllm.entrypoints." + module), name)
+
+
+async def budget_dependency(request: Request) -> BudgetRequest | None:
+    """For vLLM's routers: 503 while loading, fields, limits, the budget, admission."""
+    request.state.vllm_served = True
+    serving = _serving(request)
+    try:
+        body = await request.json()
+    except ValueError:
+        return None  # vLLM's router answers the malformed body
+    if not isinstance(body, dict):
+        return None
+    path = request.url.path
+    tokens = body.get("tokens")
+    if path == "/detokenize" and isinstance(tokens, list):
+        # vLLM's tokenizer call raises OverflowError (a 500) on ids past 2**32.
+        size = serving.model.vocab_size
+        if any(not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < size
+               for t in tokens):
+            raise bad_request(f"tokens must be token ids in [0, {size})", "tokens")
+    if path not in _SURFACES:
+        return None
+    known = field_policy.declared(_model(*_SURFACES[path]))
+    field_policy.check(path, body, known | {"reasoning_effort"},
+                       strict=serving.settings.reject_unknown_fields)
+    _check_limits(body, serving)
+    budget = budget_from_body(body, serving.settings.reasoning_effort_budgets)
+    if body.get("use_beam_search") is True:
+        s = serving.settings
+        if budget.asked or s.default_thinking_min is not None or \
+                s.default_thinking_max is not None:
+            raise bad_request("beam search cannot be combined with a thinking budget (it "
+                              "runs one-token steps that a budget cannot follow); drop "
+                              "use_beam_search or the budget (the server's default "
+                              "budgets count too)", "use_beam_search")
+        budget.beam_search = True
+    request.scope["state"][TICKET] = serving.admit(budget.n)  # 429 when full
+    BUDGET.set(budget)
+    return budget
+
+
+def _check_limits(body: dict, serving: Serving) -> None:
+    """The server's limits on a request's size (n, messages, stop strings, logit_bias)."""
+    s = serving.settings
+    n = body.get("n")
+    if isinstance(n, int) and not isinstance(n, bool) and n > s.max_n:
+        raise bad_request(f"n={n} is above this server's limit {s.max_n}", "n")
+    messages = body.get("messages")
+    if isinstance(messages, list) and len(messages) > s.max_messages:
+        raise bad_request(f"{len(messages)} messages; at most {s.max_messages} are "
+                          "accepted", "messages")
+    stop = body.get("stop", body.get("stop_sequences"))
+    if isinstance(stop, str | list):
+        limits.stop_strings(stop, s)
+    bias = body.get("logit_bias")
+    if isinstance(bias, dict):
+        limits.logit_bias(bias, serving.model.vocab_size, s.max_logit_bias)
+
+
+def budget_rejected(error: APIError) -> Exception:
+    """A budget that does not fit this request, found once vLLM rendered the prompt, as
+    vLLM's own validation error: its serving classes answer it as a 400 naming the
+    parameter, and the app's handler does where they let it through."""
+    from vllm.exceptions import VLLMValidationError
+
+    return VLLMValidationError(error.message, parameter=error.param)
+
+
+async def track(stream: AsyncIterator[Any], req: BudgetRequest, spec: BudgetSpec | None,
+                n: int, serving: Serving, delta: bool, first_choice: int = 0
+                ) -> AsyncIterator[Any]:
+    """The engine stream of one prompt's ``n`` choices, accounted, under the deadline.
+
+    ``delta``: outputs carry new token ids only (streaming); otherwise all of them.
+    ``first_choice``: the response's index of this prompt's first choice.
+    """
+    from vllm.exceptions import GracefulHTTPError
+
+    started = time.perf_counter()
+    first_at: float | None = None
+    ids: dict[int, list[int]] = {}
+    states: dict[int, BudgetState | None] = {}
+    timeout = serving.settings.request_timeout_s
+    deadline = deadline_for(timeout)
+    try:
+        while True:
+            try:
+                output = await next_before(stream, deadline)
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                req.timed_out = True
+                raise GracefulHTTPError(
+                    f"the request ran past its {timeout:g} s deadline and was aborted; ask "
+                    "for fewer tokens or raise the server's --request-timeout-s",
+                    HTTPStatus.GATEWAY_TIMEOUT) from None
+            for comp in output.outputs:
+                got = ids.setdefault(comp.index, [])
+                if delta:
+                    got.extend(comp.token_ids)
+                else:
+                    got[:] = comp.token_ids
+                if got and first_at is None:
+                    first_at = time.perf_counter()
+                if comp.finish_reason is not None and comp.index not in states:
+                    states[comp.index] = _account(req, spec, first_choice + comp.index, got,
+                                                  serving)
+            yield output
+    finally:
+        await stream.aclose()  # aborts the engine request if it is still running
+        if first_at is not None:
+            metrics.TTFT.observe(first_at - started)
+        metrics.LATENCY.observe(time.perf_counter() - started)
+        for index, state in states.items():
+            metrics.record_choice(state, len(ids[index]))
+
+
+def _account(req: BudgetRequest, spec: BudgetSpec | None, index: int, ids: list[int],
+             serving: Serving) -> BudgetState | None:
+    if spec is None:
+        return None
+    state, details = from_ids(spec, ids, serving.model.tokenizer)
+    req.budgets[index] = details
+    return state

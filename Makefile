@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM := false
 # vLLM on CPU starts fastest in eager mode; override with SERVE_ARGS=...
 SERVE_ARGS ?= --enforce-eager
 
-.PHONY: install test lint serve demo-model train-smoke bench bench-server clean
+.PHONY: install test test-fast lint serve demo-model train-smoke bench bench-server clean
 
 $(STAMP): pyproject.toml
 	@mkdir -p $(TMPDIR) $(VLLM_CACHE_ROOT) $(TORCHINDUCTOR_CACHE_DIR)
@@ -29,7 +29,13 @@ install: $(STAMP)
 
 test: $(STAMP)
 	@mkdir -p $(TMPDIR)
+	@bash .ci/browser
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The inner loop: every test that starts no engine or server (minutes, not half an hour).
+test-fast: $(STAMP)
+	@mkdir -p $(TMPDIR)
+	$(PY) -m pytest -q -m "not engine" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check server client training datasets_build evals tests bench deploy s1_common

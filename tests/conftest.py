@@ -21,6 +21,16 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 import pytest  # noqa: E402
 
+# Fixtures that start a real server or engine: a test that uses one is an engine test
+# (``make test-fast`` leaves them out), whether or not its module says so.
+ENGINE_FIXTURES = frozenset({"api_server", "demo_server", "vllm_server", "qwen3_server"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if ENGINE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.engine)
+
 
 @pytest.fixture(scope="session")
 def tiny_s1() -> Path:

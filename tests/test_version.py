@@ -103,7 +103,8 @@ def test_version_reports_the_resolved_engine(api_server, tiny_s1_open):
             engine.pipeline_parallel_size) == (1, 1, 1)
     assert engine.platform == "cpu" and engine.max_model_len == 1024
     assert engine.chunked_prefill is False  # the server turns it off on CPU
-    assert engine.dtype == "float32" and engine.max_num_seqs == 256
+    # vLLM's batch default for its API server on CPU (UsageContext.OPENAI_API_SERVER)
+    assert engine.dtype == "float32" and engine.max_num_seqs == 128
     # The capacity is real: the KV-cache space over the tiny model's bytes per token.
     shape = ModelShape.from_config(json.loads((tiny_s1_open / "config.json").read_text()))
     space = int(os.environ["VLLM_CPU_KVCACHE_SPACE"]) * GiB

@@ -103,7 +103,9 @@ def create_app(settings: Settings) -> FastAPI:
         message = f"{where}: {first.get('msg', 'invalid request')}"
         if len(errors) > 1:
             message += f" (and {len(errors) - 1} more problem(s))"
-        return APIError(400, message, param).response(getattr(request.state, "request_id", None))
+        # vLLM's own handler types a body that fails its model "Bad Request" (the phrase).
+        return APIError(400, message, param, type_="Bad Request").response(
+            getattr(request.state, "request_id", None))
 
     from vllm.exceptions import GracefulHTTPError, VLLMClientError, VLLMNotFoundError
 

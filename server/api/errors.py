@@ -42,15 +42,16 @@ class APIError(Exception):
     """Raised anywhere in request handling; turned into an error response."""
 
     def __init__(self, status: int, message: str, param: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None, type_: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.param = param
         self.headers = headers or {}
+        self.type = type_ or _TYPES.get(status, "api_error")
 
     def body(self, request_id: str | None = None) -> dict:
-        info = ErrorInfo(message=self.message, type=_TYPES.get(self.status, "api_error"),
+        info = ErrorInfo(message=self.message, type=self.type,
                          param=self.param, code=self.status, request_id=request_id)
         return ErrorResponse(error=info).model_dump()
 

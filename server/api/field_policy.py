@@ -47,6 +47,11 @@ UNSUPPORTED = {
                "choices yourself",
 }
 
+# Fields that routers in front of vLLM (vllm-router, from SGLang's request types) add to
+# every request at these values, which ask for nothing vLLM does not do anyway: accepted
+# at exactly these values, refused as unknown otherwise.
+PROXY_DEFAULTS: dict[str, Any] = {"no_stop_trim": False}
+
 # Our extensions, read by server.api.budget_request on every surface.
 EXTENSIONS = frozenset({"thinking_min", "thinking_max", "min_thinking_tokens",
                         "max_thinking_tokens", "thinking_token_budget",
@@ -87,6 +92,9 @@ def check(surface: str, body: Mapping[str, Any], known: frozenset[str],
             raise bad_request(reason, name)
     if strict:
         for name in unknown:
+            if body.get(name) is None or (name in PROXY_DEFAULTS
+                                          and body[name] == PROXY_DEFAULTS[name]):
+                continue  # asks for nothing
             if name not in HARMLESS and name not in UNSUPPORTED and name not in _vllm_fields():
                 raise bad_request(_unknown(name, surface, known), name)
     logger.debug("%s: ignoring fields that change nothing: %s", surface, ", ".join(unknown))

@@ -102,7 +102,7 @@ def create_app(settings: Settings) -> FastAPI:
     from vllm.v1.engine.exceptions import EngineDeadError
 
     @app.exception_handler(EngineDeadError)
-    async def _engine_dead(request: Request, exc: EngineDeadError) -> JSONResponse:
+    async def _engine_gone(request: Request, exc: EngineDeadError) -> JSONResponse:
         # The engine core died between the readiness check and the engine call.
         return APIError(503, "the inference engine has stopped; restart the server").response(
             getattr(request.state, "request_id", None))

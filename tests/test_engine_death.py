@@ -87,8 +87,9 @@ def test_engine_death_ends_requests_and_exits_non_zero(tiny_s1_open):
             assert_engine_error(rec.events[-1]["error"], in_flight=True)
             assert not rec.finished_choices(), f"a killed stream must not look finished: {rec}"
         plain_thread.join(60)
-        assert plain.get("status") == 500, plain
-        assert_engine_error(plain["body"]["error"], in_flight=True)
+        # vLLM's class answers it (500), or raises the engine's death to s1-serve (503).
+        assert plain.get("status") in (500, 503), plain
+        assert_engine_error(plain["body"]["error"], in_flight=plain["status"] == 500)
 
         # Engine dead, process maybe still flushing: a new request is refused either way.
         try:

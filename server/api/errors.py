@@ -75,9 +75,3 @@ ERROR_RESPONSES: dict[int | str, dict] = {
     code: {"model": ErrorResponse, "description": HTTPStatus(code).phrase}
     for code in (400, 401, 404, 413, 429, 503, 504)
 }
-# Generation routes answer JSON, or Server-Sent Events with "stream": true.
-STREAMING_RESPONSES: dict[int | str, dict] = {
-    **ERROR_RESPONSES,
-    200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
-          "description": "JSON, or Server-Sent Events when the request streams"},
-}

@@ -9,9 +9,6 @@ from server.api.errors import bad_request
 from server.budget.machine import BudgetError, BudgetSpec, check_budget_values
 from server.settings import Settings
 
-# /v1/completions without max_tokens: OpenAI's default, which vLLM follows.
-OPENAI_COMPLETIONS_MAX_TOKENS = 16
-
 
 def resolve_budget(lo: int | None, hi: int | None, settings: Settings,
                    closed: bool = False) -> tuple[int | None, int | None]:
@@ -39,11 +36,11 @@ def resolve_budget(lo: int | None, hi: int | None, settings: Settings,
 
 
 def max_tokens_for(max_tokens: int | None, spec: BudgetSpec | None, room: int,
-                   context: int, completions: bool = False) -> int:
+                   context: int) -> int:
     """The engine's ``max_tokens``: the request's, checked against the budget (thinking
     plus what is forced plus one answer token must fit) and the ``room`` the prompt
-    leaves in the ``context``; without one, the rest of the context (OpenAI's 16 for an
-    unbudgeted ``completions`` request)."""
+    leaves in the ``context``; without one, the rest of the context (the engine hook calls
+    it only with a budget or a client max_tokens; otherwise vLLM's own default stands)."""
     hi = spec.thinking_max if spec else None
     lo = spec.thinking_min if spec else None
     forced = (len(spec.end_ids) + len(spec.answer_prefix_ids)) if spec else 0
@@ -67,8 +64,6 @@ def max_tokens_for(max_tokens: int | None, spec: BudgetSpec | None, room: int,
         raise bad_request(f"{what} plus an answer does not fit in the context left after "
                           f"the prompt ({room} tokens); lower the budget or shorten the "
                           "prompt", "thinking_max" if hi is not None else "thinking_min")
-    if completions and need is None:
-        return min(OPENAI_COMPLETIONS_MAX_TOKENS, room)  # as OpenAI and vLLM
     # As vLLM's chat: without max_tokens the answer may use the rest of the context
     # (a budgeted completion too: its thinking would not fit in 16 tokens).
     return room

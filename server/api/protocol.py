@@ -51,38 +51,6 @@ class BudgetFields(BaseModel):
 
 
 # ------------------------------------------------------------------ responses
-class BudgetMark(BaseModel):
-    """Where an intervention happened in the thinking."""
-
-    token: int = Field(description="Thinking tokens before it (token offset in the thinking).")
-    char: int = Field(description="Character offset in the returned reasoning text.")
-    output_index: int = Field(description="Index of its first token in the choice's output.")
-
-
-class BudgetDetails(BaseModel):
-    """Per-choice budget-forcing details (an s1-serve extension; OpenAI clients ignore it).
-
-    Computed by replaying the choice's token ids through the engine's state machine
-    (:mod:`server.budget.interventions`), the same replay as ``reasoning_tokens``.
-    """
-
-    thinking_min: int | None = Field(description="The minimum that applied (defaults included).")
-    thinking_max: int | None = Field(description="The maximum that applied.")
-    thinking_continuation: str | None = Field(description="The continuation string (with a "
-                                              "minimum).")
-    thinking_tokens: int = Field(description="Thinking tokens (= reasoning_tokens).")
-    answer_tokens: int = Field(description="Answer tokens (forced answer prefix included).")
-    continuation_count: int = Field(description="Forced continuations inserted.")
-    continuations: list[BudgetMark] = Field(description="Where each forced continuation "
-                                            "starts.")
-    hit_max: bool = Field(description="Thinking was cut at thinking_max.")
-    cut: BudgetMark | None = Field(description="Where thinking was cut (null: not cut).")
-    natural_end: bool = Field(description="The model ended thinking itself (end delimiter, "
-                                          "or an end of turn turned into it).")
-    end: Literal["natural", "cut", "end_of_turn", "unfinished", "no_thinking"] = Field(
-        description="How thinking ended.")
-
-
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"

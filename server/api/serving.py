@@ -37,12 +37,6 @@ class Ticket:
             self.serving.sequences -= self.n
             metrics.IN_FLIGHT.dec()
 
-    def __enter__(self) -> Ticket:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
 
 class Serving:
     """The engine, the model and the settings, and the admission counters. One per server."""

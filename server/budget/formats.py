@@ -166,11 +166,6 @@ class FormatTokens:
         tail = prompt.rstrip()
         return tail.endswith(self.fmt.start.rstrip())
 
-    def prompt_closes(self, prompt: str) -> bool:
-        """True when ``prompt`` ends right after a closed thinking block: the template
-        was asked not to think (Qwen3's ``enable_thinking=False`` writes an empty one)."""
-        return bool(self.fmt.end) and prompt.rstrip().endswith(self.fmt.end.rstrip())
-
     def spec(self, *, thinking_min: int | None, thinking_max: int | None,
              continuation_ids: Iterable[int], prompt_opens: bool,
              prompt_text: str | None = None) -> BudgetSpec:

@@ -19,7 +19,7 @@ store and a join protocol of its own. vLLM's own mode needs nothing beyond the i
 The worker's engine must be configured exactly like the leader's (same model, revision,
 parallel shape, memory and length limits, and s1-serve's budget-forcing logits processor,
 which runs on the last pipeline stage): both pods get the same S1_* variables, and
-ENGINE_FLAGS, SERVER_DEFAULTS and WORKER_FLAGS below make the worker's vLLM flags from them.
+ENGINE_FLAGS, SERVER_DEFAULTS and worker_processor() below make the worker's vLLM flags from them.
 Knobs (environment):
 
 - set by the LeaderWorkerSet controller: LWS_LEADER_ADDRESS (the leader's DNS name),
@@ -66,8 +66,6 @@ BOOL_FLAGS: dict[str, str] = {
 # and the budget-forcing logits processor, which runs where sampling happens: with pipeline
 # parallelism, on the last stage, i.e. on a worker node.
 SERVER_DEFAULTS: dict[str, str] = {"S1_SEED": "0"}  # (batch sizes: vLLM's device defaults on both)
-WORKER_FLAGS: tuple[str, ...] = ("--logits-processors",
-                                 "server.engine.logits_processor:BudgetLogitsProcessor")
 TRUE = {"1", "true", "yes", "on"}
 FALSE = {"0", "false", "no", "off", ""}
 LWS_ENV = ("LWS_LEADER_ADDRESS", "LWS_GROUP_SIZE", "LWS_WORKER_INDEX")
@@ -169,6 +167,18 @@ def leader_command(env: Mapping[str, str]) -> list[str]:
     return ["s1-serve", *distributed_flags(group, group.pod_ip), *revision]
 
 
+def worker_processor(env: Mapping[str, str]) -> str:
+    """The budget processor the worker's engine needs: the one the leader's s1-serve picks
+    on a GPU pod (server/engine/runner_choice.py): Model Runner V2's unless
+    VLLM_USE_V2_MODEL_RUNNER=0 pins V1."""
+    from server.engine.runner_choice import ENV, RunnerError, choose_runner
+
+    try:
+        return choose_runner(env.get(ENV), vllm_default_v2=True, speculative=False).processor
+    except RunnerError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def worker_command(env: Mapping[str, str]) -> list[str]:
     """``vllm serve MODEL --headless`` for node rank >= 1, shaped like the leader's engine."""
     group = Group.from_env(env)
@@ -177,7 +187,8 @@ def worker_command(env: Mapping[str, str]) -> list[str]:
     if not env.get("S1_MODEL"):
         raise ConfigError("S1_MODEL is not set: the worker must load the leader's model")
     return ["vllm", "serve", env["S1_MODEL"], "--headless",
-            *distributed_flags(group, group.leader_address), *engine_flags(env), *WORKER_FLAGS]
+            *distributed_flags(group, group.leader_address), *engine_flags(env),
+            "--logits-processors", worker_processor(env)]
 
 
 def leader_reachable(address: str, port: int, timeout: float) -> str | None:

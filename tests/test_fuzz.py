@@ -22,7 +22,7 @@ CHECKS = ("not_a_server_error,response_schema_conformance,status_code_conformanc
 # vLLM's Responses schema is large: its coverage phase alone generates ~13,000 cases
 # (~5 min here), so /v1/responses gets the example and fuzzing phases in a second run.
 # (That coverage phase found vLLM 0.32's message parser asserting on a file part inside
-# a function_call_output: now a 400, see server/api/app.py.)
+# a function_call_output: now a 400, see server/api/request_layer.py _check_tool_outputs.)
 RESPONSES = r"^/v1/responses"
 
 
@@ -45,14 +45,18 @@ def test_schemathesis_finds_nothing_in_responses(api_server, tmp_path: Path):
         "--phases", "examples,fuzzing,stateful")
 
 
-def test_a_malformed_responses_content_part_is_a_400(api_server):
+@pytest.mark.parametrize("part", [
+    {"type": "input_file", "file_data": None, "file_id": None, "file_url": None,
+     "filename": None, "detail": None},
+    {"type": "input_text", "text": "42"},
+])
+def test_a_tool_output_as_content_parts_is_a_400(api_server, part):
     import httpx
 
     r = httpx.post(api_server.base_url + "/v1/responses", timeout=60,
                    headers={"Authorization": f"Bearer {API_KEY}"},
-                   json={"input": [{"type": "function_call_output", "call_id": None,
-                                    "id": "", "status": "completed", "output": [{
-                                        "type": "input_file", "file_data": None,
-                                        "file_id": None, "file_url": None, "filename": None,
-                                        "detail": None}]}]})
+                   json={"input": [{"type": "function_call_output", "call_id": "c1",
+                                    "output": [part]}]})
     assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == "input" and "as a string" in error["message"]

@@ -67,7 +67,12 @@ def test_leader_and_worker_commands():
     # What the server always gives its engine: the same defaults (batch sizes are vLLM's
     # device defaults on both pods, so none is passed), the budget processor.
     assert "--max-num-seqs" not in worker and flag(worker, "--seed") == "0"
-    assert flag(worker, "--logits-processors") == "server.engine.logits_processor:BudgetLogitsProcessor"
+    # Model Runner V2 (vLLM's default on GPU pods) unless the variable pins V1.
+    assert flag(worker, "--logits-processors") == \
+        "server.engine.logits_processor_v2:BudgetLogitsProcessorV2"
+    pinned = multinode.worker_command(group_env(1, VLLM_USE_V2_MODEL_RUNNER="0"))
+    assert flag(pinned, "--logits-processors") == \
+        "server.engine.logits_processor:BudgetLogitsProcessor"
 
 
 def test_worker_defaults_are_the_servers():
@@ -80,8 +85,9 @@ def test_worker_defaults_are_the_servers():
         assert str(fields[name.removeprefix("S1_").lower()].default) == value, name
     for name in [*multinode.ENGINE_FLAGS, *multinode.BOOL_FLAGS]:
         assert name.removeprefix("S1_").lower() in fields, name
-    # The processor named for the worker is the one the server gives its own engine.
-    module, _, cls = multinode.WORKER_FLAGS[1].partition(":")
+    # The processor named for the worker is the one the server gives its own engine
+    # (on this CPU machine: V1, as with VLLM_USE_V2_MODEL_RUNNER=0 on a GPU).
+    module, _, cls = multinode.worker_processor({"VLLM_USE_V2_MODEL_RUNNER": "0"}).partition(":")
     assert (BudgetLogitsProcessor.__module__, BudgetLogitsProcessor.__name__) == (module, cls)
     assert BudgetLogitsProcessor in engine_args(Settings()).logits_processors
 
@@ -144,7 +150,7 @@ def test_vllm_accepts_the_worker_command_and_forms_the_world():
     assert parallel.node_rank_within_dp == 1  # > 0: `vllm serve --headless` runs workers only
     assert parallel.distributed_executor_backend == "mp"
     assert (parallel.master_addr, parallel.master_port) == (LEADER, 29501)
-    assert config.model_config.logits_processors == [multinode.WORKER_FLAGS[1]]
+    assert config.model_config.logits_processors == [multinode.worker_processor(env)]
     # The leader's vLLM flags (s1-serve passes them on) parse the same way.
     leader = multinode.leader_command(group_env(0, MODEL_REVISION="v1"))
     leader_args = parser.parse_args(["serve", str(DEMO_MODEL), *leader[1:]])

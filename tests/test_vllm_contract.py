@@ -450,11 +450,31 @@ def test_exceptions() -> None:
         ".message and .http_status")
 
 
-def test_chat_utils_file_for_the_assertion_handler() -> None:
-    """server/api/app.py answers an AssertionError raised in vLLM's renderers/chat_utils.py
-    with a 400 (it tells them apart by the traceback's file name)."""
-    module = importlib.import_module("vllm.renderers.chat_utils")
-    assert Path(module.__file__).parts[-2:] == ("renderers", "chat_utils.py"), "server/api/app.py"
+def test_endpoint_plugin_interface() -> None:
+    """server/api/plugin.py is a vLLM endpoint plugin: the entry-point group, the protocol's
+    members and signatures, the order vLLM calls them in, and the engine config it reads."""
+    import inspect
+
+    from vllm import plugins
+    from vllm.config import ModelConfig, VllmConfig
+    from vllm.entrypoints.launchers import app as launcher_app
+    from vllm.entrypoints.launchers.api_server import app_state
+    from vllm.plugins.endpoint_plugins.interface import EndpointPlugin
+
+    from server.api.plugin import S1EndpointPlugin
+
+    assert plugins.ENDPOINT_PLUGINS_GROUP == "vllm.endpoint_plugins", "pyproject.toml"
+    assert isinstance(S1EndpointPlugin(), EndpointPlugin), "server/api/plugin.py"
+    assert _params(EndpointPlugin.attach_router) == ["app"]
+    assert _params(EndpointPlugin.init_state) == ["engine_client", "state", "args"]
+    assert "attach_endpoint_plugins" in inspect.getsource(launcher_app.build_app), (
+        "vLLM's build_app attaches endpoint plugins (after its routers)")
+    assert "init_endpoint_plugins_state" in inspect.getsource(app_state.init_app_state), (
+        "vLLM's init_app_state initialises endpoint plugins (after its serving objects)")
+    assert isinstance(inspect.getattr_static(VllmConfig, "use_v2_model_runner"), property), (
+        "server/api/plugin.py check_engine reads vllm_config.use_v2_model_runner")
+    assert "logits_processors" in ModelConfig.__dataclass_fields__, (
+        "server/api/plugin.py check_engine reads model_config.logits_processors")
 
 
 # ----------------------------------------------------------- request path

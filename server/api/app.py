@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import os
 import time
-import traceback
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,13 +24,11 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from server import playground
-from server.api import engine_hook, metrics, request_layer
-from server.api.budget_objects import budgeted_router
+from server.api import engine_hook, metrics, plugin
 from server.api.errors import APIError
-from server.api.serving import Serving
 from server.api.watchdog import watch_engine
 from server.engine import info as engine_info
-from server.engine.loader import describe_model, prepare_environment, start_engine
+from server.engine.loader import prepare_environment, start_engine
 from server.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -77,13 +73,9 @@ def create_app(settings: Settings) -> FastAPI:
     from server.api.routes import router
 
     app.include_router(router)
-    _include_vllm_routers(app)
+    plugin.attach(app, [*plugin.vllm_routers(), _vllm_load_router()], only_existing=False)
     if settings.playground:
         playground.mount(app, settings)
-
-    @app.exception_handler(APIError)
-    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
-        return exc.response(getattr(request.state, "request_id", None))
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -137,19 +129,6 @@ def create_app(settings: Settings) -> FastAPI:
     for raw in (ValueError, TypeError, OverflowError):
         app.add_exception_handler(raw, _raw_error)
 
-    @app.exception_handler(AssertionError)
-    async def _vllm_parser_assert(request: Request, exc: AssertionError) -> JSONResponse:
-        # vLLM 0.32's message parser asserts on content parts of a shape it does not know
-        # (e.g. a file part inside a Responses function_call_output): bad input, not a bug
-        # of ours. Anywhere else an assertion is a bug: 500.
-        frames = traceback.extract_tb(exc.__traceback__)
-        if getattr(request.state, "vllm_served", False) and frames and \
-                frames[-1].filename.endswith(os.path.join("renderers", "chat_utils.py")):
-            rid = getattr(request.state, "request_id", None)
-            return APIError(400, "invalid request: a message content part has a type or "
-                            "shape this server does not accept").response(rid)
-        return await _unexpected(request, exc)
-
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         rid = getattr(request.state, "request_id", None)
@@ -178,32 +157,16 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-def _include_vllm_routers(app: FastAPI) -> None:
-    """vLLM's own routers for every generating surface and tokenization, behind our
-    503-while-loading, field, budget and admission dependency (server/api/request_layer.py)."""
-    from fastapi import APIRouter, Depends
-    from vllm.entrypoints.anthropic.api_router import router as messages
-    from vllm.entrypoints.openai.chat_completion.api_router import router as chat
-    from vllm.entrypoints.openai.completion.api_router import router as completions
-    from vllm.entrypoints.openai.responses.api_router import router as responses
+def _vllm_load_router() -> Any:
+    """The server-load probe of vLLM's basic router (its /health, /version and metrics
+    are ours). Not SageMaker's /ping and /invocations: importing their package
+    reconfigures logging, which silenced our own loggers."""
+    from fastapi import APIRouter
     from vllm.entrypoints.serve.instrumentator.basic import router as basic
-    from vllm.entrypoints.serve.tokenize.api_router import router as tokenize
 
-    # The server-load probe of vLLM's basic router (its /health, /version and metrics
-    # are ours). Not SageMaker's /ping and /invocations: importing their package
-    # reconfigures logging, which silenced our own loggers.
     load = APIRouter()
     load.routes.extend(r for r in basic.routes if getattr(r, "path", None) == "/load")
-
-    deps = [Depends(request_layer.budget_dependency)]
-    # Statuses these routes answer beyond what vLLM's route declarations document.
-    documented = {status: {"description": text} for status, text in (
-        (400, "Invalid request"), (401, "Missing or invalid API key"), (404, "Not found"),
-        (413, "Body too large"), (429, "Over the in-flight limit"),
-        (503, "Loading, or the engine is gone"), (504, "Past the request deadline"))}
-    for r in (budgeted_router(chat), budgeted_router(completions), budgeted_router(responses),
-              budgeted_router(messages), tokenize, load):
-        app.include_router(r, dependencies=deps, responses=documented)
+    return load
 
 
 async def _load(app: FastAPI, settings: Settings) -> None:
@@ -211,10 +174,12 @@ async def _load(app: FastAPI, settings: Settings) -> None:
         engine = await asyncio.to_thread(start_engine, settings)
         app.state.engine = engine
         app.state.engine_info = engine_info.collect_and_log(engine.vllm_config)
-        model = await asyncio.to_thread(describe_model, settings, engine)
-        serving = Serving(engine, model, settings)
+        # The s1 state and engine hook as the endpoint plugin builds them on vLLM's server,
+        # then vLLM's serving objects with s1's chat template and reasoning parser.
+        serving = await plugin.attach_state(app.state, engine, settings)
         await engine_hook.init(app.state, engine, serving, settings)
         app.state.serving = serving
+        model = serving.model
         logger.info("ready: serving %s (context %d, thinking format %s)", model.name,
                     model.max_model_len,
                     model.format_tokens.fmt.name if model.format_tokens else "none")
@@ -273,11 +238,6 @@ class GateMiddleware:
                 return
             await self.app(scope, receive, send_with_id)
         finally:
-            # The admission ticket (server/api/request_layer.py) is held until the whole
-            # response, a stream too, has been sent or the client has gone.
-            ticket = scope["state"].pop(request_layer.TICKET, None)
-            if ticket is not None:
-                ticket.release()
             endpoint = path if path in KNOWN_PATHS else "other"
             metrics.REQUESTS.labels(endpoint, str(status[0])).inc()
             # The access log: ids, path, status and time; never prompts, outputs or keys.

@@ -47,22 +47,31 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settings]:
           if name not in VLLM_OWNED and hasattr(args, name)}
     for name in s1:
         delattr(args, name)  # vLLM's namespace keeps vLLM's arguments only
-    owned = {name: getattr(args, name, None) for name in VLLM_OWNED}
-    names = owned.pop("served_model_name")
-    owned["served_model_name"] = names[0] if names else None
-    owned = {k: v for k, v in owned.items() if v is not None}
-    try:
-        settings = Settings(**owned, **s1)
-    except ValidationError as exc:
-        lines = [f"  --{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}"
-                 for e in exc.errors()]
-        raise SystemExit("invalid settings:\n" + "\n".join(lines)) from None
+    settings = settings_for(args, s1)
     check_vllm_version(settings.allow_untested_vllm)
     _merge_keys_and_origins(args, settings)
     if not args.served_model_name:
         args.served_model_name = [settings.model_name]
     settings.use_vllm_args(args)
     return args, settings
+
+
+def settings_for(args: argparse.Namespace, s1: dict | None = None) -> Settings:
+    """The s1 settings beside vLLM's parsed arguments: the fields vLLM owns mirrored from
+    ``args``, the s1 group from ``s1`` (flags) and ``S1_*`` variables. Used by ``s1-serve``
+    and by the endpoint plugin on stock ``vllm serve`` (no s1 flags there)."""
+    owned = {name: getattr(args, name, None) for name in VLLM_OWNED}
+    names = owned.pop("served_model_name")
+    owned["served_model_name"] = names[0] if names else None
+    owned = {k: v for k, v in owned.items() if v is not None}
+    try:
+        settings = Settings(**owned, **(s1 or {}))
+    except ValidationError as exc:
+        lines = [f"  --{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}"
+                 for e in exc.errors()]
+        raise SystemExit("invalid settings:\n" + "\n".join(lines)) from None
+    settings.use_vllm_args(args)
+    return settings
 
 
 def load_settings(argv: list[str] | None = None) -> Settings:

@@ -73,7 +73,9 @@ def vllm_args(settings: Settings, template: str | None, reasoning: bool) -> Any:
 
 
 async def init(state: Any, engine: Any, serving: Serving, settings: Settings) -> None:
-    """Build vLLM's serving objects on ``state`` (what vLLM's routers read)."""
+    """Build vLLM's serving objects on ``state`` (what vLLM's routers read), with s1's
+    chat template and reasoning parser: what ``s1-serve`` gives vLLM's frontend arguments.
+    (On stock ``vllm serve`` with the plugin, vLLM builds them from its own arguments.)"""
     from vllm.entrypoints.launchers.api_server.app_state import init_app_state
 
     import server.engine.reasoning_parser  # noqa: F401  (registers the parser in this process)
@@ -81,7 +83,6 @@ async def init(state: Any, engine: Any, serving: Serving, settings: Settings) ->
     ft = serving.model.format_tokens
     template = chat_template(settings, serving.model.tokenizer, ft.fmt if ft else None)
     args = vllm_args(settings, template, reasoning=ft is not None)
-    install_hook(engine, serving)
     await init_app_state(engine, state, args, ("generate",))
 
 

@@ -7,7 +7,7 @@ batched chat, tokenization) answer every request; this module supplies the rest:
   the field policy (:mod:`server.api.field_policy`), the server's request limits, the budget
   (:mod:`server.api.budget_request`) and admission: the request's ticket is taken here, in
   one step with the check (no await between them), and held until its response has been
-  sent (:class:`server.api.app.GateMiddleware` releases it), so the in-flight limits hold
+  sent (:class:`ReleaseTickets` releases it), so the in-flight limits hold
   however many requests arrive at once;
 * :func:`track`, around the engine stream of each such request: exact accounting
   replayed from the token ids (each choice's ``budget`` object, the budget metrics,
@@ -40,7 +40,7 @@ _SURFACES = {
     "/v1/responses": ("openai.responses.protocol", "ResponsesRequest"),
     "/v1/messages": ("anthropic.protocol", "AnthropicMessagesRequest"),
 }
-# Where the request state keeps the admission ticket (released by the middleware).
+# Where the request state keeps the admission ticket (released by ReleaseTickets).
 TICKET = "s1_ticket"
 
 
@@ -76,6 +76,8 @@ async def budget_dependency(request: Request) -> BudgetRequest | None:
             raise bad_request(f"tokens must be token ids in [0, {size})", "tokens")
     if path not in _SURFACES:
         return None
+    if path == "/v1/responses":
+        _check_tool_outputs(body.get("input"))
     known = field_policy.declared(_model(*_SURFACES[path]))
     field_policy.check(path, body, known | {"reasoning_effort"},
                        strict=serving.settings.reject_unknown_fields)
@@ -95,6 +97,21 @@ async def budget_dependency(request: Request) -> BudgetRequest | None:
     return budget
 
 
+def _check_tool_outputs(items: Any) -> None:
+    """vLLM 0.32's Responses path hands a tool call's output given as a list of content
+    parts to its chat parser as objects, where that parser asserts on dicts (a 500): say
+    what works instead."""
+    if not isinstance(items, list):
+        return
+    for i, item in enumerate(items):
+        if isinstance(item, dict) and item.get("type") in (
+                "function_call_output", "custom_tool_call_output") and isinstance(
+                item.get("output"), list):
+            raise bad_request(f"input[{i}].output: this server takes a tool call's output "
+                              "as a string; send its text instead of a list of content "
+                              "parts", "input")
+
+
 def _check_limits(body: dict, serving: Serving) -> None:
     """The server's limits on a request's size (n, messages, stop strings, logit_bias)."""
     s = serving.settings
@@ -111,6 +128,26 @@ def _check_limits(body: dict, serving: Serving) -> None:
     bias = body.get("logit_bias")
     if isinstance(bias, dict):
         limits.logit_bias(bias, serving.model.vocab_size, s.max_logit_bias)
+
+
+class ReleaseTickets:
+    """Pure ASGI middleware (streams and disconnects pass untouched): releases the request's
+    admission ticket once its whole response, a stream too, has been sent or the client
+    has gone."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            ticket = scope.get("state", {}).pop(TICKET, None)
+            if ticket is not None:
+                ticket.release()
 
 
 def budget_rejected(error: APIError) -> Exception:

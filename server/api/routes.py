@@ -34,7 +34,8 @@ def get_serving(request: Request) -> Serving:
         raise APIError(503, "the model is still loading; retry shortly "
                        "(GET /health says when it is ready)",
                        headers={"Retry-After": "5"})
-    if state.engine_dead():
+    dead = getattr(state, "engine_dead", None)  # s1-serve's; vLLM's server has its own
+    if dead is not None and dead():
         raise APIError(503, "the inference engine has stopped; restart the server")
     return serving
 

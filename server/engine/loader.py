@@ -15,15 +15,10 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from server.budget.formats import (
-    FormatTokens,
-    S1Rules,
-    ThinkingFormat,
-    detect_format,
-    get_format,
-)
+from server.budget.formats import FormatTokens, S1Rules
 from server.engine.runner_choice import ENV as RUNNER_ENV
 from server.engine.runner_choice import V1_PROCESSOR, RunnerChoice, RunnerError, choose_runner
+from server.engine.thinking_format import resolve_format
 from server.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -163,27 +158,6 @@ class ModelInfo:
     max_model_len: int
     format_tokens: FormatTokens | None
     vocab_size: int
-
-
-def resolve_format(settings: Settings, tokenizer: Any) -> ThinkingFormat | None:
-    name = settings.thinking_format
-    if name == "none":
-        return None
-    if name == "auto":
-        fmt = detect_format(tokenizer, settings.model)
-        if fmt is None:
-            logger.warning("no thinking format detected; budgets will be refused. "
-                           "Set --thinking-format (s1, deepseek-r1, qwen3, custom).")
-            return None
-        if any(v is not None for v in (settings.thinking_start, settings.thinking_end,
-                                       settings.answer_prefix)):
-            fmt = get_format(fmt.name, settings.thinking_start, settings.thinking_end,
-                             settings.answer_prefix)
-        logger.info("thinking format: %s (auto-detected)", fmt.name)
-        return fmt
-    fmt = get_format(name, settings.thinking_start, settings.thinking_end, settings.answer_prefix)
-    logger.info("thinking format: %s", fmt.name)
-    return fmt
 
 
 def stop_ids_for(tokenizer: Any, model: str) -> frozenset[int]:

@@ -30,6 +30,7 @@ def tok():
 
 
 def post(server, path: str, body: dict) -> httpx.Response:
+    body = {"model": "s1-demo", **body}  # Anthropic's Messages requires one
     return httpx.post(server.base_url + path, json=body, headers=HEADERS, timeout=120)
 
 
@@ -106,10 +107,11 @@ def test_empty_continuation_suppresses_only(demo_server, tok):
              return_token_ids=True)
     c = r["choices"][0]
     b = c["budget"]
-    assert b["thinking_tokens"] >= natural + 6 and b["end"] == "natural"
-    assert b["continuation_count"] == 0 and b["thinking_continuation"] == ""
-    assert runs(thinking_ids(tok, c["token_ids"]), tok.encode("Wait", add_special_tokens=False)
-                ) == 0
+    # the end came later, found on the raw ids; nothing was inserted (a "Wait" in the
+    # thinking is the demo model's own: it learned to write one after a glance)
+    assert len(thinking_ids(tok, c["token_ids"])) == b["thinking_tokens"] >= natural + 6
+    assert b["end"] == "natural" and b["continuation_count"] == 0
+    assert b["thinking_continuation"] == "" and b["continuations"] == []
 
 
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions", "/v1/responses",

@@ -62,8 +62,11 @@ def _generation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model name (default: the server's)")
     parser.add_argument("--thinking-min", type=int, help="fewest thinking tokens")
     parser.add_argument("--thinking-max", type=int, help="most thinking tokens")
+    parser.add_argument("--thinking-waits", type=int, help="ignore the end of thinking this "
+                        "many times (s1's thinking_n_ignore): that many continuations, then "
+                        "the next end attempt ends thinking")
     parser.add_argument("--continuation", help="string appended when thinking is extended "
-                        "(server default 'Wait')")
+                        "(server default 'Wait'; '' suppresses the end attempt only)")
     parser.add_argument("--max-tokens", type=int, help="thinking + answer tokens")
     parser.add_argument("--temperature", type=float, help="0 for greedy")
     parser.add_argument("--top-p", type=float)
@@ -101,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _fields(args: argparse.Namespace) -> dict[str, Any]:
     fields = {"model": args.model, "thinking_min": args.thinking_min,
-              "thinking_max": args.thinking_max,
+              "thinking_max": args.thinking_max, "thinking_waits": args.thinking_waits,
               "thinking_continuation": args.continuation, "max_tokens": args.max_tokens,
               "temperature": args.temperature, "top_p": args.top_p, "seed": args.seed,
               "stop": args.stop}

@@ -49,12 +49,13 @@ class Record:
     finish_reason: str | None
     answer: str
     reasoning: str | None
-    extended: bool | None = None  # waits rounds: whether this round really suppressed an end
+    extended: bool | None = None  # waits settings: whether at least one end was suppressed
     # what budget forcing realised (evals.realised); None = unknown
     waits_realised: int | None = None
     forced_cut: bool | None = None
     realised_source: str | None = None  # "server" (budget object) or "text"
     tries: int | None = None  # rejection sampling: samples drawn until one fit
+    thinking_waits: int | None = None  # waits settings: the thinking_waits sent
 
     @property
     def key(self) -> tuple[str, str, str]:

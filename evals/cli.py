@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--thinking-max", help="budget forcing: comma-separated maxima")
     sweep.add_argument("--thinking-min", help="extrapolation: comma-separated minima")
     sweep.add_argument("--waits", type=int,
-                       help="ignore end-of-thinking 0..K times (see evals.settings)")
+                       help="ignore end-of-thinking 0..K times, each K one request with "
+                            "thinking_waits=K (see evals.settings)")
     sweep.add_argument("--thinking-cap",
                        help="thinking_max sent with --thinking-min and --waits runs: N tokens, "
                             "or 'auto' = s1's cap, context - longest prompt - overhead "
@@ -78,8 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="tokens --thinking-cap auto keeps for the answer and the "
                             f"delimiters (default {DEFAULT_OVERHEAD}: s1's 100 + ~20)")
     sweep.add_argument("--continuation",
-                       help="thinking_continuation sent with minima (default: the server's, "
-                            "'Wait' on s1-serve); realised Waits are counted with it")
+                       help="thinking_continuation sent with minima and Waits (default: the "
+                            "server's, 'Wait' on s1-serve); '' suppresses the end only, "
+                            "with --thinking-min (Waits need a string to count)")
     sweep.add_argument("--samples", type=int, default=0,
                        help="parallel scaling: K independent samples per question, majority "
                             "vote over 1, 2, 4, ..., K of them (see evals/parallel.py)")
@@ -130,8 +132,11 @@ async def _run(args: argparse.Namespace) -> int:
     if args.rejection_tries < 1:
         raise ValueError("--rejection-tries must be >= 1")
     cap_arg = parse_cap(args.thinking_cap)
-    if args.continuation is not None and not args.continuation.strip():
-        raise ValueError("--continuation must not be empty")
+    if args.continuation is not None and args.continuation == "" and args.waits:
+        raise ValueError("--continuation '' (suppress only) works with --thinking-min; "
+                         "--waits needs a string, which the server counts the Waits by")
+    if args.continuation and not args.continuation.strip():
+        raise ValueError("--continuation must not be blank; '' suppresses the end only")
     settings = build_sweep(parse_ints(args.thinking_max, "--thinking-max"),
                            parse_ints(args.thinking_min, "--thinking-min"),
                            args.waits, cap_arg if isinstance(cap_arg, int) else None,

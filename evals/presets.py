@@ -3,7 +3,7 @@
 What each preset sets (flags given explicitly still win): the benchmark's column layout,
 ``max_tokens`` = ``max_gen_toks`` = 32,768, ``--thinking-cap auto`` (s1's
 ``max_tokens_thinking=auto``), and Waits 0..6 (the paper's ``thinking_n_ignore`` 1, 2, 4
-and 6 are rounds of that chain; 3 and 5 come with it at no extra cost, see
+and 6; 3 and 5 are run too, one request each, as in earlier results files; see
 :mod:`evals.settings`). The data is never downloaded: ``--data`` names the file the user
 supplies (s1 read ``simplescaling/aime24_nofigures``, ``TIGER-Lab/AIME25``,
 ``HuggingFaceH4/MATH-500`` and ``Idavidrein/gpqa`` ``gpqa_diamond``); without ``--data``
@@ -19,7 +19,7 @@ from pathlib import Path
 
 DATA = Path(__file__).resolve().parent / "data"
 MAX_GEN_TOKS = 32768  # eval/commands.sh: max_gen_toks=32768
-WAITS = 6  # thinking_n_ignore 1, 2, 4, 6 are rounds of the 0..6 chain
+WAITS = 6  # waits=0..6: the paper's thinking_n_ignore 1, 2, 4, 6 among them
 
 
 @dataclass(frozen=True)

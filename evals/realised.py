@@ -1,9 +1,8 @@
 """What budget forcing actually did to each answer: Waits inserted, and whether the cut was forced.
 
 Why: a ``waits=K`` setting asks for K suppressed ends of thinking, but what a request gets
-can differ (sampling; server numerics that change with the batch, so a greedy rerun of the
-same prefix need not end at the same token; a round that ran into the cap). Averaging such
-answers into the ``waits=K`` point would silently mix K with K-1 or K+1. Each record
+can differ (a cap reached before the K-th Wait; a server that does not report it).
+Averaging such answers into the ``waits=K`` point would silently mix K with K-1 or K+1. Each record
 therefore carries what was realised, and the report lists the settings where it differs.
 
 How each number is derived, most exact source first:
@@ -18,17 +17,9 @@ How each number is derived, most exact source first:
      (s1-serve counts thinking tokens without the end delimiter and forces the end at
      exactly ``thinking_max``). Needs exact counts (``thinking_source == reasoning_tokens``),
      else unknown.
-   * Waits in a ``waits`` chain. Round 0 sends no minimum, so it has 0. Round k sends
-     ``thinking_min = L(k-1) + 1`` (:mod:`evals.settings`), so the server can insert the
-     continuation only where the model tries to end below that minimum. If round k's
-     thinking text starts with round k-1's thinking text followed (after whitespace) by the
-     continuation string, the model reproduced round k-1 up to its end and the end there was
-     replaced: Waits(k) = Waits(k-1) + 1. If the text diverged earlier, the position and
-     number of insertions cannot be read from text (the model also writes "Wait" itself),
-     so the count is unknown (None). A round that reused round k-1 (nothing to extend: the
-     cap was hit or max_tokens ran out) has Waits(k-1).
-   * ``thinking_min`` and ``thinking_max`` settings: without a ``budget`` object the count
-     is unknown for ``thinking_min`` and 0 for ``thinking_max`` (no minimum, no insertion).
+   * Waits: without a ``budget`` object the count is unknown for a request that sent
+     ``thinking_waits`` or ``thinking_min``, and 0 for one that sent neither (no
+     insertion is possible).
 
 Counting occurrences of "Wait" in the text is *not* used: the models write it themselves.
 """
@@ -37,8 +28,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-
-DEFAULT_CONTINUATION = "Wait"  # s1-serve's default thinking_continuation
 
 
 @dataclass(frozen=True)
@@ -64,24 +53,6 @@ def forced_cut(thinking_tokens: int, thinking_max: int | None, exact: bool) -> b
     if not exact:
         return None
     return thinking_tokens >= thinking_max
-
-
-def extends(previous: str | None, current: str | None, continuation: str) -> bool:
-    """Whether ``current`` is ``previous`` (up to trailing whitespace) + the continuation."""
-    if previous is None or current is None:
-        return False
-    head = previous.rstrip()
-    if not current.startswith(head):
-        return False
-    return current[len(head):].lstrip().startswith(continuation)
-
-
-def chain_waits(previous_waits: int | None, previous_text: str | None, text: str | None,
-                continuation: str) -> int | None:
-    """Waits of an extended round k from round k-1's count and texts (module doc, 2)."""
-    if previous_waits is None:
-        return None
-    return previous_waits + 1 if extends(previous_text, text, continuation) else None
 
 
 def from_budget(budget: dict[str, Any]) -> Realised | None:

@@ -3,10 +3,9 @@
 Each (question, setting) is one chat request through :class:`client.AsyncClient`
 (retries on 429/503 and dropped connections come from the client). At most
 ``concurrency`` requests are in flight. Answers already in the cache are not
-requested again. ``waits`` settings run as a chain per question (round k needs
-round k-1's thinking length; see :mod:`evals.settings`), the chains of
-different questions in parallel. A failed request is reported and left out of
-the cache, so rerunning the same command retries only what is missing.
+requested again. A ``waits=K`` setting is one request with ``thinking_waits = K``
+(see :mod:`evals.settings`). A failed request is reported and left out of the
+cache, so rerunning the same command retries only what is missing.
 
 Thinking tokens come from ``usage.completion_tokens_details.reasoning_tokens``
 (exact on s1-serve). Other OpenAI-compatible servers may omit it or send 0
@@ -29,14 +28,7 @@ from client import AsyncClient, ChatResult, S1Error
 from evals.baselines import REJECTION_TEMPERATURE, fits, prompt_for
 from evals.benchmarks import Question
 from evals.cache import Cache, Record, digest
-from evals.realised import (
-    DEFAULT_CONTINUATION,
-    Realised,
-    chain_waits,
-    forced_cut,
-    from_budget,
-    server_budget,
-)
+from evals.realised import Realised, forced_cut, from_budget, server_budget
 from evals.settings import Setting
 
 
@@ -70,11 +62,6 @@ class RunConfig:
         if self.rejection_tries != 64:
             sig["rejection_tries"] = self.rejection_tries
         return digest(sig)
-
-    @property
-    def continuation_text(self) -> str:
-        """The string the server inserts (what :mod:`evals.realised` looks for)."""
-        return self.continuation or DEFAULT_CONTINUATION
 
 
 @dataclass
@@ -112,11 +99,7 @@ class Runner:
 
     async def run(self, questions: list[Question], settings: list[Setting]) -> SweepResult:
         self._out = SweepResult()
-        waits = sorted(s for s in settings if s.method == "waits")
-        jobs = [self._one(q, s) for q in questions for s in settings if s.method != "waits"]
-        if waits:
-            jobs += [self._chain(q, waits) for q in questions]
-        await asyncio.gather(*jobs)
+        await asyncio.gather(*(self._one(q, s) for q in questions for s in settings))
         return self._out
 
     # ------------------------------------------------------------------ jobs
@@ -130,24 +113,10 @@ class Runner:
             await self._get(q, s, None, s.value)
         elif s.method == "sample":
             await self._get(q, s, None, self.config.thinking_cap)
+        elif s.method == "waits":  # s1's thinking_n_ignore, in one request
+            await self._get(q, s, None, self.config.thinking_cap, waits=s.value or None)
         else:  # thinking_min
             await self._get(q, s, s.value, self.config.thinking_cap)
-
-    async def _chain(self, q: Question, rounds: list[Setting]) -> None:
-        previous: Record | None = None
-        for i, s in enumerate(rounds):
-            if s.value == 0:
-                previous = await self._get(q, s, None, self.config.thinking_cap)
-            elif previous is None:  # an earlier round failed: nothing to extend
-                self._out.failures.append(f"{q.id} {s.key}: skipped, round "
-                                          f"{rounds[i - 1].value} failed")
-                self._tick()
-            elif self._extendable(previous):
-                previous = await self._get(q, s, previous.thinking_tokens + 1,
-                                           self.config.thinking_cap, extended=True,
-                                           previous=previous)
-            else:
-                previous = self._reuse(q, s, previous)
 
     async def _rejection(self, q: Question, s: Setting) -> None:
         """Draw with new seeds until the thinking fits ``s.value`` (see evals.baselines)."""
@@ -180,42 +149,22 @@ class Runner:
             self.cache.put(record)
             self._keep(q, s, record)
 
-    def _extendable(self, record: Record) -> bool:
-        """Whether the model ended thinking itself, so that the end can be suppressed.
-
-        Thinking ended when tokens followed it (completion > thinking tokens), and the
-        model ended it (not the server) when it stopped short of the cap. The count must
-        be exact for ``thinking_min = L + 1`` to land on the end attempt.
-        """
-        cap = self.config.thinking_cap
-        return (record.thinking_source == "reasoning_tokens"
-                and record.completion_tokens > record.thinking_tokens
-                and (cap is None or record.thinking_tokens < cap))
-
-    def _reuse(self, q: Question, s: Setting, previous: Record) -> Record:
-        # nothing was extended: the Waits stay those of round k-1 (fewer than asked)
-        record = replace(previous, setting=s.key, value=s.value, extended=False)
-        if self.cache.get(q.id, s.key, record.prompt_hash) is None:
-            self.cache.put(record)
-        self._keep(q, s, record)
-        return record
-
     # --------------------------------------------------------------- request
     async def _get(self, q: Question, s: Setting, tmin: int | None, tmax: int | None,
-                   extended: bool | None = None, previous: Record | None = None
-                   ) -> Record | None:
+                   waits: int | None = None) -> Record | None:
         prompt_hash = digest(q.prompt)
         cached = self.cache.get(q.id, s.key, prompt_hash)
-        if cached is not None and cached.thinking_min == tmin and cached.thinking_max == tmax:
+        if (cached is not None and cached.thinking_min == tmin and cached.thinking_max == tmax
+                and cached.thinking_waits == waits):  # a chained record (older) is asked again
             if cached.realised_source != "server":  # derived from text: derive again, so
                 # records cached before the derivation existed get it too
-                cached = replace(cached, **self._realised(cached, s, previous, None))
+                cached = replace(cached, **self._realised(cached, s, None))
             self._keep(q, s, cached)
             return cached
         async with self._slots:
             self._out.requested += 1
             try:
-                result = await self._chat(q, tmin, tmax, s)
+                result = await self._chat(q, tmin, tmax, s, waits=waits)
             except S1Error as exc:
                 self._out.failures.append(f"{q.id} {s.key}: {exc}")
                 self._tick()
@@ -226,32 +175,31 @@ class Runner:
                         thinking_min=tmin, thinking_max=tmax, thinking_tokens=tokens,
                         thinking_source=source, completion_tokens=result.usage.completion_tokens,
                         finish_reason=result.finish_reason, answer=result.answer,
-                        reasoning=result.reasoning, extended=extended)
-        record = replace(record, **self._realised(record, s, previous, server_budget(result.raw)))
+                        reasoning=result.reasoning, thinking_waits=waits)
+        record = replace(record, **self._realised(record, s, server_budget(result.raw)))
         self.cache.put(record)
         self._keep(q, s, record)
         return record
 
-    def _realised(self, record: Record, s: Setting, previous: Record | None,
+    def _realised(self, record: Record, s: Setting,
                   budget: dict[str, Any] | None) -> dict[str, Any]:
-        """waits_realised / forced_cut / realised_source of a record (evals.realised)."""
+        """waits_realised / forced_cut / realised_source (evals.realised), and for a
+        ``waits`` setting whether an end was suppressed at all (``extended``)."""
         got: Realised | None = from_budget(budget) if budget is not None else None
         if got is None:
             exact = record.thinking_source == "reasoning_tokens"
             cut = forced_cut(record.thinking_tokens, record.thinking_max, exact)
-            if record.thinking_min is None:
-                waits: int | None = 0  # no minimum sent: nothing can be inserted
-            elif s.method == "waits" and previous is not None:
-                waits = chain_waits(previous.waits_realised, previous.reasoning,
-                                    record.reasoning, self.config.continuation_text)
-            else:
-                waits = None
-            got = Realised(waits, cut, "text")
+            # nothing asked to extend the thinking: nothing can have been inserted
+            none_asked = record.thinking_min is None and not record.thinking_waits
+            got = Realised(0 if none_asked else None, cut, "text")
+        extended = (None if s.method != "waits" or not s.value or got.waits is None
+                    else got.waits > 0)
         return {"waits_realised": got.waits, "forced_cut": got.forced_cut,
-                "realised_source": got.source}
+                "realised_source": got.source, "extended": extended}
 
     async def _chat(self, q: Question, tmin: int | None, tmax: int | None,
-                    s: Setting | None = None, attempt: int = 0) -> ChatResult:
+                    s: Setting | None = None, attempt: int = 0,
+                    waits: int | None = None) -> ChatResult:
         c = self.config
         temperature, seed = c.temperature, c.seed
         if s is not None and s.method == "sample":  # independent draws: own temperature, seed
@@ -259,9 +207,11 @@ class Runner:
         elif s is not None and s.method == "rejection":  # a new seed per try
             temperature, seed = REJECTION_TEMPERATURE, (c.seed or 0) + attempt
         return await self.client.chat(q.prompt, model=c.model, system=c.system, thinking_min=tmin,
-                                      thinking_max=tmax, temperature=temperature,
-                                      top_p=c.top_p, seed=seed, max_tokens=c.max_tokens,
-                                      thinking_continuation=c.continuation if tmin else None)
+                                      thinking_max=tmax, thinking_waits=waits,
+                                      temperature=temperature, top_p=c.top_p, seed=seed,
+                                      max_tokens=c.max_tokens,
+                                      thinking_continuation=(c.continuation if tmin or waits
+                                                             else None))
 
     def _keep(self, q: Question, s: Setting, record: Record) -> None:
         self._out.records[(q.id, s.key)] = record

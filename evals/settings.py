@@ -7,38 +7,21 @@ Three methods, each a line in the plot and a set A of budgets in the metrics:
 - ``thinking_min`` (extrapolation by a token minimum): ``thinking_min = N``
   (and ``thinking_max = cap`` when ``--thinking-cap`` is given); an attempt to
   end thinking earlier is replaced by ``Wait``. Bounds: [N, cap].
-- ``waits`` (the paper's "ignore end-of-thinking K times"), approximated with
-  thinking_min, per question, as a chain of requests:
+- ``waits`` (the paper's "ignore end-of-thinking K times", the harness's
+  ``thinking_n_ignore=K``): one request per question with ``thinking_waits = K``
+  (and ``thinking_max = cap`` when ``--thinking-cap`` is given). The server replaces
+  the first K attempts to end thinking with the continuation string (``Wait`` unless
+  ``--continuation``) and lets the next one end it, in one generation; the cap wins
+  over the Waits. ``waits=0`` sends no ``thinking_waits`` (the unforced run).
+  Until s1-serve took a count itself, this was a chain of requests with a growing
+  ``thinking_min``; the settings, their keys and the results' layout are unchanged.
 
-  * round 0 runs unforced (only the cap) and yields the natural thinking
-    length L0 (thinking tokens before the model's first end attempt);
-  * round k sends ``thinking_min = L(k-1) + 1``. The server counts thinking
-    tokens without the end delimiter, so the model's end attempt at position
-    L(k-1) falls below the minimum and is replaced by ``Wait``; the ``Wait``
-    itself lifts the count past the minimum, so the next attempt is allowed.
-    With greedy decoding the text up to L(k-1) is the same as in round k-1
-    (every earlier attempt was suppressed there too), so round k has exactly
-    k suppressions, like the paper's loop, in one request.
+  What each request really got (Waits inserted, forced cut) is read per answer from
+  the server's ``budget`` object (:mod:`evals.realised`) and reported per setting: a
+  cap reached before the K-th Wait gives fewer. ``extended`` marks an answer that got
+  at least one Wait. A server without the ``budget`` object leaves the count unknown.
 
-  Honest limits of the mapping:
-
-  * it is exact only for greedy decoding (and server numerics that do not
-    change with the batch). With sampling, s1-serve decides whether an end
-    attempt below the minimum "happened" with its own per-step draw, not the
-    sampler's, so round k can suppress an attempt earlier than round k-1's
-    end, and the text then differs from there on: the number of ``Wait``s is
-    then not guaranteed to be k (thinking_min is still honoured);
-  * the continuation string is the server's (``Wait`` by default);
-  * when round k-1's thinking did not end by itself (it reached the cap, or
-    ``max_tokens`` ran out inside it) there is no end to suppress, so round k
-    reuses round k-1's result, marked ``extended: false``;
-  * it needs exact thinking-token counts (``reasoning_tokens`` in the usage),
-    so against servers without them only round 0 is run for real.
-
-  What each round really got (Waits inserted, forced cut) is derived per answer by
-  :mod:`evals.realised` and reported per setting, so these limits show in the results.
-
-  ``--waits K`` runs rounds 0..K, each a setting of its own.
+  ``--waits K`` runs K = 0..K, each a setting of its own.
 
 - ``sample`` (the paper's parallel-scaling baseline): ``--samples K`` draws K independent
   samples per question (``sample=0..K-1``, temperature ``--sample-temperature``, seed

@@ -105,6 +105,8 @@ class Settings(BaseSettings):
     max_n: int = Field(16, ge=1, description="Largest 'n' accepted.")
     max_messages: int = Field(512, ge=1, description="Most chat messages in one request.")
     max_stop: int = Field(16, ge=1, description="Most stop strings in one request.")
+    max_thinking_waits: int = Field(64, ge=0, description="Largest thinking_waits accepted "
+                                    "(the s1 paper's curves flatten by 6).")
     max_stop_chars: int = Field(256, ge=1, description="Longest stop string.")
     max_logit_bias: int = Field(300, ge=1, description="Most logit_bias entries.")
     max_in_flight: int = Field(512, ge=1, description="Most generation requests served at "

@@ -2,16 +2,17 @@
 
 The model is a function of the output position giving the token it wants. The
 machine's action decides what is emitted: a forced token; the replacement when a
-guarded attempt happened (below the minimum: the continuation; an end of turn
-inside the block: the end delimiter); the model's next choice (``second``) when a
-held step masks its attempt; otherwise what the model wants.
+guarded attempt happened (below the minimum or the Waits: the continuation; an end
+of turn inside the block: the end delimiter); the model's next choice (``second``)
+when a held step masks its attempt, or when a step below the Waits masks the
+continuation the model wanted itself; otherwise what the model wants.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from server.budget.machine import FORCE, GUARD, GUARD_TURN, HOLD, BudgetState, Phase
+from server.budget.machine import FORCE, GUARD, GUARD_TURN, GUARD_WAIT, HOLD, BudgetState, Phase
 
 
 def drive(state: BudgetState, model: Callable[[int], int], steps: int,
@@ -29,13 +30,14 @@ def drive(state: BudgetState, model: Callable[[int], int], steps: int,
             if log is not None and state.phase == Phase.THINKING and tok in (
                     sp.end_ids[0], sp.newline_id) and state.thinking == sp.thinking_max:
                 log["cut"] = True
-        elif action == GUARD and want in sp.attempt_ids:
+        elif action in (GUARD, GUARD_WAIT) and want in sp.attempt_ids:
             tok = state.guard_continuation_token  # greedy: the attempt was the argmax
             if log is not None:
                 log["replaced"] = log.get("replaced", 0) + 1
         elif action == GUARD_TURN and want in sp.turn_ids:
             tok = sp.end_ids[0]
-        elif action == HOLD and want in sp.attempt_ids:
+        elif (action == HOLD and want in sp.attempt_ids
+              or action == GUARD_WAIT and want == sp.continuation_ids[0]):
             tok = second
         else:
             tok = want

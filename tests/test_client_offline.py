@@ -269,3 +269,16 @@ def test_cli_connection_error_exit_code() -> None:
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 3 and out.stdout == ""
     assert "after 2 attempts" in out.stderr and "S1_BASE_URL" in out.stderr
+
+
+def test_budget_fields_reach_the_body() -> None:
+    """thinking_waits and an empty continuation (no string) are sent as given; None is
+    left out, so the server's default applies."""
+    from client.wire import chat_body, completion_body
+
+    body = chat_body("hi", {"thinking_waits": 2, "thinking_continuation": "Hmm",
+                            "thinking_min": None}, "m", False)
+    assert body["thinking_waits"] == 2 and body["thinking_continuation"] == "Hmm"
+    assert "thinking_min" not in body
+    body = completion_body("p", {"thinking_min": 8, "thinking_continuation": ""}, None, False)
+    assert body["thinking_continuation"] == "" and body["thinking_min"] == 8

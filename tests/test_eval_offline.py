@@ -5,9 +5,9 @@ end its thinking at 40 thinking tokens and then every 30 tokens, and answers cor
 only after 70. The budgets are not re-implemented here: every request runs the server's
 own budget state machine (:class:`server.budget.machine.BudgetState`, with the spec built by
 :class:`server.budget.formats.FormatTokens` under the server's default s1 rules), so each
-``thinking_min``/``thinking_max`` is honoured exactly as s1-serve honours it, and a change
-there shows here. That makes the expected waits chain, Control, accuracy and resume
-behaviour computable by hand. The real server and engine are exercised in
+``thinking_min``/``thinking_max``/``thinking_waits`` is honoured exactly as s1-serve
+honours it, and a change there shows here. That makes the expected Waits, Control,
+accuracy and resume behaviour computable by hand. The real server and engine are exercised in
 test_eval_e2e.py.
 """
 
@@ -27,12 +27,13 @@ from client import AsyncClient
 from evals.autocap import compute_cap, parse_cap
 from evals.benchmarks import detect_format, load_benchmark
 from evals.cache import Cache, Record
-from evals.realised import chain_waits, extends, forced_cut, from_budget
+from evals.realised import forced_cut, from_budget
 from evals.report import build_report
 from evals.runner import RunConfig, Runner, thinking_tokens
 from evals.settings import Setting, build_sweep, parse_ints
 from s1_common.rows import read_rows
 from server.budget.formats import FormatTokens, S1Rules, get_format
+from server.budget.interventions import Tracker
 from server.budget.machine import BudgetState, Phase
 from server.settings import Settings
 from tests.budget_driver import drive
@@ -157,21 +158,25 @@ FORMAT = FormatTokens.build(get_format("deepseek-r1"), TOK, {EOS}, S1Rules(
 
 class ScriptedServer:
     """A chat endpoint whose "model" is scripted and whose budgets are the server's (see
-    the module doc). Like an endpoint without s1-serve's per-choice ``budget`` object, it
-    reports only the usage (``exact_usage=False``: not even the reasoning tokens)."""
+    the module doc). It sends s1-serve's per-choice ``budget`` object (the two fields
+    s1-eval reads, from the server's replay) unless ``budget_objects=False``, and the
+    usage (``exact_usage=False``: not even the reasoning tokens)."""
 
-    def __init__(self, golds: dict[str, str], exact_usage: bool = True) -> None:
+    def __init__(self, golds: dict[str, str], exact_usage: bool = True,
+                 budget_objects: bool = True) -> None:
         self.golds = golds
         self.exact_usage = exact_usage
+        self.budget_objects = budget_objects
         self.bodies: list[dict[str, Any]] = []
         self.fail_prompts: set[str] = set()
-        # prompts whose forced runs wander off before the first end (batch-variant numerics)
-        self.diverge_prompts: set[str] = set()
+        # prompts answered without the budget object (as by a proxy that drops it)
+        self.no_budget_prompts: set[str] = set()
 
-    def think(self, tmin: int | None, tmax: int | None, diverge: bool) -> tuple[str, int]:
-        """The thinking text and its token count, as the budget state machine lets the
-        scripted model write it."""
-        spec = FORMAT.spec(thinking_min=tmin, thinking_max=tmax,
+    def think(self, tmin: int | None, tmax: int | None,
+              waits: int | None = None) -> tuple[str, int, dict[str, Any]]:
+        """The thinking text, its token count and the budget object's realised fields, as
+        the budget state machine lets the scripted model write it."""
+        spec = FORMAT.spec(thinking_min=tmin, thinking_max=tmax, thinking_waits=waits,
                            continuation_ids=TOK.encode("Wait"), prompt_opens=True,
                            prompt_text="<think>\n")
         state = BudgetState(spec)
@@ -182,13 +187,15 @@ class ScriptedServer:
             n = state.thinking
             if n >= FIRST_END and (n - FIRST_END) % STEP == 0:
                 return END  # an attempt to end thinking
-            if position == 0 and diverge:
-                return OTHER
             return THINK if n < FIRST_END else MORE
 
         out = drive(state, model, steps=10_000)
         assert out[-1] == EOS and state.phase == Phase.ANSWER
-        return TOK.decode(out[:out.index(END)]).rstrip("\n"), state.thinking
+        replayed, tracker = BudgetState(spec), Tracker()
+        for tok in out:
+            tracker.step(replayed, tok)
+        budget = {"continuation_count": len(tracker.continuations), "hit_max": replayed.hit_max}
+        return TOK.decode(out[:out.index(END)]).rstrip("\n"), state.thinking, budget
 
     def handler(self, request: httpx.Request) -> httpx.Response:
         if request.url.path == "/v1/models":
@@ -199,9 +206,8 @@ class ScriptedServer:
         prompt = body["messages"][-1]["content"]
         if prompt in self.fail_prompts:
             return httpx.Response(500, json={"error": {"message": "boom", "type": "server"}})
-        tmin = body.get("thinking_min")
-        text, think = self.think(tmin, body.get("thinking_max"),
-                                 bool(tmin) and prompt in self.diverge_prompts)
+        tmin, waits = body.get("thinking_min"), body.get("thinking_waits")
+        text, think, budget = self.think(tmin, body.get("thinking_max"), waits)
         answer = self.golds[prompt] if think >= KNOWS_AFTER else "0"
         if body.get("temperature"):  # a sample for majority voting: the seed decides
             answer = {0: "5", 3: "6"}.get(body.get("seed", 0) % 4, self.golds[prompt])
@@ -211,12 +217,14 @@ class ScriptedServer:
                                  "total_tokens": think + 15}
         if self.exact_usage:
             usage["completion_tokens_details"] = {"reasoning_tokens": think}
+        choice: dict[str, Any] = {"index": 0, "finish_reason": "stop",
+                                  "message": {"role": "assistant", "reasoning": text,
+                                              "content": f"Answer: {answer}"}}
+        if self.budget_objects and prompt not in self.no_budget_prompts:
+            choice["budget"] = budget
         return httpx.Response(200, json={
             "id": "x", "object": "chat.completion", "created": 0, "model": "fake",
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "reasoning": text,
-                                     "content": f"Answer: {answer}"}}],
-            "usage": usage})
+            "choices": [choice], "usage": usage})
 
     def client(self) -> AsyncClient:
         http = httpx.AsyncClient(transport=httpx.MockTransport(self.handler))
@@ -236,7 +244,7 @@ async def _sweep(fake: ScriptedServer, cache: Cache, settings: list[Setting],
         return await runner.run(bench.questions, settings)
 
 
-def test_waits_chain_and_resume(tmp_path: Path) -> None:
+def test_waits_in_one_request_and_resume(tmp_path: Path) -> None:
     import asyncio
 
     fake = _fake_for(DATA / "aime24_sample.jsonl")
@@ -244,12 +252,17 @@ def test_waits_chain_and_resume(tmp_path: Path) -> None:
     cache = Cache(tmp_path / "cache.sqlite", RunConfig(model="fake").signature())
     result = asyncio.run(_sweep(fake, cache, settings))
     assert not result.failures and result.requested == 4 * 4
+    # waits=K is one request with thinking_waits=K (none for K=0), no minimum
+    sent = sorted(str((b.get("thinking_waits"), b.get("thinking_min"))) for b in fake.bodies
+                  if b.get("thinking_max") is None)
+    assert sent == ["(1, None)"] * 4 + ["(2, None)"] * 4 + ["(None, None)"] * 4
     rec = result.records[("toy-2024-I-1", "waits=1")]
-    # round 1 asks for one token past round 0's natural end: exactly one suppression
-    assert rec.thinking_min == FIRST_END + 1 and rec.thinking_tokens == FIRST_END + STEP
+    # the end attempt at 40 became a Wait, the next one (30 later) ended thinking
+    assert rec.thinking_waits == 1 and rec.thinking_min is None
+    assert rec.thinking_tokens == FIRST_END + STEP and rec.extended is True
     rec2 = result.records[("toy-2024-I-1", "waits=2")]
-    assert rec2.thinking_min == FIRST_END + STEP + 1
     assert rec2.thinking_tokens == FIRST_END + 2 * STEP and rec2.extended is True
+    assert (rec.waits_realised, rec2.waits_realised) == (1, 2)
     assert result.records[("toy-2024-I-1", "thinking_max=64")].thinking_tokens == 40
     # a second run with the same settings is served from the cache file alone
     reloaded = Cache(tmp_path / "cache.sqlite", RunConfig(model="fake").signature())
@@ -270,30 +283,35 @@ def test_waits_stop_at_the_cap(tmp_path: Path) -> None:
     result = asyncio.run(_sweep(fake, cache, build_sweep([], [], 2, 60), config))
     r1, r2 = (result.records[("toy-2024-I-2", f"waits={k}")] for k in (1, 2))
     assert r1.thinking_tokens == 60 and r1.thinking_max == 60 and r1.extended is True
-    assert r2.extended is False and r2.thinking_tokens == 60  # nothing left to suppress
-    assert result.requested == 4 * 2
-    # what was realised: round 1 was cut at the cap (60 < 70) after its Wait; round 2,
-    # reused, has the same
+    assert r2.thinking_tokens == 60 and r2.thinking_waits == 2
+    assert result.requested == 4 * 3
+    # what was realised: the cap (60, before the attempt at 70) wins over the second
+    # Wait, so both got one
     assert (r1.waits_realised, r1.forced_cut) == (1, True)
     assert (r2.waits_realised, r2.forced_cut) == (1, True)
+    report = build_report(load_benchmark(DATA / "aime24_sample.jsonl"),
+                          build_sweep([], [], 2, 60), result, {})
+    assert [m.split(":")[0] for m in report["budget_mismatches"]] == ["waits=2"]
 
 
 def test_realised_waits_and_forced_cuts(tmp_path: Path) -> None:
     """Per question and setting: the Waits really inserted and whether the cut was forced;
-    a question whose forced runs diverge is counted as unknown and the setting reported."""
+    a question answered without the budget object is counted as unknown and the setting
+    reported."""
     import asyncio
 
     path = DATA / "aime24_sample.jsonl"
     bench = load_benchmark(path)
     fake = _fake_for(path)
-    fake.diverge_prompts = {bench.questions[1].prompt}
+    fake.no_budget_prompts = {bench.questions[1].prompt}
     settings = build_sweep([32, 64], [], 2, None)
     cache = Cache(tmp_path / "cache.sqlite", "sig")
     result = asyncio.run(_sweep(fake, cache, settings))
     rec = result.records
     q0, q1 = bench.questions[0].id, bench.questions[1].id
     assert [rec[(q0, f"waits={k}")].waits_realised for k in (0, 1, 2)] == [0, 1, 2]
-    assert rec[(q0, "waits=2")].realised_source == "text"
+    assert rec[(q0, "waits=2")].realised_source == "server"
+    assert rec[(q1, "waits=2")].realised_source == "text"
     assert rec[(q0, "thinking_max=32")].forced_cut is True  # natural end at 40 > 32
     assert rec[(q0, "thinking_max=64")].forced_cut is False
     assert rec[(q0, "thinking_max=32")].waits_realised == 0
@@ -310,10 +328,6 @@ def test_realised_waits_and_forced_cuts(tmp_path: Path) -> None:
 
 
 def test_realised_helpers_by_hand() -> None:
-    assert extends("a b\n", "a b\nWait, c", "Wait") and extends("a b", "a b Wait", "Wait")
-    assert not extends("a b", "a c Wait", "Wait") and not extends("a b", "a b Hmm", "Wait")
-    assert chain_waits(2, "x", "x\nWait", "Wait") == 3 and chain_waits(None, "x", "x Wait",
-                                                                         "Wait") is None
     assert forced_cut(512, 512, True) is True and forced_cut(511, 512, True) is False
     assert forced_cut(512, 512, False) is None and forced_cut(9, None, True) is False
     mark = {"token": 3, "char": 9, "output_index": 3}

@@ -151,6 +151,37 @@ def test_forced_continuation_is_highlighted_where_the_server_says(page, demo_ser
     page.save_screenshot(str(SHOTS / "single-min.png"))
 
 
+def test_waits_and_the_empty_continuation(page, demo_server):
+    from selenium.webdriver.common.by import By
+
+    fill(page, "twaits", 2)
+    by_id(page, "run").click()
+    out = by_id(page, "single-out")
+    wait(page, lambda d: finished(out))
+    assert out.get_attribute("data-state") == "done", out.text
+    budget = budget_of(out)
+    marks = out.find_elements(By.CSS_SELECTOR, "mark.forced-continuation")
+    assert len(marks) == 2 == budget["continuation_count"] and budget["thinking_waits"] == 2
+    assert all(m.text == "Wait" for m in marks)
+    assert "thinking_waits 2" in out.text
+    q = by_id(page, "question").get_attribute("value")
+    direct = api(demo_server, {"messages": [{"role": "user", "content": q}],
+                               "temperature": 0, "thinking_waits": 2})
+    assert direct["choices"][0]["budget"] == budget
+    page.save_screenshot(str(SHOTS / "single-waits.png"))
+    # no string: the end attempts below the minimum are suppressed, nothing is inserted
+    by_id(page, "twaits").clear()
+    fill(page, "tmin", 24)
+    by_id(page, "cont-none").click()
+    by_id(page, "run").click()
+    wait(page, lambda d: finished(out) and budget_of(out).get("thinking_min") == 24)
+    budget = budget_of(out)
+    assert budget["thinking_continuation"] == "" and budget["continuation_count"] == 0
+    assert budget["thinking_tokens"] >= 24
+    assert not out.find_elements(By.CSS_SELECTOR, "mark.forced-continuation")
+    assert "no continuation (suppress only)" in out.text
+
+
 def test_cut_is_marked(page):
     from selenium.webdriver.common.by import By
 

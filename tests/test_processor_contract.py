@@ -16,7 +16,15 @@ from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdate
 
 from server.budget.draws import uniform_for_step
-from server.budget.machine import FORCE, GUARD, GUARD_TURN, HOLD, BudgetSpec, BudgetState
+from server.budget.machine import (
+    FORCE,
+    GUARD,
+    GUARD_TURN,
+    GUARD_WAIT,
+    HOLD,
+    BudgetSpec,
+    BudgetState,
+)
 from server.engine.logits_processor import BudgetLogitsProcessor, budget_extra_args
 
 VOCAB = 50
@@ -28,13 +36,16 @@ NL, NL2 = 12, 13  # "\n" and a token whose text ends with one
 def random_request(rng: random.Random, with_seed: bool = True) -> SamplingParams:
     lo = rng.choice([None, 0, 3, 8, 40])
     hi = rng.choice([None, 5, 12, 60])
-    if lo is None and hi is None:
+    waits = rng.choice([None, None, 0, 1, 2, 4])
+    if lo is None and hi is None and not waits:
         lo = 6
     if lo is not None and hi is not None and lo > hi:
         lo, hi = hi, lo
     s1_rules = rng.random() < 0.6  # newline before a cut, end of turn ends thinking, hold
+    # An empty continuation (suppress only) goes with a minimum alone.
+    cont = rng.choice([CONT, (CONT[0],), ()] if not waits else [CONT, (CONT[0],)])
     spec = BudgetSpec(start_ids=(30, 31), end_ids=END, stop_ids={EOS, EOS2},
-                      continuation_ids=CONT if rng.random() < 0.5 else (CONT[0],),
+                      continuation_ids=cont, thinking_waits=waits,
                       answer_prefix_ids=PREFIX, thinking_min=lo, thinking_max=hi,
                       prompt_opens=rng.random() < 0.8,
                       newline_id=NL if s1_rules else None, newline_ids={NL, NL2},
@@ -49,8 +60,9 @@ def random_request(rng: random.Random, with_seed: bool = True) -> SamplingParams
 def reference_edit(logits: torch.Tensor, params: list[SamplingParams],
                    outs: list[list[int]]) -> torch.Tensor:
     """The s1 rules, one row at a time: force; mask the attempts (hold); or decide
-    whether the model tried (below the minimum: to end thinking, replaced by the
-    continuation; above it: to end its turn, replaced by the end delimiter)."""
+    whether the model tried (below the minimum or the Waits: to end thinking, replaced
+    by the continuation; above them: to end its turn, replaced by the end delimiter).
+    Below the Waits the continuation's first token is masked when the model did not try."""
     logits = logits.clone()
     for i, (p, out) in enumerate(zip(params, outs, strict=True)):
         payload = p.extra_args["s1_budget"]
@@ -64,8 +76,8 @@ def reference_edit(logits: torch.Tensor, params: list[SamplingParams],
         elif action == HOLD:
             row[list(spec.attempt_ids)] = float("-inf")
             continue
-        elif action in (GUARD, GUARD_TURN):
-            attempts = list(spec.attempt_ids if action == GUARD else spec.turn_ids)
+        elif action in (GUARD, GUARD_WAIT, GUARD_TURN):
+            attempts = list(spec.turn_ids if action == GUARD_TURN else spec.attempt_ids)
             if p.temperature < 1e-5:
                 tried = int(row.argmax()) in attempts
             else:
@@ -74,8 +86,10 @@ def reference_edit(logits: torch.Tensor, params: list[SamplingParams],
                     probs[attempts].sum())
             if not tried:
                 row[attempts] = float("-inf")
+                if action == GUARD_WAIT:
+                    row[spec.continuation_ids[0]] = float("-inf")
                 continue
-            tok = spec.continuation_ids[0] if action == GUARD else spec.end_ids[0]
+            tok = spec.end_ids[0] if action == GUARD_TURN else spec.continuation_ids[0]
         else:
             continue
         row.fill_(float("-inf"))

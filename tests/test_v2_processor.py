@@ -20,7 +20,7 @@ import torch
 from vllm import SamplingParams
 
 from server.budget.draws import uniform_bits as host_uniform_bits
-from server.budget.machine import BudgetSpec, BudgetState
+from server.budget.machine import GUARD_WAIT, BudgetSpec, BudgetState
 from server.engine.budget_device import SlotTable, decide, observe, uniform_bits
 from server.engine.logits_processor import (
     BudgetLogitsProcessor,
@@ -39,9 +39,10 @@ INTERESTING = [1, 5, EOS, EOS2, *START, *END, *PREFIX, *CONT, NL, NL2]
 
 
 def spec(lo: int | None, hi: int | None, opens: bool, s1_rules: bool, cont: tuple[int, ...],
-         opens_nl: bool) -> BudgetSpec:
+         opens_nl: bool, waits: int | None = None) -> BudgetSpec:
     return BudgetSpec(start_ids=START, end_ids=END, stop_ids={EOS, EOS2}, continuation_ids=cont,
                       answer_prefix_ids=PREFIX, thinking_min=lo, thinking_max=hi,
+                      thinking_waits=waits,
                       prompt_opens=opens, newline_id=NL if s1_rules else None,
                       newline_ids={NL, NL2}, opens_on_newline=opens_nl,
                       turn_ends_thinking=s1_rules, hold_after_continuation=s1_rules)
@@ -65,16 +66,20 @@ def model_for(key: int, end_bias: float, opens: bool):
 
 
 def mixed_requests(make, seed: int, count: int = 14) -> list:
-    """Min, max, both; greedy and seeded sampling; all s1 rules on or off; one- and
-    two-token continuations; self-opened blocks; one request without a budget."""
+    """Min, max, both, Waits (alone, with a minimum, under a cap); greedy and seeded
+    sampling; all s1 rules on or off; empty, one- and two-token continuations (empty
+    with a minimum only); self-opened blocks; one request without a budget."""
     rng = random.Random(seed)
     reqs = []
-    settings = [(4, None), (None, 6), (3, 9), (8, 20), (0, 2), (12, None), (None, 0), (5, 5)]
+    settings = [(4, None, None), (None, 6, None), (3, 9, None), (8, 20, None), (0, 2, None),
+                (12, None, None), (None, 0, None), (5, 5, None), (None, None, 2),
+                (6, None, 1), (None, 12, 3), (None, None, 4)]
     for i in range(count):
-        lo, hi = settings[(i + seed) % len(settings)]
+        lo, hi, waits = settings[(i + seed) % len(settings)]
         opens = rng.random() < 0.75
-        s = spec(lo, hi, opens, s1_rules=rng.random() < 0.6,
-                 cont=CONT if rng.random() < 0.5 else (CONT[0],), opens_nl=rng.random() < 0.5)
+        conts = [CONT, (CONT[0],)] + ([()] if lo and not waits else [])
+        s = spec(lo, hi, opens, s1_rules=rng.random() < 0.6, cont=rng.choice(conts),
+                 opens_nl=rng.random() < 0.5, waits=waits)
         temperature = rng.choice([0.0, 0.0, 0.8, 1.0])
         extra = budget_extra_args(s, 1000 + i) if i != count - 1 else None
         params = SamplingParams(temperature=temperature, max_tokens=64, extra_args=extra)
@@ -193,7 +198,7 @@ def test_device_machine_matches_the_pure_machine_on_foreign_tokens() -> None:
             state.observe(tok)
         observe(rows, torch.tensor(toks), torch.ones(n, dtype=torch.bool))
         table.store(rows)
-    assert all(seen.get(action, 0) >= 10 for action in range(5)), seen  # every action ran
+    assert all(seen.get(action, 0) >= 10 for action in (*range(5), GUARD_WAIT)), seen
 
 
 def test_device_draws_are_the_host_draws() -> None:

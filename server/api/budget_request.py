@@ -1,7 +1,7 @@
 """The thinking budget a request asks for, on every surface vLLM's serving layer serves.
 
 People already send budgets in several dialects: ours (``thinking_min`` /
-``thinking_max`` and their aliases), OpenAI's ``reasoning_effort`` and Responses'
+``thinking_max`` and their aliases, ``thinking_waits``), OpenAI's ``reasoning_effort`` and Responses'
 ``reasoning.effort``, Anthropic's ``thinking.budget_tokens``. :func:`budget_from_body`
 reads them all into one :class:`BudgetRequest`, carried to the engine call
 (:func:`server.api.engine_hook.install_hook`) in the context variable :data:`BUDGET`. The
@@ -30,6 +30,7 @@ class BudgetRequest:
     thinking_max: int | None
     thinking_continuation: str | None
     max_tokens: int | None  # what the client asked for (None: the server chooses)
+    thinking_waits: int | None = None
     soft_max: bool = False  # from an effort level: clipped to the context, never a 400
     n: int = 1
     seed: int | None = None  # honoured on surfaces whose own model has no seed
@@ -47,7 +48,8 @@ class BudgetRequest:
     @property
     def asked(self) -> bool:
         """The request itself asked for a budget (a field, an effort level, thinking)."""
-        return self.thinking_min is not None or self.thinking_max is not None
+        return (self.thinking_min is not None or self.thinking_max is not None
+                or self.thinking_waits is not None)
 
 
 # The core's per-request context variable (the reasoning parser reads the spec there).
@@ -64,6 +66,11 @@ def budget_from_body(body: dict, efforts: Mapping[str, int]) -> BudgetRequest:
         err = exc.errors()[0]
         param = str(err["loc"][0]) if err.get("loc") else None
         raise bad_request(f"{param}: {err['msg']}", param) from None
+    if fields.thinking_waits and fields.thinking_continuation == "":
+        raise bad_request("thinking_waits needs a non-empty thinking_continuation: an end "
+                          "suppressed without a string leaves no token to count it by; send "
+                          "a continuation (default 'Wait'), or use thinking_min with the "
+                          "empty one", "thinking_waits")
     hi, soft = fields.thinking_max, False
     effort = body.get("reasoning_effort")
     reasoning = body.get("reasoning")
@@ -88,4 +95,5 @@ def budget_from_body(body: dict, efforts: Mapping[str, int]) -> BudgetRequest:
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise bad_request("seed must be an integer", "seed")
     return BudgetRequest(fields.thinking_min, hi, fields.thinking_continuation,
-                         user_max if isinstance(user_max, int) else None, soft, max(1, n), seed)
+                         user_max if isinstance(user_max, int) else None, fields.thinking_waits,
+                         soft, max(1, n), seed)

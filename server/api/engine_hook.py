@@ -32,7 +32,7 @@ from server.api.errors import APIError
 from server.api.request_layer import budget_rejected, track
 from server.api.serving import Serving
 from server.budget.formats import render_generation_prompt
-from server.budget.machine import BudgetSpec
+from server.budget.machine import BudgetError, BudgetSpec
 from server.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -127,14 +127,17 @@ def apply_budget(serving: Serving, req: BudgetRequest, prompt: Any,
         lo, hi = limits.resolve_budget(req.thinking_min,
                                        None if closed and req.soft_max else req.thinking_max,
                                        serving.settings, closed)
+        limits.check_waits(req.thinking_waits, serving.settings, closed)
     except APIError as exc:
         raise budget_rejected(exc) from None
+    waits = req.thinking_waits
     if ft is None:
-        if (lo is not None or hi is not None) and not req.soft_max:
+        if (lo is not None or hi is not None or waits) and not req.soft_max:
             raise budget_rejected(APIError(
-                400, "this model has no thinking format, so thinking_min/thinking_max "
-                "cannot be enforced; start the server with --thinking-format",
-                "thinking_max" if hi is not None else "thinking_min"))
+                400, "this model has no thinking format, so thinking_min/thinking_max/"
+                "thinking_waits cannot be enforced; start the server with --thinking-format",
+                "thinking_max" if hi is not None else "thinking_min" if lo is not None
+                else "thinking_waits"))
         return None
     room = serving.model.max_model_len - len(ids)
     if req.soft_max and hi is not None:
@@ -147,12 +150,17 @@ def apply_budget(serving: Serving, req: BudgetRequest, prompt: Any,
             if req.max_tokens < forced:  # not even a forced end fits: no budget at all
                 hi = None
         lo = None if lo is None or hi is None else min(lo, hi)
-    cont = req.thinking_continuation or serving.settings.thinking_continuation
-    spec = ft.spec(thinking_min=lo, thinking_max=hi,
-                   continuation_ids=serving.continuation_ids(cont),
-                   prompt_opens=_prompt_opens(ft, ids),
-                   # only its ending matters (does thinking start on a new line?)
-                   prompt_text=serving.model.tokenizer.decode(ids[-4:]))
+    cont = req.thinking_continuation
+    if cont is None:  # '' is a request too: suppress the end attempt only
+        cont = serving.settings.thinking_continuation
+    try:
+        spec = ft.spec(thinking_min=lo, thinking_max=hi, thinking_waits=waits or None,
+                       continuation_ids=serving.continuation_ids(cont),
+                       prompt_opens=_prompt_opens(ft, ids),
+                       # only its ending matters (does thinking start on a new line?)
+                       prompt_text=serving.model.tokenizer.decode(ids[-4:]))
+    except BudgetError as exc:  # e.g. thinking_waits with an empty continuation
+        raise budget_rejected(APIError(400, str(exc), exc.param)) from None
     if params.structured_outputs is not None:
         spec = dataclasses.replace(spec, answer_prefix_ids=())  # the grammar owns the answer
     if req.max_tokens is not None or spec.active:  # else vLLM's own default stands

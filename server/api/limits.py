@@ -35,6 +35,26 @@ def resolve_budget(lo: int | None, hi: int | None, settings: Settings,
     return lo, hi
 
 
+def check_waits(waits: int | None, settings: Settings, closed: bool = False) -> None:
+    """``thinking_waits`` against the server's limit (and a closed thinking block)."""
+    if waits is None:
+        return
+    try:
+        check_budget_values(None, None, waits)
+    except BudgetError as exc:
+        raise bad_request(str(exc), exc.param) from None
+    if waits > settings.max_thinking_waits:
+        raise bad_request(
+            f"thinking_waits={waits} is above this server's limit of "
+            f"{settings.max_thinking_waits}; ask for fewer (the s1 paper's gains flatten "
+            "around 6) or raise --max-thinking-waits", "thinking_waits")
+    if closed and waits:
+        raise bad_request(
+            "the chat template closed the thinking block (e.g. chat_template_kwargs "
+            "enable_thinking=false), so there is no thinking to extend; drop "
+            "thinking_waits or let the model think", "thinking_waits")
+
+
 def max_tokens_for(max_tokens: int | None, spec: BudgetSpec | None, room: int,
                    context: int) -> int:
     """The engine's ``max_tokens``: the request's, checked against the budget (thinking
@@ -44,11 +64,16 @@ def max_tokens_for(max_tokens: int | None, spec: BudgetSpec | None, room: int,
     hi = spec.thinking_max if spec else None
     lo = spec.thinking_min if spec else None
     forced = (len(spec.end_ids) + len(spec.answer_prefix_ids)) if spec else 0
+    # Forced Waits are thinking tokens too (at least their strings' length).
+    waits = (spec.thinking_waits or 0) * len(spec.continuation_ids) if spec else 0
     need = None
     if hi is not None:
         need, what = hi + forced + 1, f"thinking_max ({hi})"
-    elif lo:
+    elif lo and lo >= waits:
         need, what = lo + len(spec.end_ids) + 1, f"thinking_min ({lo})"
+    elif waits:
+        need = waits + len(spec.end_ids) + 1
+        what = f"thinking_waits ({spec.thinking_waits} x {len(spec.continuation_ids)} tokens)"
     if max_tokens is not None:
         if need is not None and max_tokens < need:
             raise bad_request(
@@ -61,9 +86,11 @@ def max_tokens_for(max_tokens: int | None, spec: BudgetSpec | None, room: int,
                 f"{context}-token context: at most {room} tokens fit", "max_tokens")
         return max_tokens
     if need is not None and need > room:
+        param = ("thinking_max" if hi is not None else "thinking_waits"
+                 if what.startswith("thinking_waits") else "thinking_min")
         raise bad_request(f"{what} plus an answer does not fit in the context left after "
                           f"the prompt ({room} tokens); lower the budget or shorten the "
-                          "prompt", "thinking_max" if hi is not None else "thinking_min")
+                          "prompt", param)
     # As vLLM's chat: without max_tokens the answer may use the rest of the context
     # (a budgeted completion too: its thinking would not fit in 16 tokens).
     return room

@@ -32,9 +32,15 @@ class BudgetFields(BaseModel):
     max_thinking_tokens: StrictInt | None = Field(None, ge=0, description="Alias of thinking_max.")
     thinking_token_budget: StrictInt | None = Field(None, ge=0, description="Alias of "
                                                     "thinking_max (vLLM's name).")
-    thinking_continuation: str | None = Field(None, min_length=1, max_length=200,
+    thinking_waits: StrictInt | None = Field(None, ge=0, description="Ignore the end of "
+                                             "thinking this many times (s1's "
+                                             "thinking_n_ignore): the first k attempts "
+                                             "become the continuation string, the next ends "
+                                             "thinking.")
+    thinking_continuation: str | None = Field(None, max_length=200,
                                               description="String appended when thinking is "
-                                              "extended (default 'Wait').")
+                                              "extended (default 'Wait'); '' suppresses the "
+                                              "end attempt without appending anything.")
 
     @model_validator(mode="after")
     def _merge_aliases(self) -> BudgetFields:

@@ -83,6 +83,7 @@ async def budget_dependency(request: Request) -> BudgetRequest | None:
                        strict=serving.settings.reject_unknown_fields)
     _check_limits(body, serving)
     budget = budget_from_body(body, serving.settings.reasoning_effort_budgets)
+    limits.check_waits(budget.thinking_waits, serving.settings)  # same 400 on every surface
     if body.get("use_beam_search") is True:
         s = serving.settings
         if budget.asked or s.default_thinking_min is not None or \

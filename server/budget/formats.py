@@ -168,7 +168,7 @@ class FormatTokens:
 
     def spec(self, *, thinking_min: int | None, thinking_max: int | None,
              continuation_ids: Iterable[int], prompt_opens: bool,
-             prompt_text: str | None = None) -> BudgetSpec:
+             prompt_text: str | None = None, thinking_waits: int | None = None) -> BudgetSpec:
         """The budget of one request. ``prompt_text`` tells whether the text before the
         first thinking token ends with a newline (when the prompt opens the block)."""
         before = (prompt_text or "") if prompt_opens else self.fmt.start
@@ -180,6 +180,7 @@ class FormatTokens:
             answer_prefix_ids=self.answer_prefix_ids,
             thinking_min=thinking_min,
             thinking_max=thinking_max,
+            thinking_waits=thinking_waits,
             prompt_opens=prompt_opens,
             newline_id=self.newline_id,
             newline_ids=self.newline_ids,

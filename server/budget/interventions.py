@@ -140,7 +140,9 @@ def details(spec: BudgetSpec, state: BudgetState, tracker: Tracker, thinking_ids
     return {
         "thinking_min": spec.thinking_min,
         "thinking_max": spec.thinking_max,
-        "thinking_continuation": decode(spec.continuation_ids) if spec.thinking_min else None,
+        "thinking_waits": spec.thinking_waits,
+        "thinking_continuation": (decode(spec.continuation_ids)
+                                  if spec.thinking_min or spec.thinking_waits else None),
         "thinking_tokens": state.thinking,
         "answer_tokens": state.answer if tracker.opened else tracker.unopened_tokens,
         "continuation_count": len(tracker.continuations),

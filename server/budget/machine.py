@@ -16,9 +16,14 @@ sampler must do next:
   turned into the end of thinking (the same decision, with the end-of-turn ids
   as the attempt and the end delimiter as the replacement), as the s1
   evaluation does: it strips the end of turn and starts the answer;
+- ``GUARD_WAIT``: ``GUARD`` while fewer than ``thinking_waits`` continuations were
+  forced; the continuation's first token may then only be the replacement (the
+  model's own choice of it is masked), so every one inside the block counts as a
+  forced one and the count stays a function of the token ids;
 - ``HOLD``: right after a continuation string (and at the block's first token
   when there is a minimum) no attempt may happen at all: the attempt tokens are
-  masked, nothing is replaced. This is s1's ``min_tokens=1`` per round.
+  masked, nothing is replaced. This is s1's ``min_tokens=1`` per round. Below the
+  minimum with an empty continuation string, an attempt is suppressed the same way.
 
 Rules (the s1 paper's budget forcing, made token-exact):
 
@@ -35,7 +40,9 @@ Rules (the s1 paper's budget forcing, made token-exact):
   function of the output tokens alone: :func:`replay` recomputes every count
   from the token ids, and a request rebuilt after preemption lands in the same
   state;
-- reaching the maximum wins over a pending continuation.
+- reaching the maximum wins over a pending continuation, and over ``thinking_waits``;
+- ``thinking_waits`` k and ``thinking_min`` together: an attempt ends thinking only
+  once both are satisfied (k continuations forced and the minimum reached).
 
 The module knows nothing of tokenizers: every string arrives as token ids.
 """
@@ -55,6 +62,7 @@ __all__ = [
     "GUARD",
     "GUARD_TURN",
     "HOLD",
+    "GUARD_WAIT",
     "DONE",
     "BudgetError",
     "BudgetSpec",
@@ -67,6 +75,7 @@ __all__ = [
 
 FREE, FORCE, GUARD, GUARD_TURN, HOLD = 0, 1, 2, 3, 4
 DONE = 5  # returned by BudgetState.advance: nothing left to enforce
+GUARD_WAIT = 6  # GUARD under thinking_waits: the continuation's first token is exclusive
 
 
 class Phase(IntEnum):
@@ -95,6 +104,8 @@ class BudgetState:
     _qkind: int = _Q_NONE
     _start_match: int = 0
     _min: int = 0
+    _waits: int = 0  # continuations to force before an attempt may end thinking
+    _below_min: int = GUARD  # the action below the minimum: GUARD, or HOLD (no string)
     _max: int = -1  # -1: no maximum
     _force_tok: int = -1
     _special: frozenset[int] = frozenset()
@@ -105,6 +116,8 @@ class BudgetState:
     def __post_init__(self) -> None:
         spec = self.spec
         self._min = spec.thinking_min or 0
+        self._waits = spec.thinking_waits or 0
+        self._below_min = GUARD if spec.continuation_ids else HOLD
         self._max = -1 if spec.thinking_max is None else spec.thinking_max
         self._special = spec.special_ids
         self._settled = GUARD_TURN if spec.turn_ends_thinking and spec.turn_ids else FREE
@@ -115,7 +128,7 @@ class BudgetState:
     # ------------------------------------------------------------------ decide
     def decide(self) -> int:
         """What the next step must do: FREE, FORCE (see :attr:`forced_token`), GUARD,
-        GUARD_TURN or HOLD (see :attr:`guard_replacement` and :attr:`guard_attempts`)."""
+        GUARD_WAIT, GUARD_TURN or HOLD."""
         if self.phase == Phase.THINKING:
             if self._max >= 0 and self.thinking >= self._max and self._qkind != _Q_END:
                 self._force_tok = self._cut_token()
@@ -125,8 +138,10 @@ class BudgetState:
                 return FORCE
             if self._hold:
                 return HOLD
+            if self.continuations < self._waits:
+                return GUARD_WAIT
             if self.thinking < self._min:
-                return GUARD
+                return self._below_min
             return self._settled
         if self._qkind:  # the answer prefix
             self._force_tok = self._queue[self._qi]
@@ -190,7 +205,9 @@ class BudgetState:
             if 0 <= self._max <= thinking:
                 self._force_tok = self._cut_token()
                 return FORCE
-            return GUARD if thinking < self._min else self._settled
+            if self.continuations < self._waits:
+                return GUARD_WAIT
+            return self._below_min if thinking < self._min else self._settled
         self.observe(tok)
         if self.phase >= Phase.ANSWER and not self._qkind:
             return DONE
@@ -234,8 +251,10 @@ class BudgetState:
                 self.thinking += 1
                 cont = spec.continuation_ids
                 # A continuation is what replaces an attempt at a guarded step (below the
-                # minimum, not held); the model's own string elsewhere is just thinking.
-                if cont and tok == cont[0] and self.thinking <= self._min and not held:
+                # minimum or the Waits, not held); the model's own string elsewhere is
+                # just thinking.
+                if cont and tok == cont[0] and not held and (
+                        self.thinking <= self._min or self.continuations < self._waits):
                     self.continuations += 1
                     if len(cont) > 1:
                         self._set_queue(cont[1:], _Q_CONT)
@@ -277,9 +296,10 @@ class BudgetState:
             self._hold = self.spec.hold_after_continuation
 
     def _open(self) -> None:
-        """The block opens: with a minimum, s1 allows no end attempt at its first token."""
+        """The block opens: with a minimum (or Waits), s1 allows no end attempt at its
+        first token (``min_tokens=1`` of the harness's first round)."""
         self.phase = Phase.THINKING
-        self._hold = self.spec.hold_after_continuation and self._min > 0
+        self._hold = self.spec.hold_after_continuation and (self._min > 0 or self._waits > 0)
 
     def _enter_answer(self) -> None:
         self.phase = Phase.ANSWER

@@ -49,6 +49,12 @@ class BudgetSpec:
     ``opens_on_newline`` before the first thinking token); ``turn_ends_thinking``
     turns an end of turn inside the block into its end; ``hold_after_continuation``
     allows no attempt right after a continuation string.
+
+    ``thinking_waits`` k: the first k attempts to end thinking become the continuation
+    string (s1's ``thinking_n_ignore``), the next one ends it; with ``thinking_min``
+    both must hold. An empty ``continuation_ids`` suppresses an attempt below the
+    minimum without inserting anything (it leaves no token to count Waits by, so it
+    cannot be combined with ``thinking_waits``).
     """
 
     start_ids: tuple[int, ...]
@@ -58,6 +64,7 @@ class BudgetSpec:
     answer_prefix_ids: tuple[int, ...] = ()
     thinking_min: int | None = None
     thinking_max: int | None = None
+    thinking_waits: int | None = None
     prompt_opens: bool = True
     newline_id: int | None = None
     newline_ids: frozenset[int] = frozenset()
@@ -85,7 +92,8 @@ class BudgetSpec:
     @property
     def active(self) -> bool:
         """True when the request has a budget the engine must enforce."""
-        return self.thinking_min is not None or self.thinking_max is not None
+        return (self.thinking_min is not None or self.thinking_max is not None
+                or bool(self.thinking_waits))
 
     @property
     def attempt_ids(self) -> tuple[int, ...]:
@@ -103,7 +111,7 @@ class BudgetSpec:
         return self._special_ids
 
     def validate(self) -> None:
-        check_budget_values(self.thinking_min, self.thinking_max)
+        check_budget_values(self.thinking_min, self.thinking_max, self.thinking_waits)
         if not self.end_ids:
             raise BudgetError("the thinking format has an empty end delimiter", "thinking_format")
         if not self.prompt_opens and not self.start_ids:
@@ -112,11 +120,12 @@ class BudgetSpec:
                 "delimiter to wait for",
                 "thinking_format",
             )
-        if self.thinking_min and not self.continuation_ids:
+        if self.thinking_waits and not self.continuation_ids:
             raise BudgetError(
-                "thinking_min needs a non-empty continuation string "
-                "(thinking_continuation, default 'Wait')",
-                "thinking_continuation",
+                "thinking_waits needs a non-empty thinking_continuation: an end suppressed "
+                "without a string leaves no token to count it by; send a continuation "
+                "(default 'Wait'), or use thinking_min with the empty one",
+                "thinking_waits",
             )
         if self.newline_id is not None and self.newline_id in self.attempt_ids:
             raise BudgetError("the newline token is an end-of-thinking or end-of-turn id",
@@ -139,6 +148,7 @@ class BudgetSpec:
             "answer_prefix_ids": list(self.answer_prefix_ids),
             "thinking_min": self.thinking_min,
             "thinking_max": self.thinking_max,
+            "thinking_waits": self.thinking_waits,
             "prompt_opens": self.prompt_opens,
             "newline_id": self.newline_id,
             # A registered set travels as its key (server.budget.newline_sets), not its ids.
@@ -160,6 +170,7 @@ class BudgetSpec:
                 answer_prefix_ids=tuple(data.get("answer_prefix_ids", ())),
                 thinking_min=data.get("thinking_min"),
                 thinking_max=data.get("thinking_max"),
+                thinking_waits=data.get("thinking_waits"),
                 prompt_opens=bool(data.get("prompt_opens", True)),
                 newline_id=data.get("newline_id"),
                 newline_ids=(newline_sets.lookup(data["newline_key"]) if "newline_key" in data
@@ -172,13 +183,16 @@ class BudgetSpec:
             raise BudgetError(f"malformed budget settings: {exc!r}") from exc
 
 
-def check_budget_values(thinking_min: object, thinking_max: object) -> None:
-    """Raise :class:`BudgetError` unless both are None or non-negative ints, min <= max."""
-    for name, value in (("thinking_min", thinking_min), ("thinking_max", thinking_max)):
+def check_budget_values(thinking_min: object, thinking_max: object,
+                        thinking_waits: object = None) -> None:
+    """Raise :class:`BudgetError` unless each is None or a non-negative int, min <= max."""
+    for name, value in (("thinking_min", thinking_min), ("thinking_max", thinking_max),
+                        ("thinking_waits", thinking_waits)):
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, int):
-            raise BudgetError(f"{name} must be an integer number of tokens, got {value!r}", name)
+            what = "a count" if name == "thinking_waits" else "a number of tokens"
+            raise BudgetError(f"{name} must be an integer ({what}), got {value!r}", name)
         if value < 0:
             raise BudgetError(f"{name} must be >= 0, got {value}", name)
     if thinking_min is not None and thinking_max is not None and thinking_min > thinking_max:

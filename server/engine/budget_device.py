@@ -17,7 +17,8 @@ Layout of a slot's row (all int64):
 
 - ``state``: the columns ``S_*`` below (phase, counts, the forced-token queue as a
   [position, end) range into the slot's string table, the start-delimiter match,
-  the last token, the hold flag, whether the maximum was hit);
+  the last token, the hold flag, whether the maximum was hit, the forced
+  continuations so far);
 - ``const``: the columns ``C_*`` (limits, s1 rules, string offsets and lengths,
   sampling: greedy flag, 1/temperature as float32 bits, the decision seed);
 - ``strings``: the end delimiter, the continuation string, the answer prefix and
@@ -31,19 +32,29 @@ from __future__ import annotations
 
 import torch
 
-from server.budget.machine import FORCE, FREE, GUARD, GUARD_TURN, HOLD, BudgetSpec, Phase
+from server.budget.machine import (
+    FORCE,
+    FREE,
+    GUARD,
+    GUARD_TURN,
+    GUARD_WAIT,
+    HOLD,
+    BudgetSpec,
+    Phase,
+)
 
 BEFORE, THINKING, ANSWER, ENDED = (int(p) for p in Phase)
 Q_NONE, Q_END, Q_CONT, Q_PREFIX = 0, 1, 2, 3
 
 # state columns
-S_PHASE, S_THINK, S_POS, S_QKIND, S_QPOS, S_QEND, S_SMATCH, S_LAST, S_HOLD, S_HITMAX = range(10)
-N_STATE = 10
+(S_PHASE, S_THINK, S_POS, S_QKIND, S_QPOS, S_QEND, S_SMATCH, S_LAST, S_HOLD, S_HITMAX,
+ S_CONTS) = range(11)
+N_STATE = 11
 # const columns
 (C_ACTIVE, C_MIN, C_MAX, C_SETTLED, C_NL, C_OPENS_NL, C_HOLD_AFTER, C_FMT, C_END_LEN,
  C_CONT_OFF, C_CONT_LEN, C_PRE_OFF, C_PRE_LEN, C_START_OFF, C_START_LEN, C_GREEDY,
- C_INV_T, C_SEED) = range(18)
-N_CONST = 18
+ C_INV_T, C_SEED, C_WAITS) = range(19)
+N_CONST = 19
 
 _MASK64 = (1 << 64) - 1
 
@@ -74,7 +85,8 @@ def initial_state(spec: BudgetSpec) -> list[int]:
     row[S_LAST] = -1
     if spec.prompt_opens:
         row[S_PHASE] = THINKING
-        row[S_HOLD] = int(spec.hold_after_continuation and (spec.thinking_min or 0) > 0)
+        row[S_HOLD] = int(spec.hold_after_continuation
+                          and ((spec.thinking_min or 0) > 0 or (spec.thinking_waits or 0) > 0))
     else:
         row[S_PHASE] = BEFORE
     return row
@@ -128,8 +140,9 @@ def observe(r: Rows, tok: torch.Tensor, m: torch.Tensor) -> None:
     ended = bt & ~is_end0 & ~nl_cut & is_stop
     ordinary = bt & ~is_end0 & ~nl_cut & ~is_stop
     think_new = think + (a & (qkind == Q_CONT)).long() + ordinary.long()
+    conts = s[S_CONTS]
     cont_hit = (ordinary & (cont_len > 0) & (tok == r.string_at(cont_off))
-                & (think_new <= c[C_MIN]) & ~held)
+                & ((think_new <= c[C_MIN]) | (conts < c[C_WAITS])) & ~held)
     q_cont = cont_hit & (cont_len > 1)
     q_end1 = is_end0 & (c[C_END_LEN] > 1)
     hitmax = torch.where(is_end0, at_max.long(), torch.where(nl_cut, 1, s[S_HITMAX]))
@@ -143,7 +156,7 @@ def observe(r: Rows, tok: torch.Tensor, m: torch.Tensor) -> None:
     opened = bm & (sm_next == c[C_START_LEN])
     hold_after = c[C_HOLD_AFTER] != 0
     hold = ((a_fin & (qkind == Q_CONT) & hold_after) | (cont_hit & (cont_len == 1) & hold_after)
-            | (opened & hold_after & (c[C_MIN] > 0)))
+            | (opened & hold_after & ((c[C_MIN] > 0) | (c[C_WAITS] > 0))))
     new_phase = torch.where(enter, ANSWER, torch.where(ended, ENDED,
                                                        torch.where(opened, THINKING, phase)))
     new_kind = torch.where(a_more, qkind, Q_NONE)
@@ -159,7 +172,7 @@ def observe(r: Rows, tok: torch.Tensor, m: torch.Tensor) -> None:
     updates = {
         S_PHASE: new_phase, S_THINK: think_new, S_POS: s[S_POS] + 1, S_QKIND: new_kind,
         S_QPOS: new_qpos, S_QEND: new_qend, S_SMATCH: torch.where(bm, sm_next, smatch),
-        S_LAST: tok, S_HOLD: hold.long(), S_HITMAX: hitmax,
+        S_LAST: tok, S_HOLD: hold.long(), S_HITMAX: hitmax, S_CONTS: conts + cont_hit.long(),
     }
     for col, value in updates.items():
         s[col] = torch.where(m, value, s[col])
@@ -167,8 +180,8 @@ def observe(r: Rows, tok: torch.Tensor, m: torch.Tensor) -> None:
 
 def decide(r: Rows, nl_table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(action, token) per row: :meth:`BudgetState.decide`. ``token`` is the forced token
-    for FORCE rows and the replacement for GUARD (the continuation's first token) and
-    GUARD_TURN (the end delimiter's first token) rows."""
+    for FORCE rows and the replacement for GUARD and GUARD_WAIT (the continuation's first
+    token) and GUARD_TURN (the end delimiter's first token) rows."""
     s, c = r.s, r.c
     phase, think, qkind = s[S_PHASE], s[S_THINK], s[S_QKIND]
     thinkp = phase == THINKING
@@ -178,12 +191,15 @@ def decide(r: Rows, nl_table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     ends_nl = torch.where(think > 0, nl_table[c[C_FMT], last].long(), c[C_OPENS_NL]) != 0
     end0 = r.strings[:, 0]
     cut_tok = torch.where((c[C_NL] >= 0) & ~ends_nl, c[C_NL], end0)
-    settled = torch.where(think < c[C_MIN], GUARD, c[C_SETTLED])
+    below_min = torch.where(c[C_CONT_LEN] > 0, GUARD, HOLD)  # no string: suppress only
+    settled = torch.where(think < c[C_MIN], below_min, c[C_SETTLED])
+    settled = torch.where(s[S_CONTS] < c[C_WAITS], GUARD_WAIT, settled)
     thinking = torch.where(cut | in_q, FORCE, torch.where(s[S_HOLD] != 0, HOLD, settled))
     action = torch.where(thinkp, thinking, torch.where(in_q, FORCE, FREE))
     action = torch.where(c[C_ACTIVE] != 0, action, FREE)
     forced = torch.where(thinkp & cut, cut_tok, r.string_at(s[S_QPOS]))
-    repl = torch.where(action == GUARD, r.string_at(c[C_CONT_OFF]), end0)
+    repl = torch.where((action == GUARD) | (action == GUARD_WAIT), r.string_at(c[C_CONT_OFF]),
+                       end0)
     return action, torch.where(action == FORCE, forced, repl)
 
 
@@ -241,6 +257,7 @@ class SlotTable:
         const[C_PRE_OFF], const[C_PRE_LEN] = n_end + n_cont, n_pre
         const[C_START_OFF], const[C_START_LEN] = n_end + n_cont + n_pre, len(spec.start_ids)
         const[C_GREEDY], const[C_INV_T], const[C_SEED] = int(greedy), inv_t_bits, _i64(seed)
+        const[C_WAITS] = spec.thinking_waits or 0
         self.host_const[slot] = torch.tensor(const, dtype=torch.int64)
         self.host_init[slot] = torch.tensor(initial_state(spec), dtype=torch.int64)
 

@@ -30,9 +30,9 @@ def _at(strings, idx, LT):
 
 
 @triton.jit
-def _observe(phase, think, pos, qkind, qpos, qend, smatch, last, hold, hitmax, tok,
+def _observe(phase, think, pos, qkind, qpos, qend, smatch, last, hold, hitmax, conts, tok,
              strings, sets, LT, W: tl.constexpr, c_min, c_max, c_nl, c_hold_after, c_end_len,
-             c_cont_off, c_cont_len, c_pre_off, c_pre_len, c_start_off, c_start_len):
+             c_cont_off, c_cont_len, c_pre_off, c_pre_len, c_start_off, c_start_len, c_waits):
     held = hold != 0
     thinkp = phase == 1
     end0 = tl.load(strings)
@@ -52,7 +52,7 @@ def _observe(phase, think, pos, qkind, qpos, qend, smatch, last, hold, hitmax, t
     ordinary = bt & ~is_end0 & ~nl_cut & ~is_stop
     think_new = think + (a & (qkind == 2)).to(tl.int64) + ordinary.to(tl.int64)
     cont_hit = (ordinary & (c_cont_len > 0) & (tok == _at(strings, c_cont_off, LT))
-                & (think_new <= c_min) & ~held)
+                & ((think_new <= c_min) | (conts < c_waits)) & ~held)
     q_cont = cont_hit & (c_cont_len > 1)
     q_end1 = is_end0 & (c_end_len > 1)
     new_hitmax = tl.where(is_end0, at_max.to(tl.int64), tl.where(nl_cut, 1, hitmax))
@@ -64,7 +64,7 @@ def _observe(phase, think, pos, qkind, qpos, qend, smatch, last, hold, hitmax, t
     opened = bm & (sm_next == c_start_len)
     hold_after = c_hold_after != 0
     new_hold = ((a_fin & (qkind == 2) & hold_after) | (cont_hit & (c_cont_len == 1) & hold_after)
-                | (opened & hold_after & (c_min > 0)))
+                | (opened & hold_after & ((c_min > 0) | (c_waits > 0))))
     new_phase = tl.where(enter, 2, tl.where(ended, 3, tl.where(opened, 1, phase)))
     kind = tl.where(a_more, qkind, 0)
     kind = tl.where(q_end1 | nl_cut, 1, tl.where(q_cont, 2, kind))
@@ -79,7 +79,8 @@ def _observe(phase, think, pos, qkind, qpos, qend, smatch, last, hold, hitmax, t
     new_smatch = tl.where(bm, sm_next, smatch)
     return (new_phase.to(tl.int64), think_new.to(tl.int64), pos + 1, kind.to(tl.int64),
             new_qpos.to(tl.int64), new_qend.to(tl.int64), new_smatch.to(tl.int64), tok,
-            new_hold.to(tl.int64), new_hitmax.to(tl.int64))
+            new_hold.to(tl.int64), new_hitmax.to(tl.int64),
+            (conts + cont_hit.to(tl.int64)).to(tl.int64))
 
 
 @triton.jit
@@ -98,14 +99,15 @@ def _catch_up_kernel(slots_ptr, state_ptr, const_ptr, strings_ptr, sets_ptr, ids
     phase, think, pos = tl.load(st + 0), tl.load(st + 1), tl.load(st + 2)
     qkind, qpos, qend = tl.load(st + 3), tl.load(st + 4), tl.load(st + 5)
     smatch, last, hold, hitmax = tl.load(st + 6), tl.load(st + 7), tl.load(st + 8), tl.load(st + 9)
+    conts = tl.load(st + 10)
     start = pos
     while pos < out_len:
         tok = tl.load(ids_ptr + slot * ids_stride + prompt + pos).to(tl.int64)
-        phase, think, pos, qkind, qpos, qend, smatch, last, hold, hitmax = _observe(
-            phase, think, pos, qkind, qpos, qend, smatch, last, hold, hitmax, tok, strings, sets,
-            LT, W, tl.load(c + 1), tl.load(c + 2), tl.load(c + 4), tl.load(c + 6),
+        phase, think, pos, qkind, qpos, qend, smatch, last, hold, hitmax, conts = _observe(
+            phase, think, pos, qkind, qpos, qend, smatch, last, hold, hitmax, conts, tok, strings,
+            sets, LT, W, tl.load(c + 1), tl.load(c + 2), tl.load(c + 4), tl.load(c + 6),
             tl.load(c + 8), tl.load(c + 9), tl.load(c + 10), tl.load(c + 11), tl.load(c + 12),
-            tl.load(c + 13), tl.load(c + 14))
+            tl.load(c + 13), tl.load(c + 14), tl.load(c + 18))
     if pos > start:
         tl.store(st + 0, phase)
         tl.store(st + 1, think)
@@ -117,6 +119,7 @@ def _catch_up_kernel(slots_ptr, state_ptr, const_ptr, strings_ptr, sets_ptr, ids
         tl.store(st + 7, last)
         tl.store(st + 8, hold)
         tl.store(st + 9, hitmax)
+        tl.store(st + 10, conts)
 
 
 @triton.jit
@@ -134,17 +137,19 @@ def _decide_kernel(emap_ptr, local_ptr, input_ids_ptr, state_ptr, const_ptr, str
     phase, think, pos = tl.load(st + 0), tl.load(st + 1), tl.load(st + 2)
     qkind, qpos, qend = tl.load(st + 3), tl.load(st + 4), tl.load(st + 5)
     smatch, last, hold, hitmax = tl.load(st + 6), tl.load(st + 7), tl.load(st + 8), tl.load(st + 9)
-    c_min, c_max, c_nl = tl.load(c + 1), tl.load(c + 2), tl.load(c + 4)
+    conts = tl.load(st + 10)
+    c_min, c_max, c_nl, c_waits = tl.load(c + 1), tl.load(c + 2), tl.load(c + 4), tl.load(c + 18)
     local = tl.load(local_ptr + row).to(tl.int64)
     local = tl.where(tl.load(c + 0) != 0, local, 0)
     first = row - local
     d = 1
     while d <= local:
         tok = tl.load(input_ids_ptr + first + d).to(tl.int64)
-        phase, think, pos, qkind, qpos, qend, smatch, last, hold, hitmax = _observe(
-            phase, think, pos, qkind, qpos, qend, smatch, last, hold, hitmax, tok, strings, sets,
-            LT, W, c_min, c_max, c_nl, tl.load(c + 6), tl.load(c + 8), tl.load(c + 9),
-            tl.load(c + 10), tl.load(c + 11), tl.load(c + 12), tl.load(c + 13), tl.load(c + 14))
+        phase, think, pos, qkind, qpos, qend, smatch, last, hold, hitmax, conts = _observe(
+            phase, think, pos, qkind, qpos, qend, smatch, last, hold, hitmax, conts, tok, strings,
+            sets, LT, W, c_min, c_max, c_nl, tl.load(c + 6), tl.load(c + 8), tl.load(c + 9),
+            tl.load(c + 10), tl.load(c + 11), tl.load(c + 12), tl.load(c + 13), tl.load(c + 14),
+            c_waits)
         d += 1
     # decide: server.engine.budget_device.decide
     thinkp = phase == 1
@@ -154,12 +159,14 @@ def _decide_kernel(emap_ptr, local_ptr, input_ids_ptr, state_ptr, const_ptr, str
     ends_nl = tl.where(think > 0, nl_hit, tl.load(c + 5)) != 0
     end0 = tl.load(strings)
     cut_tok = tl.where((c_nl >= 0) & ~ends_nl, c_nl, end0)
-    settled = tl.where(think < c_min, 2, tl.load(c + 3))
+    below_min = tl.where(tl.load(c + 10) > 0, 2, 4)  # no continuation string: suppress only
+    settled = tl.where(think < c_min, below_min, tl.load(c + 3))
+    settled = tl.where(conts < c_waits, 6, settled)  # GUARD_WAIT
     thinking = tl.where(cut | in_q, 1, tl.where(hold != 0, 4, settled))
     action = tl.where(thinkp, thinking, tl.where(in_q, 1, 0))
     action = tl.where((tl.load(c + 0) != 0) & valid, action, 0)
     forced = tl.where(thinkp & cut, cut_tok, _at(strings, qpos, LT))
-    repl = tl.where(action == 2, _at(strings, tl.load(c + 9), LT), end0)
+    repl = tl.where((action == 2) | (action == 6), _at(strings, tl.load(c + 9), LT), end0)
     tl.store(action_ptr + row, action.to(tl.int64))
     tl.store(token_ptr + row, tl.where(action == 1, forced, repl).to(tl.int64))
     tl.store(pos_ptr + row, pos)
@@ -210,7 +217,7 @@ def _edit_kernel(logits_ptr, stride, V, action_ptr, token_ptr, pos_ptr, emap_ptr
         c = const_ptr + slot * NC
         sets = sets_ptr + slot * 3 * W + tl.where(action == 3, W, 0)
         hit = action == 1  # FORCE: the whole row goes
-        if (action == 2) | (action == 3):  # guarded: did the model try?
+        if (action == 2) | (action == 3) | (action == 6):  # guarded: did the model try?
             if tl.load(c + 15) != 0:  # greedy: an attempt id wins the argmax (first max)
                 best = tl.load(base).to(tl.float32)
                 best_idx = 0
@@ -248,6 +255,8 @@ def _edit_kernel(logits_ptr, stride, V, action_ptr, token_ptr, pos_ptr, emap_ptr
             for j in tl.static_range(W):
                 a_id = tl.load(sets + j)
                 tl.store(base + tl.maximum(a_id, 0), float("-inf"), mask=a_id >= 0)
+        if (action == 6) & ~hit:  # GUARD_WAIT: the continuation only ever comes forced
+            tl.store(base + token, float("-inf"))
         if hit:
             for start in range(0, V, BLOCK):
                 offs = start + tl.arange(0, BLOCK)

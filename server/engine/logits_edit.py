@@ -14,7 +14,9 @@ forced rows, held rows, greedy guarded rows, sampled guarded rows::
 
     [batch_row, token, kind, inv_temperature_bits, attempt_0, ..., attempt_{W-1}, u_bits]
 
-- ``kind``: :data:`FORCED`, :data:`SUPPRESS`, :data:`GUARD_GREEDY` or :data:`GUARD_SAMPLED`;
+- ``kind``: :data:`FORCED`, :data:`SUPPRESS`, :data:`GUARD_GREEDY` or :data:`GUARD_SAMPLED`,
+  a guarded kind with the :data:`EXCLUSIVE` bit under ``thinking_waits`` (the
+  replacement is masked too when the model did not try, so it is only ever forced);
 - ``token``: the forced token, or for a guarded row the replacement (the
   continuation's first token below the minimum, the end delimiter's first
   token for an end of turn inside the block);
@@ -38,6 +40,7 @@ import struct
 import torch
 
 FORCED, SUPPRESS, GUARD_GREEDY, GUARD_SAMPLED = 0, 1, 2, 3
+EXCLUSIVE = 4  # flag on a guarded kind: the replacement token only ever comes forced
 COL_ROW, COL_TOKEN, COL_KIND, COL_INV_T, COL_ATTEMPTS = range(5)
 COL_U = -1
 FIXED_COLUMNS = 5  # all but the attempt ids
@@ -102,10 +105,13 @@ def _guard(logits: torch.Tensor, guard: torch.Tensor, sampled: bool) -> None:
         else:
             winners = logits.index_select(0, rows).argmax(dim=1)
         hit = (winners.unsqueeze(1) == att_idx).any(dim=1)
-    # Not tried: the attempt tokens are masked. Tried: only the replacement is left.
+    # Not tried: the attempt tokens are masked (and an exclusive replacement with them).
+    # Tried: only the replacement is left.
     _mask_attempts(logits, rows, att_idx)
     repl = guard[:, COL_TOKEN]
     kept = logits[rows, repl]
+    exclusive = (guard[:, COL_KIND] & EXCLUSIVE) != 0
+    kept = torch.where(exclusive, torch.full_like(kept, float("-inf")), kept)
     tried = torch.zeros(logits.shape[0], 1, dtype=torch.bool, device=logits.device)
     tried.index_put_((rows,), hit.unsqueeze(1))
     logits.masked_fill_(tried, float("-inf"))

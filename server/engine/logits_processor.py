@@ -69,12 +69,14 @@ from server.budget.machine import (
     FREE,
     GUARD,
     GUARD_TURN,
+    GUARD_WAIT,
     HOLD,
     BudgetError,
     BudgetSpec,
     BudgetState,
 )
 from server.engine.logits_edit import (
+    EXCLUSIVE,
     FIXED_COLUMNS,
     FORCED,
     GUARD_GREEDY,
@@ -183,8 +185,10 @@ class _Row:
     greedy: bool
     # The row's plan entries after its batch index and before the uniform draw:
     # (replacement token, kind, 1/temperature as float32 bits, attempt ids padded with -1)
-    # for GUARD (below the minimum), GUARD_TURN (end of turn in thinking) and HOLD.
+    # for GUARD (below the minimum), GUARD_WAIT (below thinking_waits), GUARD_TURN (end
+    # of turn in thinking) and HOLD.
     min_plan: tuple[int, ...] = ()
+    wait_plan: tuple[int, ...] = ()
     turn_plan: tuple[int, ...] = ()
     hold_plan: tuple[int, ...] = ()
     inv_t_bits: int = 0
@@ -259,6 +263,7 @@ class BudgetLogitsProcessor(LogitsProcessor):
         attempts = pad(spec.attempt_ids)
         cont = spec.continuation_ids[0] if spec.continuation_ids else 0
         row.min_plan = (cont, kind, row.inv_t_bits, *attempts)
+        row.wait_plan = (cont, kind | EXCLUSIVE, row.inv_t_bits, *attempts)
         row.turn_plan = (spec.end_ids[0], kind, row.inv_t_bits, *pad(spec.turn_ids))
         row.hold_plan = (0, SUPPRESS, 0, *attempts)
 
@@ -300,8 +305,9 @@ class BudgetLogitsProcessor(LogitsProcessor):
                 action = DONE if state.done else state.decide()
             if action == FREE:
                 continue
-            if action in (GUARD, GUARD_TURN):
-                entry = row.min_plan if action == GUARD else row.turn_plan
+            if action in (GUARD, GUARD_WAIT, GUARD_TURN):
+                entry = (row.min_plan if action == GUARD else row.wait_plan
+                         if action == GUARD_WAIT else row.turn_plan)
                 if row.greedy:
                     greedy.append(index)
                     greedy += entry

@@ -53,7 +53,7 @@ from vllm.v1.worker.gpu.sample.logits_processor import (
     LogitsProcRequestState,
 )
 
-from server.budget.machine import FORCE, GUARD, GUARD_TURN, HOLD
+from server.budget.machine import FORCE, GUARD, GUARD_TURN, GUARD_WAIT, HOLD
 from server.engine.budget_device import C_ACTIVE, C_GREEDY, C_INV_T, C_SEED, S_POS, SlotTable
 from server.engine.budget_device import decide as decide_rows
 from server.engine.budget_device import observe as observe_rows
@@ -206,7 +206,8 @@ def edit_logits(logits: torch.Tensor, attempts: torch.Tensor, turns: torch.Tenso
     probability (a softmax over the vocabulary) is computed for that many rows only,
     those sorted first, so a batch with few sampled budgeted requests pays little."""
     n = logits.shape[0]
-    guard = (action == GUARD) | (action == GUARD_TURN)
+    exclusive = action == GUARD_WAIT  # the continuation's first token only ever forced
+    guard = (action == GUARD) | (action == GUARD_TURN) | exclusive
     masked = guard | (action == HOLD)
     sets = torch.where((action == GUARD_TURN).unsqueeze(1), turns, attempts)
     valid = sets >= 0
@@ -237,4 +238,5 @@ def edit_logits(logits: torch.Tensor, attempts: torch.Tensor, turns: torch.Tenso
     col = token.clamp(min=0).unsqueeze(1)
     kept = logits.gather(1, col)
     logits.masked_fill_(whole, float("-inf"))
+    kept = torch.where((exclusive & ~hit).unsqueeze(1), float("-inf"), kept)
     logits.scatter_(1, col, torch.where(whole, torch.zeros_like(kept), kept))

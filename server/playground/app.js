@@ -19,7 +19,9 @@ function intOrNull(input) {
 function body(question, fields) {
   const out = {messages: [{role: "user", content: question}]};
   for (const [name, value] of Object.entries(fields)) {
-    if (value !== null && value !== "" && !Number.isNaN(value)) out[name] = value;
+    // "" is a value for the continuation only (no string: suppress the end attempt)
+    const empty = value === "" && name !== "thinking_continuation";
+    if (value !== null && !empty && !Number.isNaN(value)) out[name] = value;
   }
   return out;
 }
@@ -62,7 +64,8 @@ function setupSingle() {
     $("run").disabled = true;
     const param = await view.run(body($("question").value, {
       thinking_min: intOrNull($("tmin")), thinking_max: intOrNull($("tmax")),
-      thinking_continuation: $("cont").value || null,
+      thinking_waits: intOrNull($("twaits")),
+      thinking_continuation: continuation($("cont"), $("cont-none")),
       temperature: intOrNull($("temperature")), seed: intOrNull($("seed")),
       max_tokens: intOrNull($("max-tokens")),
     }), apiKey(), config.thinking_continuation);
@@ -73,6 +76,11 @@ function setupSingle() {
   $("question").addEventListener("keydown", (e) => {
     if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) submit(e);
   });
+}
+
+// The continuation field: empty means the server's default; the box sends "" (no string).
+function continuation(text, none) {
+  return none.checked ? "" : (text.value || null);
 }
 
 // ---------------------------------------------------------------------- compare
@@ -86,7 +94,9 @@ function column(i, preset = {}) {
     <fieldset><legend>Budget ${i + 1}</legend>
       <label>thinking_min <input name="thinking_min" type="number" min="0" step="1" placeholder="none"></label>
       <label>thinking_max <input name="thinking_max" type="number" min="0" step="1" placeholder="none"></label>
+      <label>thinking_waits <input name="thinking_waits" type="number" min="0" step="1" placeholder="none"></label>
       <label>continuation <input name="thinking_continuation" type="text" placeholder="${config.thinking_continuation}"></label>
+      <label><input name="no_continuation" type="checkbox"> no string</label>
     </fieldset><div class="run"></div>`;
   for (const [k, v] of Object.entries(preset)) box.querySelector(`[name="${k}"]`).value = v;
   box.view = new RunView(box.querySelector(".run"));
@@ -119,7 +129,8 @@ function setupCompare() {
       const param = await box.view.run(body($("compare-question").value, {
         ...shared, thinking_min: intOrNull(v("thinking_min")),
         thinking_max: intOrNull(v("thinking_max")),
-        thinking_continuation: v("thinking_continuation").value || null,
+        thinking_waits: intOrNull(v("thinking_waits")),
+        thinking_continuation: continuation(v("thinking_continuation"), v("no_continuation")),
       }), apiKey(), config.thinking_continuation);
       markInvalid(box, param);
     }));

@@ -62,9 +62,12 @@ export class RunView {
     const d = choice.delta || {};
     if (d.reasoning) {
       // A live guess: a chunk that starts the continuation while thinking is still below
-      // thinking_min is (almost surely) forced; the exact positions come at the end.
-      const min = body.thinking_min;
-      if (min != null && this.live.thinking < min && contText &&
+      // thinking_min, or fewer than thinking_waits were seen, is (almost surely) forced;
+      // the exact positions come at the end.
+      const min = body.thinking_min, waits = body.thinking_waits;
+      const guarded = (min != null && this.live.thinking < min) ||
+        (waits != null && this.live.forced < waits);
+      if (guarded && contText &&
           d.reasoning.trimStart() && contText.startsWith(d.reasoning.trimStart())) {
         this.live.forced += 1;
       }
@@ -84,7 +87,7 @@ export class RunView {
   async run(body, key, defaultContinuation) {
     this.reset();
     this.root.dataset.state = "streaming";
-    const contText = body.thinking_continuation || defaultContinuation;
+    const contText = body.thinking_continuation ?? defaultContinuation;  // "": no string
     try {
       await streamChat(body, key, {
         onChunk: (c) => this.onChunk(c, body, contText),
@@ -140,8 +143,9 @@ export class RunView {
     const rows = [];
     if (b) {
       rows.push(["limits", `thinking_min ${b.thinking_min ?? "none"}, thinking_max ` +
-                 `${b.thinking_max ?? "none"}` +
-                 (b.thinking_continuation ? `, continuation "${b.thinking_continuation}"` : "")]);
+                 `${b.thinking_max ?? "none"}, thinking_waits ${b.thinking_waits ?? "none"}` +
+                 (b.thinking_continuation ? `, continuation "${b.thinking_continuation}"` :
+                  b.thinking_continuation === "" ? ", no continuation (suppress only)" : "")]);
       rows.push(["thinking ended", b.end + (b.natural_end ? " (the model ended it)" : "")]);
       rows.push(["forced continuations", b.continuations.length ? b.continuations.map(
         (m) => `token ${m.token} / char ${m.char}`).join("; ") : "none"]);

@@ -15,7 +15,7 @@ import torch
 from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdate
 
-from server.budget.draws import uniform_for_step
+from server.budget.draws import uniform_bits
 from server.budget.machine import FORCE, GUARD, GUARD_TURN, HOLD, BudgetSpec, BudgetState
 from server.engine.logits_processor import BudgetLogitsProcessor, budget_extra_args
 
@@ -70,8 +70,8 @@ def reference_edit(logits: torch.Tensor, params: list[SamplingParams],
                 tried = int(row.argmax()) in attempts
             else:
                 probs = torch.softmax(row.double() / p.temperature, dim=0)
-                tried = uniform_for_step(payload["seed"], state.position) < float(
-                    probs[attempts].sum())
+                tried = uniform_bits(payload["seed"], state.position) < float(
+                    probs[attempts].sum()) * 2**53
             if not tried:
                 row[attempts] = float("-inf")
                 continue
@@ -177,8 +177,17 @@ def test_apply_never_synchronises_with_the_device(monkeypatch: pytest.MonkeyPatc
 
 
 def _run_rank(params: list[SamplingParams], python_seed: int, steps: int) -> list[torch.Tensor]:
-    """One "TP rank": its own processor and Python random state, the same inputs."""
-    random.seed(python_seed)
+    """One "TP rank": its own processor and Python random state, the same inputs (the
+    global ``random`` state is restored afterwards, so no other test sees the reseed)."""
+    saved = random.getstate()
+    try:
+        random.seed(python_seed)
+        return _run_rank_seeded(params, steps)
+    finally:
+        random.setstate(saved)
+
+
+def _run_rank_seeded(params: list[SamplingParams], steps: int) -> list[torch.Tensor]:
     n = len(params)
     outs: list[list[int]] = [[] for _ in range(n)]
     proc = BudgetLogitsProcessor(None, torch.device("cpu"), False)

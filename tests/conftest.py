@@ -7,6 +7,7 @@ fixtures are session-scoped: a vLLM engine on CPU takes ~15 s to start.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,6 +31,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if ENGINE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.engine)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _clean_s1_environment() -> Iterator[None]:
+    """No ``S1_*`` variable of the developer's shell (a sourced ``.env``) reaches a
+    ``Settings()`` built in-process. Session-wide, so a fixture or test may still set one
+    (monkeypatch) for itself; the launcher strips them for server subprocesses."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in [n for n in os.environ if n.startswith("S1_")]:
+            mp.delenv(name)
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -7,20 +7,21 @@ from __future__ import annotations
 
 import json
 
+import anthropic
 import httpx
+import openai
 import pytest
 from httpx_sse import connect_sse
 
 from tests.conftest import API_KEY, API_MODEL
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = pytest.mark.engine
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 MSG = [{"role": "user", "content": "How many r in raspberry?"}]
 
 
 @pytest.fixture(scope="module")
 def oai(api_server):
-    openai = pytest.importorskip("openai")
     return openai.OpenAI(base_url=api_server.base_url + "/v1", api_key=API_KEY, max_retries=0)
 
 
@@ -108,7 +109,6 @@ def test_responses_with_budget(api_server, oai):
 
 
 def test_anthropic_messages_with_thinking(api_server):
-    anthropic = pytest.importorskip("anthropic")
     client = anthropic.Anthropic(base_url=api_server.base_url, api_key=API_KEY, max_retries=0)
     # A seed (our extension on this surface): the random model's greedy thinking is bare
     # newlines, which the reasoning parser strips, so it samples; both calls alike.

@@ -18,6 +18,7 @@ from tests.server_proc import (
     HOLD,
     HOLD_TOKENS,
     ServerProcess,
+    frozen_engine,
     wait_until,
 )
 from tests.stream_reader import StreamRecord, read_in_thread, read_stream
@@ -55,34 +56,44 @@ def refuses_connections(server: ServerProcess) -> bool:
 
 
 # ---------------------------------------------------------------------- deadlines
-@pytest.fixture
-def strict(tiny_s1_open):  # one test: stopped as soon as it is done
-    proc = ServerProcess(tiny_s1_open, "--request-timeout-s", "1.5", "--max-model-len", "4096")
+@pytest.fixture(scope="module")
+def strict(tiny_s1_open):  # the deadline tests: stopped as soon as they are done
+    proc = ServerProcess(tiny_s1_open, "--request-timeout-s", "1.5", "--served-model-name", "tiny")
     try:
         yield proc.wait_ready()
     finally:
         assert proc.stop() == 0
 
 
-def test_deadline_aborts_request(strict):
-    # 16 x 4000 tokens: several seconds even on an idle CPU, so the 1.5 s deadline fires
-    # first (a slower machine only makes it surer); the token count below shows it did.
-    body = {"messages": MSG, "max_tokens": 4000, "ignore_eos": True, "n": 16,
-            "temperature": 1}
-    tokens_before = strict.metric("vllm:generation_tokens_total")
-    r = httpx.post(strict.base_url + "/v1/chat/completions", json=body, timeout=120)
-    assert r.status_code == 504, r.text
-    err = r.json()["error"]
-    assert "deadline" in err["message"] and err["request_id"]
-    rec = StreamRecord()
-    with httpx.Client(base_url=strict.base_url, timeout=120) as client:
-        read_stream(client, {**body, "stream": True}, rec)
-    assert rec.status == 200 and "deadline" in rec.error["message"]
-    assert rec.done
-    wait_until(lambda: strict.metric("vllm:num_requests_running") == 0
-               and strict.metric("s1_requests_in_flight") == 0, 60, "the aborts")
+# Every generating surface; the engine core is frozen while each request waits, so the
+# 1.5 s deadline fires before any token, however fast the machine.
+DEADLINE_BODIES = {
+    "/v1/chat/completions": {"messages": MSG, "max_tokens": 40},
+    "/v1/completions": {"prompt": "How many r", "max_tokens": 40},
+    "/v1/responses": {"input": "How many r", "max_output_tokens": 40},
+    "/v1/messages": {"messages": MSG, "max_tokens": 40},
+}
+DEADLINE_MESSAGE = "the request ran past its 1.5 s deadline and was aborted"
+
+
+@pytest.mark.parametrize("path", list(DEADLINE_BODIES))
+def test_deadline_aborts_request(strict, path):
+    body = {"model": "tiny", **DEADLINE_BODIES[path]}
+    with frozen_engine(strict):
+        r = httpx.post(strict.base_url + path, json=body, timeout=120)
+        assert r.status_code == 504, r.text
+        err = r.json()["error"]
+        assert err["message"].startswith(DEADLINE_MESSAGE) and err["request_id"]
+        assert err["type"] == "timeout_error" and err["code"] == 504
+        rec = StreamRecord()
+        with httpx.Client(base_url=strict.base_url, timeout=120) as client:
+            read_stream(client, {**body, "stream": True}, rec, path=path)
+        assert rec.status == 200 and rec.events, rec
+        assert rec.error["message"].startswith(DEADLINE_MESSAGE), rec.events
+        # The API process let both go while the engine was still frozen.
+        assert strict.metric("s1_requests_in_flight") == 0
+    wait_until(lambda: strict.metric("vllm:num_requests_running") == 0, 60, "the aborts")
     assert strict.metric("vllm:num_requests_waiting") == 0
-    assert strict.metric("vllm:generation_tokens_total") - tokens_before < 2 * 16 * 4000
 
 
 # ----------------------------------------------------------------------- shutdown

@@ -15,11 +15,12 @@ from __future__ import annotations
 import json
 
 import httpx
+import openai
 import pytest
 
 from tests.conftest import API_KEY, API_MODEL
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = pytest.mark.engine
 
 CITIES = ["Paris", "Rome"]
 WEATHER = {"type": "function", "function": {
@@ -46,7 +47,6 @@ TOOL_TURN = [
 
 @pytest.fixture(scope="module")
 def oai(api_server):
-    openai = pytest.importorskip("openai")
     return openai.OpenAI(base_url=api_server.base_url + "/v1", api_key=API_KEY, max_retries=0)
 
 

@@ -27,7 +27,7 @@ import pytest
 
 from tests.conftest import API_KEY, API_MODEL, TOOL_FLAGS
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = pytest.mark.engine
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 MSG = [{"role": "user", "content": "How many r in raspberry?"}]
 S1_FORMAT = {"start": "<|im_start|>think", "end": "<|im_start|>answer"}

@@ -121,3 +121,29 @@ def test_optional_bool_settings_are_flags():
     assert load_settings([]).enable_chunked_prefill is None
     assert load_settings(["--enable-chunked-prefill"]).enable_chunked_prefill is True
     assert load_settings(["--no-enable-chunked-prefill"]).enable_chunked_prefill is False
+
+
+@pytest.mark.parametrize("config", [None, '{"eos_token_id": [7, 9]}', "{not json"],
+                         ids=["missing", "valid", "broken"])
+def test_generation_config_end_ids_and_the_broken_file_warning(tiny_s1, tmp_path, caplog,
+                                                               config):
+    """The end-of-turn ids the minimum holds back include generation_config.json's; a broken
+    file (transformers raises OSError for it, as for a missing one) is warned about."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from server.engine.loader import stop_ids_for
+
+    for path in tiny_s1.iterdir():
+        if path.name not in ("generation_config.json", "model.safetensors"):
+            shutil.copy(path, tmp_path / path.name)
+    if config is not None:
+        (tmp_path / "generation_config.json").write_text(config)
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    with caplog.at_level("WARNING", logger="server.engine.loader"):
+        ids = stop_ids_for(tok, str(tmp_path))
+    base = {tok.convert_tokens_to_ids(t) for t in ("<|endoftext|>", "<|im_end|>")}
+    assert ids == (base | {7, 9} if config and config.startswith('{"') else base)
+    warned = [r.getMessage() for r in caplog.records]
+    assert (config == "{not json") == any("generation_config.json" in m for m in warned), warned

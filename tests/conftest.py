@@ -71,6 +71,7 @@ def tiny_s1_open() -> Path:
 API_KEY = "test-key"
 API_MODEL = "tiny"
 API_EFFORTS = {"none": 0, "low": 3, "medium": 6, "high": 12}
+CORS_ORIGIN = "http://allowed.test"
 # Tool calling as vLLM does it: hermes, with a template that renders tools (the tiny
 # template's own rendering otherwise; tests/test_vllm_parity.py gives vLLM the same flags).
 TOOL_FLAGS = ("--enable-auto-tool-choice", "--tool-call-parser", "hermes",
@@ -91,11 +92,12 @@ def no_whitespace(tiny_s1_open) -> dict[str, int]:
 @pytest.fixture(scope="session")
 def api_server(tiny_s1_open):
     """One real server for the API tests: tiny s1 model, an API key, a 64 KiB body limit,
-    hermes tool calling, small reasoning-effort budgets."""
+    hermes tool calling, small reasoning-effort budgets, one CORS origin."""
     from tests.server_proc import ServerProcess
 
     proc = ServerProcess(tiny_s1_open, "--api-keys", API_KEY, "--served-model-name", API_MODEL,
-                         "--max-body-bytes", "65536", *TOOL_FLAGS,
+                         "--max-body-bytes", "65536", "--cors-origins", CORS_ORIGIN,
+                         *TOOL_FLAGS,
                          "--reasoning-effort-budgets", ",".join(f"{k}={v}" for k, v in
                                                                  API_EFFORTS.items()))
     try:

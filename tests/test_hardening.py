@@ -57,8 +57,10 @@ def refuses_connections(server: ServerProcess) -> bool:
 
 # ---------------------------------------------------------------------- deadlines
 @pytest.fixture(scope="module")
-def strict(tiny_s1_open):  # the deadline tests: stopped as soon as they are done
-    proc = ServerProcess(tiny_s1_open, "--request-timeout-s", "1.5", "--served-model-name", "tiny")
+def strict(tiny_s1_open):
+    """A 1.5 s deadline, and (so one server start serves both) no thinking format."""
+    proc = ServerProcess(tiny_s1_open, "--request-timeout-s", "1.5", "--served-model-name", "tiny",
+                         "--thinking-format", "none")
     try:
         yield proc.wait_ready()
     finally:
@@ -94,6 +96,21 @@ def test_deadline_aborts_request(strict, path):
         assert strict.metric("s1_requests_in_flight") == 0
     wait_until(lambda: strict.metric("vllm:num_requests_running") == 0, 60, "the aborts")
     assert strict.metric("vllm:num_requests_waiting") == 0
+
+
+def test_budgets_without_a_thinking_format_are_400(strict):
+    """--thinking-format none: a budget cannot be enforced, so it is refused; an effort
+    level (a hint, not a promise) is served without one."""
+    body = {"model": "tiny", "messages": MSG, "max_tokens": 8}
+    for budget, param in (({"thinking_max": 4}, "thinking_max"),
+                          ({"thinking_min": 2}, "thinking_min")):
+        r = httpx.post(strict.base_url + "/v1/chat/completions", json={**body, **budget})
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert err["param"] == param and "no thinking format" in err["message"], err
+    r = httpx.post(strict.base_url + "/v1/chat/completions", timeout=120,
+                   json={**body, "reasoning_effort": "low"})
+    assert r.status_code == 200 and r.json()["choices"][0].get("budget") is None, r.text
 
 
 # ----------------------------------------------------------------------- shutdown

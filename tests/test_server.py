@@ -16,11 +16,12 @@ import openai
 import pytest
 from httpx_sse import EventSource, connect_sse
 
+from tests.conftest import API_EFFORTS
 from tests.conftest import API_KEY as KEY
 from tests.conftest import API_MODEL as MODEL
 from tests.helpers import AUTH, MSG, post
 from tests.server_proc import frozen_engine, wait_until
-from tests.stream_reader import DONE, sse_events
+from tests.stream_reader import DONE, sse_events, stream_post
 
 pytestmark = pytest.mark.engine
 
@@ -400,3 +401,141 @@ def test_request_id_round_trip(server):
              headers={"x-request-id": "my-id-123"})
     assert r.headers["x-request-id"] == "my-id-123"
     assert r.json()["error"]["request_id"] == "my-id-123"
+
+
+# ------------------------------------------------- the front door: body, id, CORS
+def test_chunked_body_over_the_limit_is_413(server):
+    """A chunked upload has no Content-Length: the limit is counted on the bytes read."""
+    def chunks(total: int):
+        part = b'{"messages": [{"role": "user", "content": "' + b"x" * 1000
+        yield part
+        for _ in range(total // 1000):
+            yield b"x" * 1000
+        yield b'"}], "max_tokens": 2}'
+
+    big = httpx.post(server.base_url + "/v1/chat/completions", content=chunks(70000),
+                     headers={**AUTH, "content-type": "application/json"}, timeout=60)
+    assert big.request.headers.get("transfer-encoding") == "chunked"
+    assert big.status_code == 413 and "65536 bytes" in big.json()["error"]["message"]
+    small = httpx.post(server.base_url + "/v1/chat/completions", content=chunks(2000),
+                       headers={**AUTH, "content-type": "application/json"}, timeout=60)
+    assert small.status_code == 200, small.text  # replayed whole to the route
+
+
+@pytest.mark.parametrize(("sent", "kept"), [
+    ("abc\tdef<script>;\"x", "abcdefscriptx"),  # only letters, digits and -_. pass
+    ("a" * 200, "a" * 128),  # at most 128 characters
+])
+def test_request_id_is_sanitised(server, sent, kept):
+    r = httpx.get(server.base_url + "/v1/models", headers={**AUTH, "x-request-id": sent})
+    assert r.status_code == 200 and r.headers["x-request-id"] == kept
+
+
+def test_request_id_of_nothing_usable_is_replaced(server):
+    r = post(server, "/v1/chat/completions", {"messages": MSG, "thinking_max": -3},
+             headers={"x-request-id": "<>;;"})
+    rid = r.headers["x-request-id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", rid) and r.json()["error"]["request_id"] == rid
+
+
+def test_cors_allows_the_configured_origin_only(server):
+    from tests.conftest import CORS_ORIGIN
+
+    preflight = {"access-control-request-method": "POST",
+                 "access-control-request-headers": "authorization,content-type"}
+    ok = httpx.options(server.base_url + "/v1/chat/completions",
+                       headers={"origin": CORS_ORIGIN, **preflight})
+    assert ok.status_code == 200, ok.text  # a preflight carries no key
+    assert ok.headers["access-control-allow-origin"] == CORS_ORIGIN
+    assert "POST" in ok.headers["access-control-allow-methods"]
+    other = httpx.options(server.base_url + "/v1/chat/completions",
+                          headers={"origin": "http://other.test", **preflight})
+    assert other.status_code == 400 and "access-control-allow-origin" not in other.headers
+    r = post(server, "/v1/chat/completions", {"messages": MSG, "max_tokens": 2},
+             headers={"origin": CORS_ORIGIN})
+    assert r.headers["access-control-allow-origin"] == CORS_ORIGIN
+
+
+def test_detokenize_ids_out_of_range_are_400(server):
+    for tokens in ([10**12], [-1], [1, "x"]):
+        r = post(server, "/detokenize", {"model": MODEL, "tokens": tokens})
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert err["param"] == "tokens" and "token ids in [0, " in err["message"]
+
+
+# ------------------------------------------------------------ budgets, other dialects
+def test_anthropic_thinking_disabled_is_thinking_max_0(server):
+    r = post(server, "/v1/messages", {
+        "model": MODEL, "max_tokens": 20, "messages": MSG, "temperature": 0,
+        "thinking": {"type": "disabled"}})
+    assert r.status_code == 200, r.text
+    b = r.json()["budget"]
+    assert (b["thinking_max"], b["thinking_tokens"], b["end"]) == (0, 0, "cut")
+    assert [c["type"] for c in r.json()["content"]] == ["text"]
+
+
+THINK_OPEN = "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n<|im_start|>think\n"
+
+
+def test_effort_is_clipped_to_half_the_room_left_in_the_context(server):
+    """A prompt that leaves ~20 tokens of the 1024-token context: "high" (12 here) is cut
+    to half the room left, so the answer keeps the other half."""
+    head = len(post(server, "/tokenize", {"model": MODEL, "prompt": THINK_OPEN}).json()["tokens"])
+    prompt = THINK_OPEN.replace("hi", "hi" + "a" * (1024 - 20 - head), 1)
+    n = len(post(server, "/tokenize", {"model": MODEL, "prompt": prompt}).json()["tokens"])
+    room = 1024 - n
+    assert 0 < room // 2 < API_EFFORTS["high"], n  # the clip is what decides
+    r = post(server, "/v1/completions", {"model": MODEL, "prompt": prompt, "temperature": 0,
+                                        "reasoning_effort": "high"})
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["budget"]["thinking_max"] == room // 2
+
+
+def test_budgets_with_several_completions_prompts(server):
+    """Two prompts x n=2: choice i is prompt i // 2's, each with its own budget object."""
+    prompts = [THINK_OPEN, THINK_OPEN.replace("hi", "hello")]
+    r = post(server, "/v1/completions", {"model": MODEL, "prompt": prompts, "n": 2,
+                                        "echo": True, "max_tokens": 12, "temperature": 1,
+                                        "seed": 4, "thinking_max": 3})
+    assert r.status_code == 200, r.text
+    choices = sorted(r.json()["choices"], key=lambda c: c["index"])
+    assert [c["index"] for c in choices] == [0, 1, 2, 3]
+    for c in choices:
+        assert c["text"].startswith(prompts[c["index"] // 2]), c["index"]
+        b = c["budget"]
+        assert (b["thinking_tokens"], b["hit_max"], b["cut"]["output_index"]) == (3, True, 3)
+    usage = r.json()["usage"]
+    assert usage["completion_tokens_details"]["reasoning_tokens"] == 4 * 3
+
+
+def test_the_prompt_opens_thinking_alike_on_every_path(server):
+    """A completions prompt that opened the block and already thought a little: with
+    and without logprobs (which once took another path) the same budget object."""
+    body = {"model": MODEL, "prompt": THINK_OPEN + "r1a1", "max_tokens": 16,
+            "temperature": 0, "thinking_max": 4}
+    plain = post(server, "/v1/completions", body).json()["choices"][0]
+    with_lp = post(server, "/v1/completions", {**body, "logprobs": 1}).json()["choices"][0]
+    assert plain["budget"] == with_lp["budget"]
+    assert plain["budget"]["thinking_tokens"] == 4 and plain["budget"]["hit_max"]
+
+
+def test_a_stop_string_inside_the_thinking(server):
+    """The stop string lands in the thinking: the reasoning ends before it, streamed and
+    not, the choice stops with no answer, and thinking is reported unfinished."""
+    body = {"messages": MSG, "temperature": 1, "seed": 9, "max_tokens": 40,
+            "thinking_max": 30}
+    full = post(server, "/v1/chat/completions", body).json()["choices"][0]["message"]
+    reasoning = full["reasoning"]
+    at = next(i for i in range(4, len(reasoning) - 3)
+              if reasoning[i:i + 3].isalnum() and reasoning.index(reasoning[i:i + 3]) == i)
+    stop = reasoning[at:at + 3]
+    cut = post(server, "/v1/chat/completions", {**body, "stop": [stop]}).json()["choices"][0]
+    assert cut["finish_reason"] == "stop"
+    assert cut["message"]["reasoning"] == reasoning[:at] and not cut["message"]["content"]
+    assert cut["budget"]["end"] == "unfinished" and not cut["budget"]["hit_max"]
+    events = stream_post(server.base_url, "/v1/chat/completions", {**body, "stop": [stop]},
+                         AUTH)
+    streamed = "".join(c["delta"].get("reasoning") or "" for e in events if e != DONE
+                       for c in e["choices"])
+    assert streamed == reasoning[:at]

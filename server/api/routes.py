@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from server.api import metrics
-from server.api.errors import ERROR_RESPONSES, APIError
+from server.api.errors import ERROR_RESPONSES, APIError, engine_stopped
 from server.api.protocol import Health, ModelCard, ModelList
 from server.api.serving import Serving
 from server.engine.info import VersionInfo, version_info
@@ -35,7 +35,7 @@ def get_serving(request: Request) -> Serving:
                        "(GET /health says when it is ready)",
                        headers={"Retry-After": "5"})
     if state.engine_dead():
-        raise APIError(503, "the inference engine has stopped; restart the server")
+        raise engine_stopped()
     return serving
 
 

@@ -109,9 +109,11 @@ def test_tokenize_detokenize(api_server):
 
 
 def test_responses_with_budget(api_server, oai):
+    # Seeded sampling: greedy, the random model's thinking is bare newlines, which the
+    # reasoning parser strips, and an empty reasoning gives no reasoning item.
     r = oai.responses.create(model=API_MODEL, input="How many r in raspberry?",
-                             max_output_tokens=40, temperature=0,
-                             extra_body={"thinking_max": 4})
+                             max_output_tokens=40, temperature=1,
+                             extra_body={"thinking_max": 4, "seed": 3})
     assert [item.type for item in r.output] == ["reasoning", "message"], r.output
     assert r.output[1].content[0].text.startswith("Final Answer:")
     assert r.usage.output_tokens <= 40
@@ -139,14 +141,19 @@ def test_anthropic_messages_with_thinking(api_server):
 
 
 def test_anthropic_budget_tokens_maps_to_thinking_max(api_server):
-    r = post(api_server, "/v1/messages", {
-        "model": API_MODEL, "max_tokens": 200, "messages": MSG,
-        "thinking": {"type": "enabled", "budget_tokens": 1024}})
-    # 1024 thinking tokens + an answer do not fit the 1024-token context: our 400, about
-    # thinking_max (what budget_tokens became).
+    def messages(budget_tokens: int, max_tokens: int) -> httpx.Response:
+        return post(api_server, "/v1/messages", {
+            "model": API_MODEL, "max_tokens": max_tokens, "messages": MSG, "temperature": 0,
+            "thinking": {"type": "enabled", "budget_tokens": budget_tokens}})
+
+    # vLLM takes budget_tokens from 1024 up and below max_tokens; in this 1024-token
+    # context that never fits, so the mapping shows in our refusal, which names the
+    # thinking_max that budget_tokens became.
+    r = messages(1024, 1025)
     assert r.status_code == 400, r.text
     err = r.json()["error"]
-    assert err["param"] == "thinking_max" and "context" in err["message"], err
+    assert err["param"] == "max_tokens", err
+    assert "no room for an answer after thinking_max (1024)" in err["message"], err
 
 
 # ------------------------------------------------- what s1-serve adds, on vLLM's path

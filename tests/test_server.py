@@ -406,18 +406,17 @@ def test_request_id_round_trip(server):
 # ------------------------------------------------- the front door: body, id, CORS
 def test_chunked_body_over_the_limit_is_413(server):
     """A chunked upload has no Content-Length: the limit is counted on the bytes read."""
-    def chunks(total: int):
-        part = b'{"messages": [{"role": "user", "content": "' + b"x" * 1000
-        yield part
-        for _ in range(total // 1000):
-            yield b"x" * 1000
+    def chunks(parts: int, size: int):
+        yield b'{"messages": [{"role": "user", "content": "'
+        for _ in range(parts):
+            yield b"x" * size
         yield b'"}], "max_tokens": 2}'
 
-    big = httpx.post(server.base_url + "/v1/chat/completions", content=chunks(70000),
+    big = httpx.post(server.base_url + "/v1/chat/completions", content=chunks(70, 1000),
                      headers={**AUTH, "content-type": "application/json"}, timeout=60)
     assert big.request.headers.get("transfer-encoding") == "chunked"
     assert big.status_code == 413 and "65536 bytes" in big.json()["error"]["message"]
-    small = httpx.post(server.base_url + "/v1/chat/completions", content=chunks(2000),
+    small = httpx.post(server.base_url + "/v1/chat/completions", content=chunks(3, 100),
                        headers={**AUTH, "content-type": "application/json"}, timeout=60)
     assert small.status_code == 200, small.text  # replayed whole to the route
 
@@ -465,13 +464,15 @@ def test_detokenize_ids_out_of_range_are_400(server):
 
 
 # ------------------------------------------------------------ budgets, other dialects
-def test_anthropic_thinking_disabled_is_thinking_max_0(server):
+def test_anthropic_thinking_disabled_means_no_thinking(server):
+    """``thinking: {"type": "disabled"}``: the prompt is rendered with the block closed, so
+    the model answers at once (no budget is needed to hold it to zero)."""
     r = post(server, "/v1/messages", {
         "model": MODEL, "max_tokens": 20, "messages": MSG, "temperature": 0,
         "thinking": {"type": "disabled"}})
     assert r.status_code == 200, r.text
     b = r.json()["budget"]
-    assert (b["thinking_max"], b["thinking_tokens"], b["end"]) == (0, 0, "cut")
+    assert (b["thinking_max"], b["thinking_tokens"], b["end"]) == (None, 0, "no_thinking")
     assert [c["type"] for c in r.json()["content"]] == ["text"]
 
 
@@ -494,17 +495,21 @@ def test_effort_is_clipped_to_half_the_room_left_in_the_context(server):
 
 def test_budgets_with_several_completions_prompts(server):
     """Two prompts x n=2: choice i is prompt i // 2's, each with its own budget object."""
-    prompts = [THINK_OPEN, THINK_OPEN.replace("hi", "hello")]
+    prompts = [THINK_OPEN, THINK_OPEN.replace("hi", "hello", 1)]
+    ends = post(server, "/tokenize", {"model": MODEL, "prompt": "<|im_start|><|im_end|>",
+                                      "add_special_tokens": False}).json()["tokens"]
     r = post(server, "/v1/completions", {"model": MODEL, "prompt": prompts, "n": 2,
                                         "echo": True, "max_tokens": 12, "temperature": 1,
-                                        "seed": 4, "thinking_max": 3})
+                                        "seed": 4, "thinking_max": 3,
+                                        # the model cannot end its thinking: every choice is cut
+                                        "logit_bias": {str(t): -100 for t in ends}})
     assert r.status_code == 200, r.text
     choices = sorted(r.json()["choices"], key=lambda c: c["index"])
     assert [c["index"] for c in choices] == [0, 1, 2, 3]
     for c in choices:
         assert c["text"].startswith(prompts[c["index"] // 2]), c["index"]
         b = c["budget"]
-        assert (b["thinking_tokens"], b["hit_max"], b["cut"]["output_index"]) == (3, True, 3)
+        assert (b["thinking_tokens"], b["hit_max"], b["end"]) == (3, True, "cut"), b
     usage = r.json()["usage"]
     assert usage["completion_tokens_details"]["reasoning_tokens"] == 4 * 3
 

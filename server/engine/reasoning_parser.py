@@ -68,6 +68,8 @@ class S1ReasoningParser(ReasoningParser):
         self.prompt_opens = ctk.get("enable_thinking", True) is not False
         self._splitter: ChoiceSplitter | None = None
         self._content_sent = 0  # answer characters streamed (from vLLM's text)
+        self._reasoning_sent = 0  # reasoning characters streamed
+        self._reasoning_held = ""  # the splitter's reasoning that vLLM's text does not show
         # Special-token delimiters vanish from text decoded with skip_special_tokens.
         self._needs_special = any(
             t in getattr(tokenizer, "all_special_ids", ()) for t in self.start_ids + self.end_ids)
@@ -139,13 +141,28 @@ class S1ReasoningParser(ReasoningParser):
         if self._splitter is None:
             self._splitter = ChoiceSplitter(self._spec(), self.model_tokenizer)
         delta = self._splitter.push(list(delta_token_ids))
+        reasoning = self._shown_reasoning(delta.reasoning or "", current_text)
         # The answer comes from vLLM's own text, as the non-streamed answer does: it holds
         # back what may be a stop string, and vLLM's later deltas (once
         # is_reasoning_end_streaming says so) continue exactly where this text ends.
         content = self._new_content(current_text)
-        if not delta.reasoning and not content:
+        if not reasoning and not content:
             return None
-        return DeltaMessage(reasoning=delta.reasoning or None, content=content or None)
+        return DeltaMessage(reasoning=reasoning or None, content=content or None)
+
+    def _shown_reasoning(self, new: str, text: str) -> str:
+        """The splitter's new reasoning (from the token ids), up to what vLLM's text shows
+        of the thinking: a stop string inside the thinking cuts the text, not the ids,
+        and vLLM holds back text that may begin one. The non-streamed reasoning is taken
+        from the same text (:meth:`extract_reasoning`), so both end at the stop."""
+        self._reasoning_held += new
+        if self.start and self.start in text:
+            text = text.split(self.start, 1)[1]
+        shown = text.partition(self.end)[0].lstrip("\n")
+        out = self._reasoning_held[:max(0, len(shown) - self._reasoning_sent)]
+        self._reasoning_held = self._reasoning_held[len(out):]
+        self._reasoning_sent += len(out)
+        return out
 
     def _new_content(self, text: str) -> str:
         if self.start and self.start in text:

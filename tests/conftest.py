@@ -2,6 +2,9 @@
 
 Everything the tests load is built here from nothing (no model hub). Engine
 fixtures are session-scoped: a vLLM engine on CPU takes ~15 s to start.
+
+The suite runs serially (no pytest-xdist): tests sharing a server read its absolute
+gauges (requests running, waiting, in flight) once their own requests are done.
 """
 
 from __future__ import annotations

@@ -40,10 +40,11 @@ def ids_of(server, text: str) -> list[int]:
 
 
 def chat(server, **body) -> dict:
+    """The first choice, with the response's prompt_token_ids."""
     r = httpx.post(server.base_url + "/v1/chat/completions", timeout=120, json={
         "model": "tiny", "messages": MSG, "temperature": 0, "return_token_ids": True, **body})
     assert r.status_code == 200, r.text
-    return r.json()["choices"][0]
+    return {**r.json()["choices"][0], "prompt_token_ids": r.json()["prompt_token_ids"]}
 
 
 def test_the_format_is_listed(server):
@@ -56,7 +57,7 @@ def test_cut_writes_the_custom_end_and_prefix_without_a_newline(server):
     engine wrote END and PREFIX right after the fifth token: no newline before a forced end,
     though the thinking does not end with one (newlines are banned here)."""
     nl = ids_of(server, "\n")
-    c = chat(server, thinking_max=5, max_tokens=30, logit_bias={str(nl[0]): -100})
+    c = chat(server, thinking_max=5, max_tokens=40, logit_bias={str(nl[0]): -100})
     ids, end, prefix = c["token_ids"], ids_of(server, END), ids_of(server, PREFIX)
     assert ids[5:5 + len(end)] == end, ids
     assert ids[5 + len(end):5 + len(end) + len(prefix)] == prefix, ids
@@ -72,7 +73,7 @@ def test_no_hold_after_continuation_guards_every_step(server):
     model's own tokens between them)."""
     end = ids_of(server, END)
     wait = ids_of(server, "Wait")
-    c = chat(server, thinking_min=6, thinking_max=30, max_tokens=40,
+    c = chat(server, thinking_min=6, thinking_max=30, max_tokens=70,
              logit_bias={str(end[0]): 20})
     ids = c["token_ids"]
     k = ids.index(end[0])
@@ -88,7 +89,7 @@ def test_end_of_turn_inside_thinking_ends_the_turn(server):
     """Without --end-of-turn-ends-thinking, an end of turn inside the block (above any
     minimum) ends the turn there: no end delimiter, no answer."""
     im_end = ids_of(server, "<|im_end|>")
-    c = chat(server, thinking_max=20, max_tokens=30, logit_bias={str(im_end[0]): 20})
+    c = chat(server, thinking_max=20, max_tokens=60, logit_bias={str(im_end[0]): 20})
     ids = c["token_ids"]
     assert ids_of(server, END)[0] not in ids and ids[-1] == im_end[0], ids
     assert c["finish_reason"] == "stop"

@@ -20,7 +20,7 @@ from vllm.v1.sample.logits_processor import (
     MoveDirectionality,
 )
 
-from server.budget.draws import uniform_for_step
+from server.budget.draws import uniform_bits
 from server.budget.machine import FORCE, FREE, BudgetState, Phase
 from server.engine.logits_processor import spec_from_params
 
@@ -28,6 +28,12 @@ if TYPE_CHECKING:
     from vllm.config import VllmConfig
 
 _GREEDY_EPS = 1e-5
+
+
+def uniform_for_step(seed: int, position: int) -> float:
+    """The draw as the legacy processor made it: a float in [0, 1) (the server now compares
+    the 53 bits with ``p * 2**53``, the same test exactly)."""
+    return uniform_bits(seed, position) * (1.0 / (1 << 53))
 
 
 @dataclass(slots=True)

@@ -130,20 +130,28 @@ async def _one(client: httpx.AsyncClient, rng: random.Random, result: SoakResult
     result.within_budget += ok
 
 
-async def run_soak(base_url: str, clients: int, duration: float, disconnect_share: float = 0.1,
-                   seed: int = 0, server_pid: int | None = None, max_tokens: int = 64,
-                   headers: dict | None = None) -> SoakResult:
-    """Drive the server for ``duration`` seconds with ``clients`` concurrent loops."""
+async def run_soak(base_url: str, clients: int, duration: float | None,
+                   disconnect_share: float = 0.1, seed: int = 0, server_pid: int | None = None,
+                   max_tokens: int = 64, headers: dict | None = None,
+                   requests_per_client: int | None = None) -> SoakResult:
+    """Drive the server with ``clients`` concurrent loops, for ``duration`` seconds or
+    (``duration`` None) ``requests_per_client`` requests each: a fixed workload, the same
+    on any machine."""
+    if (duration is None) == (requests_per_client is None):
+        raise ValueError("give either duration or requests_per_client")
     result = SoakResult(rss_start_mb=rss_mb(server_pid))
-    deadline = time.monotonic() + duration
+    deadline = time.monotonic() + (duration or 0.0)
     limits = httpx.Limits(max_connections=clients + 8, max_keepalive_connections=clients)
 
     async with httpx.AsyncClient(base_url=base_url, timeout=300, limits=limits,
                                  headers=headers) as client:
         async def loop(i: int) -> None:
             rng = random.Random(seed * 100003 + i)
-            while time.monotonic() < deadline:
+            sent = 0
+            while (time.monotonic() < deadline if requests_per_client is None
+                   else sent < requests_per_client):
                 await _one(client, rng, result, disconnect_share, max_tokens)
+                sent += 1
 
         await asyncio.gather(*(loop(i) for i in range(clients)))
         # Give aborted requests a moment to leave the engine, then look.

@@ -26,7 +26,6 @@ import yaml
 from pydantic import Field, StrictBool, ValidationError, ValidationInfo, model_validator
 
 from datasets_build.config_sections import (  # noqa: F401  (re-exported)
-    DOMAIN_DRAWS,
     GENERATION_KEYS,
     QUALITY_CHECKS,
     S1_BASE_MAX_TOKENS,

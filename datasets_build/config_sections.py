@@ -27,7 +27,6 @@ from datasets_build.schema import NAME_RE
 
 STAGES = ("collect", "traces", "quality", "difficulty", "domains", "select", "export")
 QUALITY_CHECKS = ("ascii_art", "missing_image", "broken_numbering", "s1_markers")
-DOMAIN_DRAWS = ("benchmark", "uniform", "weighted")
 S1_BASE_TEMPERATURE = 0.05  # s1's data/bulk_inference.py settings for the base models
 S1_BASE_MAX_TOKENS = 32768
 

@@ -27,8 +27,6 @@ from datasets_build.report import build_report, render_markdown
 from datasets_build.schema import Row, col, dump_metadata, metadata
 from datasets_build.tables import StageStats, Table, with_stage, write_table
 
-S1K_COLUMNS = ("question", "solution", "cot_type", "source_type", "metadata", "cot",
-               "thinking_trajectories", "attempt")
 _PIPELINE_FIELDS = ("id", "answer", "domain", "domain_name", "domain_source", "trace_tokens",
                     "solved_by", "selection_order", "selected_by")
 

@@ -32,7 +32,6 @@ OUTPUTS = {"collect": "01_collect.parquet", "traces": "02_traces.parquet",
            "quality": "03_quality.parquet", "difficulty": "04_difficulty.parquet",
            "domains": "05_domains.parquet", "select": "06_select.parquet",
            "export": "07_export"}
-MODEL_STAGES = ("traces", "difficulty", "domains")
 
 Log = Callable[[str], None]
 

@@ -31,7 +31,6 @@ from typing import Any
 
 Row = dict[str, Any]
 
-BASE_COLUMNS = ("id", "question", "solution", "answer", "cot_type", "source_type", "metadata")
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 UNKNOWN_DOMAIN = "unknown"
 

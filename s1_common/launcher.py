@@ -142,11 +142,6 @@ class ServerProcess:
                 time.sleep(POLL_S)
         raise TimeoutError(f"server not ready after {timeout:g} s; log:\n{self.log_tail()}")
 
-    @property
-    def load_held(self) -> bool:
-        """True while the engine load waits for :meth:`release_load`."""
-        return self.gate is not None
-
     def release_load(self, timeout: float = 120.0) -> None:
         """Let a ``hold_load`` server start its engine (waits until it is at the gate)."""
         deadline = time.monotonic() + timeout

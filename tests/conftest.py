@@ -2,11 +2,15 @@
 
 Everything the tests load is built here from nothing (no model hub). Engine
 fixtures are session-scoped: a vLLM engine on CPU takes ~15 s to start.
+
+The suite runs serially (no pytest-xdist): tests sharing a server read its absolute
+gauges (requests running, waiting, in flight) once their own requests are done.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,6 +34,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if ENGINE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.engine)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _clean_s1_environment() -> Iterator[None]:
+    """No ``S1_*`` variable of the developer's shell (a sourced ``.env``) reaches a
+    ``Settings()`` built in-process. Session-wide, so a fixture or test may still set one
+    (monkeypatch) for itself; the launcher strips them for server subprocesses."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in [n for n in os.environ if n.startswith("S1_")]:
+            mp.delenv(name)
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -59,6 +74,7 @@ def tiny_s1_open() -> Path:
 API_KEY = "test-key"
 API_MODEL = "tiny"
 API_EFFORTS = {"none": 0, "low": 3, "medium": 6, "high": 12}
+CORS_ORIGIN = "http://allowed.test"
 # Tool calling as vLLM does it: hermes, with a template that renders tools (the tiny
 # template's own rendering otherwise; tests/test_vllm_parity.py gives vLLM the same flags).
 TOOL_FLAGS = ("--enable-auto-tool-choice", "--tool-call-parser", "hermes",
@@ -79,11 +95,12 @@ def no_whitespace(tiny_s1_open) -> dict[str, int]:
 @pytest.fixture(scope="session")
 def api_server(tiny_s1_open):
     """One real server for the API tests: tiny s1 model, an API key, a 64 KiB body limit,
-    hermes tool calling, small reasoning-effort budgets."""
+    hermes tool calling, small reasoning-effort budgets, one CORS origin."""
     from tests.server_proc import ServerProcess
 
     proc = ServerProcess(tiny_s1_open, "--api-keys", API_KEY, "--served-model-name", API_MODEL,
-                         "--max-body-bytes", "65536", *TOOL_FLAGS,
+                         "--max-body-bytes", "65536", "--cors-origins", CORS_ORIGIN,
+                         *TOOL_FLAGS,
                          "--reasoning-effort-budgets", ",".join(f"{k}={v}" for k, v in
                                                                  API_EFFORTS.items()))
     try:

@@ -16,7 +16,7 @@ import psutil
 from s1_common.launcher import VLLM_SERVER, ServerProcess, free_port, metric_value
 
 __all__ = ["HOLD", "HOLD_TOKENS", "VLLM_SERVER", "KeyedServerProcess", "ServerProcess",
-           "engine_core", "free_port", "held_streams", "metric_value", "small_window_client", "wait_until"]
+           "engine_core", "free_port", "frozen_engine", "held_streams", "metric_value", "small_window_client", "wait_until"]
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, what: str,
@@ -92,6 +92,18 @@ def held_streams(server: ServerProcess, messages: list[dict], count: int) -> Ite
         yield
     wait_until(lambda: server.metric("s1_requests_in_flight") == 0, 60,
                "the held requests to be released")
+
+
+@contextmanager
+def frozen_engine(server: ServerProcess) -> Iterator[psutil.Process]:
+    """The server's engine core stopped (SIGSTOP) for the block, then resumed: nothing is
+    generated meanwhile, however fast the machine, while the API process keeps serving."""
+    core = engine_core(server.proc)
+    core.suspend()
+    try:
+        yield core
+    finally:
+        core.resume()
 
 
 def engine_core(server: subprocess.Popen) -> psutil.Process:

@@ -1,5 +1,6 @@
-"""One SSE reader for the server tests that watch streams from threads (shutdown,
-deadlines, engine death): what a stream carried, and events to synchronise on."""
+"""The SSE readers of the server tests (httpx-sse; no test parses ``data:`` lines itself):
+the events of one response, and a reader for tests that watch streams from threads
+(shutdown, deadlines, engine death): what a stream carried, and events to synchronise on."""
 
 from __future__ import annotations
 
@@ -8,7 +9,31 @@ import threading
 from dataclasses import dataclass, field
 
 import httpx
-from httpx_sse import connect_sse
+from httpx_sse import EventSource, connect_sse
+
+DONE = {"done": True}  # what :func:`sse_events` lists for ``data: [DONE]``
+
+
+def sse_events(resp: httpx.Response) -> list[dict]:
+    """The JSON data of every event of a streamed response, ``[DONE]`` as :data:`DONE`."""
+    return [DONE if sse.data == "[DONE]" else json.loads(sse.data)
+            for sse in EventSource(resp).iter_sse()]
+
+
+def sse_typed(resp: httpx.Response) -> list[tuple[str, object]]:
+    """(event name, JSON data) of every event; ``[DONE]`` as None (Responses and Anthropic
+    Messages name their events; chat and completions events are all ``message``)."""
+    return [(sse.event, None if sse.data == "[DONE]" else json.loads(sse.data))
+            for sse in EventSource(resp).iter_sse()]
+
+
+def stream_post(base_url: str, path: str, body: dict, headers: dict | None = None,
+                timeout: float = 120) -> list[dict]:
+    """POST ``body`` with ``stream`` set; the events (:func:`sse_events`) of a 200."""
+    with httpx.stream("POST", base_url + path, json={**body, "stream": True},
+                      headers=headers, timeout=timeout) as resp:
+        assert resp.status_code == 200, resp.read()
+        return sse_events(resp)
 
 
 @dataclass

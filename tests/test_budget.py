@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from server.budget.draws import attempt_happened, uniform_for_step
+from server.budget.draws import uniform_bits, uniform_bits_block
 from server.budget.machine import (
     DONE,
     FORCE,
@@ -141,6 +141,19 @@ MODEL_VOCAB = [t for t in VOCAB if t != WAIT]
 
 
 def _count_by_hand(sp: BudgetSpec, out: list[int]) -> dict:
+    """:func:`_spans_by_hand`, and from the same scan: ``hit_max`` (thinking stopped at the
+    maximum with a forced token after it) and ``continuations`` (the continuation's first
+    id inside the thinking; the scripted model never writes it)."""
+    hand = _spans_by_hand(sp, out)
+    t0, t1 = hand["thinking_span"]
+    hand["hit_max"] = (hand["phase"] != Phase.BEFORE and sp.thinking_max is not None
+                       and t1 - t0 == sp.thinking_max and t1 < len(out)
+                       and out[t1] not in sp.stop_ids)
+    hand["continuations"] = out[t0:t1].count(sp.continuation_ids[0])
+    return hand
+
+
+def _spans_by_hand(sp: BudgetSpec, out: list[int]) -> dict:
     """Where thinking starts and stops in ``out``, found by scanning for the delimiters
     (no state machine): the start delimiter (unless the prompt opened the block); then the
     first end-delimiter token, end-of-turn id, or the newline forced at the maximum."""
@@ -202,8 +215,8 @@ def test_replay_matches_a_count_by_hand_on_random_streams():
         assert acc.phase == hand["phase"], (sp, out)
         assert acc.thinking_span == hand["thinking_span"], (sp, out)
         assert acc.answer_span == hand["answer_span"], (sp, out)
-        assert acc.hit_max == log["cut"], (sp, out)
-        assert acc.continuations == log["replaced"], (sp, out)
+        assert acc.hit_max == hand["hit_max"] == log["cut"], (sp, out)
+        assert acc.continuations == hand["continuations"] == log["replaced"], (sp, out)
         if hi is not None:
             assert acc.thinking_tokens <= hi
         if lo is not None and acc.phase >= Phase.ANSWER:
@@ -263,26 +276,49 @@ def test_spec_dict_round_trip():
     assert BudgetSpec.from_dict(s.to_dict()) == s
 
 
-def test_uniform_for_step_is_deterministic_and_uniform():
-    assert uniform_for_step(1, 5) == uniform_for_step(1, 5)
-    assert uniform_for_step(1, 5) != uniform_for_step(2, 5)
-    draws = [uniform_for_step(42, i) for i in range(20000)]
-    assert all(0.0 <= u < 1.0 for u in draws)
-    mean = sum(draws) / len(draws)
+def test_uniform_bits_are_deterministic_and_uniform():
+    assert uniform_bits(1, 5) == uniform_bits(1, 5)
+    assert uniform_bits(1, 5) != uniform_bits(2, 5)
+    draws = [uniform_bits(42, i) for i in range(20000)]
+    assert all(0 <= u < 1 << 53 for u in draws)
+    mean = sum(draws) / len(draws) / (1 << 53)
     assert abs(mean - 0.5) < 0.01
 
 
+@pytest.mark.parametrize(("seed", "start", "count"), [(0, 0, 1), (7, 0, 500),
+                                                      (2**63 - 1, 1000, 64), (12345, 3, 0)])
+def test_uniform_bits_block_is_the_scalar_draws(seed, start, count):
+    """Production draws a block with numpy; it must be the scalar definition, bit for bit."""
+    assert uniform_bits_block(seed, start, count) == [
+        uniform_bits(seed, p) for p in range(start, start + count)]
+
+
 def test_probability_rule_matches_model_probability():
-    """Replacing with probability p reproduces the model's attempt rate."""
-    # A model whose softmax gives the end token p = 0.3 at temperature 1.
-    p = 0.3
-    n = 20000
-    hits = sum(attempt_happened(p, uniform_for_step(7, i)) for i in range(n))
-    # Binomial: 4 standard deviations.
-    sd = math.sqrt(n * p * (1 - p))
-    assert abs(hits - n * p) < 4 * sd
-    assert not attempt_happened(0.0, 0.0)
-    assert attempt_happened(1.0, 0.999)
+    """The device rule (logits_edit, a sampled guarded row) replaces the attempt with the
+    model's own probability of it: 20,000 rows whose softmax gives the end token p = 0.3."""
+    import torch
+
+    from server.engine.logits_edit import GUARD_SAMPLED, apply_plan, float32_bits
+
+    p, n, attempt, repl = 0.3, 20000, 0, 3
+    row = torch.log(torch.tensor([p, (1 - p) / 3, (1 - p) / 3, (1 - p) / 3]))
+    logits = row.repeat(n, 1)
+    u = uniform_bits_block(7, 0, n)
+    plan = torch.tensor([[i, repl, GUARD_SAMPLED, float32_bits(1.0), attempt, u[i]]
+                         for i in range(n)], dtype=torch.int64)
+    apply_plan(logits, plan, 0, 0, 0)
+    hit = torch.isinf(logits[:, 1])  # tried: only the replacement is left
+    assert torch.equal(hit, torch.isinf(logits[:, 2]))
+    assert bool((logits[hit, repl] == 0).all())
+    assert bool(torch.isinf(logits[~hit, attempt]).all())  # not tried: the attempt is masked
+    assert torch.equal(hit, torch.tensor([b < p * 2**53 for b in u]))
+    sd = math.sqrt(n * p * (1 - p))  # binomial: within 4 standard deviations
+    assert abs(int(hit.sum()) - n * p) < 4 * sd
+    for p_edge, tried in ((0.0, False), (1.0, True)):
+        edge = torch.log(torch.tensor([[p_edge, 1 - p_edge, 0.0, 0.0]]))
+        apply_plan(edge, torch.tensor([[0, repl, GUARD_SAMPLED, float32_bits(1.0), attempt,
+                                        (1 << 53) - 1 if tried else 0]]), 0, 0, 0)
+        assert bool(edge[0, repl] == 0) is tried
 
 
 def test_decide_states():

@@ -1,18 +1,17 @@
 """The per-choice ``budget`` object through the real server (demo model, greedy).
 
 Unit tests (tests/test_interventions.py) check the object against the token ids; here
-the same object must arrive on the native chat and completions paths, streamed (in the
+the same object must arrive on chat and completions, streamed (in the
 final chunk of each choice) and not, and agree with the text and usage it comes with.
 """
 
 from __future__ import annotations
 
-import json
-
 import httpx
 import pytest
 
 from tests.conftest import DEMO_KEY
+from tests.stream_reader import DONE, stream_post
 
 pytestmark = pytest.mark.engine
 
@@ -21,18 +20,17 @@ HEADERS = {"Authorization": f"Bearer {DEMO_KEY}"}
 
 
 def chat(server, stream: bool = False, **body) -> dict:
-    payload = {"messages": [{"role": "user", "content": Q}], "temperature": 0,
-               "stream": stream, **body}
-    r = httpx.post(server.base_url + "/v1/chat/completions", json=payload, headers=HEADERS,
-                   timeout=120)
-    assert r.status_code == 200, r.text
+    payload = {"messages": [{"role": "user", "content": Q}], "temperature": 0, **body}
     if not stream:
+        r = httpx.post(server.base_url + "/v1/chat/completions", json=payload,
+                       headers=HEADERS, timeout=120)
+        assert r.status_code == 200, r.text
         return r.json()
     reasoning, content, budget, finish = "", "", None, None
-    for line in r.text.splitlines():
-        if not line.startswith("data: ") or line == "data: [DONE]":
-            continue
-        for ch in json.loads(line[6:])["choices"]:
+    events = stream_post(server.base_url, "/v1/chat/completions", payload, HEADERS)
+    assert events[-1] == DONE
+    for event in events[:-1]:
+        for ch in event["choices"]:
             assert budget is None, "the budget object comes with the choice's last chunk"
             reasoning += ch["delta"].get("reasoning") or ""
             content += ch["delta"].get("content") or ""
@@ -42,15 +40,20 @@ def chat(server, stream: bool = False, **body) -> dict:
                          "budget": budget}]}
 
 
+# The README's example (README.md, "budget" object): greedy, so exact.
+README_BUDGET = {"thinking_min": 16, "thinking_max": None, "thinking_continuation": "Wait",
+                 "thinking_tokens": 69, "answer_tokens": 10, "continuation_count": 1,
+                 "continuations": [{"token": 15, "char": 15, "output_index": 15}],
+                 "hit_max": False, "cut": None, "natural_end": True, "end": "natural"}
+
+
 def test_forced_continuation_is_reported_where_it_is(demo_server):
     r = chat(demo_server, thinking_min=16)
     b, msg = r["choices"][0]["budget"], r["choices"][0]["message"]
+    assert b == README_BUDGET
     assert b["thinking_tokens"] == r["usage"]["completion_tokens_details"]["reasoning_tokens"]
-    assert b["thinking_tokens"] >= 16 and b["continuation_count"] >= 1
-    assert b["thinking_min"] == 16 and b["thinking_continuation"] == "Wait"
     for m in b["continuations"]:
         assert msg["reasoning"][m["char"]:].startswith("Wait")
-    assert b["end"] == "natural" and b["natural_end"] and not b["hit_max"] and b["cut"] is None
     assert 0 < b["answer_tokens"] < r["usage"]["completion_tokens"] - b["thinking_tokens"]
     streamed = chat(demo_server, stream=True, thinking_min=16)["choices"][0]
     assert streamed["budget"] == b and streamed["message"]["reasoning"] == msg["reasoning"]

@@ -19,8 +19,7 @@ import os
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +43,7 @@ from client import (
     UsageEvent,
 )
 from tests.conftest import API_KEY, API_MODEL
-from tests.server_proc import ServerProcess, free_port
+from tests.server_proc import ServerProcess, free_port, wait_until
 
 pytestmark = pytest.mark.engine
 
@@ -52,14 +51,6 @@ ROOT = Path(__file__).resolve().parents[1]
 QUESTION = "How many r in raspberry?"
 THINK_PROMPT = "Q: How many r in raspberry?\n<|im_start|>think\n"  # opens thinking
 SAMPLED = {"temperature": 1.0, "seed": 3}  # seeded sampling: non-empty, repeatable thinking
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 300.0) -> None:
-    """Until ``condition()`` (the server's state, read from /metrics) holds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not after {timeout:g} s"
-        time.sleep(0.05)
 
 
 # ------------------------------------------------------------------ servers
@@ -138,7 +129,7 @@ def test_503_while_loading_then_retry(loading_server: ServerProcess,
     turned_away: list[int] = []
 
     def load_after_the_first_503(response: httpx.Response) -> None:
-        if response.status_code == 503 and loading_server.load_held:
+        if response.status_code == 503 and not turned_away:
             turned_away.append(503)
             loading_server.release_load()  # the engine starts loading only now
 
@@ -189,8 +180,8 @@ def test_429_at_the_in_flight_limit(limited_server: ServerProcess,
         held = holder.chat(QUESTION, stream=True, **HOLD)
         # The engine generates every token of the held request; then only the unread
         # stream keeps it in flight.
-        wait_for(lambda: proc.metric("vllm:generation_tokens_total") - generated
-                 == HOLD["n"] * HOLD["max_tokens"], "the engine never finished")
+        wait_until(lambda: proc.metric("vllm:generation_tokens_total") - generated
+                   == HOLD["n"] * HOLD["max_tokens"], 300, "the engine to finish")
         assert proc.metric("s1_requests_in_flight") == 1
         with Client(proc.base_url, max_retries=0) as probe, \
                 pytest.raises(RateLimitError) as err:
@@ -201,8 +192,8 @@ def test_429_at_the_in_flight_limit(limited_server: ServerProcess,
         def free_the_slot(response: httpx.Response) -> None:
             if response.status_code == 429 and not held.response.is_closed:
                 held.close()
-                wait_for(lambda: proc.metric("s1_requests_in_flight") == 0,
-                         "the closed stream kept its slot")
+                wait_until(lambda: proc.metric("s1_requests_in_flight") == 0, 300,
+                           "the closed stream to free its slot")
 
         with caplog.at_level(logging.INFO, logger="client"), \
                 httpx.Client(event_hooks={"response": [free_the_slot]}) as http, \

@@ -29,9 +29,9 @@ import httpx
 import pytest
 
 from datasets_build import cli
-from datasets_build.export import S1K_COLUMNS
 from datasets_build.tables import read_table
 from tests.conftest import API_KEY
+from tests.helpers import S1K_COLUMNS
 from tests.pool import EXPECTED
 
 pytestmark = pytest.mark.engine

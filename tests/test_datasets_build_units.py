@@ -20,13 +20,14 @@ from datasets_build.collect import run_collect
 from datasets_build.config import ConfigError, PreselectRule, Select, load_config
 from datasets_build.decontam import Decontaminator
 from datasets_build.domains import msc_codes, parse_code
-from datasets_build.export import S1K_COLUMNS, to_layout
+from datasets_build.export import to_layout
 from datasets_build.judging import clean_math, free_text, machine_grade, parse_verdict
 from datasets_build.schema import question_id
 from datasets_build.selection import draw_rank, select_rows
 from datasets_build.tables import StageStats, Table, read_table, with_stage, write_table
 from datasets_build.thinking import split_thinking
 from s1_common.cache import ResponseCache, request_key
+from tests.helpers import S1K_COLUMNS
 from tests.pool import EXPECTED, build_pool
 
 POOL = Path(__file__).parent / "data" / "pool"

@@ -7,6 +7,7 @@ in test_server_settings.py.)
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import threading
@@ -18,6 +19,7 @@ from tests.server_proc import (
     HOLD,
     HOLD_TOKENS,
     ServerProcess,
+    frozen_engine,
     wait_until,
 )
 from tests.stream_reader import StreamRecord, read_in_thread, read_stream
@@ -55,34 +57,83 @@ def refuses_connections(server: ServerProcess) -> bool:
 
 
 # ---------------------------------------------------------------------- deadlines
-@pytest.fixture
-def strict(tiny_s1_open):  # one test: stopped as soon as it is done
-    proc = ServerProcess(tiny_s1_open, "--request-timeout-s", "1.5", "--max-model-len", "4096")
+@pytest.fixture(scope="module")
+def strict(tiny_s1_open):
+    """A 1.5 s deadline, and (so one server start serves both) no thinking format."""
+    proc = ServerProcess(tiny_s1_open, "--request-timeout-s", "1.5", "--served-model-name", "tiny",
+                         "--thinking-format", "none")
     try:
         yield proc.wait_ready()
     finally:
         assert proc.stop() == 0
 
 
-def test_deadline_aborts_request(strict):
-    # 16 x 4000 tokens: several seconds even on an idle CPU, so the 1.5 s deadline fires
-    # first (a slower machine only makes it surer); the token count below shows it did.
-    body = {"messages": MSG, "max_tokens": 4000, "ignore_eos": True, "n": 16,
-            "temperature": 1}
-    tokens_before = strict.metric("vllm:generation_tokens_total")
-    r = httpx.post(strict.base_url + "/v1/chat/completions", json=body, timeout=120)
-    assert r.status_code == 504, r.text
-    err = r.json()["error"]
-    assert "deadline" in err["message"] and err["request_id"]
-    rec = StreamRecord()
-    with httpx.Client(base_url=strict.base_url, timeout=120) as client:
-        read_stream(client, {**body, "stream": True}, rec)
-    assert rec.status == 200 and "deadline" in rec.error["message"]
-    assert rec.done
-    wait_until(lambda: strict.metric("vllm:num_requests_running") == 0
-               and strict.metric("s1_requests_in_flight") == 0, 60, "the aborts")
+# Every generating surface; the engine core is frozen while each request waits, so the
+# 1.5 s deadline fires before any token, however fast the machine.
+DEADLINE_BODIES = {
+    "/v1/chat/completions": {"messages": MSG, "max_tokens": 40},
+    "/v1/completions": {"prompt": "How many r", "max_tokens": 40},
+    "/v1/responses": {"input": "How many r", "max_output_tokens": 40},
+    "/v1/messages": {"messages": MSG, "max_tokens": 40},
+}
+DEADLINE_MESSAGE = "the request ran past its 1.5 s deadline and was aborted"
+
+
+@pytest.mark.parametrize("path", list(DEADLINE_BODIES))
+def test_deadline_aborts_request(strict, path):
+    body = {"model": "tiny", **DEADLINE_BODIES[path]}
+    with frozen_engine(strict):
+        r = httpx.post(strict.base_url + path, json=body, timeout=120)
+        assert r.status_code == 504, r.text
+        err = r.json()["error"]
+        assert err["message"].startswith(DEADLINE_MESSAGE), err
+        if path != "/v1/messages":  # OpenAI's shape (Anthropic's has type and message only)
+            assert err["request_id"] and err["code"] == 504 and err["type"] == "timeout_error"
+        assert strict.metric("s1_requests_in_flight") == 0
+    wait_until(lambda: strict.metric("vllm:num_requests_running") == 0, 60, "the aborts")
     assert strict.metric("vllm:num_requests_waiting") == 0
-    assert strict.metric("vllm:generation_tokens_total") - tokens_before < 2 * 16 * 4000
+
+
+# Known defects (the fix belongs in server/api/request_layer.py): a Responses stream cut by
+# the deadline ends after response.in_progress with no error or failed event, and the
+# Anthropic stream's error event is vLLM's internal validation error of a chat chunk
+# instead of the deadline message. Strict xfails limited to that AssertionError.
+STREAM_DEFECT = pytest.mark.xfail(strict=True, raises=AssertionError,
+                                  reason="the deadline's error does not reach this stream")
+
+
+@pytest.mark.parametrize("path", [
+    "/v1/chat/completions", "/v1/completions",
+    pytest.param("/v1/responses", marks=STREAM_DEFECT),
+    pytest.param("/v1/messages", marks=STREAM_DEFECT)])
+def test_deadline_ends_the_stream_with_its_error(strict, path):
+    body = {"model": "tiny", **DEADLINE_BODIES[path]}
+    with frozen_engine(strict):
+        rec = StreamRecord()
+        with httpx.Client(base_url=strict.base_url, timeout=120) as client:
+            read_stream(client, {**body, "stream": True}, rec, path=path)
+        # The stream had begun (200): its last event is the error, in the surface's shape.
+        assert rec.status == 200 and rec.events, rec
+        assert DEADLINE_MESSAGE in json.dumps(rec.events[-1]), rec.events
+        # The API process let both go while the engine was still frozen.
+        assert strict.metric("s1_requests_in_flight") == 0
+    wait_until(lambda: strict.metric("vllm:num_requests_running") == 0, 60, "the aborts")
+    assert strict.metric("vllm:num_requests_waiting") == 0
+
+
+def test_budgets_without_a_thinking_format_are_400(strict):
+    """--thinking-format none: a budget cannot be enforced, so it is refused; an effort
+    level (a hint, not a promise) is served without one."""
+    body = {"model": "tiny", "messages": MSG, "max_tokens": 8}
+    for budget, param in (({"thinking_max": 4}, "thinking_max"),
+                          ({"thinking_min": 2}, "thinking_min")):
+        r = httpx.post(strict.base_url + "/v1/chat/completions", json={**body, **budget})
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert err["param"] == param and "no thinking format" in err["message"], err
+    r = httpx.post(strict.base_url + "/v1/chat/completions", timeout=120,
+                   json={**body, "reasoning_effort": "low"})
+    assert r.status_code == 200 and r.json()["choices"][0].get("budget") is None, r.text
 
 
 # ----------------------------------------------------------------------- shutdown

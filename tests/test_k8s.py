@@ -306,7 +306,7 @@ def test_env_vars_are_settings_and_shape_matches_gpus(overlay, monkeypatch):
 def memory_plan(overlay: str, gpu_bytes: int):
     """The memory arithmetic of server/engine/preflight.py for one overlay's serving pod."""
     from server.engine.preflight import MemoryPlan
-    from tests.test_preflight import SHAPE
+    from tests.helpers import SHAPE
 
     env = plain_env(server_pod(rendered(overlay))["spec"]["containers"][0])
     tp, _, pp, _, _ = SHAPES[overlay]
@@ -426,7 +426,7 @@ def autoscaler_queries(docs: list[dict]) -> list[str]:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_autoscaler_metrics_are_exported(overlay):
-    from tests.test_deploy import promql_metric_names
+    from tests.helpers import promql_metric_names
 
     docs = rendered(overlay)
     queries = autoscaler_queries(docs)

@@ -320,7 +320,7 @@ def test_the_shipped_scrape_config_reaches_the_serving_pods(overlay):
 
 def k8s_metric_names() -> dict[str, str]:
     """{metric: where} for every metric a shipped autoscaler, adapter rule or alert names."""
-    from tests.test_deploy import promql_metric_names
+    from tests.helpers import promql_metric_names
 
     names: dict[str, str] = {}
     for overlay in OVERLAYS + EXAMPLES:

@@ -26,17 +26,7 @@ from server.engine.preflight import (
     weight_bytes_for,
 )
 from server.settings import Settings
-
-# config.json of Qwen/Qwen2.5-32B, the base of simplescaling/s1.1-32B (the fields that count).
-QWEN25_32B = {
-    "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "vocab_size": 152064,
-    "hidden_size": 5120, "num_hidden_layers": 64, "num_attention_heads": 40,
-    "num_key_value_heads": 8, "intermediate_size": 27648, "tie_word_embeddings": False,
-    "max_position_embeddings": 32768, "torch_dtype": "bfloat16",
-}
-# What NVML reports for an H100 80GB HBM3: 81,559 MiB (79.65 GiB).
-H100_BYTES = 81559 * 1024**2
-SHAPE = ModelShape.from_config(QWEN25_32B)
+from tests.helpers import H100_BYTES, QWEN25_32B, SHAPE
 
 
 def test_qwen25_32b_weights_and_kv_per_token():

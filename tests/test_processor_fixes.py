@@ -22,7 +22,7 @@ from server.engine.logits_processor import (
     fallback_seed,
     request_budget,
 )
-from tests.test_processor_contract import attempt_prone_logits, random_request
+from tests.processor_reference import attempt_prone_logits, random_request
 
 SPEC = BudgetSpec(start_ids=(), end_ids=(10, 11), stop_ids={2}, continuation_ids=(20, 21),
                   thinking_min=3, thinking_max=8)

@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import anthropic
 import httpx
 import pytest
 
 from tests.conftest import CACHE
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = pytest.mark.engine
 MSG = [{"role": "user", "content": "How many r in strawberry?"}]
 
 
@@ -71,7 +72,6 @@ def test_budgets_with_thinking_on(qwen3_server, delegated):
 
 def test_anthropic_budget_tokens_is_thinking_max(qwen3_server):
     """Anthropic's smallest budget (1024) needs a longer context than the API suite's."""
-    anthropic = pytest.importorskip("anthropic")
     client = anthropic.Anthropic(base_url=qwen3_server.base_url, api_key="-", max_retries=0)
     m = client.messages.create(model="tiny-qwen3", max_tokens=1040, messages=MSG,
                                thinking={"type": "enabled", "budget_tokens": 1024},

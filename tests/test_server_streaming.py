@@ -14,8 +14,9 @@ import httpx
 import pytest
 
 from tests.conftest import API_KEY as KEY
-from tests.server_proc import wait_until
-from tests.test_server import AUTH, MSG, metric, post, sse_events
+from tests.helpers import AUTH, MSG, post
+from tests.server_proc import frozen_engine, wait_until
+from tests.stream_reader import DONE, sse_events
 
 pytestmark = pytest.mark.engine
 
@@ -30,7 +31,7 @@ def stream(server, body: dict, path: str = "/v1/chat/completions") -> list[dict]
                       json={**body, "stream": True}, timeout=120) as resp:
         assert resp.status_code == 200, resp.read()
         events = sse_events(resp)
-    assert events[-1] == {"done": True}
+    assert events[-1] == DONE
     assert not any("error" in e for e in events), events
     return events[:-1]
 
@@ -162,8 +163,13 @@ def test_multibyte_characters_split_across_tokens_stream_whole(server, tiny_s1_o
             "logit_bias": {str(end_id): 20}}  # every free step tries to end thinking
     plain = post(server, "/v1/chat/completions", body).json()["choices"][0]
     reasoning = plain["message"]["reasoning"]
-    assert plain["budget"]["continuation_count"] >= 1
-    assert reasoning.count(cont) >= plain["budget"]["continuation_count"]
+    # Greedy, every free step tries to end: the block's first step is held (the model's next
+    # choice is written), then guarded steps (the attempt becomes the len(ids)-token
+    # continuation) and held ones alternate, until the 12-token minimum is passed.
+    waits = -(-(12 - 1) // (len(ids) + 1))
+    assert plain["budget"]["continuation_count"] == waits
+    assert plain["budget"]["thinking_tokens"] == 1 + waits * (len(ids) + 1)
+    assert reasoning.count(cont) >= waits
     events = stream(server, body)
     pieces = deltas(events, 0, "reasoning")
     # Equal texts: a delta cut inside a character would have put a U+FFFD replacement
@@ -194,18 +200,20 @@ def chat_statuses(server) -> dict[str, float]:
 
 def leave_and_wait(server, extra: dict | None = None
                    ) -> tuple[float, dict[str, float], dict[str, float]]:
-    """A client sends a long non-streamed request (16 x 900 tokens: seconds of engine time
-    even on an idle CPU) and leaves at once; wait until the server has ended and counted
-    it. Returns the tokens the engine generated meanwhile, the statuses before and after."""
-    tokens, before = metric(server, "vllm:generation_tokens_total"), chat_statuses(server)
-    _send_and_leave(server, {"messages": MSG, "max_tokens": 900, "ignore_eos": True, "n": 16,
-                             **(extra or {})})
-    # The middleware counts a request once it has ended, whatever its status.
-    wait_until(lambda: sum(chat_statuses(server).values()) == sum(before.values()) + 1, 120,
-               "the request to end")
-    wait_until(lambda: metric(server, "vllm:num_requests_running") == 0
-               and metric(server, "s1_requests_in_flight") == 0, 60, "the engine to let go")
-    return metric(server, "vllm:generation_tokens_total") - tokens, before, chat_statuses(server)
+    """A client sends a long non-streamed request (16 x 900 tokens) and leaves at once;
+    wait until the server has ended and counted it. The engine core is frozen meanwhile, so
+    it cannot finish the request first, however fast the machine. Returns the tokens the
+    engine generated meanwhile, the statuses before and after."""
+    tokens, before = server.metric("vllm:generation_tokens_total"), chat_statuses(server)
+    with frozen_engine(server):
+        _send_and_leave(server, {"messages": MSG, "max_tokens": 900, "ignore_eos": True,
+                                 "n": 16, **(extra or {})})
+        # The middleware counts a request once it has ended, whatever its status.
+        wait_until(lambda: sum(chat_statuses(server).values()) == sum(before.values()) + 1,
+                   120, "the request to end")
+    wait_until(lambda: server.metric("vllm:num_requests_running") == 0
+               and server.metric("s1_requests_in_flight") == 0, 60, "the engine to let go")
+    return server.metric("vllm:generation_tokens_total") - tokens, before, chat_statuses(server)
 
 
 # A plain request and one with logprobs (which once took another path).
@@ -215,7 +223,7 @@ PATHS = pytest.mark.parametrize("extra", [{}, {"logprobs": True}], ids=["plain",
 @PATHS
 def test_non_streamed_client_disconnect_aborts_the_engine_request(server, extra):
     generated, _, _ = leave_and_wait(server, extra)
-    assert metric(server, "vllm:num_requests_waiting") == 0
+    assert server.metric("vllm:num_requests_waiting") == 0
     assert generated < 16 * 900  # it ended without all its tokens: aborted, not finished
 
 

@@ -13,13 +13,15 @@ thinking gets the forced newline before the end delimiter (--newline-before-forc
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import httpx
+import openai
 import pytest
 
 from tests.conftest import API_KEY, API_MODEL
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = pytest.mark.engine
 
 CITIES = ["Paris", "Rome"]
 WEATHER = {"type": "function", "function": {
@@ -46,7 +48,6 @@ TOOL_TURN = [
 
 @pytest.fixture(scope="module")
 def oai(api_server):
-    openai = pytest.importorskip("openai")
     return openai.OpenAI(base_url=api_server.base_url + "/v1", api_key=API_KEY, max_retries=0)
 
 
@@ -68,13 +69,27 @@ def check_call(name: str, arguments: str) -> None:
     assert value in schema[name]["properties"][key]["enum"]
 
 
-def streamed(stream) -> tuple[dict[int, dict], str, str]:
-    """Tool calls gathered from the deltas (by index), content, and reasoning."""
+@dataclass
+class Streamed:
+    """What a stream carried: tool calls gathered from the deltas (by index), content,
+    reasoning, the finish reason, and the usage chunk (when asked for)."""
+
+    calls: dict[int, dict]
+    content: str
+    reasoning: str
+    finish_reason: str | None
+    usage: object
+
+
+def streamed(stream) -> Streamed:
     calls: dict[int, dict] = {}
     content = reasoning = ""
+    finish, usage = None, None
     for chunk in stream:
+        usage = chunk.usage or usage
         if not chunk.choices:
             continue
+        finish = chunk.choices[0].finish_reason or finish
         d = chunk.choices[0].delta
         content += d.content or ""
         reasoning += (d.model_extra or {}).get("reasoning") or ""
@@ -85,7 +100,7 @@ def streamed(stream) -> tuple[dict[int, dict], str, str]:
                 call["name"] += tc.function.name
             if tc.function and tc.function.arguments:
                 call["arguments"] += tc.function.arguments
-    return calls, content, reasoning
+    return Streamed(calls, content, reasoning, finish, usage)
 
 
 @pytest.mark.parametrize("choice", [NAMED, "required"], ids=["named", "required"])
@@ -109,12 +124,12 @@ def test_forced_tool_call(create, choice):
 
 @pytest.mark.parametrize("choice", [NAMED, "required"], ids=["named", "required"])
 def test_forced_tool_call_streamed(create, choice):
-    calls, content, reasoning = streamed(create(tool_choice=choice, stream=True))
-    assert calls, (content, reasoning)
-    for call in calls.values():
+    s = streamed(create(tool_choice=choice, stream=True))
+    assert s.calls, s
+    for call in s.calls.values():
         assert call["id"]
         check_call(call["name"], call["arguments"])
-    assert reasoning.strip()
+    assert s.reasoning.strip()
 
 
 def test_reasoning_tokens_is_thinking_max_before_call(create):
@@ -128,22 +143,30 @@ def test_no_parallel_calls(create):
     calls = r.choices[0].message.tool_calls
     assert calls is not None and len(calls) == 1
     check_call(calls[0].function.name, calls[0].function.arguments)
-    calls, _, _ = streamed(create(tool_choice="required", parallel_tool_calls=False,
-                                  max_tokens=120, stream=True))
-    assert len(calls) == 1
+    s = streamed(create(tool_choice="required", parallel_tool_calls=False, max_tokens=120,
+                        stream=True))
+    assert len(s.calls) == 1
 
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_tool_result_turn(create, api_server, stream):
-    r = create(messages=TOOL_TURN, max_tokens=20, stream=stream)
+    r = create(messages=TOOL_TURN, max_tokens=20, stream=stream,
+               **({"stream_options": {"include_usage": True}} if stream else {}))
     if stream:
-        calls, content, reasoning = streamed(r)
-        assert reasoning or content or calls
+        s = streamed(r)
+        finish, usage, calls = s.finish_reason, s.usage, list(s.calls.values())
+        arguments = [call["arguments"] for call in calls]
+        assert s.content or calls, s  # the answer after the thinking arrived
     else:
         c = r.choices[0]
-        assert c.message.role == "assistant" and c.finish_reason in ("stop", "length",
-                                                                     "tool_calls")
-        assert r.usage.completion_tokens <= 20
+        assert c.message.role == "assistant"
+        finish, usage, calls = c.finish_reason, r.usage, c.message.tool_calls or []
+        arguments = [call.function.arguments for call in calls]
+    assert (finish == "tool_calls") == bool(calls) and finish in ("stop", "length", "tool_calls")
+    for args in arguments:
+        json.loads(args)
+    assert usage.completion_tokens <= 20
+    assert usage.completion_tokens_details.reasoning_tokens == BUDGET["thinking_max"]
     # The template rendered the call and its result into the prompt.
     auth = {"Authorization": f"Bearer {API_KEY}"}
     toks = httpx.post(api_server.base_url + "/tokenize", headers=auth, timeout=60, json={
@@ -159,17 +182,21 @@ def test_tool_result_turn(create, api_server, stream):
 def test_auto_valid_shape(create, stream):
     """A random model may or may not call a tool; either way the answer is well formed."""
     if stream:
-        calls, content, _ = streamed(create(tool_choice="auto", max_tokens=30, stream=True))
-        for call in calls.values():
-            json.loads(call["arguments"])
-        return
-    r = create(tool_choice="auto", max_tokens=30)
-    c = r.choices[0]
-    assert c.finish_reason in ("stop", "length", "tool_calls")
-    assert c.message.tool_calls or isinstance(c.message.content, str | None)
-    for call in c.message.tool_calls or ():
-        json.loads(call.function.arguments)
-    assert r.usage.completion_tokens_details.reasoning_tokens >= BUDGET["thinking_min"]
+        s = streamed(create(tool_choice="auto", max_tokens=30, stream=True,
+                            stream_options={"include_usage": True}))
+        finish, usage = s.finish_reason, s.usage
+        arguments = [call["arguments"] for call in s.calls.values()]
+    else:
+        r = create(tool_choice="auto", max_tokens=30)
+        c = r.choices[0]
+        finish, usage = c.finish_reason, r.usage
+        arguments = [call.function.arguments for call in c.message.tool_calls or ()]
+    # "tool_calls" exactly when the answer is calls; otherwise "stop" or "length".
+    assert (finish == "tool_calls") == bool(arguments), (finish, arguments)
+    assert finish in ("stop", "length", "tool_calls")
+    for args in arguments:
+        json.loads(args)
+    assert usage.completion_tokens_details.reasoning_tokens == BUDGET["thinking_max"]
 
 
 def test_tool_choice_none_calls_nothing(create):

@@ -121,3 +121,87 @@ def test_optional_bool_settings_are_flags():
     assert load_settings([]).enable_chunked_prefill is None
     assert load_settings(["--enable-chunked-prefill"]).enable_chunked_prefill is True
     assert load_settings(["--no-enable-chunked-prefill"]).enable_chunked_prefill is False
+
+
+@pytest.mark.parametrize("config", [None, '{"eos_token_id": [7, 9]}', "{not json"],
+                         ids=["missing", "valid", "broken"])
+def test_generation_config_end_ids_and_the_broken_file_warning(tiny_s1, tmp_path, caplog,
+                                                               config):
+    """The end-of-turn ids the minimum holds back include generation_config.json's; a broken
+    file (transformers raises OSError for it, as for a missing one) is warned about."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from server.engine.loader import stop_ids_for
+
+    for path in tiny_s1.iterdir():
+        if path.name not in ("generation_config.json", "model.safetensors"):
+            shutil.copy(path, tmp_path / path.name)
+    if config is not None:
+        (tmp_path / "generation_config.json").write_text(config)
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    with caplog.at_level("WARNING", logger="server.engine.loader"):
+        ids = stop_ids_for(tok, str(tmp_path))
+    base = {tok.convert_tokens_to_ids(t) for t in ("<|endoftext|>", "<|im_end|>")}
+    assert ids == (base | {7, 9} if config and config.startswith('{"') else base)
+    warned = [r.getMessage() for r in caplog.records]
+    assert (config == "{not json") == any("generation_config.json" in m for m in warned), warned
+
+
+class _FakeApp:
+    """What :func:`server.api.watchdog.watch_engine` reads of the app: its state."""
+
+    def __init__(self, dead_after: int, load_error: str | None = None,
+                 exits: list[int] | None = None) -> None:
+        from types import SimpleNamespace
+
+        self.polls = 0
+
+        def engine_dead() -> bool:
+            self.polls += 1
+            return self.polls > dead_after
+
+        self.state = SimpleNamespace(engine_dead=engine_dead, load_error=load_error)
+        if exits is not None:
+            self.state.request_exit = exits.append
+
+
+@pytest.mark.parametrize("exit_on_death", [True, False])
+def test_watchdog_exits_with_3_once_the_engine_is_dead(monkeypatch, caplog, exit_on_death):
+    import asyncio
+
+    from server.api import watchdog
+
+    monkeypatch.setattr(watchdog, "POLL_S", 0)
+    exits: list[int] = []
+    app = _FakeApp(dead_after=3, exits=exits)
+    with caplog.at_level("ERROR", logger="server.api.watchdog"):
+        asyncio.run(watchdog.watch_engine(app, exit_on_death))
+    assert app.polls == 4  # it watched until the engine was dead, then stopped
+    assert exits == ([3] if exit_on_death else [])
+    assert "engine-core process is gone" in caplog.text
+    assert ("staying up" in caplog.text) is not exit_on_death
+
+
+def test_watchdog_names_a_failed_load_and_stays_up_without_a_server(monkeypatch, caplog):
+    import asyncio
+
+    from server.api import watchdog
+
+    monkeypatch.setattr(watchdog, "POLL_S", 0)
+    with caplog.at_level("ERROR", logger="server.api.watchdog"):
+        asyncio.run(watchdog.watch_engine(_FakeApp(0, load_error="no such model"), True))
+    assert "failed to start (no such model)" in caplog.text and "no server to stop" in caplog.text
+
+
+def test_hard_exit_exits_the_process_with_the_code(monkeypatch):
+    """The guard behind a graceful stop that hangs: os._exit with the watchdog's code."""
+    import os
+
+    import server.__main__ as main
+
+    codes: list[int] = []
+    monkeypatch.setattr(os, "_exit", codes.append)
+    main._hard_exit(3, 5.0)
+    assert codes == [3]

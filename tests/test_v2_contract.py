@@ -20,7 +20,7 @@ from vllm import SamplingParams
 from vllm.v1.worker.gpu.sample.logits_processor import LogitsContext, LogitsProcRequestState
 
 from server.engine.logits_processor_v2 import BudgetLogitsProcessorV2
-from tests.test_processor_contract import VOCAB, random_request
+from tests.processor_reference import VOCAB, random_request
 from tests.v2_replay import request_state
 
 META = torch.device("meta")

@@ -29,7 +29,7 @@ from server.engine.logits_processor import (
 )
 from server.engine.logits_processor_v2 import BudgetLogitsProcessorV2
 from tests import engine_replay, v2_replay
-from tests.test_processor_contract import random_request, reference_edit
+from tests.processor_reference import random_request, reference_edit
 
 VOCAB = 64
 EOS, EOS2 = 2, 3

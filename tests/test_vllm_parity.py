@@ -26,8 +26,9 @@ import httpx
 import pytest
 
 from tests.conftest import API_KEY, API_MODEL, TOOL_FLAGS
+from tests.stream_reader import sse_typed
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = pytest.mark.engine
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 MSG = [{"role": "user", "content": "How many r in raspberry?"}]
 S1_FORMAT = {"start": "<|im_start|>think", "end": "<|im_start|>answer"}
@@ -269,7 +270,8 @@ EXTRAS = (
 class Answer:
     status: int
     body: Any = None  # JSON (unstreamed)
-    events: list[tuple[str, Any]] = dataclasses.field(default_factory=list)  # (type, data)
+    # (event name, data): chat and completions events are all ``message``
+    events: list[tuple[str, Any]] = dataclasses.field(default_factory=list)
 
 
 def call(server: Any, case: Case) -> Answer:
@@ -286,15 +288,7 @@ def call(server: Any, case: Case) -> Answer:
         if r.status_code != 200:
             r.read()
             return Answer(r.status_code, r.json())
-        events, kind = [], "data"
-        for line in r.iter_lines():
-            if line.startswith("event:"):
-                kind = line[6:].strip()
-            elif line.startswith("data:"):
-                data = line[5:].strip()
-                events.append((kind, None if data == "[DONE]" else json.loads(data)))
-                kind = "data"
-        return Answer(200, events=events)
+        return Answer(200, events=sse_typed(r))
 
 
 def leaves(x: Any, path: str = "") -> set[str]:

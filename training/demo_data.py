@@ -46,7 +46,6 @@ from __future__ import annotations
 import json
 import random
 import string
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -252,12 +251,6 @@ def write_jsonl(rows: list[Example], path: str | Path) -> Path:
         for row in rows:
             f.write(json.dumps(asdict(row)) + "\n")
     return path
-
-
-def read_jsonl(path: str | Path) -> Iterator[dict]:
-    with Path(path).open() as f:
-        for line in f:
-            yield json.loads(line)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ API:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from collections.abc import Iterable, Sequence
@@ -242,7 +243,10 @@ _STAMP = "tiny_build.json"
 def build_tiny_checkpoint(out_dir: str | Path, chat_format: str = "s1", seed: int = 0) -> Path:
     """Build (or reuse) a tiny random checkpoint with the given chat format; returns its path."""
     out = Path(out_dir)
-    params = {"chat_format": chat_format, "seed": seed, "version": 2}
+    # Keyed by this file's own bytes: any edit to the tokenizer, template or model builder
+    # rebuilds, rather than a machine's stale cache deciding what the tests see.
+    source = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+    params = {"chat_format": chat_format, "seed": seed, "source_sha256": source}
     stamp = out / _STAMP
     if stamp.exists() and json.loads(stamp.read_text()) == params:
         return out

@@ -70,6 +70,12 @@ def bad_request(message: str, param: str | None = None) -> APIError:
     return APIError(HTTPStatus.BAD_REQUEST, message, param)
 
 
+def engine_stopped() -> APIError:
+    """The 503 for a request that arrives after the engine core has died."""
+    return APIError(HTTPStatus.SERVICE_UNAVAILABLE,
+                    "the inference engine has stopped; restart the server")
+
+
 # Declared on routes so /openapi.json tells clients what can fail.
 ERROR_RESPONSES: dict[int | str, dict] = {
     code: {"model": ErrorResponse, "description": HTTPStatus(code).phrase}

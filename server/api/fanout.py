@@ -1,7 +1,7 @@
 """Decision seeds for budgeted requests, and n choices as n engine requests when needed.
 
 Budget decisions below ``thinking_min`` are sampled (see
-:func:`server.budget.draws.uniform_for_step`) from a per-request decision seed. Under
+:func:`server.budget.draws.uniform_bits`) from a per-request decision seed. Under
 tensor parallelism the logits processor runs in every worker, so the seed must
 come from the API process: a seed drawn inside a worker could differ between
 ranks and the ranks would decide differently. The API therefore always puts a

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from server.api import metrics
-from server.api.errors import ERROR_RESPONSES, APIError
+from server.api.errors import ERROR_RESPONSES, APIError, engine_stopped
 from server.api.protocol import Health, ModelCard, ModelList
 from server.api.serving import Serving
 from server.engine.info import VersionInfo, version_info
@@ -36,7 +36,7 @@ def get_serving(request: Request) -> Serving:
                        headers={"Retry-After": "5"})
     dead = getattr(state, "engine_dead", None)  # s1-serve's; vLLM's server has its own
     if dead is not None and dead():
-        raise APIError(503, "the inference engine has stopped; restart the server")
+        raise engine_stopped()
     return serving
 
 

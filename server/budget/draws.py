@@ -14,7 +14,7 @@ _MASK64 = (1 << 64) - 1
 
 
 def uniform_bits(seed: int, position: int) -> int:
-    """53 random bits that depend only on (seed, position): ``uniform_for_step * 2**53``.
+    """53 random bits that depend only on (seed, position): a uniform draw times 2**53.
 
     Counter-based (splitmix64), so a seeded request decides the same way however
     the batch around it changes, after preemption, and on every tensor-parallel
@@ -39,19 +39,3 @@ def uniform_bits_block(seed: int, start: int, count: int) -> list[int]:
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         z ^= z >> np.uint64(31)
     return (z >> np.uint64(11)).tolist()
-
-
-def uniform_for_step(seed: int, position: int) -> float:
-    """A uniform draw in [0, 1) that depends only on (seed, position)."""
-    return uniform_bits(seed, position) * (1.0 / (1 << 53))
-
-
-def attempt_happened(p_attempt: float, u: float) -> bool:
-    """The paper's rule for sampling: the model tried to stop with its own probability.
-
-    ``p_attempt`` is the total probability (after temperature) of the attempt
-    tokens; ``u`` a uniform draw. True: replace the attempt with the continuation
-    string. False: suppress the attempt tokens; the rest of the distribution,
-    renormalised, is exactly the model's distribution given "no attempt".
-    """
-    return u < p_attempt

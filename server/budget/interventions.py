@@ -27,7 +27,7 @@ from typing import Any
 
 from server.budget.machine import BudgetSpec, BudgetState, Phase
 
-__all__ = ["Mark", "Tracker", "trace", "from_ids", "char_offsets", "details"]
+__all__ = ["Mark", "Tracker", "from_ids", "char_offsets", "details"]
 
 
 @dataclass(frozen=True)
@@ -77,14 +77,6 @@ class Tracker:
         if self.ended_phase == Phase.ANSWER:
             return "natural"
         return "unfinished"
-
-
-def trace(spec: BudgetSpec, output_ids: Sequence[int]) -> tuple[BudgetState, Tracker]:
-    """Replay ``output_ids`` and return the final state and its interventions."""
-    state, tracker = BudgetState(spec), Tracker()
-    for tok in output_ids:
-        tracker.step(state, tok)
-    return state, tracker
 
 
 def from_ids(spec: BudgetSpec, output_ids: Sequence[int],

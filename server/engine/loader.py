@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from server.budget.formats import FormatTokens, S1Rules
@@ -171,9 +172,11 @@ def stop_ids_for(tokenizer: Any, model: str) -> frozenset[int]:
 
         eos = GenerationConfig.from_pretrained(model).eos_token_id
         ids.update([eos] if isinstance(eos, int) else (eos or []))
-    except OSError:  # no generation_config.json: the tokenizer's ids are enough
-        pass
-    except Exception as exc:  # a broken file: say so, the minimum relies on these ids
+    except Exception as exc:
+        # No generation_config.json: the tokenizer's ids are enough. A broken one (which
+        # transformers also reports as an OSError): say so, the minimum relies on these ids.
+        if isinstance(exc, OSError) and not (Path(model) / "generation_config.json").is_file():
+            return frozenset(ids)
         logger.warning("could not read %s's generation_config.json (%s): its end-of-turn "
                        "ids are unknown, so thinking_min cannot hold them back; fix the "
                        "file", model, exc)

@@ -1,0 +1,63 @@
+"""Constants and small helpers shared by several test modules (test modules import from
+here, never from each other)."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+
+from server.engine.preflight import ModelShape
+from tests.conftest import API_KEY
+
+# The columns of the published simplescaling/s1K dataset, in its order: what the "s1k"
+# export layout must reproduce (an oracle of the tests, not used by the exporter).
+S1K_COLUMNS = ("question", "solution", "cot_type", "source_type", "metadata", "cot",
+               "thinking_trajectories", "attempt")
+
+# ------------------------------------------------------------- the API server's requests
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+MSG = [{"role": "user", "content": "How many r in raspberry?"}]
+
+
+def post(server, path: str, body: dict, headers: dict | None = None) -> httpx.Response:
+    """POST ``body`` to the shared API server with its key."""
+    return httpx.post(server.base_url + path, json=body, headers={**AUTH, **(headers or {})},
+                      timeout=120)
+
+
+# ------------------------------------------------------------------ pre-flight shapes
+# config.json of Qwen/Qwen2.5-32B, the base of simplescaling/s1.1-32B (the fields that count).
+QWEN25_32B = {
+    "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "vocab_size": 152064,
+    "hidden_size": 5120, "num_hidden_layers": 64, "num_attention_heads": 40,
+    "num_key_value_heads": 8, "intermediate_size": 27648, "tie_word_embeddings": False,
+    "max_position_embeddings": 32768, "torch_dtype": "bfloat16",
+}
+# What NVML reports for an H100 80GB HBM3: 81,559 MiB (79.65 GiB).
+H100_BYTES = 81559 * 1024**2
+SHAPE = ModelShape.from_config(QWEN25_32B)
+
+
+# ---------------------------------------------------------------------------- PromQL
+_PROMQL_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool",
+                    "and", "or", "unless", "offset", "inf", "nan"}
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """Metric names in a PromQL expression (not functions, labels, keywords or variables)."""
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    expr = re.sub(r"'(?:[^'\\]|\\.)*'", "''", expr)
+    expr = re.sub(r"\{[^}]*\}", " ", expr)  # label matchers
+    expr = re.sub(r"\[[^\]]*\]", " ", expr)  # range selectors
+    expr = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", expr)
+    expr = re.sub(r"\$\{?\w+\}?", " ", expr)  # Grafana variables
+    names = set()
+    for m in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", expr):
+        word = m.group(0)
+        if m.start() > 0 and (expr[m.start() - 1].isalnum() or expr[m.start() - 1] == "."):
+            continue  # the exponent or unit of a number (1e3, 5m)
+        if expr[m.end():].lstrip().startswith("(") or word.lower() in _PROMQL_KEYWORDS:
+            continue
+        names.add(word)
+    return names

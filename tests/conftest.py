@@ -27,7 +27,8 @@ import pytest  # noqa: E402
 
 # Fixtures that start a real server or engine: a test that uses one is an engine test
 # (``make test-fast`` leaves them out), whether or not its module says so.
-ENGINE_FIXTURES = frozenset({"api_server", "demo_server", "vllm_server", "qwen3_server"})
+ENGINE_FIXTURES = frozenset({"api_server", "demo_server", "vllm_server", "qwen3_server",
+                            "plugin_server"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -1,10 +1,10 @@
 """The per-choice ``budget`` object, checked against the token ids (no engine).
 
 A scripted "model" is run through the real state machine with the demo model's
-tokenizer and s1 format (what the engine does, step by step); the ids it produces are
-fed to :class:`~server.budget.reasoning.ChoiceSplitter` token by token, as the server streams
-them, and the object must say exactly where the forced strings are in those ids and in
-the reasoning text.
+tokenizer and s1 format (what the engine does, step by step); the object the server
+builds from those ids (:func:`server.budget.interventions.from_ids`) must say exactly
+where the forced strings are in the ids and in the reasoning text a client gets (the
+s1 reasoning parser's split of the decoded output).
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ from collections.abc import Callable
 import pytest
 
 from server.budget.formats import FORMATS, FormatTokens
-from server.budget.interventions import char_offsets
+from server.budget.interventions import char_offsets, from_ids
 from server.budget.machine import BudgetSpec, BudgetState
-from server.budget.reasoning import ChoiceSplitter
 from server.settings import DEMO_MODEL
 from tests.budget_driver import drive
 
@@ -55,12 +54,33 @@ def run(ordinary_id) -> Callable[..., list[int]]:
     return run
 
 
-def split(spec: BudgetSpec, tok, ids: list[int]) -> tuple[ChoiceSplitter, str]:
-    sp = ChoiceSplitter(spec, tok)
-    streamed = "".join(sp.push([t]).reasoning for t in ids)
-    streamed += sp.flush().reasoning
-    assert streamed == sp.reasoning_text
-    return sp, sp.reasoning_text
+@dataclasses.dataclass
+class Split:
+    """The server's accounting of one choice (its ``budget`` object and state)."""
+
+    details: dict
+    state: BudgetState
+
+    def budget_details(self) -> dict:
+        return self.details
+
+    @property
+    def reasoning_tokens(self) -> int:
+        return self.state.thinking
+
+
+def split(spec: BudgetSpec, tok, ids: list[int]) -> tuple[Split, str]:
+    """The budget object from the ids, and the reasoning text a client receives: the s1
+    reasoning parser's split of vLLM's decoded output (special tokens kept, as the parser
+    asks for them when the delimiters are special)."""
+    from server.engine import reasoning_parser
+
+    state, details = from_ids(spec, ids, tok)
+    reasoning_parser.export_format(FORMATS["s1"].start, FORMATS["s1"].end)
+    parser = reasoning_parser.S1ReasoningParser(tok)
+    parser.prompt_opens = spec.prompt_opens
+    text = parser.extract_reasoning(tok.decode(ids, skip_special_tokens=False), None)[0]
+    return Split(details, state), text or ""
 
 
 def stopper(tok, words: str):

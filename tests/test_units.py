@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 
 from server.api.cli import load_settings
-from server.budget.formats import FORMATS, FormatTokens, detect_format, get_format
+from server.budget.formats import detect_format, get_format
 from server.budget.machine import BudgetError
-from server.budget.reasoning import ChoiceSplitter
 from server.settings import Settings
 
 
@@ -51,56 +50,6 @@ def test_get_format_overrides_and_errors():
         get_format("nope")
     with pytest.raises(BudgetError, match="end delimiter"):
         get_format("custom")
-
-
-def test_splitter_separates_reasoning_and_answer(tiny_s1_open):
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(tiny_s1_open)
-    stop = {tok.convert_tokens_to_ids("<|im_end|>")}
-    ft = FormatTokens.build(FORMATS["s1"], tok, stop)
-    spec = ft.spec(thinking_min=None, thinking_max=None,
-                   continuation_ids=tok.encode("Wait", add_special_tokens=False),
-                   prompt_opens=True)
-    text = "count the r\n\nletters\n<|im_start|>answer\nAnswer: 3<|im_end|>"
-    ids = tok.encode(text, add_special_tokens=False)
-    whole = ChoiceSplitter(spec, tok)
-    whole.push(ids)
-    whole.flush()
-    streamed = ChoiceSplitter(spec, tok)
-    parts = [streamed.push([t]) for t in ids]
-    # Newlines inside the reasoning stay; those around the delimiters are formatting.
-    assert whole.reasoning_text == "count the r\n\nletters"
-    assert whole.content_text == "Answer: 3"
-    assert "".join(p.reasoning for p in parts) == whole.reasoning_text
-    assert "".join(p.content for p in parts) == whole.content_text
-    assert whole.reasoning_tokens == len(tok.encode("count the r\n\nletters\n",
-                                                    add_special_tokens=False))
-
-
-def test_splitter_keeps_a_stranded_byte_as_vllm_decodes_it(tiny_s1_open):
-    """Thinking that ends mid-character (the first byte of "数", then the delimiter): the
-    stranded byte is U+FFFD in the reasoning, as in the tokenizer's decode of the whole
-    output (what vLLM's serving path returns); at the very end of the output an
-    incomplete character is dropped."""
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(tiny_s1_open)
-    ft = FormatTokens.build(FORMATS["s1"], tok, {tok.convert_tokens_to_ids("<|im_end|>")})
-    spec = ft.spec(thinking_min=None, thinking_max=None, continuation_ids=[],
-                   prompt_opens=True)
-    first_byte = tok.encode("数", add_special_tokens=False)[:1]
-    ids = [*tok.encode("so 3 ", add_special_tokens=False), *first_byte,
-           *tok.encode("<|im_start|>answer\nAnswer: 3 ", add_special_tokens=False),
-           *first_byte]
-    reference = tok.decode(ids, skip_special_tokens=False)
-    expected = reference[:reference.index("<|im_start|>")]
-    assert expected.endswith("\ufffd")
-    for chunks in ([ids], [[t] for t in ids]):
-        splitter = ChoiceSplitter(spec, tok)
-        parts = [splitter.push(c) for c in chunks] + [splitter.flush()]
-        assert "".join(p.reasoning for p in parts) == splitter.reasoning_text == expected
-        assert "".join(p.content for p in parts) == splitter.content_text == "Answer: 3 "
 
 
 def test_sse_event_is_always_one_line():

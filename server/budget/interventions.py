@@ -103,7 +103,7 @@ def char_offsets(decode: Callable[[Sequence[int]], str], thinking_ids: Sequence[
     """Character offsets in the reasoning text of the given thinking-token offsets.
 
     The reasoning text is the thinking ids decoded (special tokens skipped) with the
-    newlines around it removed (:class:`server.budget.reasoning.ChoiceSplitter`), so the offset of
+    newlines around it removed (as the s1 reasoning parser gives it), so the offset of
     token ``k`` is the length of the first ``k`` ids decoded, less those newlines,
     clipped to ``text_len`` (a stop string may have cut the text shorter).
     """

@@ -163,7 +163,7 @@ class S1ReasoningParser(ReasoningParser):
             reasoning, content = text, ""
         else:
             reasoning, content = "", text
-        # As the streaming splitter (server.budget.reasoning): no newlines around the reasoning.
+        # No newlines around the reasoning (the streamed split holds them back alike).
         reasoning, content = reasoning.strip("\n"), content.lstrip("\n")
         return reasoning or None, content or None
 

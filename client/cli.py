@@ -64,6 +64,8 @@ def _generation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--thinking-max", type=int, help="most thinking tokens")
     parser.add_argument("--continuation", help="string appended when thinking is extended "
                         "(server default 'Wait')")
+    parser.add_argument("--deadline-ms", type=int, help="cut thinking this many milliseconds "
+                        "after the request arrives (thinking_deadline_ms)")
     parser.add_argument("--max-tokens", type=int, help="thinking + answer tokens")
     parser.add_argument("--temperature", type=float, help="0 for greedy")
     parser.add_argument("--top-p", type=float)
@@ -102,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _fields(args: argparse.Namespace) -> dict[str, Any]:
     fields = {"model": args.model, "thinking_min": args.thinking_min,
               "thinking_max": args.thinking_max,
-              "thinking_continuation": args.continuation, "max_tokens": args.max_tokens,
+              "thinking_continuation": args.continuation,
+              "thinking_deadline_ms": args.deadline_ms, "max_tokens": args.max_tokens,
               "temperature": args.temperature, "top_p": args.top_p, "seed": args.seed,
               "stop": args.stop}
     if getattr(args, "system", None) is not None:

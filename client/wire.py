@@ -42,6 +42,7 @@ class RequestFields(TypedDict, total=False):
     thinking_min: int | None
     thinking_max: int | None
     thinking_continuation: str | None
+    thinking_deadline_ms: int | None
     max_tokens: int | None
     temperature: float | None
     top_p: float | None
@@ -56,8 +57,8 @@ class ChatFields(RequestFields, total=False):
     system: str | None
 
 
-_BODY_FIELDS = ("model", "thinking_min", "thinking_max", "thinking_continuation", "max_tokens",
-                "temperature", "top_p", "n", "stop", "seed")
+_BODY_FIELDS = ("model", "thinking_min", "thinking_max", "thinking_continuation",
+                "thinking_deadline_ms", "max_tokens", "temperature", "top_p", "n", "stop", "seed")
 _CALL_FIELDS = frozenset(_BODY_FIELDS) | {"extra_body", "timeout"}
 
 

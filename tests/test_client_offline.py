@@ -269,3 +269,13 @@ def test_cli_connection_error_exit_code() -> None:
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 3 and out.stdout == ""
     assert "after 2 attempts" in out.stderr and "S1_BASE_URL" in out.stderr
+
+
+def test_the_deadline_goes_in_the_body() -> None:
+    from client.cli import _fields, build_parser
+    from client.wire import chat_body
+
+    body = chat_body("hi", {"thinking_deadline_ms": 1500, "thinking_max": 64}, None, False)
+    assert body["thinking_deadline_ms"] == 1500 and body["thinking_max"] == 64
+    args = build_parser().parse_args(["chat", "hi", "--deadline-ms", "800"])
+    assert _fields(args)["thinking_deadline_ms"] == 800

@@ -56,7 +56,7 @@ PROXY_DEFAULTS: dict[str, Any] = {"no_stop_trim": False, "return_hidden_states":
 # Our extensions, read by server.api.budget_request on every surface.
 EXTENSIONS = frozenset({"thinking_min", "thinking_max", "min_thinking_tokens",
                         "max_thinking_tokens", "thinking_token_budget",
-                        "thinking_continuation", "seed"})
+                        "thinking_continuation", "thinking_deadline_ms", "seed"})
 
 
 @cache

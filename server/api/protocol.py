@@ -35,6 +35,9 @@ class BudgetFields(BaseModel):
     thinking_continuation: str | None = Field(None, min_length=1, max_length=200,
                                               description="String appended when thinking is "
                                               "extended (default 'Wait').")
+    thinking_deadline_ms: StrictInt | None = Field(
+        None, ge=0, description="Cut thinking this many milliseconds after the request "
+        "arrived, as at thinking_max (server.api.deadline).")
 
     @model_validator(mode="after")
     def _merge_aliases(self) -> BudgetFields:

@@ -63,6 +63,7 @@ function setupSingle() {
     const param = await view.run(body($("question").value, {
       thinking_min: intOrNull($("tmin")), thinking_max: intOrNull($("tmax")),
       thinking_continuation: $("cont").value || null,
+      thinking_deadline_ms: intOrNull($("deadline")),
       temperature: intOrNull($("temperature")), seed: intOrNull($("seed")),
       max_tokens: intOrNull($("max-tokens")),
     }), apiKey(), config.thinking_continuation);

@@ -122,7 +122,9 @@ class Engine:
         try:
             while True:
                 tokens, finish = await self.queues[i].get()
-                comp = CompletionOutput(0, text(tokens), list(tokens), None, None, finish)
+                comp = CompletionOutput(index=0, text=text(tokens), token_ids=list(tokens),
+                                        cumulative_logprob=None, logprobs=None,
+                                        finish_reason=finish)
                 self.delivered[i] += len(tokens)
                 yield RequestOutput(rid, None, list(prompt["prompt_token_ids"]), None, [comp],
                                     finish is not None)
@@ -316,7 +318,7 @@ def test_a_deadline_already_past_submits_only_the_continuation(clock: Clock) -> 
 def test_n_choices_are_cut_each_on_its_own(clock: Clock) -> None:
     async def run() -> tuple[Engine, Any, list]:
         engine, req, stream = setup("FINAL_ONLY", n=2)
-        clock.fn = lambda: PAST if engine.delivered[1] >= 3 else 0.0
+        clock.fn = past_after(engine, 3, request=1)
         got: list = []
         task = asyncio.ensure_future(collect(stream, got))
         await until(lambda: len(engine.calls) == 2)

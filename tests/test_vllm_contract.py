@@ -532,7 +532,8 @@ def test_deadline_continuation_shapes() -> None:
     assert tokens_input([1, 2]) == {"type": "token", "prompt_token_ids": [1, 2]}, (
         "server/api/deadline.py refuses prompts whose type is not 'token' and reads "
         "prompt_token_ids")
-    comp = CompletionOutput(0, "a", [1], None, None, None)
+    comp = CompletionOutput(index=0, text="a", token_ids=[1], cumulative_logprob=None,
+                            logprobs=None, finish_reason=None)
     for name in ("index", "text", "token_ids", "cumulative_logprob", "logprobs",
                  "finish_reason"):
         assert hasattr(comp, name), f"server/api/deadline.py uses CompletionOutput.{name}"

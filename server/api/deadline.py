@@ -77,7 +77,8 @@ def refusal(req: BudgetRequest, has_format: bool, prompt: Any) -> APIError | Non
         return APIError(400, "this model has no thinking format, so thinking_deadline_ms "
                         "cannot cut its thinking; start the server with --thinking-format",
                         "thinking_deadline_ms")
-    if not isinstance(prompt, dict) or prompt.get("type") != "token":
+    if not isinstance(prompt, dict) or prompt.get("type", "token") != "token" or (
+            "prompt_token_ids" not in prompt):
         return APIError(400, "thinking_deadline_ms needs a prompt of token ids (text); this "
                         "prompt has other inputs", "thinking_deadline_ms")
     return None
@@ -184,6 +185,8 @@ async def _choice(original: Callable[..., AsyncIterator[Any]], serving: Serving,
             elif comp.cumulative_logprob is not None:
                 comp.cumulative_logprob += base
             res.request_id, res.prompt, res.prompt_token_ids = request_id, prompt_text, prompt_ids
+            if res.num_cached_tokens:  # the cache held some of the output, not the prompt
+                res.num_cached_tokens = min(res.num_cached_tokens, len(prompt_ids))
             for item in out.add(res):
                 yield item
     finally:

@@ -128,7 +128,7 @@ class Runner:
             await self._rejection(q, s)
         elif s.method == "thinking_max":
             await self._get(q, s, None, s.value)
-        elif s.method == "sample":
+        elif s.method in ("sample", "deadline"):
             await self._get(q, s, None, self.config.thinking_cap)
         else:  # thinking_min
             await self._get(q, s, s.value, self.config.thinking_cap)
@@ -261,7 +261,9 @@ class Runner:
         return await self.client.chat(q.prompt, model=c.model, system=c.system, thinking_min=tmin,
                                       thinking_max=tmax, temperature=temperature,
                                       top_p=c.top_p, seed=seed, max_tokens=c.max_tokens,
-                                      thinking_continuation=c.continuation if tmin else None)
+                                      thinking_continuation=c.continuation if tmin else None,
+                                      thinking_deadline_ms=s.value if s is not None
+                                      and s.method == "deadline" else None)
 
     def _keep(self, q: Question, s: Setting, record: Record) -> None:
         self._out.records[(q.id, s.key)] = record

@@ -120,9 +120,15 @@ def test_a_held_engine_cuts_at_the_deadline_streamed_as_not(demo_server):
 
 def test_the_minimum_holds_and_the_maximum_wins(demo_server):
     r = post(demo_server, {"messages": MESSAGES, "temperature": 0, "thinking_min": 16,
-                           "thinking_deadline_ms": 0})
-    b = r.json()["choices"][0]["budget"]
+                           "thinking_deadline_ms": 0, "return_token_ids": True})
+    b, ids = r.json()["choices"][0]["budget"], r.json()["choices"][0]["token_ids"]
     assert b["end"] == "deadline" and b["thinking_tokens"] >= 16, b
+    # From the raw ids: k thinking tokens, maybe the forced newline, the delimiter, the prefix.
+    k, end = b["thinking_tokens"], ids_of(demo_server, "<|im_start|>answer")
+    prefix, nl = ids_of(demo_server, "\nFinal Answer:"), ids_of(demo_server, "\n")
+    at = k + 1 if ids[k:k + 1] == nl and ids[k + 1:k + 1 + len(end)] == end else k
+    assert ids[at:at + len(end) + len(prefix)] == end + prefix, ids
+    assert end[0] not in ids[:k] and b["cut"]["output_index"] == k
     assert b["thinking_tokens"] == r.json()["usage"]["completion_tokens_details"][
         "reasoning_tokens"]
     r = post(demo_server, {"messages": MESSAGES, "temperature": 0, "thinking_max": 6,
@@ -142,23 +148,26 @@ def test_bad_deadlines_are_400s(demo_server, value, what):
 
 
 def test_a_client_that_leaves_aborts_everything(demo_server):
-    """Cut while the engine is frozen, then the client leaves: neither the aborted request
-    nor the continuation stays in the engine."""
+    """Cut while the engine is frozen, then the client leaves, still while it is frozen:
+    both the aborted request and its continuation are aborted before the engine runs a
+    step, so it generates nothing (without the aborts: 900 tokens, ignore_eos)."""
     core = engine_core(demo_server.proc)
     cuts = demo_server.metric("s1_deadline_lateness_seconds_count")
-    body = {"messages": MESSAGES, "thinking_deadline_ms": 20, "max_tokens": 4000,
+    generated = demo_server.metric("vllm:generation_tokens_total")
+    body = {"messages": MESSAGES, "thinking_deadline_ms": 20, "max_tokens": 900,
             "ignore_eos": True, "stream": True}
     core.suspend()
     try:
         with httpx.stream("POST", demo_server.base_url + "/v1/chat/completions",
                           headers=HEADERS, json=body, timeout=300) as r:
-            assert r.status_code == 200
+            assert r.status_code == 200, r.read()
             wait_until(lambda: demo_server.metric("s1_deadline_lateness_seconds_count")
                        == cuts + 1, 120, "the cut")
+        wait_until(lambda: demo_server.metric("s1_requests_in_flight") == 0, 120,
+                   "the server to see the client leave")
     finally:
         core.resume()
-    wait_until(lambda: demo_server.metric("s1_requests_in_flight") == 0, 120,
-               "the request to be released")
     wait_until(lambda: demo_server.metric("vllm:num_requests_running")
                + demo_server.metric("vllm:num_requests_waiting") == 0, 120,
                "the engine to drop both requests")
+    assert demo_server.metric("vllm:generation_tokens_total") == generated

@@ -171,3 +171,31 @@ def test_a_client_that_leaves_aborts_everything(demo_server):
                + demo_server.metric("vllm:num_requests_waiting") == 0, 120,
                "the engine to drop both requests")
     assert demo_server.metric("vllm:generation_tokens_total") == generated
+
+
+PROMPT = ("<|im_start|>user\nHow many s in horseradish?<|im_end|>\n<|im_start|>assistant\n"
+          "<|im_start|>think\n")
+SURFACES = {
+    "/v1/completions": {"prompt": PROMPT, "max_tokens": 40},
+    "/v1/responses": {"input": MESSAGES[0]["content"], "max_output_tokens": 40},
+    "/v1/messages": {"model": "s1-demo", "messages": MESSAGES, "max_tokens": 40},
+}
+
+
+@pytest.mark.parametrize("path", list(SURFACES))
+def test_every_surface_is_cut(demo_server, path):
+    """Streamed and not, on the other surfaces: the budget object says the deadline cut."""
+    body = {**SURFACES[path], "thinking_deadline_ms": 0, "temperature": 0}
+    r = post(demo_server, body, path)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    b = out["choices"][0]["budget"] if path == "/v1/completions" else out["budget"]
+    assert (b["end"], b["thinking_tokens"], b["deadline"]) == ("deadline", 0, 0), b
+    if path == "/v1/completions":
+        assert out["usage"]["completion_tokens_details"]["reasoning_tokens"] == 0
+        assert "Final Answer:" in out["choices"][0]["text"]
+    with httpx.stream("POST", demo_server.base_url + path, headers=HEADERS,
+                      json={**body, "stream": True}, timeout=300) as s:
+        assert s.status_code == 200
+        text = "".join(s.iter_text())
+    assert '"end":"deadline"' in text, text[-2000:]

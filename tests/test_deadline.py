@@ -239,11 +239,13 @@ def test_a_choice_is_cut_at_the_deadline_and_continued(clock: Clock, kind: str) 
     whole = [1, 2, 3, 4, *FORCED, 7, 7, IM_END]
     if kind == "DELTA":
         assert flat(got) == whole
+        # The forced ids went out at the cut, before the continuation had produced anything.
+        assert [list(o.outputs[0].token_ids) for o in got][3] == list(FORCED)
         assert "".join(o.outputs[0].text for o in got) == text(whole)
     else:
         last = got[-1].outputs[0]
         assert list(last.token_ids) == whole and last.text == text(whole)
-        assert len(got) == (1 if kind == "FINAL_ONLY" else 5)
+        assert len(got) == (1 if kind == "FINAL_ONLY" else 6)  # the forced ids: one more
     assert got[-1].finished and got[-1].outputs[0].finish_reason == "stop"
     assert all(o.prompt_token_ids == [50, 51] and o.request_id == "r" for o in got)
 

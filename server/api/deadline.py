@@ -20,13 +20,14 @@ here without touching the engine's per-step code:
    reduced by what is already generated, the same seed and sampling. With prefix
    caching the shared prefix is not computed again;
 3. its outputs are spliced into the choice's stream as if one engine request had made
-   them: the forced ids (with their text, and with logprobs the continuation's prompt
-   logprobs of those ids) lead its first output, the prompt, prompt ids and request id
-   stay the original's, so vLLM's serving classes (usage counts the forced ids as
-   completion tokens, the reasoning parser, finish reasons) see one generation.
+   them: the forced ids go out at once, as an output of their own (with logprobs asked
+   for, they lead the continuation's first output instead, with its prompt logprobs of
+   those ids as theirs); the prompt, prompt ids and request id stay the original's, so
+   vLLM's serving classes (usage counts the forced ids as completion tokens, the
+   reasoning parser, finish reasons) see one generation.
 
-The continuation is an ordinary engine request, so the first answer token comes one
-engine step (its prefill) after the cut. The choice's ``budget`` object and the reasoning
+So the answer prefix (the first answer tokens of the s1 format) reaches the client at the
+cut, and the model's own answer one engine step (the continuation's prefill) later. The choice's ``budget`` object and the reasoning
 parser's count replay its ids with the cut's spec (``BudgetRequest.cuts``), so the cut is
 accounted exactly as one at ``thinking_max`` (``end: "deadline"``). ``n > 1`` always runs
 as ``n`` engine requests (:mod:`server.api.fanout`), so that each choice is cut alone.
@@ -174,14 +175,28 @@ async def _choice(original: Callable[..., AsyncIterator[Any]], serving: Serving,
         metrics.DEADLINE_LATENESS.observe(max(0.0, now() - at))
         cont = original(*_continuation(prompt, params, cut, serving), f"{request_id}-cut",
                         *args, **_cut_kwargs(kwargs))
-        base: float | None = None  # the continuation's cumulative logprob starts here
+        pending = asyncio.ensure_future(anext(cont))  # submitted now
         head = out.head
         prompt_text = head.prompt if head is not None else prompt.get("prompt")
         prompt_ids = list(prompt["prompt_token_ids"])
-        async for res in cont:
+        # The forced ids go out at once, unless logprobs were asked for: theirs are the
+        # continuation's prompt logprobs, so they lead its first output instead.
+        lead = params.logprobs is None and params.prompt_logprobs is None
+        if lead:
+            for item in out.add(_forced_output(cut, out, params, serving, request_id,
+                                               prompt_text, prompt_ids)):
+                yield item
+        base: float | None = None  # the continuation's cumulative logprob starts here
+        while True:
+            try:
+                res = await pending if pending is not None else await anext(cont)
+            except StopAsyncIteration:
+                break
+            finally:
+                pending = None
             comp = res.outputs[0]
             if base is None:
-                base = _splice(res, cut, out, params, serving)
+                base = 0.0 if lead else _splice(res, cut, out, params, serving)
             elif comp.cumulative_logprob is not None:
                 comp.cumulative_logprob += base
             res.request_id, res.prompt, res.prompt_token_ids = request_id, prompt_text, prompt_ids
@@ -249,19 +264,33 @@ def _cut_kwargs(kwargs: dict) -> dict:
     return out
 
 
+def _forced_text(cut: Cut, out: _Outputs, params: Any, serving: Serving) -> str:
+    """The text of the forced ids, continuing what the choice has streamed so far."""
+    skip = params.skip_special_tokens
+    decode = serving.model.tokenizer.decode
+    full = decode(list(cut.prefix), skip_special_tokens=skip)
+    return full[len(out.text):] if full.startswith(out.text) else decode(
+        list(cut.forced), skip_special_tokens=skip)
+
+
+def _forced_output(cut: Cut, out: _Outputs, params: Any, serving: Serving,
+                   request_id: str, prompt_text: str | None, prompt_ids: list[int]) -> Any:
+    """The forced ids as an output of their own, sent at the cut."""
+    from vllm.outputs import CompletionOutput, RequestOutput
+
+    comp = CompletionOutput(index=out.index, text=_forced_text(cut, out, params, serving),
+                            token_ids=list(cut.forced), cumulative_logprob=None,
+                            logprobs=None, finish_reason=None)
+    return RequestOutput(request_id, prompt_text, prompt_ids, None, [comp], False)
+
+
 def _splice(res: Any, cut: Cut, out: _Outputs, params: Any, serving: Serving) -> float:
     """Lead the continuation's first output with the forced ids, their text and logprobs;
     its prompt logprobs become the original prompt's. Returns the cumulative logprob the
     continuation's own starts from."""
     comp = res.outputs[0]
-    skip = params.skip_special_tokens
-    decode = serving.model.tokenizer.decode
-    full = decode(list(cut.prefix), skip_special_tokens=skip)
-    sent = out.text
-    text = full[len(sent):] if full.startswith(sent) else decode(list(cut.forced),
-                                                                 skip_special_tokens=skip)
     comp.token_ids = list(cut.forced) + list(comp.token_ids)
-    comp.text = text + comp.text
+    comp.text = _forced_text(cut, out, params, serving) + comp.text
     base = out.cumulative or 0.0
     plps = res.prompt_logprobs
     if plps is not None and params.logprobs is not None and comp.logprobs is not None:

@@ -62,6 +62,8 @@ IMPORTS = [
     ("vllm.sampling_params.RequestOutputKind", "server/api/engine_hook.py, "
      "server/api/deadline.py"),
     ("vllm.inputs.engine.tokens_input", "server/api/deadline.py (the continuation's prompt)"),
+    ("vllm.outputs.CompletionOutput", "server/api/deadline.py (the forced cut's own output)"),
+    ("vllm.outputs.RequestOutput", "server/api/deadline.py (the forced cut's own output)"),
     ("vllm.SamplingParams", "server/engine/logits_processor.py"),
     ("vllm.v1.sample.logits_processor.BatchUpdate", "server/engine/logits_processor.py"),
     ("vllm.v1.sample.logits_processor.LogitsProcessor", "server/engine/logits_processor.py"),

@@ -27,10 +27,18 @@ here without touching the engine's per-step code:
    reasoning parser, finish reasons) see one generation.
 
 So the answer prefix (the first answer tokens of the s1 format) reaches the client at the
-cut, and the model's own answer one engine step (the continuation's prefill) later. The choice's ``budget`` object and the reasoning
-parser's count replay its ids with the cut's spec (``BudgetRequest.cuts``), so the cut is
-accounted exactly as one at ``thinking_max`` (``end: "deadline"``). ``n > 1`` always runs
-as ``n`` engine requests (:mod:`server.api.fanout`), so that each choice is cut alone.
+cut, and the model's own answer one engine step (the continuation's prefill) later. The
+choice's ``budget`` object and the reasoning parser's count replay its ids with the cut's
+spec (``BudgetRequest.cuts``), so the cut is accounted exactly as one at ``thinking_max``
+(``end: "deadline"``). ``n > 1`` always runs as ``n`` engine requests
+(:mod:`server.api.fanout`), so that each choice is cut alone.
+
+Why not in the engine core: the core could read one clock for all ranks too, but the
+cut would then need a per-step hook in vLLM's scheduler and a new engine-side channel for
+the deadline; here it reuses vLLM's abort and add-request paths, and the continuation is
+an ordinary request that the prefix cache makes cheap. A deadline before
+``thinking_min`` waits for it (the minimum is a promise about the thinking; the deadline
+is a wish about time), and ``thinking_max`` cuts first when it comes first.
 
 Limits, documented in docs/api.md: a stop string is not matched across the forced cut;
 a choice whose ``max_tokens`` leaves no room for the cut and one answer token is not cut.

@@ -67,6 +67,8 @@ def _generation_options(parser: argparse.ArgumentParser) -> None:
                         "the next end attempt ends thinking")
     parser.add_argument("--continuation", help="string appended when thinking is extended "
                         "(server default 'Wait'; '' suppresses the end attempt only)")
+    parser.add_argument("--deadline-ms", type=int, help="cut thinking this many milliseconds "
+                        "after the request arrives (thinking_deadline_ms)")
     parser.add_argument("--max-tokens", type=int, help="thinking + answer tokens")
     parser.add_argument("--temperature", type=float, help="0 for greedy")
     parser.add_argument("--top-p", type=float)
@@ -105,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _fields(args: argparse.Namespace) -> dict[str, Any]:
     fields = {"model": args.model, "thinking_min": args.thinking_min,
               "thinking_max": args.thinking_max, "thinking_waits": args.thinking_waits,
-              "thinking_continuation": args.continuation, "max_tokens": args.max_tokens,
+              "thinking_continuation": args.continuation,
+              "thinking_deadline_ms": args.deadline_ms, "max_tokens": args.max_tokens,
               "temperature": args.temperature, "top_p": args.top_p, "seed": args.seed,
               "stop": args.stop}
     if getattr(args, "system", None) is not None:

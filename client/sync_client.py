@@ -92,7 +92,9 @@ class Client(ClientBase):
         """Chat completion. ``messages``: a string (one user message) or a list of
         ``{"role", "content"}`` dicts / :class:`~client.types.Message`. Fields:
         ``thinking_min``, ``thinking_max``, ``thinking_waits`` (the end of thinking
-        ignored that many times), ``thinking_continuation`` (``""``: suppress only), ``model``,
+        ignored that many times), ``thinking_continuation`` (``""``: suppress only),
+        ``thinking_deadline_ms`` (cut thinking that long after arrival),
+        ``model``,
         ``max_tokens``, ``temperature``, ``top_p``, ``n``, ``stop``, ``seed``,
         ``system``, ``extra_body`` (merged into the JSON), ``timeout``."""
         body = chat_body(messages, fields, self.options.model, stream)

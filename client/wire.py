@@ -43,6 +43,7 @@ class RequestFields(TypedDict, total=False):
     thinking_max: int | None
     thinking_waits: int | None
     thinking_continuation: str | None
+    thinking_deadline_ms: int | None
     max_tokens: int | None
     temperature: float | None
     top_p: float | None
@@ -58,7 +59,8 @@ class ChatFields(RequestFields, total=False):
 
 
 _BODY_FIELDS = ("model", "thinking_min", "thinking_max", "thinking_waits",
-                "thinking_continuation", "max_tokens", "temperature", "top_p", "n", "stop", "seed")
+                "thinking_continuation", "thinking_deadline_ms", "max_tokens", "temperature",
+                "top_p", "n", "stop", "seed")
 _CALL_FIELDS = frozenset(_BODY_FIELDS) | {"extra_body", "timeout"}
 
 

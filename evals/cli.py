@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = p.add_argument_group("sweep")
     sweep.add_argument("--thinking-max", help="budget forcing: comma-separated maxima")
     sweep.add_argument("--thinking-min", help="extrapolation: comma-separated minima")
+    sweep.add_argument("--deadline-ms", help="time budget: comma-separated thinking "
+                       "deadlines in milliseconds (thinking_deadline_ms)")
     sweep.add_argument("--waits", type=int,
                        help="ignore end-of-thinking 0..K times, each K one request with "
                             "thinking_waits=K (see evals.settings)")
@@ -140,7 +142,8 @@ async def _run(args: argparse.Namespace) -> int:
     settings = build_sweep(parse_ints(args.thinking_max, "--thinking-max"),
                            parse_ints(args.thinking_min, "--thinking-min"),
                            args.waits, cap_arg if isinstance(cap_arg, int) else None,
-                           samples=args.samples, baselines=_baselines(args))
+                           samples=args.samples, baselines=_baselines(args),
+                           deadline_ms=parse_ints(args.deadline_ms, "--deadline-ms"))
     if args.samples and args.sample_temperature <= 0:
         raise ValueError("--sample-temperature must be > 0: greedy samples are all the same")
     bench = load_benchmark(args.data, args.format, choice_seed=args.choice_seed,

@@ -111,7 +111,7 @@ class Runner:
             await self._rejection(q, s)
         elif s.method == "thinking_max":
             await self._get(q, s, None, s.value)
-        elif s.method == "sample":
+        elif s.method in ("sample", "deadline"):
             await self._get(q, s, None, self.config.thinking_cap)
         elif s.method == "waits":  # s1's thinking_n_ignore, in one request
             await self._get(q, s, None, self.config.thinking_cap, waits=s.value or None)
@@ -211,7 +211,9 @@ class Runner:
                                       temperature=temperature, top_p=c.top_p, seed=seed,
                                       max_tokens=c.max_tokens,
                                       thinking_continuation=(c.continuation if tmin or waits
-                                                             else None))
+                                                             else None),
+                                      thinking_deadline_ms=s.value if s is not None
+                                      and s.method == "deadline" else None)
 
     def _keep(self, q: Question, s: Setting, record: Record) -> None:
         self._out.records[(q.id, s.key)] = record

@@ -23,6 +23,10 @@ Three methods, each a line in the plot and a set A of budgets in the metrics:
 
   ``--waits K`` runs K = 0..K, each a setting of its own.
 
+- ``deadline`` (a time budget): ``thinking_deadline_ms = N`` (and ``thinking_max = cap``
+  with ``--thinking-cap``): the server cuts thinking N ms after the request arrived, as at
+  thinking_max. Wall-clock, so it depends on the server's load and is not reproducible the
+  way token budgets are; its point on the curve is the thinking it bought.
 - ``sample`` (the paper's parallel-scaling baseline): ``--samples K`` draws K independent
   samples per question (``sample=0..K-1``, temperature ``--sample-temperature``, seed
   ``seed + i``, no budget but the cap). :mod:`evals.parallel` votes over the first k of them
@@ -35,10 +39,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 Method = Literal["thinking_max", "thinking_min", "waits", "sample", "token_conditional",
-                 "step_conditional", "class_conditional", "rejection"]
+                 "step_conditional", "class_conditional", "rejection", "deadline"]
 METHODS: tuple[Method, ...] = ("thinking_max", "thinking_min", "waits", "sample",
                                "token_conditional", "step_conditional", "class_conditional",
-                               "rejection")
+                               "rejection", "deadline")
 LABELS = {"thinking_max": "budget forcing (thinking_max)",
           "thinking_min": "extrapolation (thinking_min)",
           "waits": "extrapolation (ignore end K times, 'Wait')",
@@ -46,7 +50,8 @@ LABELS = {"thinking_max": "budget forcing (thinking_max)",
           "token_conditional": "token-conditional control (prompt)",
           "step_conditional": "step-conditional control (prompt)",
           "class_conditional": "class-conditional control (short / long prompt)",
-          "rejection": "rejection sampling"}
+          "rejection": "rejection sampling",
+          "deadline": "time budget (thinking_deadline_ms)"}
 # Table 3's baselines (evals.baselines): value = N tokens, N steps, 0/1 = short/long, N tokens
 BASELINES: tuple[Method, ...] = ("token_conditional", "step_conditional", "class_conditional",
                                  "rejection")
@@ -85,15 +90,18 @@ def parse_ints(text: str | None, what: str) -> list[int]:
 
 def build_sweep(thinking_max: list[int], thinking_min: list[int], waits: int | None,
                 cap: int | None, samples: int = 0,
-                baselines: dict[Method, list[int]] | None = None) -> list[Setting]:
+                baselines: dict[Method, list[int]] | None = None,
+                deadline_ms: list[int] | None = None) -> list[Setting]:
     """Every setting to run; with nothing asked for, one unforced run (``waits=0``).
-    ``baselines``: Table 3's methods and their values (:mod:`evals.baselines`)."""
+    ``baselines``: Table 3's methods and their values (:mod:`evals.baselines`);
+    ``deadline_ms``: thinking deadlines in milliseconds (``deadline`` settings)."""
     if cap is not None:
         too_big = [v for v in thinking_min if v > cap]
         if too_big:
             raise ValueError(f"--thinking-min {too_big} exceed --thinking-cap {cap}")
     settings = [Setting("thinking_max", v) for v in thinking_max]
     settings += [Setting("thinking_min", v) for v in thinking_min]
+    settings += [Setting("deadline", v) for v in deadline_ms or ()]
     for method, values in (baselines or {}).items():
         if method not in BASELINES:
             raise ValueError(f"{method} is not one of Table 3's baselines {BASELINES}")

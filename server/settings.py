@@ -109,6 +109,9 @@ class Settings(BaseSettings):
                                     "(the s1 paper's curves flatten by 6).")
     max_stop_chars: int = Field(256, ge=1, description="Longest stop string.")
     max_logit_bias: int = Field(300, ge=1, description="Most logit_bias entries.")
+    max_thinking_deadline_ms: int = Field(600_000, ge=0, description="Largest "
+                                          "thinking_deadline_ms a request may ask for; more "
+                                          "is a 400.")
     max_in_flight: int = Field(512, ge=1, description="Most generation requests served at "
                                "once; more get 429 with Retry-After.")
     max_waiting: int = Field(1024, ge=0, description="Most sequences waiting for an engine "

@@ -548,3 +548,27 @@ def test_unbudgeted_choices_are_not_counted(model, vocab, settings):
     seen = _sample(thinking)
     _drain(raw)
     assert _sample(thinking) == seen and _delta(before) == dict.fromkeys(COUNTERS, 0.0)
+
+
+def test_a_deadline_cut_is_accounted_as_one(model, vocab, settings):
+    """thinking_deadline_ms through the real hook and track (server/api/deadline.py): a
+    deadline already past cuts before the first token; the continuation is the engine's
+    only request, its prompt the prompt plus the forced cut, without a budget payload; the
+    choice's budget object says ``deadline``; counted as a deadline cut, not a forced end."""
+    engine = _hooked(model, vocab, settings)
+    before, cuts = _counters(), _sample("s1_deadline_cuts_total")
+    req, stream = _call(engine, vocab, {"thinking_deadline_ms": 0, "max_tokens": 60},
+                        FINAL_ONLY)
+    (out,) = _drain(stream)
+    (request_id, params), = engine.calls
+    assert request_id == "req-1-cut" and EXTRA_ARGS_KEY not in (params.extra_args or {})
+    forced = [*vocab.end, *vocab.prefix]  # the prompt ends with a newline: none forced
+    ids = list(out.outputs[0].token_ids)
+    assert ids[:len(forced)] == forced and params.max_tokens == 60 - len(forced)
+    b = req.budgets[0]
+    assert (b["end"], b["thinking_tokens"], b["deadline"], b["hit_max"]) == (
+        "deadline", 0, 0, False)
+    assert b["cut"] == {"token": 0, "char": 0, "output_index": 0}
+    assert _delta(before) == {"s1_forced_ends": 0, "s1_forced_continuations": 0,
+                              "s1_budgeted_requests": 1}
+    assert _sample("s1_deadline_cuts_total") == cuts + 1

@@ -282,3 +282,13 @@ def test_budget_fields_reach_the_body() -> None:
     assert "thinking_min" not in body
     body = completion_body("p", {"thinking_min": 8, "thinking_continuation": ""}, None, False)
     assert body["thinking_continuation"] == "" and body["thinking_min"] == 8
+
+
+def test_the_deadline_goes_in_the_body() -> None:
+    from client.cli import _fields, build_parser
+    from client.wire import chat_body
+
+    body = chat_body("hi", {"thinking_deadline_ms": 1500, "thinking_max": 64}, None, False)
+    assert body["thinking_deadline_ms"] == 1500 and body["thinking_max"] == 64
+    args = build_parser().parse_args(["chat", "hi", "--deadline-ms", "800"])
+    assert _fields(args)["thinking_deadline_ms"] == 800

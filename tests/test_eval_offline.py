@@ -474,3 +474,19 @@ def test_cli_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     assert evals.cli.main(["--data", str(DATA / "qa_sample.jsonl"),
                            "--thinking-max", "a,b"]) == 2
     assert "not an integer" in capsys.readouterr().err
+
+
+def test_a_deadline_sweep_sends_thinking_deadline_ms(tmp_path: Path) -> None:
+    import asyncio
+
+    from evals.settings import LABELS, METHODS
+
+    assert "deadline" in METHODS and "deadline" in LABELS
+    fake = _fake_for(DATA / "aime24_sample.jsonl")
+    settings = build_sweep([], [], None, None, deadline_ms=[500, 1000])
+    assert settings == [Setting("deadline", 500), Setting("deadline", 1000)]
+    cache = Cache(tmp_path / "cache.sqlite", "sig")
+    result = asyncio.run(_sweep(fake, cache, settings))
+    assert not result.failures and result.requested == 4 * 2
+    assert sorted({b["thinking_deadline_ms"] for b in fake.bodies}) == [500, 1000]
+    assert all("thinking_min" not in b for b in fake.bodies)

@@ -59,7 +59,11 @@ IMPORTS = [
     ("vllm.exceptions.VLLMNotFoundError", "server/api/app.py"),
     ("vllm.entrypoints.launchers.api_server.app_state.init_app_state", "server/api/engine_hook.py"),
     ("vllm.renderers.inputs.preprocess.extract_prompt_components", "server/api/engine_hook.py"),
-    ("vllm.sampling_params.RequestOutputKind", "server/api/engine_hook.py"),
+    ("vllm.sampling_params.RequestOutputKind", "server/api/engine_hook.py, "
+     "server/api/deadline.py"),
+    ("vllm.inputs.engine.tokens_input", "server/api/deadline.py (the continuation's prompt)"),
+    ("vllm.outputs.CompletionOutput", "server/api/deadline.py (the forced cut's own output)"),
+    ("vllm.outputs.RequestOutput", "server/api/deadline.py (the forced cut's own output)"),
     ("vllm.SamplingParams", "server/engine/logits_processor.py"),
     ("vllm.v1.sample.logits_processor.BatchUpdate", "server/engine/logits_processor.py"),
     ("vllm.v1.sample.logits_processor.LogitsProcessor", "server/engine/logits_processor.py"),
@@ -510,6 +514,41 @@ def test_sampling_params_fields() -> None:
     child.n = 1
     child.extra_args = {"s1_budget": {}}
     assert params.extra_args is None, "server/api/engine_hook.py copies SamplingParams per choice"
+
+
+def test_deadline_continuation_shapes() -> None:
+    """server/api/deadline.py: the continuation after a thinking deadline's cut is a token
+    prompt built with tokens_input; the choice's outputs are vLLM's RequestOutput and
+    CompletionOutput, read and rewritten field by field (splice, DELTA -> the serving
+    class's kind); the forced ids' logprobs come from the continuation's prompt logprobs;
+    ``reasoning_ended`` is one of generate's keyword arguments."""
+    import copy
+
+    from vllm import SamplingParams
+    from vllm.inputs.engine import tokens_input
+    from vllm.outputs import CompletionOutput, RequestOutput
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    assert _params(tokens_input)[:1] == ["prompt_token_ids"] and "cache_salt" in _params(
+        tokens_input), "server/api/deadline.py calls tokens_input(ids, cache_salt=...)"
+    assert tokens_input([1, 2]) == {"type": "token", "prompt_token_ids": [1, 2]}, (
+        "server/api/deadline.py refuses prompts whose type is not 'token' and reads "
+        "prompt_token_ids")
+    comp = CompletionOutput(index=0, text="a", token_ids=[1], cumulative_logprob=None,
+                            logprobs=None, finish_reason=None)
+    for name in ("index", "text", "token_ids", "cumulative_logprob", "logprobs",
+                 "finish_reason"):
+        assert hasattr(comp, name), f"server/api/deadline.py uses CompletionOutput.{name}"
+    copy.copy(comp)
+    out = RequestOutput("r", None, [1], None, [comp], False)
+    for name in ("request_id", "prompt", "prompt_token_ids", "prompt_logprobs", "outputs",
+                 "finished", "num_cached_tokens"):
+        assert hasattr(out, name), f"server/api/deadline.py uses RequestOutput.{name}"
+    params = SamplingParams(max_tokens=4)
+    for name in ("logprobs", "prompt_logprobs", "min_tokens", "skip_special_tokens"):
+        assert hasattr(params, name), f"server/api/deadline.py uses SamplingParams.{name}"
+    assert "reasoning_ended" in _params(AsyncLLM.generate), (
+        "server/api/deadline.py sets generate(..., reasoning_ended=True) for the continuation")
 
 
 def test_model_permission() -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -44,12 +44,28 @@ class BudgetRequest:
     calls: int = 0
     timed_out: bool = False
     beam_search: bool = False
+    # thinking_deadline_ms, and when the request arrived (server.api.deadline's clock).
+    thinking_deadline_ms: int | None = None
+    arrival: float = 0.0
+    # Choices whose thinking the deadline cut, by choice index (server.budget.cut.Cut).
+    cuts: dict[int, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def asked(self) -> bool:
         """The request itself asked for a budget (a field, an effort level, thinking)."""
         return (self.thinking_min is not None or self.thinking_max is not None
-                or self.thinking_waits is not None)
+                or self.thinking_waits is not None
+                or self.thinking_deadline_ms is not None)
+
+    def spec_for(self, output_ids: Sequence[int]) -> Any:
+        """The spec that accounts a choice with these output ids: the deadline cut's
+        when the ids continue from one (for the reasoning parser's count), else the
+        request's."""
+        for cut in self.cuts.values():
+            prefix = cut.prefix
+            if len(output_ids) >= len(prefix) and tuple(output_ids[:len(prefix)]) == prefix:
+                return cut.spec
+        return self.spec
 
 
 # The core's per-request context variable (the reasoning parser reads the spec there).
@@ -96,4 +112,5 @@ def budget_from_body(body: dict, efforts: Mapping[str, int]) -> BudgetRequest:
         raise bad_request("seed must be an integer", "seed")
     return BudgetRequest(fields.thinking_min, hi, fields.thinking_continuation,
                          user_max if isinstance(user_max, int) else None, fields.thinking_waits,
-                         soft, max(1, n), seed)
+                         soft, max(1, n), seed,
+                         thinking_deadline_ms=fields.thinking_deadline_ms)

@@ -56,7 +56,8 @@ PROXY_DEFAULTS: dict[str, Any] = {"no_stop_trim": False, "return_hidden_states":
 # Our extensions, read by server.api.budget_request on every surface.
 EXTENSIONS = frozenset({"thinking_min", "thinking_max", "min_thinking_tokens",
                         "max_thinking_tokens", "thinking_token_budget",
-                        "thinking_continuation", "thinking_waits", "seed"})
+                        "thinking_continuation", "thinking_waits",
+                        "thinking_deadline_ms", "seed"})
 
 
 @cache

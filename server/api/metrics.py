@@ -51,25 +51,39 @@ FORCED_CONTINUATIONS = Counter(
     "thinking_min, summed over budgeted choices.")
 
 
+DEADLINE_CUTS = Counter(
+    f"{PREFIX}_deadline_cuts",
+    "Choices whose thinking was cut at thinking_deadline_ms (counted when the response "
+    "ends, as the other budget counters).")
+DEADLINE_LATENESS = Histogram(
+    f"{PREFIX}_deadline_lateness_seconds",
+    "Time from a choice's thinking deadline to its cut (its continuation submitted).",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+
+
 def render() -> bytes:
     """The whole default registry: ours and vLLM's."""
     return generate_latest(REGISTRY)
 
 
-def record_choice(state: BudgetState | None, tokens: int) -> None:
+def record_choice(state: BudgetState | None, tokens: int, deadline_cut: bool = False) -> None:
     """One finished choice's histograms and budget counters (``state``: its replayed
     budget state machine, None without a thinking format; ``tokens``: all it generated).
 
     The state machine replayed exactly the token ids the engine returned, so
     ``hit_max`` and ``continuations`` are what the logits processor did, counted once
     however many tensor-parallel ranks ran it. A request re-added after preemption is
-    still one choice here, so nothing counts twice.
+    still one choice here, so nothing counts twice. ``deadline_cut``: thinking_deadline_ms
+    cut the choice (``state`` was replayed with the cut's spec, so its ``hit_max`` is that
+    cut, not a forced end).
     """
     THINKING_TOKENS.observe(state.thinking if state is not None else 0)
     ANSWER_TOKENS.observe(state.answer if state is not None else tokens)
+    if deadline_cut:  # replayed with the cut's spec: its hit_max is the deadline's cut
+        DEADLINE_CUTS.inc()
     if state is not None and state.spec.active:
         BUDGETED_REQUESTS.inc()
-        if state.hit_max:
+        if state.hit_max and not deadline_cut:
             FORCED_ENDS.inc()
         if state.continuations:
             FORCED_CONTINUATIONS.inc(state.continuations)

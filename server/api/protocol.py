@@ -41,6 +41,9 @@ class BudgetFields(BaseModel):
                                               description="String appended when thinking is "
                                               "extended (default 'Wait'); '' suppresses the "
                                               "end attempt without appending anything.")
+    thinking_deadline_ms: StrictInt | None = Field(
+        None, ge=0, description="Cut thinking this many milliseconds after the request "
+        "arrived, as at thinking_max (server.api.deadline).")
 
     @model_validator(mode="after")
     def _merge_aliases(self) -> BudgetFields:

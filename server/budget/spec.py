@@ -16,7 +16,9 @@ __all__ = ["REQUEST_BUDGET", "BudgetError", "BudgetSpec", "SpecHolder", "check_b
 
 
 class SpecHolder(Protocol):
-    """What the API layer keeps per request: the budget spec once it is resolved."""
+    """What the API layer keeps per request: the budget spec once it is resolved (and,
+    optionally, ``spec_for(output_ids)``: the spec of the choice with those ids, which
+    differs where a thinking deadline cut it, see server/budget/cut.py)."""
 
     spec: BudgetSpec | None
 

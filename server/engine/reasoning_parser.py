@@ -107,12 +107,14 @@ class S1ReasoningParser(ReasoningParser):
             t in getattr(tokenizer, "all_special_ids", ()) for t in self.start_ids + self.end_ids)
 
     # ------------------------------------------------------------------ ids
-    def _spec(self) -> BudgetSpec:
+    def _spec(self, output_ids: Sequence[int] = ()) -> BudgetSpec:
         # The request's own budget when the API process knows it: forced tokens (the
-        # newline before a forced end) are then told from thinking, as the processor did.
+        # newline before a forced end) are then told from thinking, as the processor did;
+        # a choice that a thinking deadline cut is counted with the cut's spec.
         req = REQUEST_BUDGET.get()
         if req is not None and req.spec is not None:
-            return req.spec
+            spec_for = getattr(req, "spec_for", None)
+            return spec_for(output_ids) if spec_for is not None else req.spec
         return BudgetSpec(start_ids=self.start_ids, end_ids=self.end_ids, stop_ids=self._stop,
                           continuation_ids=(), answer_prefix_ids=(), thinking_min=None,
                           thinking_max=None, prompt_opens=self.prompt_opens)
@@ -137,7 +139,7 @@ class S1ReasoningParser(ReasoningParser):
         return list(input_ids[end:]) if end >= 0 else []
 
     def count_reasoning_tokens(self, token_ids: Sequence[int]) -> int:
-        state = BudgetState(self._spec())
+        state = BudgetState(self._spec(token_ids))
         for tok in token_ids:
             state.observe(tok)
         return state.thinking

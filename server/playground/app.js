@@ -66,6 +66,7 @@ function setupSingle() {
       thinking_min: intOrNull($("tmin")), thinking_max: intOrNull($("tmax")),
       thinking_waits: intOrNull($("twaits")),
       thinking_continuation: continuation($("cont"), $("cont-none")),
+      thinking_deadline_ms: intOrNull($("deadline")),
       temperature: intOrNull($("temperature")), seed: intOrNull($("seed")),
       max_tokens: intOrNull($("max-tokens")),
     }), apiKey(), config.thinking_continuation);

@@ -131,7 +131,9 @@ export class RunView {
       } else {
         parts.push(el("span", {class: "cut-marker", "data-char": m.char, "data-token": m.token,
                                role: "note"},
-                      ` \u2702 thinking cut at ${m.token} tokens (thinking_max) `));
+                      ` \u2702 thinking cut at ${m.token} tokens (` +
+                      (b.end === "deadline" ? `deadline, ${b.deadline} ms` : "thinking_max") +
+                      ") "));
       }
     }
     if (at < text.length) parts.push(document.createTextNode(text.slice(at)));
@@ -145,7 +147,8 @@ export class RunView {
       rows.push(["limits", `thinking_min ${b.thinking_min ?? "none"}, thinking_max ` +
                  `${b.thinking_max ?? "none"}, thinking_waits ${b.thinking_waits ?? "none"}` +
                  (b.thinking_continuation ? `, continuation "${b.thinking_continuation}"` :
-                  b.thinking_continuation === "" ? ", no continuation (suppress only)" : "")]);
+                  b.thinking_continuation === "" ? ", no continuation (suppress only)" : "") +
+                 (b.deadline != null ? `, deadline ${b.deadline} ms` : "")]);
       rows.push(["thinking ended", b.end + (b.natural_end ? " (the model ended it)" : "")]);
       rows.push(["forced continuations", b.continuations.length ? b.continuations.map(
         (m) => `token ${m.token} / char ${m.char}`).join("; ") : "none"]);

@@ -1,0 +1,358 @@
+"""``thinking_deadline_ms``: cut thinking at a wall-clock deadline, decided in the API process.
+
+Why here and how. Under tensor parallelism the logits processor runs in every worker, and
+workers that each read their own clock could cut at different tokens. So the one place
+that decides is this process, where the engine stream of each choice passes anyway (the
+hook on ``engine.generate``, :mod:`server.api.engine_hook`), and the cut is applied from
+here without touching the engine's per-step code:
+
+1. each choice's engine request streams deltas to :func:`_choice` (whatever output kind
+   the serving class asked for; its kind is rebuilt here), which watches the time since
+   the request's arrival (:data:`CLOCK`, injectable for tests) while the choice may still
+   be thinking (the budget state machine, fed the choice's ids);
+2. at the deadline (a timer while waiting for the engine, or the check after each
+   output), if thinking can be cut there (:func:`server.budget.cut.plan`: in the block,
+   at or above ``thinking_min``, not inside a forced string; else the next output is
+   tried again), the engine request is aborted and a *continuation* is submitted: the
+   prompt ids + the ids generated so far + the forced cut (the newline rule, the end
+   delimiter, the answer prefix, exactly as the machine forces them at
+   ``thinking_max``), with no budget left to enforce, ``max_tokens``/``min_tokens``
+   reduced by what is already generated, the same seed and sampling. With prefix
+   caching the shared prefix is not computed again;
+3. its outputs are spliced into the choice's stream as if one engine request had made
+   them: the forced ids go out at once, as an output of their own (with logprobs asked
+   for, they lead the continuation's first output instead, with its prompt logprobs of
+   those ids as theirs); the prompt, prompt ids and request id stay the original's, so
+   vLLM's serving classes (usage counts the forced ids as completion tokens, the
+   reasoning parser, finish reasons) see one generation.
+
+So the answer prefix (the first answer tokens of the s1 format) reaches the client at the
+cut, and the model's own answer one engine step (the continuation's prefill) later. The
+choice's ``budget`` object and the reasoning parser's count replay its ids with the cut's
+spec (``BudgetRequest.cuts``), so the cut is accounted exactly as one at ``thinking_max``
+(``end: "deadline"``). ``n > 1`` always runs as ``n`` engine requests
+(:mod:`server.api.fanout`), so that each choice is cut alone.
+
+Why not in the engine core: the core could read one clock for all ranks too, but the
+cut would then need a per-step hook in vLLM's scheduler and a new engine-side channel for
+the deadline; here it reuses vLLM's abort and add-request paths, and the continuation is
+an ordinary request that the prefix cache makes cheap. A deadline before
+``thinking_min`` waits for it (the minimum is a promise about the thinking; the deadline
+is a wish about time), and ``thinking_max`` cuts first when it comes first.
+
+Limits, documented in docs/api.md: a stop string is not matched across the forced cut;
+a choice whose ``max_tokens`` leaves no room for the cut and one answer token is not cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from server.api import fanout, metrics
+from server.api.budget_request import BudgetRequest
+from server.api.errors import APIError, bad_request
+from server.api.serving import Serving
+from server.budget.cut import Cut, plan, still_thinking
+from server.budget.machine import BudgetSpec, BudgetState, Phase
+from server.settings import Settings
+
+# The clock deadlines are measured on (seconds); tests put a fake one here.
+CLOCK: Callable[[], float] = time.monotonic
+
+
+def now() -> float:
+    return CLOCK()
+
+
+def check(deadline_ms: int | None, settings: Settings) -> None:
+    """A deadline beyond the server's limit is a 400 (its type and sign are checked with
+    the other budget fields)."""
+    most = settings.max_thinking_deadline_ms
+    if deadline_ms is not None and deadline_ms > most:
+        raise bad_request(f"thinking_deadline_ms={deadline_ms} is above this server's limit "
+                          f"of {most} ms (--max-thinking-deadline-ms)", "thinking_deadline_ms")
+
+
+def refusal(req: BudgetRequest, has_format: bool, prompt: Any) -> APIError | None:
+    """Why this request's deadline cannot be honoured (None: it can, or there is none)."""
+    if req.thinking_deadline_ms is None:
+        return None
+    if not has_format:
+        return APIError(400, "this model has no thinking format, so thinking_deadline_ms "
+                        "cannot cut its thinking; start the server with --thinking-format",
+                        "thinking_deadline_ms")
+    if not isinstance(prompt, dict) or prompt.get("type", "token") != "token" or (
+            "prompt_token_ids" not in prompt):
+        return APIError(400, "thinking_deadline_ms needs a prompt of token ids (text); this "
+                        "prompt has other inputs", "thinking_deadline_ms")
+    return None
+
+
+def generate(original: Callable[..., AsyncIterator[Any]], serving: Serving,
+             req: BudgetRequest, spec: BudgetSpec, prompt: dict, params: Any,
+             request_id: str, first_choice: int, args: tuple, kwargs: dict
+             ) -> AsyncIterator[Any]:
+    """The engine stream of one prompt's ``n`` choices under the request's deadline."""
+    from vllm.sampling_params import RequestOutputKind
+
+    from server.engine.logits_processor import budget_extra_args
+
+    at = req.arrival + req.thinking_deadline_ms / 1000
+    n = params.n
+    if n == 1:
+        return _choice(original, serving, req, spec, prompt, params, request_id,
+                       first_choice, at, args, kwargs)
+    children = []
+    for i in range(n):
+        child = copy.copy(params)
+        child.n = 1
+        if params.seed is not None:
+            child.seed = params.seed + i  # as vLLM seeds the children of an n > 1 request
+        if spec.active:
+            child.extra_args = {**params.extra_args,
+                                **budget_extra_args(spec, child.seed if child.seed is not None
+                                                    else fanout.fresh_seed())}
+        children.append(_choice(original, serving, req, spec, prompt, child,
+                                fanout.child_id(request_id, i), first_choice + i, at, args,
+                                kwargs, index=i))
+    return fanout.as_one(children, params.output_kind == RequestOutputKind.FINAL_ONLY)
+
+
+async def _choice(original: Callable[..., AsyncIterator[Any]], serving: Serving,
+                  req: BudgetRequest, spec: BudgetSpec, prompt: dict, params: Any,
+                  request_id: str, choice: int, at: float, args: tuple, kwargs: dict,
+                  index: int = 0) -> AsyncIterator[Any]:
+    """One choice's outputs, in ``params.output_kind``, cut at the deadline ``at``."""
+    from vllm.sampling_params import RequestOutputKind
+
+    engine_params = copy.copy(params)
+    engine_params.output_kind = RequestOutputKind.DELTA
+    out = _Outputs(params.output_kind, index)
+    state = BudgetState(spec)
+    stream = pending = cont = None
+    cut: Cut | None = None
+    late = now() >= at
+    try:
+        if late:
+            cut = _plan(spec, state, [], params, serving)
+        if cut is None:
+            stream = original(prompt, engine_params, request_id, *args, **kwargs)
+            while True:
+                watching = still_thinking(state)
+                if watching:  # wait on a task, so that the deadline's timer keeps it alive
+                    pending = pending or asyncio.ensure_future(anext(stream))
+                    timeout = None if late else max(0.0, at - now())
+                    done, _ = await asyncio.wait({pending}, timeout=timeout)
+                    if not done:
+                        late = True
+                        if (cut := _plan(spec, state, out.ids, params, serving)) is not None:
+                            break
+                        continue
+                    task, pending = pending, None
+                    try:
+                        res = task.result()
+                    except StopAsyncIteration:
+                        break
+                else:
+                    try:
+                        res = await anext(stream)
+                    except StopAsyncIteration:
+                        break
+                state.observe_many(res.outputs[0].token_ids)
+                for item in out.add(res):
+                    yield item
+                if res.finished:
+                    return
+                late = late or now() >= at
+                if late and (cut := _plan(spec, state, out.ids, params, serving)):
+                    break
+            if cut is None:
+                return
+        # The cut: abort the engine request, continue from its ids plus the forced ones.
+        if pending is not None:
+            await _cancel(pending)
+            pending = None
+        if stream is not None:
+            await stream.aclose()
+        req.cuts[choice] = cut
+        metrics.DEADLINE_LATENESS.observe(max(0.0, now() - at))
+        cont = original(*_continuation(prompt, params, cut, serving), f"{request_id}-cut",
+                        *args, **_cut_kwargs(kwargs))
+        pending = asyncio.ensure_future(anext(cont))  # submitted now
+        head = out.head
+        prompt_text = head.prompt if head is not None else prompt.get("prompt")
+        prompt_ids = list(prompt["prompt_token_ids"])
+        # The forced ids go out at once, unless logprobs were asked for: theirs are the
+        # continuation's prompt logprobs, so they lead its first output instead.
+        lead = params.logprobs is None and params.prompt_logprobs is None
+        if lead:
+            for item in out.add(_forced_output(cut, out, params, serving, request_id,
+                                               prompt_text, prompt_ids)):
+                yield item
+        base: float | None = None  # the continuation's cumulative logprob starts here
+        while True:
+            try:
+                res = await pending if pending is not None else await anext(cont)
+            except StopAsyncIteration:
+                break
+            finally:
+                pending = None
+            comp = res.outputs[0]
+            if base is None:
+                base = 0.0 if lead else _splice(res, cut, out, params, serving)
+            elif comp.cumulative_logprob is not None:
+                comp.cumulative_logprob += base
+            res.request_id, res.prompt, res.prompt_token_ids = request_id, prompt_text, prompt_ids
+            if res.num_cached_tokens:  # the cache held some of the output, not the prompt
+                res.num_cached_tokens = min(res.num_cached_tokens, len(prompt_ids))
+            for item in out.add(res):
+                yield item
+    finally:
+        if pending is not None:  # the client left while we waited: abort the request
+            await _cancel(pending)
+        for s in (stream, cont):
+            if s is not None:
+                await s.aclose()
+
+
+def _plan(spec: BudgetSpec, state: BudgetState, ids: list[int], params: Any,
+          serving: Serving) -> Cut | None:
+    """The cut after ``ids``, if thinking can be cut there and the answer gets room.
+    ``state`` (the machine fed ``ids``) rules out most outputs without a replay."""
+    if state.phase != Phase.THINKING or state.thinking < (spec.thinking_min or 0):
+        return None
+    cut = plan(spec, ids)
+    if cut is None or params.max_tokens is None or (
+            params.max_tokens - len(ids) < len(cut.forced) + 1):
+        return None
+    return cut
+
+
+async def _cancel(task: asyncio.Future) -> None:
+    """Cancel a pending read of an engine stream (vLLM aborts the request) and wait."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):  # abandoned: its end too
+        await task
+
+
+def _continuation(prompt: dict, params: Any, cut: Cut, serving: Serving) -> tuple[dict, Any]:
+    """The continuation request's prompt (ids + output + forced cut) and sampling params."""
+    from vllm.inputs.engine import tokens_input
+    from vllm.sampling_params import RequestOutputKind
+
+    from server.engine.logits_processor import EXTRA_ARGS_KEY
+
+    ids = list(prompt["prompt_token_ids"]) + list(cut.prefix)
+    used = len(cut.prefix)
+    p = copy.copy(params)
+    p.output_kind = RequestOutputKind.DELTA
+    p.n = 1
+    p.max_tokens = params.max_tokens - used
+    p.min_tokens = max(0, (params.min_tokens or 0) - used)
+    # Thinking is over: nothing left for the budget processor.
+    p.extra_args = {k: v for k, v in (params.extra_args or {}).items()
+                    if k != EXTRA_ARGS_KEY} or None
+    # The forced ids' logprobs, as the prompt logprobs of the continuation's last ids.
+    wanted = [k for k in (params.logprobs, params.prompt_logprobs) if k is not None]
+    p.prompt_logprobs = max(wanted) if wanted else None
+    return tokens_input(ids, cache_salt=prompt.get("cache_salt")), p
+
+
+def _cut_kwargs(kwargs: dict) -> dict:
+    """engine.generate's keyword arguments for the continuation: its prompt ends after the
+    end delimiter, so a grammar constrains from its first token."""
+    out = dict(kwargs)
+    if "reasoning_ended" in out:
+        out["reasoning_ended"] = True
+    return out
+
+
+def _forced_text(cut: Cut, out: _Outputs, params: Any, serving: Serving) -> str:
+    """The text of the forced ids, continuing what the choice has streamed so far."""
+    skip = params.skip_special_tokens
+    decode = serving.model.tokenizer.decode
+    full = decode(list(cut.prefix), skip_special_tokens=skip)
+    return full[len(out.text):] if full.startswith(out.text) else decode(
+        list(cut.forced), skip_special_tokens=skip)
+
+
+def _forced_output(cut: Cut, out: _Outputs, params: Any, serving: Serving,
+                   request_id: str, prompt_text: str | None, prompt_ids: list[int]) -> Any:
+    """The forced ids as an output of their own, sent at the cut."""
+    from vllm.outputs import CompletionOutput, RequestOutput
+
+    comp = CompletionOutput(index=out.index, text=_forced_text(cut, out, params, serving),
+                            token_ids=list(cut.forced), cumulative_logprob=None,
+                            logprobs=None, finish_reason=None)
+    return RequestOutput(request_id, prompt_text, prompt_ids, None, [comp], False)
+
+
+def _splice(res: Any, cut: Cut, out: _Outputs, params: Any, serving: Serving) -> float:
+    """Lead the continuation's first output with the forced ids, their text and logprobs;
+    its prompt logprobs become the original prompt's. Returns the cumulative logprob the
+    continuation's own starts from."""
+    comp = res.outputs[0]
+    comp.token_ids = list(cut.forced) + list(comp.token_ids)
+    comp.text = _forced_text(cut, out, params, serving) + comp.text
+    base = out.cumulative or 0.0
+    plps = res.prompt_logprobs
+    if plps is not None and params.logprobs is not None and comp.logprobs is not None:
+        forced = plps[len(plps) - len(cut.forced):]
+        base += sum(lp[tok].logprob for lp, tok in zip(forced, cut.forced, strict=True))
+        forced.extend(comp.logprobs)
+        comp.logprobs = forced
+    if comp.cumulative_logprob is not None:
+        comp.cumulative_logprob += base
+    # The original prompt's own prompt logprobs, when it never ran (a cut before it).
+    prompt_len = len(plps) - len(cut.prefix) if plps is not None else 0
+    res.prompt_logprobs = (plps[:prompt_len] if plps is not None and out.head is None
+                           and params.prompt_logprobs is not None else None)
+    return base
+
+
+class _Outputs:
+    """The choice's outputs as the serving class asked for them (DELTA: as they come;
+    CUMULATIVE: everything so far each time; FINAL_ONLY: everything, once), with the
+    original request's prompt fields, whichever engine request made them."""
+
+    def __init__(self, kind: Any, index: int) -> None:
+        from vllm.sampling_params import RequestOutputKind
+
+        self.kind, self.index, self.delta = kind, index, kind == RequestOutputKind.DELTA
+        self.final_only = kind == RequestOutputKind.FINAL_ONLY
+        self.ids: list[int] = []
+        self.text = ""
+        self.logprobs: Any = None
+        self.cumulative: float | None = None
+        self.head: Any = None  # the first output
+        self.prompt_logprobs: Any = None
+
+    def add(self, res: Any) -> list[Any]:
+        comp = res.outputs[0]
+        comp.index = self.index
+        if self.head is None:
+            self.head = res
+            self.prompt_logprobs = res.prompt_logprobs
+        elif not self.delta:  # every output carries them (the last one counts)
+            res.prompt_logprobs = self.prompt_logprobs
+        self.ids.extend(comp.token_ids)
+        self.text += comp.text
+        if comp.logprobs is not None and not self.delta:
+            if self.logprobs is None:
+                self.logprobs = comp.logprobs[:0]
+            self.logprobs.extend(comp.logprobs)
+        self.cumulative = comp.cumulative_logprob
+        if self.delta:
+            return [res]
+        if self.final_only and not res.finished:
+            return []
+        whole = copy.copy(comp)
+        whole.token_ids, whole.text = list(self.ids), self.text
+        whole.logprobs = None if self.logprobs is None else self.logprobs[:]
+        res.outputs = [whole]
+        return [res]

@@ -41,10 +41,12 @@ def chat(server, stream: bool = False, **body) -> dict:
 
 
 # The README's example (README.md, "budget" object): greedy, so exact.
-README_BUDGET = {"thinking_min": 16, "thinking_max": None, "thinking_continuation": "Wait",
+README_BUDGET = {"thinking_min": 16, "thinking_max": None, "thinking_waits": None,
+                 "thinking_continuation": "Wait",
                  "thinking_tokens": 69, "answer_tokens": 10, "continuation_count": 1,
                  "continuations": [{"token": 15, "char": 15, "output_index": 15}],
-                 "hit_max": False, "cut": None, "natural_end": True, "end": "natural"}
+                 "hit_max": False, "cut": None, "natural_end": True, "end": "natural",
+                 "deadline": None}
 
 
 def test_forced_continuation_is_reported_where_it_is(demo_server):

@@ -215,7 +215,7 @@ def test_budget_metrics_count_delegated_choices_once(api_server):
     before = api_server.metric("s1_forced_ends_total")
     r = post(api_server, "/v1/completions", {
         "model": API_MODEL, "prompt": "<|im_start|>think\n", "max_tokens": 12, "n": 3,
-        "temperature": 1, "logprobs": 1, "thinking_max": 2})
+        "temperature": 1, "logprobs": 1, "thinking_max": 0})  # every choice is cut at once
     assert r.status_code == 200, r.text
     assert all(c["budget"]["hit_max"] for c in r.json()["choices"])
     assert api_server.metric("s1_forced_ends_total") - before == 3

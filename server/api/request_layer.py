@@ -164,20 +164,6 @@ def budget_rejected(error: APIError) -> Exception:
     return VLLMValidationError(error.message, parameter=error.param)
 
 
-def deadline_error(message: str) -> Exception:
-    """The request deadline's error, as each of vLLM's surfaces reports it: a 504 where no
-    byte has gone out (a GracefulHTTPError carries its status), the stream's error event
-    otherwise (vLLM's Responses stream reports only a GenerationError)."""
-    from vllm.exceptions import GenerationError, GracefulHTTPError
-
-    class RequestDeadline(GenerationError, GracefulHTTPError):
-        def __init__(self, text: str) -> None:
-            GracefulHTTPError.__init__(self, text, HTTPStatus.GATEWAY_TIMEOUT)
-            self.status_code = HTTPStatus.GATEWAY_TIMEOUT
-
-    return RequestDeadline(message)
-
-
 async def track(stream: AsyncIterator[Any], req: BudgetRequest, spec: BudgetSpec | None,
                 n: int, serving: Serving, delta: bool, first_choice: int = 0
                 ) -> AsyncIterator[Any]:
@@ -186,6 +172,8 @@ async def track(stream: AsyncIterator[Any], req: BudgetRequest, spec: BudgetSpec
     ``delta``: outputs carry new token ids only (streaming); otherwise all of them.
     ``first_choice``: the response's index of this prompt's first choice.
     """
+    from vllm.exceptions import GracefulHTTPError
+
     started = time.perf_counter()
     first_at: float | None = None
     ids: dict[int, list[int]] = {}
@@ -200,9 +188,10 @@ async def track(stream: AsyncIterator[Any], req: BudgetRequest, spec: BudgetSpec
                 break
             except TimeoutError:
                 req.timed_out = True
-                raise deadline_error(
+                raise GracefulHTTPError(
                     f"the request ran past its {timeout:g} s deadline and was aborted; ask "
-                    "for fewer tokens or raise the server's --request-timeout-s") from None
+                    "for fewer tokens or raise the server's --request-timeout-s",
+                    HTTPStatus.GATEWAY_TIMEOUT) from None
             for comp in output.outputs:
                 got = ids.setdefault(comp.index, [])
                 if delta:

@@ -94,18 +94,8 @@ def test_deadline_aborts_request(strict, path):
     assert strict.metric("vllm:num_requests_waiting") == 0
 
 
-# Known defects (the fix belongs in server/api/request_layer.py): a Responses stream cut by
-# the deadline ends after response.in_progress with no error or failed event, and the
-# Anthropic stream's error event is vLLM's internal validation error of a chat chunk
-# instead of the deadline message. Strict xfails limited to that AssertionError.
-STREAM_DEFECT = pytest.mark.xfail(strict=True, raises=AssertionError,
-                                  reason="the deadline's error does not reach this stream")
-
-
 @pytest.mark.parametrize("path", [
-    "/v1/chat/completions", "/v1/completions",
-    pytest.param("/v1/responses", marks=STREAM_DEFECT),
-    pytest.param("/v1/messages", marks=STREAM_DEFECT)])
+    "/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages"])
 def test_deadline_ends_the_stream_with_its_error(strict, path):
     body = {"model": "tiny", **DEADLINE_BODIES[path]}
     with frozen_engine(strict):

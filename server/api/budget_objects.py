@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import AsyncIterator, Callable
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import APIRouter
@@ -73,7 +74,7 @@ def with_budget(endpoint: Callable[..., Any], path: str) -> Callable[..., Any]:
             raise APIError(CLIENT_CLOSED_REQUEST, "the client closed the request")
         budget = BUDGET.get()
         if isinstance(response, StreamingResponse):
-            response.body_iterator = _events(response.body_iterator, budget, add)
+            response.body_iterator = _events(response.body_iterator, budget, add, path)
         elif (isinstance(response, JSONResponse) and response.status_code == 200
               and budget is not None and budget.budgets):
             body = json.loads(response.body)
@@ -107,18 +108,38 @@ def _top_level_adder(path: str) -> Callable[..., None]:
 
 
 async def _events(events: AsyncIterator[str | bytes], budget: BudgetRequest | None,
-                  add: Callable[[dict, Budgets], None]) -> AsyncIterator[str]:
+                  add: Callable[[dict, Budgets], None], path: str = "") -> AsyncIterator[str]:
     """vLLM's SSE events, one line of JSON each, with ``add`` applied to each event's
-    data once budget objects exist."""
+    data once budget objects exist, and the request deadline's error reported in the
+    surface's own shape where vLLM 0.32 loses it: its Responses stream fails on its own
+    error event (the stream just stopped), and its Messages stream reports the chat
+    error chunk it could not parse instead of the error."""
+    sent = 0
     try:
         async for event in events:
             if isinstance(event, bytes):
                 event = event.decode()
             if budget is not None and budget.budgets:
                 event = _edit(event, budget.budgets, add)
+            if path == "/v1/messages" and budget is not None and budget.deadline_error \
+                    and event.startswith("event: error"):
+                event = _sse("error", {"type": "error", "error": {
+                    "type": "timeout_error", "message": budget.deadline_error}})
+            sent += 1
             yield sse.one_line(event)  # vLLM's JSON may carry raw U+2028 and the like
+    except Exception as exc:
+        if path != "/v1/responses" or budget is None or not budget.deadline_error or \
+                getattr(exc, "http_status", None) != HTTPStatus.GATEWAY_TIMEOUT:
+            raise
+        yield sse.one_line(_sse("error", {  # OpenAI's Responses error event
+            "type": "error", "code": "timeout_error", "message": budget.deadline_error,
+            "param": None, "sequence_number": sent}))
     finally:
         await events.aclose()  # on disconnect too: vLLM's generator aborts the request
+
+
+def _sse(name: str, data: dict) -> str:
+    return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
 def _edit(event: str, budgets: Budgets, add: Callable[[dict, Budgets], None]) -> str:

@@ -43,6 +43,7 @@ class BudgetRequest:
     # of prompt k from k * n.
     calls: int = 0
     timed_out: bool = False
+    deadline_error: str | None = None  # the request deadline's message, once it passed
     beam_search: bool = False
     # thinking_deadline_ms, and when the request arrived (server.api.deadline's clock).
     thinking_deadline_ms: int | None = None

@@ -188,10 +188,11 @@ async def track(stream: AsyncIterator[Any], req: BudgetRequest, spec: BudgetSpec
                 break
             except TimeoutError:
                 req.timed_out = True
-                raise GracefulHTTPError(
+                req.deadline_error = (
                     f"the request ran past its {timeout:g} s deadline and was aborted; ask "
-                    "for fewer tokens or raise the server's --request-timeout-s",
-                    HTTPStatus.GATEWAY_TIMEOUT) from None
+                    "for fewer tokens or raise the server's --request-timeout-s")
+                raise GracefulHTTPError(req.deadline_error,
+                                        HTTPStatus.GATEWAY_TIMEOUT) from None
             for comp in output.outputs:
                 got = ids.setdefault(comp.index, [])
                 if delta:

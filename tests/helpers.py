@@ -61,3 +61,14 @@ def promql_metric_names(expr: str) -> set[str]:
             continue
         names.add(word)
     return names
+
+
+def count_runs(ids: list[int], run: list[int]) -> int:
+    """Non-overlapping occurrences of ``run`` in ``ids``, read off the raw ids."""
+    count = i = 0
+    while i + len(run) <= len(ids):
+        if ids[i:i + len(run)] == run:
+            count, i = count + 1, i + len(run)
+        else:
+            i += 1
+    return count

@@ -27,6 +27,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.helpers import count_runs
 from tests.s1_reference import HarnessResult, HarnessTokens, harness_generate
 
 pytestmark = pytest.mark.engine
@@ -258,17 +259,6 @@ def test_waits_past_the_cap(oracle):
     else:  # last round stopped by itself past the cap: "<|im_start|>answer" alone
         assert ref.tail == ht.end_ids
         assert ref.output[cap:cap + len(ht.end_ids)] == ht.end_ids
-
-
-def count_runs(ids: list[int], run: list[int]) -> int:
-    """Non-overlapping occurrences of ``run`` in ``ids``, read off the raw ids."""
-    count = i = 0
-    while i + len(run) <= len(ids):
-        if ids[i:i + len(run)] == run:
-            count, i = count + 1, i + len(run)
-        else:
-            i += 1
-    return count
 
 
 def find(ids: list[int], run: list[int]) -> int:

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import DEMO_KEY
+from tests.helpers import count_runs
 from tests.test_budget_details_api import Q, chat
 
 pytestmark = pytest.mark.engine
@@ -34,17 +35,6 @@ def post(server, path: str, body: dict) -> httpx.Response:
     return httpx.post(server.base_url + path, json=body, headers=HEADERS, timeout=120)
 
 
-def runs(ids: list[int], run: list[int]) -> int:
-    """Non-overlapping occurrences of ``run`` in ``ids``."""
-    count = i = 0
-    while i + len(run) <= len(ids):
-        if ids[i:i + len(run)] == run:
-            count, i = count + 1, i + len(run)
-        else:
-            i += 1
-    return count
-
-
 def thinking_ids(tok, ids: list[int]) -> list[int]:
     """The ids before the end delimiter, found by its ids, not by the server's machine."""
     end = tok.encode("<|im_start|>answer", add_special_tokens=False)
@@ -57,7 +47,7 @@ def test_exactly_k_waits_then_the_end(demo_server, tok, k):
     r = chat(demo_server, thinking_waits=k, return_token_ids=True)
     c = r["choices"][0]
     think = thinking_ids(tok, c["token_ids"])
-    assert runs(think, tok.encode("Wait", add_special_tokens=False)) == k
+    assert count_runs(think, tok.encode("Wait", add_special_tokens=False)) == k
     b = c["budget"]
     assert b["continuation_count"] == k and b["thinking_waits"] == k
     assert b["thinking_continuation"] == "Wait" and b["thinking_min"] is None

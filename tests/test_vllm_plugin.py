@@ -55,7 +55,7 @@ def _chat(server, key: str | None = None, **budget) -> dict:
 
 def _thinking_ids(server, ids: list[int]) -> int:
     """Tokens before the end delimiter, counted on the raw ids (the prompt opened the
-    block), minus the newline forced before a forced end."""
+    block); a forced end's newline is among them (the caller takes it off)."""
     end = httpx.post(server.base_url + "/tokenize", json={"model": "s1-demo", "prompt": END,
                      "add_special_tokens": False}, timeout=30).json()["tokens"]
     at = next(i for i in range(len(ids)) if ids[i:i + len(end)] == end)

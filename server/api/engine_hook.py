@@ -14,9 +14,8 @@ with their routers. Only what s1-serve adds is here:
   there, so whether the prompt opens the thinking block is exact. Constrained
   answers (structured outputs, named or required tool calls) get no forced answer
   prefix, so the grammar is not broken;
-* a chat template that opens the thinking block for formats whose template does
-  not, and vLLM's reasoning parser ``s1``
-  (:mod:`server.engine.reasoning_parser`) so that reasoning is split and counted exactly.
+* (the chat template that opens the thinking block, and vLLM's reasoning parser ``s1``,
+  are vLLM arguments: :func:`server.engine.loader.configure_args`).
 """
 
 from __future__ import annotations
@@ -32,60 +31,9 @@ from server.api.budget_request import BUDGET, BudgetRequest
 from server.api.errors import APIError
 from server.api.request_layer import budget_rejected, track
 from server.api.serving import Serving
-from server.budget.formats import render_generation_prompt
 from server.budget.machine import BudgetError, BudgetSpec
-from server.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-# ------------------------------------------------------------------- set-up
-def chat_template(settings: Settings, tokenizer: Any, fmt: Any) -> str | None:
-    """The tokenizer's template, opening the thinking block when it does not itself."""
-    if settings.chat_template or fmt is None or not fmt.start:
-        return settings.chat_template
-    base = getattr(tokenizer, "chat_template", None)
-    if not isinstance(base, str):
-        return None
-    try:
-        opens = render_generation_prompt(tokenizer).rstrip().endswith(fmt.start.rstrip())
-    except Exception:
-        return None
-    if opens:
-        return None
-    return (base + "{%- if add_generation_prompt and (enable_thinking is not defined or "
-            "enable_thinking) %}" + fmt.start + "{%- endif %}")
-
-
-def vllm_args(settings: Settings, template: str | None, reasoning: bool) -> Any:
-    """vLLM's frontend arguments for its serving classes: the command line's, with the
-    chat template and the s1 reasoning parser."""
-    import copy as _copy
-
-    args = _copy.copy(settings.vllm_args)
-    if reasoning:
-        args.reasoning_parser = "s1"
-        so = _copy.copy(args.structured_outputs_config)
-        if so is not None:  # vLLM's launcher merges this flag into the config; so do we
-            so.reasoning_parser = "s1"
-            args.structured_outputs_config = so
-    if template:
-        args.chat_template = template
-    return args
-
-
-async def init(state: Any, engine: Any, serving: Serving, settings: Settings) -> None:
-    """Build vLLM's serving objects on ``state`` (what vLLM's routers read), with s1's
-    chat template and reasoning parser: what ``s1-serve`` gives vLLM's frontend arguments.
-    (On stock ``vllm serve`` with the plugin, vLLM builds them from its own arguments.)"""
-    from vllm.entrypoints.launchers.api_server.app_state import init_app_state
-
-    import server.engine.reasoning_parser  # noqa: F401  (registers the parser in this process)
-
-    ft = serving.model.format_tokens
-    template = chat_template(settings, serving.model.tokenizer, ft.fmt if ft else None)
-    args = vllm_args(settings, template, reasoning=ft is not None)
-    await init_app_state(engine, state, args, ("generate",))
-
 
 # --------------------------------------------------------------- the budget
 def _prompt_opens(ft: Any, ids: list[int]) -> bool:

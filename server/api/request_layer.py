@@ -60,7 +60,6 @@ def _model(module: str, name: str) -> type:
 
 async def budget_dependency(request: Request) -> BudgetRequest | None:
     """For vLLM's routers: 503 while loading, fields, limits, the budget, admission."""
-    request.state.vllm_served = True
     serving = _serving(request)
     try:
         body = await request.json()

@@ -28,6 +28,7 @@ from client.wire import (
     answered,
     chat_body,
     completion_body,
+    health_body,
     json_body,
     request_id,
     status_error,
@@ -134,7 +135,7 @@ class Client(ClientBase):
         """``GET /health``: ``ok``, or ``loading`` / ``dead`` (the server's 503 is an
         answer here, not an error, and is not retried)."""
         response = self._send("GET", "/health", accept=(503,))
-        return Health.model_validate(json_body(response))
+        return Health.model_validate(health_body(response))
 
     def wait_ready(self, timeout: float = 120.0, interval: float = 1.0) -> Health:
         """Poll ``/health`` until the model is loaded; raise APITimeoutError after

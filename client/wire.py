@@ -176,6 +176,15 @@ def json_body(response: httpx.Response) -> Any:
                              request_id=request_id(response.headers)) from None
 
 
+def health_body(response: httpx.Response) -> Any:
+    """``/health``'s body: s1-serve's JSON while it loads or after its engine died; vLLM's
+    own ``/health`` (s1-serve's once loaded, and stock ``vllm serve``'s) has an empty
+    body, 200 or 503."""
+    if not response.content.strip():
+        return {"status": "ok" if response.status_code == 200 else "dead"}
+    return json_body(response)
+
+
 def answered(response: httpx.Response, accept: tuple[int, ...]) -> bool:
     """True when ``response`` is the answer (success, or a status the caller takes)."""
     return response.status_code < 400 or response.status_code in accept

@@ -39,10 +39,9 @@ def main(argv: list[str] | None = None) -> None:
     from server.api import plugin
     from server.api.front import Front, load_vllm_app
     from server.api.watchdog import ENGINE_DEATH_EXIT_CODE, HARD_EXIT_S
-    from server.engine.loader import configure_args, prepare_environment
+    from server.engine.loader import prepare_environment
 
     prepare_environment(settings)
-    configure_args(args, settings)  # the budget processor, reasoning parser, template
     allow_s1_plugin()
     plugin.use_settings(settings)
     if not settings.exit_on_engine_death:  # vLLM's own error handlers stop the server too
@@ -76,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
             timer.start()
 
     async def load(front: Front) -> tuple[object, object]:
-        return await load_vllm_app(front, args, server)
+        return await load_vllm_app(front, args, settings, server)
 
     front = Front(load, keys=settings.all_api_keys(), exempt=settings.auth_exempt_health,
                   max_body=settings.max_body_bytes,
@@ -99,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(ENGINE_DEATH_EXIT_CODE)
     if server.exit_code:
         sys.exit(server.exit_code)
-    if front.engine_dead() and settings.exit_on_engine_death:
+    if front.died and settings.exit_on_engine_death:
         sys.exit(ENGINE_DEATH_EXIT_CODE)  # vLLM's error handler stopped the server first
 
 

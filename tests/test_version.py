@@ -17,7 +17,6 @@ from fastapi.testclient import TestClient
 
 from server.engine.info import EngineInfo, collect, collect_and_log, format_block
 from server.engine.preflight import GiB, ModelShape
-from server.settings import Settings
 from tests.conftest import API_KEY
 
 

@@ -23,7 +23,7 @@ import time
 import uuid
 from typing import Any
 
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from server.api.errors import APIError
 from server.api.protocol import Health
@@ -58,6 +58,7 @@ class Front:
         self.max_body = max_body
         self._tasks: list[asyncio.Task] = []
         self._app_lifespan: Any = None
+        self.died = False  # the engine was dead when the server stopped
 
     # ------------------------------------------------------------ lifecycle
     def engine_dead(self) -> bool:
@@ -92,6 +93,7 @@ class Front:
                 return
 
     async def _shutdown(self) -> None:
+        self.died = self.engine_dead()  # before our own shutdown stops the engine
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -135,12 +137,10 @@ class Front:
                 receive, error = await self._check_body(headers, receive)
             if error is not None:
                 await error.response(rid)(scope, receive, send_with_id)
-            elif self.app is None and path == "/version":
-                from server.engine.info import version_info  # engine null while loading
-
-                await JSONResponse(version_info(None).model_dump())(scope, receive,
-                                                                     send_with_id)
-            elif self.app is None or (path == "/health" and self.engine_dead()):
+            elif self.app is None and path in ("/version", "/metrics"):
+                await _while_loading(path)(scope, receive, send_with_id)
+            elif self.app is None or (self.engine_dead() and path not in ("/metrics",
+                                                                          "/version")):
                 await self._not_serving(path)(scope, receive, send_with_id)
             else:
                 await self.app(scope, receive, send_with_id)
@@ -153,8 +153,9 @@ class Front:
             access_log.info("%s %s %s %d %.3fs", rid, scope.get("method", ""), path, status[0],
                             time.perf_counter() - started)
 
-    def _not_serving(self, path: str) -> JSONResponse:
-        """While loading (or after a failed load): /health says which; the rest is 503."""
+    def _not_serving(self, path: str) -> Response:
+        """While loading, or once the engine is dead (a failed load, or its process gone,
+        with --no-exit-on-engine-death): /health says which; the rest is 503."""
         dead = self.engine_dead()
         if path == "/health":
             health = Health(status="dead", detail=self.load_error) if dead else \
@@ -216,14 +217,30 @@ class Front:
         return replay, None
 
 
-async def load_vllm_app(front: Front, args: Any, server: Any) -> tuple[Any, Any]:
-    """Start the engine in a thread, then vLLM's app and state exactly as ``vllm serve``
-    builds them (the s1 plugin attached by vLLM's plugin loader)."""
+def _while_loading(path: str) -> Response:
+    """``/version`` (engine null) and ``/metrics`` (the s1 counters, the load's 503s)
+    answer before vLLM's app exists."""
+    if path == "/version":
+        from server.engine.info import version_info
+
+        return JSONResponse(version_info(None).model_dump())
+    from server.api import metrics
+
+    return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+async def load_vllm_app(front: Front, args: Any, settings: Any, server: Any) -> tuple[Any, Any]:
+    """Give vLLM's arguments what s1 needs and start the engine, in a thread; then vLLM's
+    app and state exactly as ``vllm serve`` builds them (the s1 plugin attached by vLLM's
+    plugin loader)."""
     from vllm.entrypoints.launchers.api_server.app_state import init_app_state
     from vllm.entrypoints.launchers.app import build_app
 
     from server.engine import loader
 
+    # The processor, the reasoning parser and the template (reads the tokenizer, which may
+    # be missing: a failed load like any other).
+    await asyncio.to_thread(loader.configure_args, args, settings)
     engine = await asyncio.to_thread(loader.start_engine, args)
     front.engine = engine  # the watchdog sees an engine that dies from here on
     tasks = await engine.get_supported_tasks()

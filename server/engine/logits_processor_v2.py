@@ -57,6 +57,7 @@ from server.engine.budget_device import (
     F_ACTIVE,
     F_GREEDY,
     F_SAMPLED,
+    N_STATE,
     S_POS,
     T_INV_T64,
     T_PROMPT,
@@ -112,6 +113,12 @@ class BudgetLogitsProcessorV2(LogitsProcessor):
         self.sampled = np.zeros(n, dtype=bool)
         # Host upper bound on tokens a slot committed that its state has not observed.
         self.pending = np.zeros(n, dtype=np.int64)
+        # Under speculative decoding, per slot, its state after 0..num_spec drafts at the
+        # last step it was in (the last row: where padding rows write); ``fresh``: that
+        # step's, unchanged since (see _catch_up_from_drafts).
+        self.after = torch.zeros(n * (self.num_spec + 1) + 1, N_STATE, dtype=torch.int64,
+                                 device=req_states.device) if self.num_spec else None
+        self.fresh = np.zeros(n, dtype=bool)
         self.table.flush()
 
     # ------------------------------------------------------------- batch state
@@ -131,6 +138,7 @@ class BudgetLogitsProcessorV2(LogitsProcessor):
                             inv_t_bits=0 if greedy else float32_bits(1.0 / temperature),
                             prompt_len=prompt)
         self.budgeted[req_idx], self.sampled[req_idx] = True, not greedy
+        self.fresh[req_idx] = False
         # A resumed request comes back with its output so far as part of the prefill.
         self.pending[req_idx] = int(rs.prefill_len.np[req_idx]) - prompt
         return True
@@ -149,12 +157,19 @@ class BudgetLogitsProcessorV2(LogitsProcessor):
             return logits
         n_rows = logits.shape[0]
         mine = slots[budgeted]
-        rows = self._catch_up(ctx, int(self.pending[mine].max()))
+        pending = int(self.pending[mine].max())
+        if self.after is not None and pending <= 1 + self.num_spec and self.fresh[mine].all():
+            rows = self._catch_up_from_drafts(ctx)
+        else:
+            rows = self._catch_up(ctx, pending)
         self.pending[slots] = 1 + self.num_spec  # what this step can commit, seen next step
-        if n_rows != slots.shape[0]:  # drafts: one row per draft prefix
+        drafted = n_rows != slots.shape[0]
+        if drafted:  # one row per draft prefix
             rows = self._draft_rows(ctx, n_rows)
+        if self.after is not None:
+            self._keep_draft_states(ctx, rows, drafted)
         action, token = decide_rows(rows, self.table.nl)
-        if n_rows != slots.shape[0]:
+        if drafted:
             action = torch.where(ctx.expanded_idx_mapping >= 0, action, 0)
         sampled = self.sampled[mine]
         n_sampled = int(sampled.sum()) * (1 if n_rows == slots.shape[0] else 1 + self.num_spec)
@@ -192,6 +207,34 @@ class BudgetLogitsProcessorV2(LogitsProcessor):
             observe_rows(rows, all_ids[idx, col.clamp(max=last_col)], active & (col < total))
         self.table.store(rows, idx)
         return rows
+
+    def _catch_up_from_drafts(self, ctx: LogitsContext) -> Rows:
+        """:meth:`_catch_up` in one observation under speculative decoding: a step commits
+        a prefix of its drafts and one token more, so a slot whose ``c`` new tokens came
+        from the step it was last in resumes from its state after ``c - 1`` drafts (kept
+        by :meth:`_keep_draft_states`) and observes only the last committed token."""
+        idx = ctx.idx_mapping
+        rows = self.table.rows(idx)
+        total = self.req_states.total_len.gpu.index_select(0, idx)
+        new = total - rows.c(T_PROMPT) - rows.state[:, S_POS]
+        kept = idx * (self.num_spec + 1) + (new - 1).clamp(0, self.num_spec)
+        rows.state = self.after.index_select(0, kept)
+        last = self.req_states.all_token_ids.gpu[idx, (total - 1).clamp(min=0)]
+        observe_rows(rows, last, rows.flag(F_ACTIVE) & (new > 0))
+        self.table.store(rows, idx)
+        return rows
+
+    def _keep_draft_states(self, ctx: LogitsContext, rows: Rows, drafted: bool) -> None:
+        """Keep each slot's state after each of its draft prefixes (the rows' states)
+        for the next step's :meth:`_catch_up_from_drafts`."""
+        if drafted:
+            emap = ctx.expanded_idx_mapping
+            dst = torch.where(emap >= 0, emap * (self.num_spec + 1) + ctx.expanded_local_pos,
+                              self.after.shape[0] - 1)
+        else:
+            dst = ctx.idx_mapping * (self.num_spec + 1)
+        self.after.index_put_((dst,), rows.state)
+        self.fresh[ctx.idx_mapping_np] = True
 
     def _draft_rows(self, ctx: LogitsContext, n_rows: int) -> Rows:
         """One row per logits row: its slot's state advanced by the row's draft prefix

@@ -28,7 +28,10 @@ whatever the batch size. Two implementations of the same steps:
 - ``torch`` (CPU, and the reference the tests compare the kernels with,
   :mod:`server.engine.budget_device`): the host keeps bounds only (tokens a slot may have
   committed since it was last observed, rows that may be sampled guarded rows)
-  and loops a host-known number of times over fixed sequences of tensor ops.
+  and loops a host-known number of times over fixed sequences of tensor ops. Under
+  speculative decoding a slot resumes from its state after the drafts the last step
+  accepted (kept from that step's draft rows), so a steady step observes one committed
+  token per slot, not one per token the step could commit.
 
 ``S1_BUDGET_KERNELS=torch|triton`` overrides the choice.
 
@@ -116,8 +119,9 @@ class BudgetLogitsProcessorV2(LogitsProcessor):
         # Under speculative decoding, per slot, its state after 0..num_spec drafts at the
         # last step it was in (the last row: where padding rows write); ``fresh``: that
         # step's, unchanged since (see _catch_up_from_drafts).
-        self.after = torch.zeros(n * (self.num_spec + 1) + 1, N_STATE, dtype=torch.int64,
-                                 device=req_states.device) if self.num_spec else None
+        self.after = (torch.zeros(n * (self.num_spec + 1) + 1, N_STATE, dtype=torch.int64,
+                                 device=req_states.device)
+                      if self.num_spec and self.kernels == "torch" else None)
         self.fresh = np.zeros(n, dtype=bool)
         self.table.flush()
 

@@ -167,8 +167,10 @@ class BudgetLogitsProcessorV2(LogitsProcessor):
         else:
             rows = self._catch_up(ctx, pending)
         self.pending[slots] = 1 + self.num_spec  # what this step can commit, seen next step
+        # One row per request (V2 then passes idx_mapping as expanded_idx_mapping): the
+        # caught-up rows are the logits rows; else one row per draft prefix.
         drafted = n_rows != slots.shape[0]
-        if drafted:  # one row per draft prefix
+        if drafted:
             rows = self._draft_rows(ctx, n_rows)
         if self.after is not None:
             self._keep_draft_states(ctx, rows, drafted)
@@ -176,7 +178,7 @@ class BudgetLogitsProcessorV2(LogitsProcessor):
         if drafted:
             action = torch.where(ctx.expanded_idx_mapping >= 0, action, 0)
         sampled = self.sampled[mine]
-        n_sampled = int(sampled.sum()) * (1 if n_rows == slots.shape[0] else 1 + self.num_spec)
+        n_sampled = int(sampled.sum()) * (1 + self.num_spec if drafted else 1)
         edit_logits(logits, rows, action, token, not sampled.all(), min(n_rows, n_sampled))
         return logits
 

@@ -170,6 +170,7 @@ def main() -> None:
     start = time.perf_counter()
     if "--dry-run-cpu" in sys.argv:  # the script's own logic, without a GPU
         cpu = torch.device("cpu")
+        torch.set_num_threads(1)  # CPU time of one thread (idle pool threads spin otherwise)
         check_equivalence(batch=16, steps=8, cuda=cpu, kinds=("torch",))
         timings(cpu, batches=(8,), vocab=1024, steps=2)
         launches(cpu, batch=8, vocab=1024)

@@ -155,23 +155,17 @@ class Rows:
         return self._acts[1]
 
     def c(self, col: int) -> torch.Tensor:
+        """The constant column ``col`` (``T_*``)."""
         got = self._cols.get(col)
         if got is None:
             got = self._cols[col] = self.const[:, col]
         return got
 
     def flag(self, which: int) -> torch.Tensor:
+        """The flag ``which`` (``F_*``), one bool per row."""
         if self._flags is None:
             self._flags = self.flags.unbind(1)
         return self._flags[which]
-
-    @property
-    def attempts(self) -> torch.Tensor:
-        return self.sets[:, :self.width]
-
-    @property
-    def turns(self) -> torch.Tensor:
-        return self.sets[:, self.width:2 * self.width]
 
     @property
     def stops(self) -> torch.Tensor:
@@ -180,7 +174,8 @@ class Rows:
     def id_sets(self, turn: torch.Tensor) -> torch.Tensor:
         """Per row, the ids an edit masks, each padding slot holding the first id
         (``[:, :W]``), and which are real (``[:, W:]``, 0/1): the end-of-turn ids where
-        ``turn`` holds, the attempt ids elsewhere (:func:`edit_sets`)."""
+        ``turn`` holds, the attempt ids elsewhere
+        (:func:`server.engine.budget_slots_v2.edit_sets`)."""
         w = self.width
         return torch.where(turn.unsqueeze(1), self.sets[:, 5 * w:7 * w], self.sets[:, 3 * w:5 * w])
 

@@ -207,8 +207,9 @@ def main() -> None:
     text = report(rows, device, args.steps)
     print(text)
     if args.record:
-        with open(ROOT / "bench" / "RESULTS.md", "a") as fh:
-            fh.write("\n" + text)
+        from bench_processor import append_results
+
+        append_results(text)
 
 
 if __name__ == "__main__":

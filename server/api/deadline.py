@@ -47,7 +47,6 @@ a choice whose ``max_tokens`` leaves no room for the cut and one answer token is
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import time
 from collections.abc import AsyncIterator, Callable
@@ -55,6 +54,7 @@ from typing import Any
 
 from server.api import fanout, metrics
 from server.api.budget_request import BudgetRequest
+from server.api.cut_stream import Outputs, cancel, continue_cut
 from server.api.errors import APIError, bad_request
 from server.api.serving import Serving
 from server.budget.cut import Cut, plan, still_thinking
@@ -132,7 +132,7 @@ async def _choice(original: Callable[..., AsyncIterator[Any]], serving: Serving,
 
     engine_params = copy.copy(params)
     engine_params.output_kind = RequestOutputKind.DELTA
-    out = _Outputs(params.output_kind, index)
+    out = Outputs(params.output_kind, index)
     state = BudgetState(spec)
     stream = pending = cont = None
     cut: Cut | None = None
@@ -175,46 +175,19 @@ async def _choice(original: Callable[..., AsyncIterator[Any]], serving: Serving,
                 return
         # The cut: abort the engine request, continue from its ids plus the forced ones.
         if pending is not None:
-            await _cancel(pending)
+            await cancel(pending)
             pending = None
         if stream is not None:
             await stream.aclose()
         req.cuts[choice] = cut
         metrics.DEADLINE_LATENESS.observe(max(0.0, now() - at))
-        cont = original(*_continuation(prompt, params, cut, serving), f"{request_id}-cut",
-                        *args, **_cut_kwargs(kwargs))
-        pending = asyncio.ensure_future(anext(cont))  # submitted now
-        head = out.head
-        prompt_text = head.prompt if head is not None else prompt.get("prompt")
-        prompt_ids = list(prompt["prompt_token_ids"])
-        # The forced ids go out at once, unless logprobs were asked for: theirs are the
-        # continuation's prompt logprobs, so they lead its first output instead.
-        lead = params.logprobs is None and params.prompt_logprobs is None
-        if lead:
-            for item in out.add(_forced_output(cut, out, params, serving, request_id,
-                                               prompt_text, prompt_ids)):
-                yield item
-        base: float | None = None  # the continuation's cumulative logprob starts here
-        while True:
-            try:
-                res = await pending if pending is not None else await anext(cont)
-            except StopAsyncIteration:
-                break
-            finally:
-                pending = None
-            comp = res.outputs[0]
-            if base is None:
-                base = 0.0 if lead else _splice(res, cut, out, params, serving)
-            elif comp.cumulative_logprob is not None:
-                comp.cumulative_logprob += base
-            res.request_id, res.prompt, res.prompt_token_ids = request_id, prompt_text, prompt_ids
-            if res.num_cached_tokens:  # the cache held some of the output, not the prompt
-                res.num_cached_tokens = min(res.num_cached_tokens, len(prompt_ids))
-            for item in out.add(res):
-                yield item
+        cont = continue_cut(original, serving, prompt, params, cut, out, request_id, args,
+                            kwargs)
+        async for item in cont:
+            yield item
     finally:
         if pending is not None:  # the client left while we waited: abort the request
-            await _cancel(pending)
+            await cancel(pending)
         for s in (stream, cont):
             if s is not None:
                 await s.aclose()
@@ -231,128 +204,3 @@ def _plan(spec: BudgetSpec, state: BudgetState, ids: list[int], params: Any,
             params.max_tokens - len(ids) < len(cut.forced) + 1):
         return None
     return cut
-
-
-async def _cancel(task: asyncio.Future) -> None:
-    """Cancel a pending read of an engine stream (vLLM aborts the request) and wait."""
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):  # abandoned: its end too
-        await task
-
-
-def _continuation(prompt: dict, params: Any, cut: Cut, serving: Serving) -> tuple[dict, Any]:
-    """The continuation request's prompt (ids + output + forced cut) and sampling params."""
-    from vllm.inputs.engine import tokens_input
-    from vllm.sampling_params import RequestOutputKind
-
-    from server.engine.logits_processor import EXTRA_ARGS_KEY
-
-    ids = list(prompt["prompt_token_ids"]) + list(cut.prefix)
-    used = len(cut.prefix)
-    p = copy.copy(params)
-    p.output_kind = RequestOutputKind.DELTA
-    p.n = 1
-    p.max_tokens = params.max_tokens - used
-    p.min_tokens = max(0, (params.min_tokens or 0) - used)
-    # Thinking is over: nothing left for the budget processor.
-    p.extra_args = {k: v for k, v in (params.extra_args or {}).items()
-                    if k != EXTRA_ARGS_KEY} or None
-    # The forced ids' logprobs, as the prompt logprobs of the continuation's last ids.
-    wanted = [k for k in (params.logprobs, params.prompt_logprobs) if k is not None]
-    p.prompt_logprobs = max(wanted) if wanted else None
-    return tokens_input(ids, cache_salt=prompt.get("cache_salt")), p
-
-
-def _cut_kwargs(kwargs: dict) -> dict:
-    """engine.generate's keyword arguments for the continuation: its prompt ends after the
-    end delimiter, so a grammar constrains from its first token."""
-    out = dict(kwargs)
-    if "reasoning_ended" in out:
-        out["reasoning_ended"] = True
-    return out
-
-
-def _forced_text(cut: Cut, out: _Outputs, params: Any, serving: Serving) -> str:
-    """The text of the forced ids, continuing what the choice has streamed so far."""
-    skip = params.skip_special_tokens
-    decode = serving.model.tokenizer.decode
-    full = decode(list(cut.prefix), skip_special_tokens=skip)
-    return full[len(out.text):] if full.startswith(out.text) else decode(
-        list(cut.forced), skip_special_tokens=skip)
-
-
-def _forced_output(cut: Cut, out: _Outputs, params: Any, serving: Serving,
-                   request_id: str, prompt_text: str | None, prompt_ids: list[int]) -> Any:
-    """The forced ids as an output of their own, sent at the cut."""
-    from vllm.outputs import CompletionOutput, RequestOutput
-
-    comp = CompletionOutput(index=out.index, text=_forced_text(cut, out, params, serving),
-                            token_ids=list(cut.forced), cumulative_logprob=None,
-                            logprobs=None, finish_reason=None)
-    return RequestOutput(request_id, prompt_text, prompt_ids, None, [comp], False)
-
-
-def _splice(res: Any, cut: Cut, out: _Outputs, params: Any, serving: Serving) -> float:
-    """Lead the continuation's first output with the forced ids, their text and logprobs;
-    its prompt logprobs become the original prompt's. Returns the cumulative logprob the
-    continuation's own starts from."""
-    comp = res.outputs[0]
-    comp.token_ids = list(cut.forced) + list(comp.token_ids)
-    comp.text = _forced_text(cut, out, params, serving) + comp.text
-    base = out.cumulative or 0.0
-    plps = res.prompt_logprobs
-    if plps is not None and params.logprobs is not None and comp.logprobs is not None:
-        forced = plps[len(plps) - len(cut.forced):]
-        base += sum(lp[tok].logprob for lp, tok in zip(forced, cut.forced, strict=True))
-        forced.extend(comp.logprobs)
-        comp.logprobs = forced
-    if comp.cumulative_logprob is not None:
-        comp.cumulative_logprob += base
-    # The original prompt's own prompt logprobs, when it never ran (a cut before it).
-    prompt_len = len(plps) - len(cut.prefix) if plps is not None else 0
-    res.prompt_logprobs = (plps[:prompt_len] if plps is not None and out.head is None
-                           and params.prompt_logprobs is not None else None)
-    return base
-
-
-class _Outputs:
-    """The choice's outputs as the serving class asked for them (DELTA: as they come;
-    CUMULATIVE: everything so far each time; FINAL_ONLY: everything, once), with the
-    original request's prompt fields, whichever engine request made them."""
-
-    def __init__(self, kind: Any, index: int) -> None:
-        from vllm.sampling_params import RequestOutputKind
-
-        self.kind, self.index, self.delta = kind, index, kind == RequestOutputKind.DELTA
-        self.final_only = kind == RequestOutputKind.FINAL_ONLY
-        self.ids: list[int] = []
-        self.text = ""
-        self.logprobs: Any = None
-        self.cumulative: float | None = None
-        self.head: Any = None  # the first output
-        self.prompt_logprobs: Any = None
-
-    def add(self, res: Any) -> list[Any]:
-        comp = res.outputs[0]
-        comp.index = self.index
-        if self.head is None:
-            self.head = res
-            self.prompt_logprobs = res.prompt_logprobs
-        elif not self.delta:  # every output carries them (the last one counts)
-            res.prompt_logprobs = self.prompt_logprobs
-        self.ids.extend(comp.token_ids)
-        self.text += comp.text
-        if comp.logprobs is not None and not self.delta:
-            if self.logprobs is None:
-                self.logprobs = comp.logprobs[:0]
-            self.logprobs.extend(comp.logprobs)
-        self.cumulative = comp.cumulative_logprob
-        if self.delta:
-            return [res]
-        if self.final_only and not res.finished:
-            return []
-        whole = copy.copy(comp)
-        whole.token_ids, whole.text = list(self.ids), self.text
-        whole.logprobs = None if self.logprobs is None else self.logprobs[:]
-        res.outputs = [whole]
-        return [res]

@@ -22,8 +22,55 @@ import copy
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from server.api import fanout
 from server.api.serving import Serving
-from server.budget.cut import Cut
+from server.budget.cut import Cut, plan
+from server.budget.machine import BudgetSpec, BudgetState, Phase
+
+# Makes one choice's stream: (its params, its engine request id, its index in the
+# response, its index within this prompt's choices).
+ChoiceMaker = Callable[[Any, str, int, int], AsyncIterator[Any]]
+
+
+def per_choice(params: Any, spec: BudgetSpec, request_id: str, first_choice: int,
+               make: ChoiceMaker) -> AsyncIterator[Any]:
+    """One prompt's ``n`` choices, each its own engine request (so that each is cut
+    alone), seeded as vLLM seeds the children of an ``n > 1`` request, as one stream."""
+    from vllm.sampling_params import RequestOutputKind
+
+    from server.engine.logits_processor import budget_extra_args
+
+    n = params.n
+    if n == 1:
+        return make(params, request_id, first_choice, 0)
+    children = []
+    for i in range(n):
+        child = copy.copy(params)
+        child.n = 1
+        if params.seed is not None:
+            child.seed = params.seed + i  # as vLLM seeds the children of an n > 1 request
+        if spec.active:
+            child.extra_args = {**params.extra_args,
+                                **budget_extra_args(spec, child.seed if child.seed is not None
+                                                    else fanout.fresh_seed())}
+        children.append(make(child, fanout.child_id(request_id, i), first_choice + i, i))
+    return fanout.as_one(children, params.output_kind == RequestOutputKind.FINAL_ONLY)
+
+
+def cut_after(spec: BudgetSpec, state: BudgetState, ids: list[int], params: Any,
+              reason: str = "deadline") -> Cut | None:
+    """The cut after ``ids``, if thinking can be cut there and the answer gets room.
+    ``state`` (the machine fed ``ids``) rules out most outputs without a replay."""
+    if state.phase != Phase.THINKING or state.thinking < (spec.thinking_min or 0):
+        return None
+    if params.max_tokens is None or (  # no room even without a newline: skip the replay
+            params.max_tokens - len(ids) < len(spec.end_ids) + len(spec.answer_prefix_ids) + 1):
+        return None
+    cut = plan(spec, ids, reason)
+    if cut is None or params.max_tokens is None or (
+            params.max_tokens - len(ids) < len(cut.forced) + 1):
+        return None
+    return cut
 
 
 async def continue_cut(original: Callable[..., AsyncIterator[Any]], serving: Serving,

@@ -52,13 +52,13 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from server.api import fanout, metrics
+from server.api import metrics
 from server.api.budget_request import BudgetRequest
-from server.api.cut_stream import Outputs, cancel, continue_cut
+from server.api.cut_stream import Outputs, cancel, continue_cut, cut_after, per_choice
 from server.api.errors import APIError, bad_request
 from server.api.serving import Serving
-from server.budget.cut import Cut, plan, still_thinking
-from server.budget.machine import BudgetSpec, BudgetState, Phase
+from server.budget.cut import Cut, still_thinking
+from server.budget.machine import BudgetSpec, BudgetState
 from server.settings import Settings
 
 # The clock deadlines are measured on (seconds); tests put a fake one here.
@@ -98,29 +98,13 @@ def generate(original: Callable[..., AsyncIterator[Any]], serving: Serving,
              request_id: str, first_choice: int, args: tuple, kwargs: dict
              ) -> AsyncIterator[Any]:
     """The engine stream of one prompt's ``n`` choices under the request's deadline."""
-    from vllm.sampling_params import RequestOutputKind
-
-    from server.engine.logits_processor import budget_extra_args
-
     at = req.arrival + req.thinking_deadline_ms / 1000
-    n = params.n
-    if n == 1:
-        return _choice(original, serving, req, spec, prompt, params, request_id,
-                       first_choice, at, args, kwargs)
-    children = []
-    for i in range(n):
-        child = copy.copy(params)
-        child.n = 1
-        if params.seed is not None:
-            child.seed = params.seed + i  # as vLLM seeds the children of an n > 1 request
-        if spec.active:
-            child.extra_args = {**params.extra_args,
-                                **budget_extra_args(spec, child.seed if child.seed is not None
-                                                    else fanout.fresh_seed())}
-        children.append(_choice(original, serving, req, spec, prompt, child,
-                                fanout.child_id(request_id, i), first_choice + i, at, args,
-                                kwargs, index=i))
-    return fanout.as_one(children, params.output_kind == RequestOutputKind.FINAL_ONLY)
+
+    def make(p: Any, rid: str, choice: int, index: int) -> AsyncIterator[Any]:
+        return _choice(original, serving, req, spec, prompt, p, rid, choice, at, args,
+                       kwargs, index=index)
+
+    return per_choice(params, spec, request_id, first_choice, make)
 
 
 async def _choice(original: Callable[..., AsyncIterator[Any]], serving: Serving,
@@ -139,7 +123,7 @@ async def _choice(original: Callable[..., AsyncIterator[Any]], serving: Serving,
     late = now() >= at
     try:
         if late:
-            cut = _plan(spec, state, [], params, serving)
+            cut = cut_after(spec, state, [], params)
         if cut is None:
             stream = original(prompt, engine_params, request_id, *args, **kwargs)
             while True:
@@ -150,7 +134,7 @@ async def _choice(original: Callable[..., AsyncIterator[Any]], serving: Serving,
                     done, _ = await asyncio.wait({pending}, timeout=timeout)
                     if not done:
                         late = True
-                        if (cut := _plan(spec, state, out.ids, params, serving)) is not None:
+                        if (cut := cut_after(spec, state, out.ids, params)) is not None:
                             break
                         continue
                     task, pending = pending, None
@@ -169,7 +153,7 @@ async def _choice(original: Callable[..., AsyncIterator[Any]], serving: Serving,
                 if res.finished:
                     return
                 late = late or now() >= at
-                if late and (cut := _plan(spec, state, out.ids, params, serving)):
+                if late and (cut := cut_after(spec, state, out.ids, params)):
                     break
             if cut is None:
                 return
@@ -191,16 +175,3 @@ async def _choice(original: Callable[..., AsyncIterator[Any]], serving: Serving,
         for s in (stream, cont):
             if s is not None:
                 await s.aclose()
-
-
-def _plan(spec: BudgetSpec, state: BudgetState, ids: list[int], params: Any,
-          serving: Serving) -> Cut | None:
-    """The cut after ``ids``, if thinking can be cut there and the answer gets room.
-    ``state`` (the machine fed ``ids``) rules out most outputs without a replay."""
-    if state.phase != Phase.THINKING or state.thinking < (spec.thinking_min or 0):
-        return None
-    cut = plan(spec, ids)
-    if cut is None or params.max_tokens is None or (
-            params.max_tokens - len(ids) < len(cut.forced) + 1):
-        return None
-    return cut

@@ -121,20 +121,26 @@ def interpolate(curve: list[tuple[float, float, int]], x: float) -> float:
 
 def report(points: list[Point], caps: list[Point], natural: Point, n: int,
            load: tuple[tuple[float, ...], tuple[float, ...]], machine: dict[str, str],
-           wall: float) -> str:
+           wall: float, block_size: str) -> str:
     curve = [(p.mean_thinking, p.accuracy, p.body["thinking_max"]) for p in caps]
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     lines = [f"## Early stop on the demo task ({when})", "",
              f"- bench/bench_early_stop.py: {n} held-out demo questions, greedy, "
              "max_tokens 600, the real server (chat API, 32 requests in flight). "
-             f"Machine: {machine.get('cpu', '?')}; load average (1/5/15 min) at start "
+             f"Machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, "
+             f"no GPU, shared with other engineers' test runs; load average (1/5/15 min) at start "
              f"{'/'.join(f'{x:.1f}' for x in load[0])}, at end "
              f"{'/'.join(f'{x:.1f}' for x in load[1])}. Whole run {wall / 60:.1f} min.",
              "- Accuracy and thinking tokens are exact (greedy, token counts from the "
              "server); wall time depends on the load. `vs thinking_max`: the thinking_max "
              "curve's accuracy interpolated at the same mean thinking tokens. Engine tokens "
              "per request: vLLM's generated tokens and computed (not cached) prompt tokens, "
-             "probes included.", "",
+             "probes included. The KV cache's block size here is "
+             f"{block_size} tokens and the prefix cache only shares whole blocks, so on "
+             "these short demo sequences (prompt ~40 tokens, thinking ~19) a probe shares "
+             "nothing and recomputes its whole prompt: the prompt column is the worst case "
+             "of probe overhead, not what a GPU (16-token blocks) or long thinking pays.",
+             "",
              "| setting | accuracy % | mean thinking | vs natural | thinking_max at same "
              "tokens, acc % | probes / req | probe tokens / req | settled | engine gen / "
              "req | engine prompt / req | wall s |",
@@ -160,9 +166,10 @@ def report(points: list[Point], caps: list[Point], natural: Point, n: int,
         fewer = 1 - p.mean_thinking / natural.mean_thinking
         loss = natural.accuracy - p.accuracy
         met = fewer >= 0.2 and loss <= 1.0 and p.accuracy > at
-        verdicts.append(f"- {p.label}: {100 * fewer:.0f} % fewer thinking tokens, "
-                        f"{loss:+.1f} points accuracy lost, thinking_max at the same tokens "
-                        f"{at:.1f} %: goal {'met' if met else 'not met'}.")
+        verdicts.append(f"- {p.label}: {100 * fewer:.0f} % fewer thinking tokens than "
+                        f"natural at {-loss:+.1f} points of accuracy; {p.accuracy - at:+.1f} "
+                        f"points against thinking_max at the same mean tokens ({at:.1f} %): "
+                        f"goal {'met' if met else 'not met'}.")
     for p in caps:
         lines.append(row(p, "-"))
     errors = [e for p in [natural, *points, *caps] for e in p.errors]
@@ -183,13 +190,15 @@ async def main_async(args: argparse.Namespace, base_url: str, key: str | None) -
     started = time.perf_counter()
     async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=600) as http:
         await run_point(http, Point("warm-up", {}), qs[:16], 16)
+        found = re.search(r'block_size="(\d+)"', (await http.get("/metrics")).text)
+        block_size = found.group(1) if found else "?"
         for p in [natural, *points, *caps]:
             await run_point(http, p, qs, args.concurrency)
             print(f"{p.label}: acc {p.accuracy:.1f} % thinking {p.mean_thinking:.1f} "
                   f"({p.wall_s:.0f} s)", flush=True)
     wall = time.perf_counter() - started
     return report(points, caps, natural, args.n, (load0, os.getloadavg()), machine_info(),
-                  wall)
+                  wall, block_size)
 
 
 def main() -> None:

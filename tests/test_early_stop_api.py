@@ -39,6 +39,15 @@ def ask_probe(server, prompt_ids: list[int], output: list[int], at: int) -> str:
     return normalise(r.json()["choices"][0]["text"])
 
 
+def settle_at(probes: list[dict], agree: int) -> int:
+    """The index of the probe that settled: the last of the first ``agree`` answered
+    probes in a row with the same non-empty answer."""
+    return next(i for i in range(agree - 1, len(probes))
+                if all(q["answer"] is not None for q in probes[i - agree + 1:i + 1])
+                and len({q["answer"] for q in probes[i - agree + 1:i + 1]}) == 1
+                and probes[i]["answer"])
+
+
 def check_settled(server, out: dict, agree: int) -> dict:
     """The chat answer ``out`` was cut where ``agree`` probes in a row agreed, and each
     reported probe is what the model answers there."""
@@ -50,11 +59,7 @@ def check_settled(server, out: dict, agree: int) -> dict:
     for p in answered:
         assert ask_probe(server, out["prompt_token_ids"], ids, p["output_index"]) == \
             p["answer"], p
-    # The first window of agree answered probes that agree: the cut is at its last one.
-    settle = next(i for i in range(agree - 1, len(probes))
-                  if all(q["answer"] is not None for q in probes[i - agree + 1:i + 1])
-                  and len({q["answer"] for q in probes[i - agree + 1:i + 1]}) == 1
-                  and probes[i]["answer"])
+    settle = settle_at(probes, agree)
     at = probes[settle]
     assert len(answered) >= agree and b["cut"]["output_index"] == at["output_index"], b
     assert b["thinking_tokens"] == at["token"] and at["token"] % EARLY["every"] == 0
@@ -125,6 +130,32 @@ def test_the_minimum_holds_and_the_maximum_wins(demo_server):
     b = r.json()["choices"][0]["budget"]
     assert (b["end"], b["thinking_tokens"], b["probes"]) == ("cut", 6, [])
     assert r.json()["usage"]["probe_tokens"] == 0
+
+
+def test_sampled_choices_are_probed_each_on_its_own_with_logprobs(demo_server):
+    """n = 3 sampled choices (seeded): each is probed and cut on its own, from its own ids;
+    every token, the forced ones too, has its logprob; usage counts the choices' tokens,
+    not the probes'."""
+    body = {"messages": MESSAGES, "temperature": 1, "seed": 3, "n": 3, "logprobs": True,
+            "return_token_ids": True, "thinking_early_stop": EARLY, "max_tokens": 80}
+    r = post(demo_server, body)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    end, prefix, nl = (ids_of(demo_server, "<|im_start|>answer"),
+                       ids_of(demo_server, "\nFinal Answer:"), ids_of(demo_server, "\n"))
+    for c in out["choices"]:
+        b, ids = c["budget"], c["token_ids"]
+        assert len(c["logprobs"]["content"]) == len(ids)
+        assert b["probes"] and b["probes"][0]["token"] == EARLY["every"], b
+        if b["end"] == "settled":
+            k = b["cut"]["output_index"]
+            assert k == b["probes"][settle_at(b["probes"], EARLY["agree"])]["output_index"]
+            start = k + 1 if ids[k:k + 1] == nl and ids[k + 1:k + 1 + len(end)] == end else k
+            assert ids[start:start + len(end) + len(prefix)] == end + prefix, ids
+    assert out["usage"]["completion_tokens"] == sum(len(c["token_ids"])
+                                                    for c in out["choices"])
+    assert out["usage"]["probe_tokens"] >= sum(
+        p["answer"] is not None for c in out["choices"] for p in c["budget"]["probes"])
 
 
 @pytest.mark.parametrize("path", list(SURFACES))

@@ -95,6 +95,8 @@ class Client(ClientBase):
         ``thinking_min``, ``thinking_max``, ``thinking_waits`` (the end of thinking
         ignored that many times), ``thinking_continuation`` (``""``: suppress only),
         ``thinking_deadline_ms`` (cut thinking that long after arrival),
+        ``thinking_early_stop`` (``{"every": k, "agree": m}``: cut once m answer probes,
+        one every k thinking tokens, agreed; ``usage.probe_tokens`` counts the probes),
         ``model``,
         ``max_tokens``, ``temperature``, ``top_p``, ``n``, ``stop``, ``seed``,
         ``system``, ``extra_body`` (merged into the JSON), ``timeout``."""

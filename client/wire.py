@@ -44,6 +44,7 @@ class RequestFields(TypedDict, total=False):
     thinking_waits: int | None
     thinking_continuation: str | None
     thinking_deadline_ms: int | None
+    thinking_early_stop: Mapping[str, int] | None  # {"every": k, "agree": m}
     max_tokens: int | None
     temperature: float | None
     top_p: float | None
@@ -59,7 +60,8 @@ class ChatFields(RequestFields, total=False):
 
 
 _BODY_FIELDS = ("model", "thinking_min", "thinking_max", "thinking_waits",
-                "thinking_continuation", "thinking_deadline_ms", "max_tokens", "temperature",
+                "thinking_continuation", "thinking_deadline_ms", "thinking_early_stop",
+                "max_tokens", "temperature",
                 "top_p", "n", "stop", "seed")
 _CALL_FIELDS = frozenset(_BODY_FIELDS) | {"extra_body", "timeout"}
 

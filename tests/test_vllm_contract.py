@@ -60,10 +60,12 @@ IMPORTS = [
     ("vllm.entrypoints.launchers.launcher.setup_server", "server/__main__.py (the socket)"),
     ("vllm.renderers.inputs.preprocess.extract_prompt_components", "server/api/engine_hook.py"),
     ("vllm.sampling_params.RequestOutputKind", "server/api/engine_hook.py, "
-     "server/api/deadline.py"),
-    ("vllm.inputs.engine.tokens_input", "server/api/deadline.py (the continuation's prompt)"),
-    ("vllm.outputs.CompletionOutput", "server/api/deadline.py (the forced cut's own output)"),
-    ("vllm.outputs.RequestOutput", "server/api/deadline.py (the forced cut's own output)"),
+     "server/api/deadline.py, server/api/cut_stream.py, server/api/early_stop.py"),
+    ("vllm.sampling_params.SamplingParams", "server/api/early_stop.py (an answer probe)"),
+    ("vllm.inputs.engine.tokens_input", "server/api/cut_stream.py (the continuation's "
+     "prompt), server/api/early_stop.py (a probe's)"),
+    ("vllm.outputs.CompletionOutput", "server/api/cut_stream.py (the forced cut's own output)"),
+    ("vllm.outputs.RequestOutput", "server/api/cut_stream.py (the forced cut's own output)"),
     ("vllm.SamplingParams", "server/engine/logits_processor.py"),
     ("vllm.v1.sample.logits_processor.BatchUpdate", "server/engine/logits_processor.py"),
     ("vllm.v1.sample.logits_processor.LogitsProcessor", "server/engine/logits_processor.py"),
@@ -547,6 +549,17 @@ def test_deadline_continuation_shapes() -> None:
         assert hasattr(params, name), f"server/api/deadline.py uses SamplingParams.{name}"
     assert "reasoning_ended" in _params(AsyncLLM.generate), (
         "server/api/deadline.py sets generate(..., reasoning_ended=True) for the continuation")
+
+
+def test_probe_params() -> None:
+    """server/api/early_stop.py: an answer probe is SamplingParams(n=1, temperature=0,
+    max_tokens, output_kind=DELTA, skip_special_tokens=True), which vLLM samples greedily."""
+    from vllm.sampling_params import RequestOutputKind, SamplingParams, SamplingType
+
+    params = SamplingParams(n=1, temperature=0.0, max_tokens=16,
+                            output_kind=RequestOutputKind.DELTA, skip_special_tokens=True)
+    assert params.sampling_type == SamplingType.GREEDY and params.max_tokens == 16
+    assert not params.skip_reading_prefix_cache, "a probe must read the prefix cache"
 
 
 def test_model_permission() -> None:

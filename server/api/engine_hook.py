@@ -10,7 +10,8 @@ with their routers. Only what s1-serve adds is here:
 * a hook on ``engine.generate`` (:func:`install_hook`) that turns it into the
   processor's ``SamplingParams.extra_args`` with a decision seed per choice and
   applies the answer reserve to ``max_tokens``, and puts each choice under its thinking
-  deadline when it has one (:mod:`server.api.deadline`). The prompt's token ids are known
+  deadline (:mod:`server.api.deadline`) or early stop (:mod:`server.api.early_stop`)
+  when it has one. The prompt's token ids are known
   there, so whether the prompt opens the thinking block is exact. Constrained
   answers (structured outputs, named or required tool calls) get no forced answer
   prefix, so the grammar is not broken;
@@ -26,7 +27,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from server.api import deadline, fanout, limits
+from server.api import deadline, early_stop, fanout, limits
 from server.api.budget_request import BUDGET, BudgetRequest
 from server.api.errors import APIError
 from server.api.request_layer import budget_rejected, track
@@ -79,11 +80,12 @@ def apply_budget(serving: Serving, req: BudgetRequest, prompt: Any,
         limits.check_waits(req.thinking_waits, serving.settings, closed)
     except APIError as exc:
         raise budget_rejected(exc) from None
-    refused = deadline.refusal(req, ft is not None, prompt)  # no format, or not token ids
+    refused = (deadline.refusal(req, ft is not None, prompt)  # no format, or not token ids
+               or early_stop.refusal(req, ft is not None, prompt, serving.model.max_model_len))
     if refused is not None:
         raise budget_rejected(refused)
-    if closed:
-        req.thinking_deadline_ms = None  # the template closed the block: nothing to cut
+    if closed:  # the template closed the block: nothing to cut
+        req.thinking_deadline_ms = req.early_stop = None
     waits = req.thinking_waits
     if ft is None:
         if (lo is not None or hi is not None or waits) and not req.soft_max:
@@ -149,7 +151,13 @@ def install_hook(engine: Any, serving: Serving) -> None:
         spec = apply_budget(serving, req, prompt, sampling_params)
         n = sampling_params.n
         first_choice = req.calls * n
-        if req.thinking_deadline_ms is not None and spec is not None:
+        if req.early_stop is not None and spec is not None:
+            # Each choice probed and cut where its answer settled (server.api.early_stop),
+            # and under its deadline if it has one too.
+            stream = early_stop.generate(original, serving, req, spec, prompt,
+                                         sampling_params, request_id, first_choice, args,
+                                         kwargs)
+        elif req.thinking_deadline_ms is not None and spec is not None:
             # Each choice under the deadline, cut from here (server.api.deadline).
             stream = deadline.generate(original, serving, req, spec, prompt, sampling_params,
                                        request_id, first_choice, args, kwargs)

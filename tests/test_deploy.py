@@ -801,24 +801,21 @@ def test_healthcheck_script_offline():
 
 # ------------------------------------------------------------------------------ live server
 @pytest.fixture(scope="module")
-def live_metrics(tiny_s1_open):
-    """/metrics of a real server after one chat request with a thinking budget."""
-    from tests.server_proc import ServerProcess
+def live_metrics(api_server):
+    """/metrics of a real server (the session's API server: /health and /metrics are open
+    without its key, as by default) after one chat request with a thinking budget, and
+    the container health check's verdict on it."""
+    from tests.conftest import API_MODEL
+    from tests.helpers import AUTH
 
-    proc = ServerProcess(tiny_s1_open)
-    try:
-        proc.wait_ready(timeout=600)  # ~30 s alone; minutes on a loaded 2-core box
-        hc = load_deploy_script("healthcheck")
-        health_ok = hc.check({"S1_PORT": str(proc.port)})
-        with httpx.Client(base_url=proc.base_url, timeout=120) as client:
-            model = client.get("/v1/models").json()["data"][0]["id"]
-            reply = client.post("/v1/chat/completions", json={
-                "model": model, "messages": [{"role": "user", "content": "How many r?"}],
-                "thinking_max": 8, "max_tokens": 24, "temperature": 0})
-            assert reply.status_code == 200, reply.text
-            text = client.get("/metrics").text
-    finally:
-        proc.stop()
+    hc = load_deploy_script("healthcheck")
+    health_ok = hc.check({"S1_PORT": str(api_server.port)})
+    with httpx.Client(base_url=api_server.base_url, timeout=120) as client:
+        reply = client.post("/v1/chat/completions", headers=AUTH, json={
+            "model": API_MODEL, "messages": [{"role": "user", "content": "How many r?"}],
+            "thinking_max": 8, "max_tokens": 24, "temperature": 0})
+        assert reply.status_code == 200, reply.text
+        text = client.get("/metrics").text
     return text, health_ok
 
 

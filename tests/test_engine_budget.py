@@ -13,6 +13,7 @@ import itertools
 import pytest
 
 from server.budget.formats import FORMATS, FormatTokens
+from tests.helpers import shutdown_llm
 
 pytestmark = pytest.mark.engine
 
@@ -34,7 +35,7 @@ def _make_llm(path, processor: bool):
 
 
 def _close(llm) -> None:
-    llm.llm_engine.engine_core.shutdown()
+    shutdown_llm(llm)
     del llm
     gc.collect()
 

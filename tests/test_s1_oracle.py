@@ -27,7 +27,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.helpers import count_runs
+from tests.helpers import count_runs, shutdown_llm
 from tests.s1_reference import HarnessResult, HarnessTokens, harness_generate
 
 pytestmark = pytest.mark.engine
@@ -146,7 +146,7 @@ def oracle(request) -> Iterator[Oracle]:
     path = DEMO_MODEL if request.param == "demo" else qwen25_checkpoint(Path(CACHE))
     o = Oracle(path, CONTEXT[request.param])
     yield o
-    o.llm.llm_engine.engine_core.shutdown()
+    shutdown_llm(o.llm)
 
 
 QUESTION = "How many s in horseradish?"

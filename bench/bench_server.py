@@ -1,8 +1,9 @@
 """Benchmark s1-serve against vLLM's own OpenAI server, end to end over HTTP.
 
 Why: the budget is enforced inside vLLM by a logits processor precisely so that a
-budgeted request costs what an ordinary one costs, and the HTTP layer is our own
-FastAPI app instead of vLLM's. This script checks both claims on one machine:
+budgeted request costs what an ordinary one costs, and s1-serve's HTTP layer (vLLM's own
+app with the s1 plugin behind s1's front) costs what vLLM's costs. This script checks
+both claims on one machine:
 
 1. **Plain serving.** ``python -m server`` vs ``python -m
    vllm.entrypoints.openai.api_server``, same model, same engine settings

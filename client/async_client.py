@@ -28,6 +28,7 @@ from client.wire import (
     answered,
     chat_body,
     completion_body,
+    health_body,
     json_body,
     request_id,
     status_error,
@@ -120,7 +121,7 @@ class AsyncClient(ClientBase):
     async def health(self) -> Health:
         """``GET /health``; see :meth:`client.Client.health`."""
         response = await self._send("GET", "/health", accept=(503,))
-        return Health.model_validate(json_body(response))
+        return Health.model_validate(health_body(response))
 
     async def wait_ready(self, timeout: float = 120.0, interval: float = 1.0) -> Health:
         """Poll ``/health`` until the model is loaded; see :meth:`client.Client.wait_ready`."""

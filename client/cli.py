@@ -69,6 +69,9 @@ def _generation_options(parser: argparse.ArgumentParser) -> None:
                         "(server default 'Wait'; '' suppresses the end attempt only)")
     parser.add_argument("--deadline-ms", type=int, help="cut thinking this many milliseconds "
                         "after the request arrives (thinking_deadline_ms)")
+    parser.add_argument("--early-stop", type=_early_stop, metavar="K,M",
+                        help="probe the answer every K thinking tokens, cut thinking once M "
+                        "probes in a row agree (thinking_early_stop)")
     parser.add_argument("--max-tokens", type=int, help="thinking + answer tokens")
     parser.add_argument("--temperature", type=float, help="0 for greedy")
     parser.add_argument("--top-p", type=float)
@@ -78,6 +81,16 @@ def _generation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the raw JSON response "
                         "(with --stream: one JSON chunk per line)")
     parser.add_argument("--no-thinking", action="store_true", help="do not print the thinking")
+
+
+def _early_stop(text: str) -> dict[str, int]:
+    """``K,M`` -> ``{"every": K, "agree": M}`` (the server checks the values)."""
+    try:
+        every, agree = (int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give K,M (two integers, e.g. 16,2)") \
+            from None
+    return {"every": every, "agree": agree}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,7 +121,8 @@ def _fields(args: argparse.Namespace) -> dict[str, Any]:
     fields = {"model": args.model, "thinking_min": args.thinking_min,
               "thinking_max": args.thinking_max, "thinking_waits": args.thinking_waits,
               "thinking_continuation": args.continuation,
-              "thinking_deadline_ms": args.deadline_ms, "max_tokens": args.max_tokens,
+              "thinking_deadline_ms": args.deadline_ms,
+              "thinking_early_stop": args.early_stop, "max_tokens": args.max_tokens,
               "temperature": args.temperature, "top_p": args.top_p, "seed": args.seed,
               "stop": args.stop}
     if getattr(args, "system", None) is not None:

@@ -28,6 +28,7 @@ from client.wire import (
     answered,
     chat_body,
     completion_body,
+    health_body,
     json_body,
     request_id,
     status_error,
@@ -94,6 +95,8 @@ class Client(ClientBase):
         ``thinking_min``, ``thinking_max``, ``thinking_waits`` (the end of thinking
         ignored that many times), ``thinking_continuation`` (``""``: suppress only),
         ``thinking_deadline_ms`` (cut thinking that long after arrival),
+        ``thinking_early_stop`` (``{"every": k, "agree": m}``: cut once m answer probes,
+        one every k thinking tokens, agreed; ``usage.probe_tokens`` counts the probes),
         ``model``,
         ``max_tokens``, ``temperature``, ``top_p``, ``n``, ``stop``, ``seed``,
         ``system``, ``extra_body`` (merged into the JSON), ``timeout``."""
@@ -134,7 +137,7 @@ class Client(ClientBase):
         """``GET /health``: ``ok``, or ``loading`` / ``dead`` (the server's 503 is an
         answer here, not an error, and is not retried)."""
         response = self._send("GET", "/health", accept=(503,))
-        return Health.model_validate(json_body(response))
+        return Health.model_validate(health_body(response))
 
     def wait_ready(self, timeout: float = 120.0, interval: float = 1.0) -> Health:
         """Poll ``/health`` until the model is loaded; raise APITimeoutError after

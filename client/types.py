@@ -21,6 +21,7 @@ class Usage(BaseModel):
     completion_tokens: int = 0
     total_tokens: int = 0
     reasoning_tokens: int = 0
+    probe_tokens: int = 0  # thinking_early_stop's answer probes (not completion tokens)
 
     @property
     def answer_tokens(self) -> int:
@@ -34,7 +35,8 @@ class Usage(BaseModel):
         return cls(prompt_tokens=data.get("prompt_tokens") or 0,
                    completion_tokens=data.get("completion_tokens") or 0,
                    total_tokens=data.get("total_tokens") or 0,
-                   reasoning_tokens=details.get("reasoning_tokens") or 0)
+                   reasoning_tokens=details.get("reasoning_tokens") or 0,
+                   probe_tokens=data.get("probe_tokens") or 0)
 
 
 class Choice(BaseModel):

@@ -44,6 +44,7 @@ class RequestFields(TypedDict, total=False):
     thinking_waits: int | None
     thinking_continuation: str | None
     thinking_deadline_ms: int | None
+    thinking_early_stop: Mapping[str, int] | None  # {"every": k, "agree": m}
     max_tokens: int | None
     temperature: float | None
     top_p: float | None
@@ -59,7 +60,8 @@ class ChatFields(RequestFields, total=False):
 
 
 _BODY_FIELDS = ("model", "thinking_min", "thinking_max", "thinking_waits",
-                "thinking_continuation", "thinking_deadline_ms", "max_tokens", "temperature",
+                "thinking_continuation", "thinking_deadline_ms", "thinking_early_stop",
+                "max_tokens", "temperature",
                 "top_p", "n", "stop", "seed")
 _CALL_FIELDS = frozenset(_BODY_FIELDS) | {"extra_body", "timeout"}
 
@@ -174,6 +176,15 @@ def json_body(response: httpx.Response) -> Any:
         raise APIStatusError(f"the server sent invalid JSON (HTTP {response.status_code}): "
                              f"{response.text[:200]!r}", status=response.status_code,
                              request_id=request_id(response.headers)) from None
+
+
+def health_body(response: httpx.Response) -> Any:
+    """``/health``'s body: s1-serve's JSON while it loads or after its engine died; vLLM's
+    own ``/health`` (s1-serve's once loaded, and stock ``vllm serve``'s) has an empty
+    body, 200 or 503."""
+    if not response.content.strip():
+        return {"status": "ok" if response.status_code == 200 else "dead"}
+    return json_body(response)
 
 
 def answered(response: httpx.Response, accept: tuple[int, ...]) -> bool:

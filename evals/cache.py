@@ -56,6 +56,7 @@ class Record:
     realised_source: str | None = None  # "server" (budget object) or "text"
     tries: int | None = None  # rejection sampling: samples drawn until one fit
     thinking_waits: int | None = None  # waits settings: the thinking_waits sent
+    probe_tokens: int | None = None  # early_stop settings: tokens its answer probes made
 
     @property
     def key(self) -> tuple[str, str, str]:

@@ -30,7 +30,7 @@ from evals.plot import plot_scaling
 from evals.presets import PRESETS, apply_preset
 from evals.report import build_report, format_table, write_json
 from evals.runner import RunConfig, Runner
-from evals.settings import Method, build_sweep, parse_ints
+from evals.settings import Method, build_sweep, parse_ints, parse_pairs
 
 CACHE_FILE = "cache.sqlite"
 DESCRIPTION = ("Sweep thinking budgets on a local benchmark file against a running server and "
@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--thinking-min", help="extrapolation: comma-separated minima")
     sweep.add_argument("--deadline-ms", help="time budget: comma-separated thinking "
                        "deadlines in milliseconds (thinking_deadline_ms)")
+    sweep.add_argument("--early-stop", help="stop when the answer settled: comma-separated "
+                       "KxM, probe every K thinking tokens, cut once M probes agree "
+                       "(thinking_early_stop)")
     sweep.add_argument("--waits", type=int,
                        help="ignore end-of-thinking 0..K times, each K one request with "
                             "thinking_waits=K (see evals.settings)")
@@ -143,7 +146,8 @@ async def _run(args: argparse.Namespace) -> int:
                            parse_ints(args.thinking_min, "--thinking-min"),
                            args.waits, cap_arg if isinstance(cap_arg, int) else None,
                            samples=args.samples, baselines=_baselines(args),
-                           deadline_ms=parse_ints(args.deadline_ms, "--deadline-ms"))
+                           deadline_ms=parse_ints(args.deadline_ms, "--deadline-ms"),
+                           early_stop=parse_pairs(args.early_stop, "--early-stop"))
     if args.samples and args.sample_temperature <= 0:
         raise ValueError("--sample-temperature must be > 0: greedy samples are all the same")
     bench = load_benchmark(args.data, args.format, choice_seed=args.choice_seed,

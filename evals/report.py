@@ -43,6 +43,7 @@ class Row:
     waits_realised: dict[str, int] | None = None  # realised Waits -> questions ("?" unknown)
     waits_mismatch: int | None = None  # waits settings: questions not at the requested count
     accuracy_matched: float | None = None  # waits settings: accuracy over the matched ones
+    mean_probe_tokens: float | None = None  # early_stop settings: probe tokens per answer
 
 
 @dataclass
@@ -108,9 +109,15 @@ def _row(s: Setting, graded: list[Graded], records: list[Record], total: int) ->
                correct=correct, ungradable=sum(g.correct is None for g in graded),
                accuracy=metrics.accuracy(correct, n),
                mean_thinking_tokens=sum(g.thinking_tokens for g in graded) / n if n else None,
+               mean_probe_tokens=_mean([r.probe_tokens for r in records
+                                        if r.probe_tokens is not None]),
                control=metrics.control(_runs(graded)),
                extended=(sum(bool(r.extended) for r in records)
                          if s.method == "waits" and s.value > 0 else None))
+
+
+def _mean(values: list[int]) -> float | None:
+    return sum(values) / len(values) if values else None
 
 
 def _runs(graded: list[Graded]) -> list[tuple[float, float | None, float | None]]:
@@ -118,7 +125,7 @@ def _runs(graded: list[Graded]) -> list[tuple[float, float | None, float | None]
     out = []
     for g in graded:
         method, _, value = g.setting.partition("=")
-        b = bounds(method, int(value), g.thinking_min, g.thinking_max)
+        b = bounds(method, int(value.partition("x")[0]), g.thinking_min, g.thinking_max)
         if b is not None:
             out.append((float(g.thinking_tokens), *b))
     return out

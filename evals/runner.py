@@ -111,7 +111,7 @@ class Runner:
             await self._rejection(q, s)
         elif s.method == "thinking_max":
             await self._get(q, s, None, s.value)
-        elif s.method in ("sample", "deadline"):
+        elif s.method in ("sample", "deadline", "early_stop"):
             await self._get(q, s, None, self.config.thinking_cap)
         elif s.method == "waits":  # s1's thinking_n_ignore, in one request
             await self._get(q, s, None, self.config.thinking_cap, waits=s.value or None)
@@ -175,7 +175,9 @@ class Runner:
                         thinking_min=tmin, thinking_max=tmax, thinking_tokens=tokens,
                         thinking_source=source, completion_tokens=result.usage.completion_tokens,
                         finish_reason=result.finish_reason, answer=result.answer,
-                        reasoning=result.reasoning, thinking_waits=waits)
+                        reasoning=result.reasoning, thinking_waits=waits,
+                        probe_tokens=(result.usage.probe_tokens if s.method == "early_stop"
+                                      else None))
         record = replace(record, **self._realised(record, s, server_budget(result.raw)))
         self.cache.put(record)
         self._keep(q, s, record)
@@ -213,7 +215,11 @@ class Runner:
                                       thinking_continuation=(c.continuation if tmin or waits
                                                              else None),
                                       thinking_deadline_ms=s.value if s is not None
-                                      and s.method == "deadline" else None)
+                                      and s.method == "deadline" else None,
+                                      thinking_early_stop=(
+                                          {"every": s.value, "agree": s.agree}
+                                          if s is not None and s.method == "early_stop"
+                                          else None))
 
     def _keep(self, q: Question, s: Setting, record: Record) -> None:
         self._out.records[(q.id, s.key)] = record

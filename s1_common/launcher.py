@@ -207,14 +207,14 @@ def _held_main(gate: str, argv: list[str]) -> None:
 
     start_engine = server.engine.loader.start_engine
 
-    def held(settings: object) -> object:
+    def held(args: object) -> object:
         with open(gate, "rb") as fifo:  # blocks until the launcher opens the other end
             refused = fifo.read()
         if refused:
             raise RuntimeError("the launcher stopped the server before its load")
-        return start_engine(settings)
+        return start_engine(args)
 
-    server.engine.loader.start_engine = held  # server.api.app binds it when main() imports it
+    server.engine.loader.start_engine = held  # server.api.front looks it up at load time
     from server.__main__ import main
 
     main(argv)

@@ -1,4 +1,9 @@
-"""``python -m server`` / ``s1-serve``: parse settings, start uvicorn.
+"""``python -m server`` / ``s1-serve``: vLLM's server with the s1 layer and s1's defaults.
+
+The command line is vLLM's (:mod:`server.api.cli`); the engine, the app, its routes,
+auth and errors are vLLM's own, built from that command line with the s1 endpoint plugin
+(:mod:`server.api.plugin`). What this adds is the front (:mod:`server.api.front`: the port
+answers while the model loads) and the process lifecycle:
 
 SIGTERM and Ctrl-C stop accepting connections, let in-flight requests finish
 for a grace period (then abort them), shut the engine down and exit 0. When the
@@ -29,9 +34,20 @@ def main(argv: list[str] | None = None) -> None:
 
     run_preflight(settings)  # exits with values that fit before vLLM spends minutes loading
     import uvicorn
+    from vllm.entrypoints.launchers.launcher import setup_server
 
-    from server.api.app import create_app
+    from server.api import plugin
+    from server.api.front import Front, load_vllm_app
     from server.api.watchdog import ENGINE_DEATH_EXIT_CODE, HARD_EXIT_S
+    from server.engine.loader import prepare_environment
+
+    prepare_environment(settings)
+    allow_s1_plugin()
+    plugin.use_settings(settings)
+    if not settings.exit_on_engine_death:  # vLLM's own error handlers stop the server too
+        os.environ["VLLM_KEEP_ALIVE_ON_ENGINE_DEATH"] = "1"
+    # vLLM's: checks the parsers, binds the socket (listening once uvicorn serves it).
+    _, sock = setup_server(args, reuse_port=False)
 
     class Server(uvicorn.Server):
         """uvicorn re-raises SIGTERM after its graceful shutdown (exit status -15);
@@ -58,10 +74,14 @@ def main(argv: list[str] | None = None) -> None:
             timer.daemon = True
             timer.start()
 
-    app = create_app(settings)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port,
-                            log_level=logging.getLevelName(settings.log_level.upper()),
-                            access_log=False,
+    async def load(front: Front) -> tuple[object, object]:
+        return await load_vllm_app(front, args, settings, server)
+
+    front = Front(load, keys=settings.all_api_keys(), exempt=settings.auth_exempt_health,
+                  max_body=settings.max_body_bytes,
+                  exit_on_death=settings.exit_on_engine_death)
+    config = uvicorn.Config(front, host=args.host, port=args.port, log_level=logging.getLevelName(settings.log_level.upper()),
+                            access_log=False, lifespan="on",
                             root_path=args.root_path or "", ssl_keyfile=args.ssl_keyfile,
                             ssl_certfile=args.ssl_certfile, ssl_ca_certs=args.ssl_ca_certs,
                             ssl_cert_reqs=args.ssl_cert_reqs,
@@ -72,12 +92,32 @@ def main(argv: list[str] | None = None) -> None:
                             timeout_keep_alive=30,
                             timeout_graceful_shutdown=settings.shutdown_grace_s)
     server = Server(config)
-    app.state.request_exit = server.stop_with
-    server.run()
-    if not server.started:  # the app's startup raised (e.g. a refused engine setting)
+    front.request_exit = server.stop_with
+    server.run(sockets=[sock])
+    if not server.started:  # the app's startup raised
         sys.exit(ENGINE_DEATH_EXIT_CODE)
     if server.exit_code:
         sys.exit(server.exit_code)
+    if front.died and settings.exit_on_engine_death:
+        sys.exit(ENGINE_DEATH_EXIT_CODE)  # vLLM's error handler stopped the server first
+
+
+def allow_s1_plugin() -> None:
+    """vLLM loads endpoint plugins only when ``VLLM_PLUGINS`` names them; name ``s1``.
+    Unset, that variable means "every plugin" for vLLM's other plugin groups: keep it so
+    by naming every installed one."""
+    from importlib.metadata import entry_points
+
+    from server.api.plugin import NAME
+
+    current = os.environ.get("VLLM_PLUGINS")
+    if current is None:
+        names = {ep.name for group in ("vllm.general_plugins", "vllm.platform_plugins",
+                                       "vllm.io_processor_plugins", "vllm.stat_logger_plugins")
+                 for ep in entry_points(group=group)}
+    else:
+        names = {n.strip() for n in current.split(",") if n.strip()}
+    os.environ["VLLM_PLUGINS"] = ",".join(sorted(names | {NAME}))
 
 
 def _hard_exit(code: int, waited: float) -> None:

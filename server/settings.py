@@ -112,6 +112,12 @@ class Settings(BaseSettings):
     max_thinking_deadline_ms: int = Field(600_000, ge=0, description="Largest "
                                           "thinking_deadline_ms a request may ask for; more "
                                           "is a 400.")
+    max_probes_per_request: int = Field(64, ge=0, description="Most answer probes one "
+                                        "choice of a thinking_early_stop request may make "
+                                        "(probe traffic per request: n choices make up to "
+                                        "n times as many); 0 turns early stop off (a 400).")
+    probe_max_tokens: int = Field(16, ge=1, le=1024, description="Greedy tokens each "
+                                  "thinking_early_stop probe generates for its answer.")
     max_in_flight: int = Field(512, ge=1, description="Most generation requests served at "
                                "once; more get 429 with Retry-After.")
     max_waiting: int = Field(1024, ge=0, description="Most sequences waiting for an engine "

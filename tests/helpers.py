@@ -108,3 +108,24 @@ def shutdown_llm(llm) -> None:
     exit within its grace period, so the default shutdown waits 5 s and force-kills it
     anyway; 1 s is that wait, and the same end."""
     llm.llm_engine.engine_core.shutdown(timeout=1)
+
+
+def s1_app(argv: list[str], monkeypatch) -> object:
+    """s1-serve's ASGI app for ``argv`` with no engine: vLLM's own app built from the
+    command line (the s1 plugin attached by vLLM's loader), behind the front, its state
+    never initialised (as while the model loads; run no lifespan)."""
+    from vllm.entrypoints.launchers.app import build_app
+
+    from server.__main__ import allow_s1_plugin
+    from server.api import plugin
+    from server.api.cli import parse
+    from server.api.front import Front
+
+    args, settings = parse(argv)
+    monkeypatch.delenv("VLLM_PLUGINS", raising=False)
+    allow_s1_plugin()
+    monkeypatch.setattr(plugin, "_SETTINGS", settings)
+    front = Front(None, keys=settings.all_api_keys(), exempt=settings.auth_exempt_health,
+                  max_body=settings.max_body_bytes)
+    front.app = build_app(args, ("generate",), None)
+    return front

@@ -22,7 +22,7 @@ README_BUDGET = {"thinking_min": 16, "thinking_max": None, "thinking_waits": Non
                  "thinking_tokens": 69, "answer_tokens": 10, "continuation_count": 1,
                  "continuations": [{"token": 15, "char": 15, "output_index": 15}],
                  "hit_max": False, "cut": None, "natural_end": True, "end": "natural",
-                 "deadline": None}
+                 "deadline": None, "early_stop": None, "probes": None}
 
 
 def test_forced_continuation_is_reported_where_it_is(demo_server):

@@ -555,9 +555,9 @@ def test_scheduler_defaults_match_vllm_serve(flags: str,
     are replaced by :class:`FakeCudaPlatform` (an H100: 80 GiB), in vllm.engine.arg_utils
     and behind ``vllm.platforms.current_platform``; the model config of the demo model is
     built by vLLM on the real platform, and vLLM's own two default-setting steps run on
-    it. s1-serve's engine arguments are the ones ``server.engine.loader.start_engine`` hands to
-    ``AsyncLLM.from_engine_args`` (patched to record them instead of starting an engine),
-    with the usage context it passes.
+    it. s1-serve's engine arguments are the ones ``server.engine.loader.start_engine`` builds
+    from the configured command line (``create_engine_config`` patched to record them and
+    the usage context instead of building the config and starting an engine).
     """
     import vllm.engine.arg_utils as arg_utils
     import vllm.platforms
@@ -570,22 +570,23 @@ def test_scheduler_defaults_match_vllm_serve(flags: str,
 
     argv = shlex.split(f"{DEMO_MODEL} {flags}")
     vllm_engine_args = AsyncEngineArgs.from_cli_args(vllm_serve_args(argv))
-    _, settings = parse(argv)
+    args, settings = parse(argv)
 
     fake = FakeCudaPlatform(vllm.platforms.current_platform)
     calls: list[tuple[Any, Any]] = []
 
     def record(engine_args: Any, usage_context: Any = None, **kwargs: Any) -> str:
         calls.append((engine_args, usage_context))
-        return "engine"
+        return "config"
 
     with monkeypatch.context() as m:
         m.setattr(vllm.platforms, "_current_platform", fake)
         m.setattr(arg_utils, "current_platform", fake)
         m.delenv("S1_PARSER_FORMAT", raising=False)
-        m.setattr(server.engine.loader, "export_parser_format", lambda settings: None)
-        m.setattr(AsyncLLM, "from_engine_args", record)
-        assert server.engine.loader.start_engine(settings) == "engine"
+        m.setattr(AsyncEngineArgs, "create_engine_config", record)
+        m.setattr(AsyncLLM, "from_vllm_config", lambda vllm_config, **kw: vllm_config)
+        server.engine.loader.configure_args(args, settings)
+        assert server.engine.loader.start_engine(args) == "config"
     ((s1_engine_args, s1_usage),) = calls
     assert s1_usage == UsageContext.OPENAI_API_SERVER, "server/engine/loader.py start_engine"
 

@@ -292,3 +292,21 @@ def test_the_deadline_goes_in_the_body() -> None:
     assert body["thinking_deadline_ms"] == 1500 and body["thinking_max"] == 64
     args = build_parser().parse_args(["chat", "hi", "--deadline-ms", "800"])
     assert _fields(args)["thinking_deadline_ms"] == 800
+
+
+def test_early_stop_goes_in_the_body_and_probe_tokens_come_back() -> None:
+    from client.cli import _fields, build_parser
+    from client.types import Usage
+    from client.wire import chat_body
+
+    early = {"every": 16, "agree": 2}
+    assert chat_body("hi", {"thinking_early_stop": early}, None, False)[
+        "thinking_early_stop"] == early
+    args = build_parser().parse_args(["chat", "hi", "--early-stop", "16,2"])
+    assert _fields(args)["thinking_early_stop"] == early
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["chat", "hi", "--early-stop", "16"])
+    usage = Usage.from_api({"completion_tokens": 9, "probe_tokens": 12,
+                            "completion_tokens_details": {"reasoning_tokens": 4}})
+    assert (usage.probe_tokens, usage.answer_tokens) == (12, 5)
+    assert Usage.from_api({}).probe_tokens == 0

@@ -217,6 +217,8 @@ class ScriptedServer:
                                  "total_tokens": think + 15}
         if self.exact_usage:
             usage["completion_tokens_details"] = {"reasoning_tokens": think}
+        if isinstance(body.get("thinking_early_stop"), dict):  # its probes: 2 tokens each
+            usage["probe_tokens"] = 2 * body["thinking_early_stop"]["agree"]
         choice: dict[str, Any] = {"index": 0, "finish_reason": "stop",
                                   "message": {"role": "assistant", "reasoning": text,
                                               "content": f"Answer: {answer}"}}
@@ -490,3 +492,26 @@ def test_a_deadline_sweep_sends_thinking_deadline_ms(tmp_path: Path) -> None:
     assert not result.failures and result.requested == 4 * 2
     assert sorted({b["thinking_deadline_ms"] for b in fake.bodies}) == [500, 1000]
     assert all("thinking_min" not in b for b in fake.bodies)
+
+
+def test_an_early_stop_sweep_sends_thinking_early_stop(tmp_path: Path) -> None:
+    import asyncio
+
+    from evals.settings import LABELS, METHODS, parse_pairs
+
+    assert "early_stop" in METHODS and "early_stop" in LABELS
+    assert parse_pairs("16x2, 8x3,16x2", "--early-stop") == [(8, 3), (16, 2)]
+    with pytest.raises(ValueError, match="KxM"):
+        parse_pairs("16", "--early-stop")
+    fake = _fake_for(DATA / "aime24_sample.jsonl")
+    settings = build_sweep([], [], None, None, early_stop=[(8, 3), (16, 2)])
+    assert [s.key for s in settings] == ["early_stop=8x3", "early_stop=16x2"]
+    cache = Cache(tmp_path / "cache.sqlite", "sig")
+    result = asyncio.run(_sweep(fake, cache, settings))
+    assert not result.failures and result.requested == 4 * 2
+    assert sorted(str(b["thinking_early_stop"]) for b in fake.bodies) == sorted(
+        [str({"every": 8, "agree": 3})] * 4 + [str({"every": 16, "agree": 2})] * 4)
+    rec = result.records[("toy-2024-I-1", "early_stop=8x3")]
+    assert (rec.method, rec.value, rec.probe_tokens) == ("early_stop", 8, 6)
+    assert Cache(tmp_path / "cache.sqlite", "sig").get(
+        "toy-2024-I-1", "early_stop=16x2", rec.prompt_hash).probe_tokens == 4

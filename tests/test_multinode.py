@@ -69,7 +69,8 @@ def test_leader_and_worker_commands():
 
 
 def test_worker_defaults_are_the_servers():
-    from server.engine.loader import engine_args
+    from server.api.cli import parse
+    from server.engine.loader import configure_args
     from server.engine.logits_processor import BudgetLogitsProcessor
     from server.settings import Settings
 
@@ -82,7 +83,9 @@ def test_worker_defaults_are_the_servers():
     # (on this CPU machine: V1, as with VLLM_USE_V2_MODEL_RUNNER=0 on a GPU).
     module, _, cls = multinode.worker_processor({"VLLM_USE_V2_MODEL_RUNNER": "0"}).partition(":")
     assert (BudgetLogitsProcessor.__module__, BudgetLogitsProcessor.__name__) == (module, cls)
-    assert BudgetLogitsProcessor in engine_args(Settings()).logits_processors
+    args, settings = parse([])
+    configure_args(args, settings)
+    assert f"{module}:{cls}" in args.logits_processors
 
 
 @pytest.mark.parametrize(("env", "message"), [

@@ -198,6 +198,30 @@ def test_cut_is_marked(page):
     page.save_screenshot(str(SHOTS / "single-max.png"))
 
 
+def test_a_settled_cut_is_marked_with_its_reason(page, demo_server):
+    """thinking_early_stop from the page: the cut is marked 'settled' where the budget
+    object says, the probes are listed, and the budget equals the API's."""
+    from selenium.webdriver.common.by import By
+
+    fill(page, "es-every", 4)
+    fill(page, "es-agree", 2)
+    by_id(page, "run").click()
+    out = by_id(page, "single-out")
+    wait(page, lambda d: finished(out))
+    assert out.get_attribute("data-state") == "done", out.text
+    budget = budget_of(out)
+    assert budget["end"] == "settled" and budget["early_stop"] == {"every": 4, "agree": 2}
+    cut = out.find_element(By.CSS_SELECTOR, ".cut-marker")
+    assert int(cut.get_attribute("data-token")) == budget["cut"]["token"]
+    assert "settled" in cut.text and "2 probes in a row" in cut.text
+    assert "answer probes" in out.text and "early stop every 4 agree 2" in out.text
+    q = by_id(page, "question").get_attribute("value")
+    direct = api(demo_server, {"messages": [{"role": "user", "content": q}],
+                               "temperature": 0,
+                               "thinking_early_stop": {"every": 4, "agree": 2}})
+    assert direct["choices"][0]["budget"] == budget
+
+
 def test_compare_view_respects_each_budget(page):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys

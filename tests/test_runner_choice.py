@@ -74,14 +74,14 @@ def test_the_engine_hook_pins_v1_and_stops_on_speculative_v1(
     from server.engine import loader as engine
 
     monkeypatch.setattr(engine, "RUNNER", None)  # restored after the test
-    monkeypatch.setattr(engine, "_vllm_default_v2", lambda: False)
+    monkeypatch.setattr(engine, "vllm_default_v2", lambda: False)
     monkeypatch.delenv("VLLM_USE_V2_MODEL_RUNNER", raising=False)
     assert engine.choose_model_runner(speculative=False).runner == "v1"
     assert engine.RUNNER is not None and engine.RUNNER.runner == "v1"
     assert os.environ["VLLM_USE_V2_MODEL_RUNNER"] == "0"  # vLLM cannot pick V2 under it
     with pytest.raises(SystemExit, match="speculative decoding"):
         engine.choose_model_runner(speculative=True)
-    monkeypatch.setattr(engine, "_vllm_default_v2", lambda: True)
+    monkeypatch.setattr(engine, "vllm_default_v2", lambda: True)
     monkeypatch.delenv("VLLM_USE_V2_MODEL_RUNNER")
     assert engine.choose_model_runner(speculative=True).runner == "v2"
     assert "VLLM_USE_V2_MODEL_RUNNER" not in os.environ  # left to vLLM

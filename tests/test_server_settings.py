@@ -118,7 +118,7 @@ def test_every_key_of_the_key_file_is_accepted(server):
     wrong_scheme = {"Authorization": "Basic " + base64.b64encode(S1_KEYS[0].encode()).decode()}
     for headers in ({}, {"Authorization": "Bearer file-key-3"}, wrong_scheme):
         r = httpx.get(server.base_url + "/v1/models", headers=headers, timeout=30)
-        assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+        assert r.status_code == 401 and r.json() == {"error": "Unauthorized"}  # vLLM's
 
 
 @pytest.mark.parametrize("path", ["/health", "/metrics", "/version"])

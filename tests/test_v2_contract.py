@@ -152,3 +152,21 @@ def test_the_cuda_path_is_three_launches_whatever_the_batch(
     small, large = _triton_step_ops(8, monkeypatch), _triton_step_ops(64, monkeypatch)
     assert small == large
     assert small[1] == ["catch_up", "decide_rows", "edit_rows"]
+
+
+def test_a_steady_speculative_step_catches_up_in_one_observation() -> None:
+    """Under speculative decoding a slot resumes from its state after the accepted drafts
+    (the last step's draft rows); the token loop, one observation per token the step
+    could commit, runs only where that state is missing (after an add or a resume)."""
+    proc, slots = _processor(16, 3, torch.device("cpu"))
+    counts = []
+    for fresh in (False, True):
+        proc.fresh[:] = fresh
+        proc.pending[slots] = 4  # as after a step that could commit 1 + 3 tokens
+        with _CountOps() as mode:
+            proc.apply(torch.zeros(len(slots) * 4, VOCAB), _context(slots, 3, torch.device("cpu")))
+        counts.append(mode.count)
+        assert proc.fresh[slots].all()
+    loop, resumed = counts
+    per_observation = (loop - resumed) / 3  # four observations against one
+    assert 30 < per_observation < 150, counts

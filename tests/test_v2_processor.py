@@ -21,7 +21,8 @@ from vllm import SamplingParams
 
 from server.budget.draws import uniform_bits as host_uniform_bits
 from server.budget.machine import GUARD_WAIT, BudgetSpec, BudgetState
-from server.engine.budget_device import SlotTable, decide, observe, uniform_bits
+from server.engine.budget_device import decide, observe, premixed_bits, seed_mix, uniform_bits
+from server.engine.budget_slots_v2 import SlotTable
 from server.engine.logits_processor import (
     BudgetLogitsProcessor,
     budget_extra_args,
@@ -207,6 +208,9 @@ def test_device_draws_are_the_host_draws() -> None:
     got = uniform_bits(torch.tensor(seeds).repeat_interleave(5), torch.tensor(positions * 5))
     expected = [host_uniform_bits(s, p) for s in seeds for p in positions]
     assert got.tolist() == expected
+    premixed = premixed_bits(torch.tensor([seed_mix(s) for s in seeds]).repeat_interleave(5),
+                             torch.tensor(positions * 5))
+    assert premixed.tolist() == expected
 
 
 def run_triton_case(num_spec: int, seed: int = 1) -> None:

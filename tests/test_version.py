@@ -17,7 +17,6 @@ from fastapi.testclient import TestClient
 
 from server.engine.info import EngineInfo, collect, collect_and_log, format_block
 from server.engine.preflight import GiB, ModelShape
-from server.settings import Settings
 from tests.conftest import API_KEY
 
 
@@ -69,21 +68,27 @@ def test_collect_reads_resolved_values():
     assert collect_and_log(SimpleNamespace()) is None  # an unknown vLLM shape: no crash
 
 
-def test_version_while_loading_is_open_and_engine_null():
-    """A TestClient not entered as a context manager runs no lifespan: the engine never
-    starts, which is the loading state."""
+def test_version_while_loading_is_open_and_engine_null(monkeypatch):
+    """The front answers /version while the model loads, with the engine null; the API
+    itself answers 503 then, and stays guarded by vLLM's key check once loaded."""
     import vllm
 
-    from server.api.app import create_app
+    from server.api.front import Front
+    from tests.helpers import s1_app
 
-    client = TestClient(create_app(Settings(api_keys=["k"])))
+    loading = Front(None, keys=["k"], exempt=True, max_body=1 << 20)
+    client = TestClient(loading)
     reply = client.get("/version")
     assert reply.status_code == 200, reply.text
     body = reply.json()
     assert body == {"version": vllm.__version__, "s1_serve": body["s1_serve"], "engine": None}
     assert body["s1_serve"]
-    assert client.get("/v1/models").status_code == 401  # the API itself stays guarded
-    closed = TestClient(create_app(Settings(api_keys=["k"], auth_exempt_health=False)))
+    assert client.get("/v1/models").status_code == 503
+    assert client.get("/health").json() == {"status": "loading", "detail": None}
+    app = TestClient(s1_app(["--api-key", "k"], monkeypatch))
+    assert app.get("/v1/models").status_code == 401
+    assert app.get("/version").json()["engine"] is None  # no state yet: no engine block
+    closed = TestClient(s1_app(["--api-key", "k", "--no-auth-exempt-health"], monkeypatch))
     assert closed.get("/version").status_code == 401
     assert closed.get("/version", headers={"Authorization": "Bearer k"}).status_code == 200
 

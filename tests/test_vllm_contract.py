@@ -54,27 +54,28 @@ IMPORTS = [
     ("vllm.usage.usage_lib.UsageContext", "server/engine/loader.py"),
     ("vllm.v1.engine.async_llm.AsyncLLM", "server/engine/loader.py"),
     ("vllm.exceptions.VLLMValidationError", "server/api/request_layer.py"),
-    ("vllm.exceptions.GracefulHTTPError", "server/api/request_layer.py, server/api/app.py"),
-    ("vllm.exceptions.VLLMClientError", "server/api/app.py"),
-    ("vllm.exceptions.VLLMNotFoundError", "server/api/app.py"),
-    ("vllm.entrypoints.launchers.api_server.app_state.init_app_state", "server/api/engine_hook.py"),
+    ("vllm.exceptions.GracefulHTTPError", "server/api/request_layer.py"),
+    ("vllm.entrypoints.launchers.api_server.app_state.init_app_state", "server/api/front.py"),
+    ("vllm.entrypoints.launchers.app.build_app", "server/api/front.py (vLLM's app)"),
+    ("vllm.entrypoints.launchers.launcher.setup_server", "server/__main__.py (the socket)"),
     ("vllm.renderers.inputs.preprocess.extract_prompt_components", "server/api/engine_hook.py"),
     ("vllm.sampling_params.RequestOutputKind", "server/api/engine_hook.py, "
-     "server/api/deadline.py"),
-    ("vllm.inputs.engine.tokens_input", "server/api/deadline.py (the continuation's prompt)"),
-    ("vllm.outputs.CompletionOutput", "server/api/deadline.py (the forced cut's own output)"),
-    ("vllm.outputs.RequestOutput", "server/api/deadline.py (the forced cut's own output)"),
+     "server/api/deadline.py, server/api/cut_stream.py, server/api/early_stop.py"),
+    ("vllm.sampling_params.SamplingParams", "server/api/early_stop.py (an answer probe)"),
+    ("vllm.inputs.engine.tokens_input", "server/api/cut_stream.py (the continuation's "
+     "prompt), server/api/early_stop.py (a probe's)"),
+    ("vllm.outputs.CompletionOutput", "server/api/cut_stream.py (the forced cut's own output)"),
+    ("vllm.outputs.RequestOutput", "server/api/cut_stream.py (the forced cut's own output)"),
     ("vllm.SamplingParams", "server/engine/logits_processor.py"),
     ("vllm.v1.sample.logits_processor.BatchUpdate", "server/engine/logits_processor.py"),
     ("vllm.v1.sample.logits_processor.LogitsProcessor", "server/engine/logits_processor.py"),
     ("vllm.v1.sample.logits_processor.MoveDirectionality", "server/engine/logits_processor.py"),
     ("vllm.config.VllmConfig", "server/engine/logits_processor.py"),
-    ("vllm.entrypoints.anthropic.api_router.router", "server/api/app.py"),
-    ("vllm.entrypoints.openai.chat_completion.api_router.router", "server/api/app.py"),
-    ("vllm.entrypoints.openai.completion.api_router.router", "server/api/app.py"),
-    ("vllm.entrypoints.openai.responses.api_router.router", "server/api/app.py"),
-    ("vllm.entrypoints.serve.instrumentator.basic.router", "server/api/app.py"),
-    ("vllm.entrypoints.serve.tokenize.api_router.router", "server/api/app.py"),
+    ("vllm.entrypoints.anthropic.api_router.router", "server/api/plugin.py"),
+    ("vllm.entrypoints.openai.chat_completion.api_router.router", "server/api/plugin.py"),
+    ("vllm.entrypoints.openai.completion.api_router.router", "server/api/plugin.py"),
+    ("vllm.entrypoints.openai.responses.api_router.router", "server/api/plugin.py"),
+    ("vllm.entrypoints.serve.tokenize.api_router.router", "server/api/plugin.py"),
     ("vllm.entrypoints.serve.engine.protocol.ModelPermission", "server/api/routes.py"),
     ("vllm.entrypoints.anthropic.protocol.AnthropicMessagesRequest",
      "server/api/field_policy.py, server/api/request_layer.py"),
@@ -86,9 +87,6 @@ IMPORTS = [
      "server/api/field_policy.py, server/api/request_layer.py"),
     ("vllm.entrypoints.openai.responses.protocol.ResponsesRequest",
      "server/api/field_policy.py, server/api/request_layer.py"),
-    ("vllm.entrypoints.serve.exception_handling.handlers.validation."
-     "validation_exception_handler", "server/api/app.py (vLLM's answer to a bad body)"),
-    ("vllm.v1.engine.exceptions.EngineDeadError", "server/api/app.py"),
     ("vllm.triton_utils.HAS_TRITON", "server/engine/loader.py (the runner choice)"),
     ("vllm.tokenizers.cached_tokenizer_from_config", "server/engine/logits_processor.py"),
     ("vllm.v1.worker.gpu.sample.logits_processor.LogitsContext",
@@ -158,11 +156,11 @@ def test_serve_parser_shape() -> None:
                 "enable_auto_tool_choice"}
     for dest in set(VLLM_OWNED) - {"log_level"} | frontend:
         assert dest in actions, f"server/api/cli.py VLLM_OWNED: vLLM has no argument {dest!r}"
-    # Read by server/api/app.py (middleware, CORS) and server/api/cli.py (API keys, origins).
+    # Read by vLLM's build_app (middleware, CORS, keys) after server/api/cli.py merged them.
     for dest in ("middleware", "allow_credentials", "allowed_methods", "allowed_headers",
                  "allowed_origins", "api_key", "structured_outputs_config",
                  "reasoning_parser"):
-        assert dest in actions, f"server/api/app.py, server/api/cli.py: vLLM has no argument {dest!r}"
+        assert dest in actions, f"server/api/cli.py, server/engine/loader.py: vLLM has no argument {dest!r}"
     assert actions["api_key"].nargs in ("+", "*"), (
         "server/api/cli.py merges --api-key as a list (vLLM's nargs)")
     assert actions["served_model_name"].nargs in ("+", "*"), (
@@ -197,24 +195,26 @@ def test_engine_args_shape() -> None:
 
 
 def test_engine_start_shape() -> None:
-    """server/engine/loader.py start_engine and server/api/app.py, server/api/serving.py,
+    """server/engine/loader.py start_engine and server/api/front.py, server/api/serving.py,
     server/api/engine_hook.py read these of the started AsyncLLM."""
     from vllm.usage.usage_lib import UsageContext
     from vllm.v1.engine.async_llm import AsyncLLM
 
     assert {"OPENAI_API_SERVER", "ENGINE_CONTEXT"} <= set(UsageContext.__members__), (
         "server/engine/loader.py starts the engine under UsageContext.OPENAI_API_SERVER")
-    params = _params(AsyncLLM.from_engine_args)
-    assert params[0] == "engine_args" and "usage_context" in params, (
-        "server/engine/loader.py calls AsyncLLM.from_engine_args(args, usage_context=...)")
+    params = _params(AsyncLLM.from_vllm_config)
+    assert {"vllm_config", "usage_context", "enable_log_requests", "aggregate_engine_logging",
+            "disable_log_stats"} <= set(params), (
+        "server/engine/loader.py start_engine calls AsyncLLM.from_vllm_config as vLLM's "
+        "build_async_engine_client_from_engine_args does")
     init = inspect.getsource(AsyncLLM.__init__)
     for attr in ("vllm_config", "model_config"):
         assert f"self.{attr} =" in init, (
-            f"server/api/app.py, server/engine/loader.py, server/api/serving.py, server/api/engine_hook.py read "
+            f"server/api/front.py, server/engine/loader.py, server/api/serving.py, server/api/engine_hook.py read "
             f"AsyncLLM.{attr}")
     assert isinstance(inspect.getattr_static(AsyncLLM, "errored"), property), (
-        "server/api/app.py _engine_dead reads AsyncLLM.errored")
-    assert callable(AsyncLLM.shutdown), "server/api/app.py lifespan calls engine.shutdown()"
+        "server/api/front.py engine_dead reads AsyncLLM.errored")
+    assert callable(AsyncLLM.shutdown), "server/api/front.py shutdown calls engine.shutdown()"
 
 
 def test_engine_generate_signature() -> None:
@@ -283,7 +283,7 @@ def test_environment_variables() -> None:
 
 
 # ------------------------------------------------------------------ routers
-ROUTES = [  # (router, method, path): what server/api/app.py mounts and server/api/request_layer.py budgets
+ROUTES = [  # (router, method, path): what server/api/plugin.py re-mounts and server/api/request_layer.py budgets
     ("vllm.entrypoints.openai.chat_completion.api_router.router", "POST",
      "/v1/chat/completions"),
     ("vllm.entrypoints.openai.chat_completion.api_router.router", "POST",
@@ -304,7 +304,7 @@ def test_route(router: str, method: str, path: str) -> None:
 
     routes = [r for r in _obj(router).routes if isinstance(r, APIRoute) and r.path == path]
     assert routes and any(method in r.methods for r in routes), (
-        f"server/api/app.py mounts {router} for {method} {path} (server/api/request_layer.py _SURFACES, "
+        f"server/api/plugin.py re-mounts {router} for {method} {path} (server/api/request_layer.py _SURFACES, "
         f"server/api/budget_objects.py); the router has {[(r.path, r.methods) for r in routes]}")
 
 
@@ -359,10 +359,10 @@ def test_app_state_attributes() -> None:
     from vllm.entrypoints.launchers.api_server.app_state import init_app_state
 
     assert _params(init_app_state)[:4] == ["engine_client", "state", "args", "supported_tasks"], (
-        "server/api/engine_hook.py calls init_app_state(engine, state, args, ('generate',))")
-    assert inspect.iscoroutinefunction(init_app_state), "server/api/engine_hook.py awaits it"
+        "server/api/front.py calls init_app_state(engine, state, args, tasks)")
+    assert inspect.iscoroutinefunction(init_app_state), "server/api/front.py awaits it"
     assert "init_generate_state" in inspect.getsource(init_app_state), (
-        "server/api/engine_hook.py relies on init_app_state building the generate state")
+        "server/api/front.py relies on init_app_state building the generate state")
     written = _state_writes(init_app_state, init_generate_state)
     expected = {"openai_serving_chat", "openai_serving_chat_batch", "openai_serving_completion",
                 "openai_serving_responses", "anthropic_serving_messages", "serving_tokenization",
@@ -371,11 +371,11 @@ def test_app_state_attributes() -> None:
     for router, _, _ in ROUTES:
         read |= _state_reads(router.rpartition(".")[0])
     assert expected <= read, (
-        f"server/api/app.py mounts routers that should read {sorted(expected - read)} from "
+        f"server/api/plugin.py re-mounts routers that should read {sorted(expected - read)} from "
         "app.state; vLLM renamed them")
     missing = read - written
     assert not missing, (
-        f"server/api/engine_hook.py: the routers server/api/app.py mounts read app.state."
+        f"server/api/front.py: the routers server/api/plugin.py re-mounts read app.state."
         f"{sorted(missing)}, which init_app_state/init_generate_state no longer set")
 
 
@@ -430,7 +430,7 @@ def test_messages_delta_event() -> None:
 
 # ----------------------------------------------------------------- errors
 def test_exceptions() -> None:
-    """server/api/app.py handlers and server/api/request_layer.py budget_rejected / track."""
+    """vLLM's error handlers answer what server/api/request_layer.py budget_rejected / track raise."""
     from http import HTTPStatus
 
     from vllm.exceptions import (
@@ -442,15 +442,15 @@ def test_exceptions() -> None:
 
     assert issubclass(VLLMValidationError, VLLMClientError), (
         "server/api/request_layer.py budget_rejected relies on VLLMValidationError being a "
-        "VLLMClientError (server/api/app.py answers those 400)")
-    assert issubclass(VLLMNotFoundError, VLLMClientError), "server/api/app.py answers it 404"
+        "VLLMClientError (vLLM's handler answers those 400)")
+    assert issubclass(VLLMNotFoundError, VLLMClientError), "vLLM's handler answers it 404"
     err = VLLMValidationError("too long", parameter="thinking_max")
     assert err.parameter == "thinking_max" and err.args[0] == "too long", (
         "server/api/request_layer.py builds VLLMValidationError(message, parameter=...); "
-        "server/api/app.py reads exc.args[0] and exc.parameter")
+        "vLLM's handler reads exc.args[0] and exc.parameter")
     graceful = GracefulHTTPError("late", HTTPStatus.GATEWAY_TIMEOUT)
     assert graceful.message == "late" and int(graceful.http_status) == 504, (
-        "server/api/request_layer.py raises GracefulHTTPError(message, status); server/api/app.py reads "
+        "server/api/request_layer.py raises GracefulHTTPError(message, status); vLLM's handler reads "
         ".message and .http_status")
 
 
@@ -549,6 +549,17 @@ def test_deadline_continuation_shapes() -> None:
         assert hasattr(params, name), f"server/api/deadline.py uses SamplingParams.{name}"
     assert "reasoning_ended" in _params(AsyncLLM.generate), (
         "server/api/deadline.py sets generate(..., reasoning_ended=True) for the continuation")
+
+
+def test_probe_params() -> None:
+    """server/api/early_stop.py: an answer probe is SamplingParams(n=1, temperature=0,
+    max_tokens, output_kind=DELTA, skip_special_tokens=True), which vLLM samples greedily."""
+    from vllm.sampling_params import RequestOutputKind, SamplingParams, SamplingType
+
+    params = SamplingParams(n=1, temperature=0.0, max_tokens=16,
+                            output_kind=RequestOutputKind.DELTA, skip_special_tokens=True)
+    assert params.sampling_type == SamplingType.GREEDY and params.max_tokens == 16
+    assert not params.skip_reading_prefix_cache, "a probe must read the prefix cache"
 
 
 def test_model_permission() -> None:

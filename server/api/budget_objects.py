@@ -12,6 +12,9 @@ finds them, streamed and not:
 * ``/v1/messages`` (Anthropic): a top-level ``budget`` in the message, streamed in the
   ``message_delta`` event (the one with ``stop_reason`` and the final usage).
 
+With ``thinking_early_stop``, every ``usage`` also gets ``probe_tokens``: the tokens its
+answer probes generated, which are not completion tokens (:mod:`server.api.early_stop`).
+
 Every SSE event also leaves here as one line of JSON (:func:`server.api.sse.one_line`).
 """
 
@@ -73,16 +76,30 @@ def with_budget(endpoint: Callable[..., Any], path: str) -> Callable[..., Any]:
             # as such, rather than a 200 with a null body that nobody reads.
             raise APIError(CLIENT_CLOSED_REQUEST, "the client closed the request")
         budget = BUDGET.get()
+        adds = add if budget is None or budget.early_stop is None else _with_probes(add, budget)
         if isinstance(response, StreamingResponse):
-            response.body_iterator = _events(response.body_iterator, budget, add, path)
+            response.body_iterator = _events(response.body_iterator, budget, adds, path)
         elif (isinstance(response, JSONResponse) and response.status_code == 200
               and budget is not None and budget.budgets):
             body = json.loads(response.body)
-            add(body, budget.budgets, finished_only=False)
+            adds(body, budget.budgets, finished_only=False)
             return JSONResponse(body, headers=_own_headers(response))
         return response
 
     return endpoint_with_budget
+
+
+def _with_probes(add: Callable[..., None], budget: BudgetRequest) -> Callable[..., None]:
+    """``add``, and ``usage.probe_tokens`` (thinking_early_stop's probes, which are not
+    completion tokens) wherever the body carries a ``usage``."""
+
+    def add_with_probes(body: dict, budgets: Budgets, finished_only: bool = True) -> None:
+        add(body, budgets, finished_only)
+        for holder in (body, body.get("response")):
+            if isinstance(holder, dict) and isinstance(holder.get("usage"), dict):
+                holder["usage"]["probe_tokens"] = budget.probe_tokens
+
+    return add_with_probes
 
 
 def _own_headers(response: JSONResponse) -> dict[str, str]:

@@ -48,15 +48,21 @@ class BudgetRequest:
     # thinking_deadline_ms, and when the request arrived (server.api.deadline's clock).
     thinking_deadline_ms: int | None = None
     arrival: float = 0.0
-    # Choices whose thinking the deadline cut, by choice index (server.budget.cut.Cut).
+    # Choices whose thinking the deadline or early stop cut, by choice index
+    # (server.budget.cut.Cut; its ``reason`` says which).
     cuts: dict[int, Any] = dataclasses.field(default_factory=dict)
+    # thinking_early_stop (server.api.early_stop): (every, agree), each choice's probes
+    # by choice index (position and answer), and the tokens all probes generated.
+    early_stop: tuple[int, int] | None = None
+    probes: dict[int, list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
+    probe_tokens: int = 0
 
     @property
     def asked(self) -> bool:
         """The request itself asked for a budget (a field, an effort level, thinking)."""
         return (self.thinking_min is not None or self.thinking_max is not None
                 or self.thinking_waits is not None
-                or self.thinking_deadline_ms is not None)
+                or self.thinking_deadline_ms is not None or self.early_stop is not None)
 
     def spec_for(self, output_ids: Sequence[int]) -> Any:
         """The spec that accounts a choice with these output ids: the deadline cut's
@@ -82,7 +88,8 @@ def budget_from_body(body: dict, efforts: Mapping[str, int]) -> BudgetRequest:
     except ValidationError as exc:
         err = exc.errors()[0]
         param = str(err["loc"][0]) if err.get("loc") else None
-        raise bad_request(f"{param}: {err['msg']}", param) from None
+        where = ".".join(str(p) for p in err.get("loc") or ()) or param
+        raise bad_request(f"{where}: {err['msg']}", param) from None
     if fields.thinking_waits and fields.thinking_continuation == "":
         raise bad_request("thinking_waits needs a non-empty thinking_continuation: an end "
                           "suppressed without a string leaves no token to count it by; send "
@@ -111,7 +118,9 @@ def budget_from_body(body: dict, efforts: Mapping[str, int]) -> BudgetRequest:
     seed = body.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise bad_request("seed must be an integer", "seed")
+    early = fields.thinking_early_stop
     return BudgetRequest(fields.thinking_min, hi, fields.thinking_continuation,
                          user_max if isinstance(user_max, int) else None, fields.thinking_waits,
                          soft, max(1, n), seed,
-                         thinking_deadline_ms=fields.thinking_deadline_ms)
+                         thinking_deadline_ms=fields.thinking_deadline_ms,
+                         early_stop=(early.every, early.agree) if early is not None else None)

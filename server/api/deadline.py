@@ -47,18 +47,18 @@ a choice whose ``max_tokens`` leaves no room for the cut and one answer token is
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from server.api import fanout, metrics
+from server.api import metrics
 from server.api.budget_request import BudgetRequest
+from server.api.cut_stream import Outputs, cancel, continue_cut, cut_after, per_choice
 from server.api.errors import APIError, bad_request
 from server.api.serving import Serving
-from server.budget.cut import Cut, plan, still_thinking
-from server.budget.machine import BudgetSpec, BudgetState, Phase
+from server.budget.cut import Cut, still_thinking
+from server.budget.machine import BudgetSpec, BudgetState
 from server.settings import Settings
 
 # The clock deadlines are measured on (seconds); tests put a fake one here.
@@ -98,29 +98,13 @@ def generate(original: Callable[..., AsyncIterator[Any]], serving: Serving,
              request_id: str, first_choice: int, args: tuple, kwargs: dict
              ) -> AsyncIterator[Any]:
     """The engine stream of one prompt's ``n`` choices under the request's deadline."""
-    from vllm.sampling_params import RequestOutputKind
-
-    from server.engine.logits_processor import budget_extra_args
-
     at = req.arrival + req.thinking_deadline_ms / 1000
-    n = params.n
-    if n == 1:
-        return _choice(original, serving, req, spec, prompt, params, request_id,
-                       first_choice, at, args, kwargs)
-    children = []
-    for i in range(n):
-        child = copy.copy(params)
-        child.n = 1
-        if params.seed is not None:
-            child.seed = params.seed + i  # as vLLM seeds the children of an n > 1 request
-        if spec.active:
-            child.extra_args = {**params.extra_args,
-                                **budget_extra_args(spec, child.seed if child.seed is not None
-                                                    else fanout.fresh_seed())}
-        children.append(_choice(original, serving, req, spec, prompt, child,
-                                fanout.child_id(request_id, i), first_choice + i, at, args,
-                                kwargs, index=i))
-    return fanout.as_one(children, params.output_kind == RequestOutputKind.FINAL_ONLY)
+
+    def make(p: Any, rid: str, choice: int, index: int) -> AsyncIterator[Any]:
+        return _choice(original, serving, req, spec, prompt, p, rid, choice, at, args,
+                       kwargs, index=index)
+
+    return per_choice(params, spec, request_id, first_choice, make)
 
 
 async def _choice(original: Callable[..., AsyncIterator[Any]], serving: Serving,
@@ -132,14 +116,14 @@ async def _choice(original: Callable[..., AsyncIterator[Any]], serving: Serving,
 
     engine_params = copy.copy(params)
     engine_params.output_kind = RequestOutputKind.DELTA
-    out = _Outputs(params.output_kind, index)
+    out = Outputs(params.output_kind, index)
     state = BudgetState(spec)
     stream = pending = cont = None
     cut: Cut | None = None
     late = now() >= at
     try:
         if late:
-            cut = _plan(spec, state, [], params, serving)
+            cut = cut_after(spec, state, [], params)
         if cut is None:
             stream = original(prompt, engine_params, request_id, *args, **kwargs)
             while True:
@@ -150,7 +134,7 @@ async def _choice(original: Callable[..., AsyncIterator[Any]], serving: Serving,
                     done, _ = await asyncio.wait({pending}, timeout=timeout)
                     if not done:
                         late = True
-                        if (cut := _plan(spec, state, out.ids, params, serving)) is not None:
+                        if (cut := cut_after(spec, state, out.ids, params)) is not None:
                             break
                         continue
                     task, pending = pending, None
@@ -169,190 +153,25 @@ async def _choice(original: Callable[..., AsyncIterator[Any]], serving: Serving,
                 if res.finished:
                     return
                 late = late or now() >= at
-                if late and (cut := _plan(spec, state, out.ids, params, serving)):
+                if late and (cut := cut_after(spec, state, out.ids, params)):
                     break
             if cut is None:
                 return
         # The cut: abort the engine request, continue from its ids plus the forced ones.
         if pending is not None:
-            await _cancel(pending)
+            await cancel(pending)
             pending = None
         if stream is not None:
             await stream.aclose()
         req.cuts[choice] = cut
         metrics.DEADLINE_LATENESS.observe(max(0.0, now() - at))
-        cont = original(*_continuation(prompt, params, cut, serving), f"{request_id}-cut",
-                        *args, **_cut_kwargs(kwargs))
-        pending = asyncio.ensure_future(anext(cont))  # submitted now
-        head = out.head
-        prompt_text = head.prompt if head is not None else prompt.get("prompt")
-        prompt_ids = list(prompt["prompt_token_ids"])
-        # The forced ids go out at once, unless logprobs were asked for: theirs are the
-        # continuation's prompt logprobs, so they lead its first output instead.
-        lead = params.logprobs is None and params.prompt_logprobs is None
-        if lead:
-            for item in out.add(_forced_output(cut, out, params, serving, request_id,
-                                               prompt_text, prompt_ids)):
-                yield item
-        base: float | None = None  # the continuation's cumulative logprob starts here
-        while True:
-            try:
-                res = await pending if pending is not None else await anext(cont)
-            except StopAsyncIteration:
-                break
-            finally:
-                pending = None
-            comp = res.outputs[0]
-            if base is None:
-                base = 0.0 if lead else _splice(res, cut, out, params, serving)
-            elif comp.cumulative_logprob is not None:
-                comp.cumulative_logprob += base
-            res.request_id, res.prompt, res.prompt_token_ids = request_id, prompt_text, prompt_ids
-            if res.num_cached_tokens:  # the cache held some of the output, not the prompt
-                res.num_cached_tokens = min(res.num_cached_tokens, len(prompt_ids))
-            for item in out.add(res):
-                yield item
+        cont = continue_cut(original, serving, prompt, params, cut, out, request_id, args,
+                            kwargs)
+        async for item in cont:
+            yield item
     finally:
         if pending is not None:  # the client left while we waited: abort the request
-            await _cancel(pending)
+            await cancel(pending)
         for s in (stream, cont):
             if s is not None:
                 await s.aclose()
-
-
-def _plan(spec: BudgetSpec, state: BudgetState, ids: list[int], params: Any,
-          serving: Serving) -> Cut | None:
-    """The cut after ``ids``, if thinking can be cut there and the answer gets room.
-    ``state`` (the machine fed ``ids``) rules out most outputs without a replay."""
-    if state.phase != Phase.THINKING or state.thinking < (spec.thinking_min or 0):
-        return None
-    cut = plan(spec, ids)
-    if cut is None or params.max_tokens is None or (
-            params.max_tokens - len(ids) < len(cut.forced) + 1):
-        return None
-    return cut
-
-
-async def _cancel(task: asyncio.Future) -> None:
-    """Cancel a pending read of an engine stream (vLLM aborts the request) and wait."""
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):  # abandoned: its end too
-        await task
-
-
-def _continuation(prompt: dict, params: Any, cut: Cut, serving: Serving) -> tuple[dict, Any]:
-    """The continuation request's prompt (ids + output + forced cut) and sampling params."""
-    from vllm.inputs.engine import tokens_input
-    from vllm.sampling_params import RequestOutputKind
-
-    from server.engine.logits_processor import EXTRA_ARGS_KEY
-
-    ids = list(prompt["prompt_token_ids"]) + list(cut.prefix)
-    used = len(cut.prefix)
-    p = copy.copy(params)
-    p.output_kind = RequestOutputKind.DELTA
-    p.n = 1
-    p.max_tokens = params.max_tokens - used
-    p.min_tokens = max(0, (params.min_tokens or 0) - used)
-    # Thinking is over: nothing left for the budget processor.
-    p.extra_args = {k: v for k, v in (params.extra_args or {}).items()
-                    if k != EXTRA_ARGS_KEY} or None
-    # The forced ids' logprobs, as the prompt logprobs of the continuation's last ids.
-    wanted = [k for k in (params.logprobs, params.prompt_logprobs) if k is not None]
-    p.prompt_logprobs = max(wanted) if wanted else None
-    return tokens_input(ids, cache_salt=prompt.get("cache_salt")), p
-
-
-def _cut_kwargs(kwargs: dict) -> dict:
-    """engine.generate's keyword arguments for the continuation: its prompt ends after the
-    end delimiter, so a grammar constrains from its first token."""
-    out = dict(kwargs)
-    if "reasoning_ended" in out:
-        out["reasoning_ended"] = True
-    return out
-
-
-def _forced_text(cut: Cut, out: _Outputs, params: Any, serving: Serving) -> str:
-    """The text of the forced ids, continuing what the choice has streamed so far."""
-    skip = params.skip_special_tokens
-    decode = serving.model.tokenizer.decode
-    full = decode(list(cut.prefix), skip_special_tokens=skip)
-    return full[len(out.text):] if full.startswith(out.text) else decode(
-        list(cut.forced), skip_special_tokens=skip)
-
-
-def _forced_output(cut: Cut, out: _Outputs, params: Any, serving: Serving,
-                   request_id: str, prompt_text: str | None, prompt_ids: list[int]) -> Any:
-    """The forced ids as an output of their own, sent at the cut."""
-    from vllm.outputs import CompletionOutput, RequestOutput
-
-    comp = CompletionOutput(index=out.index, text=_forced_text(cut, out, params, serving),
-                            token_ids=list(cut.forced), cumulative_logprob=None,
-                            logprobs=None, finish_reason=None)
-    return RequestOutput(request_id, prompt_text, prompt_ids, None, [comp], False)
-
-
-def _splice(res: Any, cut: Cut, out: _Outputs, params: Any, serving: Serving) -> float:
-    """Lead the continuation's first output with the forced ids, their text and logprobs;
-    its prompt logprobs become the original prompt's. Returns the cumulative logprob the
-    continuation's own starts from."""
-    comp = res.outputs[0]
-    comp.token_ids = list(cut.forced) + list(comp.token_ids)
-    comp.text = _forced_text(cut, out, params, serving) + comp.text
-    base = out.cumulative or 0.0
-    plps = res.prompt_logprobs
-    if plps is not None and params.logprobs is not None and comp.logprobs is not None:
-        forced = plps[len(plps) - len(cut.forced):]
-        base += sum(lp[tok].logprob for lp, tok in zip(forced, cut.forced, strict=True))
-        forced.extend(comp.logprobs)
-        comp.logprobs = forced
-    if comp.cumulative_logprob is not None:
-        comp.cumulative_logprob += base
-    # The original prompt's own prompt logprobs, when it never ran (a cut before it).
-    prompt_len = len(plps) - len(cut.prefix) if plps is not None else 0
-    res.prompt_logprobs = (plps[:prompt_len] if plps is not None and out.head is None
-                           and params.prompt_logprobs is not None else None)
-    return base
-
-
-class _Outputs:
-    """The choice's outputs as the serving class asked for them (DELTA: as they come;
-    CUMULATIVE: everything so far each time; FINAL_ONLY: everything, once), with the
-    original request's prompt fields, whichever engine request made them."""
-
-    def __init__(self, kind: Any, index: int) -> None:
-        from vllm.sampling_params import RequestOutputKind
-
-        self.kind, self.index, self.delta = kind, index, kind == RequestOutputKind.DELTA
-        self.final_only = kind == RequestOutputKind.FINAL_ONLY
-        self.ids: list[int] = []
-        self.text = ""
-        self.logprobs: Any = None
-        self.cumulative: float | None = None
-        self.head: Any = None  # the first output
-        self.prompt_logprobs: Any = None
-
-    def add(self, res: Any) -> list[Any]:
-        comp = res.outputs[0]
-        comp.index = self.index
-        if self.head is None:
-            self.head = res
-            self.prompt_logprobs = res.prompt_logprobs
-        elif not self.delta:  # every output carries them (the last one counts)
-            res.prompt_logprobs = self.prompt_logprobs
-        self.ids.extend(comp.token_ids)
-        self.text += comp.text
-        if comp.logprobs is not None and not self.delta:
-            if self.logprobs is None:
-                self.logprobs = comp.logprobs[:0]
-            self.logprobs.extend(comp.logprobs)
-        self.cumulative = comp.cumulative_logprob
-        if self.delta:
-            return [res]
-        if self.final_only and not res.finished:
-            return []
-        whole = copy.copy(comp)
-        whole.token_ids, whole.text = list(self.ids), self.text
-        whole.logprobs = None if self.logprobs is None else self.logprobs[:]
-        res.outputs = [whole]
-        return [res]

@@ -10,13 +10,13 @@ with their routers. Only what s1-serve adds is here:
 * a hook on ``engine.generate`` (:func:`install_hook`) that turns it into the
   processor's ``SamplingParams.extra_args`` with a decision seed per choice and
   applies the answer reserve to ``max_tokens``, and puts each choice under its thinking
-  deadline when it has one (:mod:`server.api.deadline`). The prompt's token ids are known
+  deadline (:mod:`server.api.deadline`) or early stop (:mod:`server.api.early_stop`)
+  when it has one. The prompt's token ids are known
   there, so whether the prompt opens the thinking block is exact. Constrained
   answers (structured outputs, named or required tool calls) get no forced answer
   prefix, so the grammar is not broken;
-* a chat template that opens the thinking block for formats whose template does
-  not, and vLLM's reasoning parser ``s1``
-  (:mod:`server.engine.reasoning_parser`) so that reasoning is split and counted exactly.
+* (the chat template that opens the thinking block, and vLLM's reasoning parser ``s1``,
+  are vLLM arguments: :func:`server.engine.loader.configure_args`).
 """
 
 from __future__ import annotations
@@ -27,65 +27,14 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from server.api import deadline, fanout, limits
+from server.api import deadline, early_stop, fanout, limits
 from server.api.budget_request import BUDGET, BudgetRequest
 from server.api.errors import APIError
 from server.api.request_layer import budget_rejected, track
 from server.api.serving import Serving
-from server.budget.formats import render_generation_prompt
 from server.budget.machine import BudgetError, BudgetSpec
-from server.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-# ------------------------------------------------------------------- set-up
-def chat_template(settings: Settings, tokenizer: Any, fmt: Any) -> str | None:
-    """The tokenizer's template, opening the thinking block when it does not itself."""
-    if settings.chat_template or fmt is None or not fmt.start:
-        return settings.chat_template
-    base = getattr(tokenizer, "chat_template", None)
-    if not isinstance(base, str):
-        return None
-    try:
-        opens = render_generation_prompt(tokenizer).rstrip().endswith(fmt.start.rstrip())
-    except Exception:
-        return None
-    if opens:
-        return None
-    return (base + "{%- if add_generation_prompt and (enable_thinking is not defined or "
-            "enable_thinking) %}" + fmt.start + "{%- endif %}")
-
-
-def vllm_args(settings: Settings, template: str | None, reasoning: bool) -> Any:
-    """vLLM's frontend arguments for its serving classes: the command line's, with the
-    chat template and the s1 reasoning parser."""
-    import copy as _copy
-
-    args = _copy.copy(settings.vllm_args)
-    if reasoning:
-        args.reasoning_parser = "s1"
-        so = _copy.copy(args.structured_outputs_config)
-        if so is not None:  # vLLM's launcher merges this flag into the config; so do we
-            so.reasoning_parser = "s1"
-            args.structured_outputs_config = so
-    if template:
-        args.chat_template = template
-    return args
-
-
-async def init(state: Any, engine: Any, serving: Serving, settings: Settings) -> None:
-    """Build vLLM's serving objects on ``state`` (what vLLM's routers read), with s1's
-    chat template and reasoning parser: what ``s1-serve`` gives vLLM's frontend arguments.
-    (On stock ``vllm serve`` with the plugin, vLLM builds them from its own arguments.)"""
-    from vllm.entrypoints.launchers.api_server.app_state import init_app_state
-
-    import server.engine.reasoning_parser  # noqa: F401  (registers the parser in this process)
-
-    ft = serving.model.format_tokens
-    template = chat_template(settings, serving.model.tokenizer, ft.fmt if ft else None)
-    args = vllm_args(settings, template, reasoning=ft is not None)
-    await init_app_state(engine, state, args, ("generate",))
-
 
 # --------------------------------------------------------------- the budget
 def _prompt_opens(ft: Any, ids: list[int]) -> bool:
@@ -131,11 +80,12 @@ def apply_budget(serving: Serving, req: BudgetRequest, prompt: Any,
         limits.check_waits(req.thinking_waits, serving.settings, closed)
     except APIError as exc:
         raise budget_rejected(exc) from None
-    refused = deadline.refusal(req, ft is not None, prompt)  # no format, or not token ids
+    refused = (deadline.refusal(req, ft is not None, prompt)  # no format, or not token ids
+               or early_stop.refusal(req, ft is not None, prompt, serving.model.max_model_len))
     if refused is not None:
         raise budget_rejected(refused)
-    if closed:
-        req.thinking_deadline_ms = None  # the template closed the block: nothing to cut
+    if closed:  # the template closed the block: nothing to cut
+        req.thinking_deadline_ms = req.early_stop = None
     waits = req.thinking_waits
     if ft is None:
         if (lo is not None or hi is not None or waits) and not req.soft_max:
@@ -201,7 +151,13 @@ def install_hook(engine: Any, serving: Serving) -> None:
         spec = apply_budget(serving, req, prompt, sampling_params)
         n = sampling_params.n
         first_choice = req.calls * n
-        if req.thinking_deadline_ms is not None and spec is not None:
+        if req.early_stop is not None and spec is not None:
+            # Each choice probed and cut where its answer settled (server.api.early_stop),
+            # and under its deadline if it has one too.
+            stream = early_stop.generate(original, serving, req, spec, prompt,
+                                         sampling_params, request_id, first_choice, args,
+                                         kwargs)
+        elif req.thinking_deadline_ms is not None and spec is not None:
             # Each choice under the deadline, cut from here (server.api.deadline).
             stream = deadline.generate(original, serving, req, spec, prompt, sampling_params,
                                        request_id, first_choice, args, kwargs)

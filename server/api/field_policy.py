@@ -57,7 +57,7 @@ PROXY_DEFAULTS: dict[str, Any] = {"no_stop_trim": False, "return_hidden_states":
 EXTENSIONS = frozenset({"thinking_min", "thinking_max", "min_thinking_tokens",
                         "max_thinking_tokens", "thinking_token_budget",
                         "thinking_continuation", "thinking_waits",
-                        "thinking_deadline_ms", "seed"})
+                        "thinking_deadline_ms", "thinking_early_stop", "seed"})
 
 
 @cache

@@ -78,19 +78,39 @@ def attach(app: FastAPI, routers: list[APIRouter], *, only_existing: bool) -> No
 
 
 async def attach_state(state: Any, engine: Any, settings: Any) -> Any:
-    """The s1 state for vLLM's server: the model as s1 reads it, the admission counters
-    and the engine-call hook. The caller publishes it as ``state.serving`` once vLLM's own
-    state is built too (until then the budgeted routes answer 503)."""
+    """The s1 state for vLLM's server: the model as s1 reads it, the admission counters,
+    the engine-call hook and the resolved engine configuration (``/version``)."""
     import asyncio
 
     from server.api import engine_hook
     from server.api.serving import Serving
+    from server.engine import info
     from server.engine.loader import describe_model
 
     model = await asyncio.to_thread(describe_model, settings, engine)
     serving = Serving(engine, model, settings)
     engine_hook.install_hook(engine, serving)
+    state.engine_info = info.collect_and_log(engine.vllm_config)
     return serving
+
+
+# The s1 settings ``s1-serve`` parsed (its flags and S1_* variables); on stock
+# ``vllm serve`` there are none and the plugin reads S1_* variables itself.
+_SETTINGS: Any = None
+
+
+def use_settings(settings: Any) -> None:
+    """``s1-serve`` hands the plugin the s1 settings of its command line."""
+    global _SETTINGS
+    _SETTINGS = settings
+
+
+def settings_for_app(args: argparse.Namespace) -> Any:
+    if _SETTINGS is not None:
+        return _SETTINGS
+    from server.api.cli import settings_for
+
+    return settings_for(args)
 
 
 class S1EndpointPlugin:
@@ -100,12 +120,20 @@ class S1EndpointPlugin:
     required_tasks = ("generate",)
 
     def attach_router(self, app: FastAPI) -> None:
+        from server.api.routes import router as s1_routes
+
         attach(app, vllm_routers(), only_existing=True)
+        # The model card with the thinking format and /version with the engine block:
+        # vLLM's two routes plus fields its clients ignore.
+        app.include_router(s1_routes)
+        settings = settings_for_app(app.state.args)
+        if settings.playground:
+            from server import playground
+
+            playground.mount(app, settings)
 
     async def init_state(self, engine_client: Any, state: Any, args: argparse.Namespace) -> None:
-        from server.api.cli import settings_for
-
-        settings = settings_for(args)
+        settings = settings_for_app(args)
         check_engine(engine_client.vllm_config, getattr(args, "reasoning_parser", None))
         serving = await attach_state(state, engine_client, settings)
         state.serving = serving
@@ -146,12 +174,12 @@ def vllm_flags() -> list[str]:
     from server.engine import loader, reasoning_parser
     from server.engine.runner_choice import ENV, choose_runner
 
-    runner = choose_runner(os.environ.get(ENV), vllm_default_v2=loader._vllm_default_v2(),
+    runner = choose_runner(os.environ.get(ENV), vllm_default_v2=loader.vllm_default_v2(),
                            speculative=False)
     flags = ["--logits-processors", runner.processor,
              "--reasoning-parser-plugin", reasoning_parser.__file__,
              "--reasoning-parser", reasoning_parser.NAME]
-    if loader._on_cpu():
+    if loader.on_cpu():
         flags.append("--no-enable-chunked-prefill")
     return flags
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, StrictInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
 from server.api.errors import bad_request
 
@@ -18,6 +18,27 @@ THINKING_ALIASES = {
     "max_thinking_tokens": "thinking_max",
     "thinking_token_budget": "thinking_max",  # vLLM's name for the maximum
 }
+
+
+class EarlyStop(BaseModel):
+    """``thinking_early_stop``: probe the answer every ``every`` thinking tokens; cut
+    thinking once ``agree`` consecutive probes gave the same non-empty answer
+    (server.api.early_stop)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    every: StrictInt = Field(..., ge=1, le=1_000_000, description="Thinking tokens "
+                             "between two probes of the answer.")
+    agree: StrictInt = Field(..., le=1_000_000, description="Consecutive probes that must "
+                             "give the same non-empty answer (at least 2).")
+
+    @field_validator("agree")
+    @classmethod
+    def _two_at_least(cls, value: int) -> int:
+        if value < 2:
+            raise ValueError(f"must be at least 2, got {value}: a single probe always "
+                             "agrees with itself")
+        return value
 
 
 class BudgetFields(BaseModel):
@@ -44,6 +65,9 @@ class BudgetFields(BaseModel):
     thinking_deadline_ms: StrictInt | None = Field(
         None, ge=0, description="Cut thinking this many milliseconds after the request "
         "arrived, as at thinking_max (server.api.deadline).")
+    thinking_early_stop: EarlyStop | None = Field(
+        None, description="Cut thinking once the answer, probed every `every` thinking "
+        "tokens, was the same `agree` times in a row (server.api.early_stop).")
 
     @model_validator(mode="after")
     def _merge_aliases(self) -> BudgetFields:

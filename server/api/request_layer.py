@@ -12,7 +12,8 @@ batched chat, tokenization) answer every request; this module supplies the rest:
 * :func:`track`, around the engine stream of each such request: exact accounting
   replayed from the token ids (each choice's ``budget`` object, the budget metrics,
   time to first token, latency) and the request deadline (504); a choice whose thinking
-  ``thinking_deadline_ms`` cut (:mod:`server.api.deadline`) is accounted with the cut's spec;
+  ``thinking_deadline_ms`` (:mod:`server.api.deadline`) or ``thinking_early_stop``
+  (:mod:`server.api.early_stop`) cut is accounted with the cut's spec;
 * the ``budget`` objects it fills go into the responses in :mod:`server.api.budget_objects`.
 """
 
@@ -25,11 +26,11 @@ from typing import Any
 
 from fastapi import Request
 
-from server.api import deadline, field_policy, limits, metrics
+from server.api import deadline, early_stop, field_policy, limits, metrics
 from server.api.budget_request import BUDGET, BudgetRequest, budget_from_body
 from server.api.errors import APIError, bad_request
 from server.api.serving import Serving, deadline_for, next_before
-from server.budget.cut import as_deadline
+from server.budget.cut import as_cut
 from server.budget.interventions import from_ids
 from server.budget.machine import BudgetSpec, BudgetState
 
@@ -60,7 +61,6 @@ def _model(module: str, name: str) -> type:
 
 async def budget_dependency(request: Request) -> BudgetRequest | None:
     """For vLLM's routers: 503 while loading, fields, limits, the budget, admission."""
-    request.state.vllm_served = True
     serving = _serving(request)
     try:
         body = await request.json()
@@ -88,6 +88,7 @@ async def budget_dependency(request: Request) -> BudgetRequest | None:
     limits.check_waits(budget.thinking_waits, serving.settings)  # same 400 on every surface
     budget.arrival = deadline.now()
     deadline.check(budget.thinking_deadline_ms, serving.settings)
+    early_stop.check(budget.early_stop, serving.settings)
     if body.get("use_beam_search") is True:
         s = serving.settings
         if budget.asked or s.default_thinking_min is not None or \
@@ -211,8 +212,8 @@ async def track(stream: AsyncIterator[Any], req: BudgetRequest, spec: BudgetSpec
             metrics.TTFT.observe(first_at - started)
         metrics.LATENCY.observe(time.perf_counter() - started)
         for index, state in states.items():
-            metrics.record_choice(state, len(ids[index]),
-                                  deadline_cut=first_choice + index in req.cuts)
+            cut = req.cuts.get(first_choice + index)
+            metrics.record_choice(state, len(ids[index]), cut.reason if cut else None)
 
 
 def _account(req: BudgetRequest, spec: BudgetSpec | None, index: int, ids: list[int],
@@ -222,7 +223,10 @@ def _account(req: BudgetRequest, spec: BudgetSpec | None, index: int, ids: list[
     cut = req.cuts.get(index)
     state, details = from_ids(cut.spec if cut else spec, ids, serving.model.tokenizer)
     if cut is not None:
-        details = as_deadline(details, spec)
+        details = as_cut(details, spec, cut.reason)
     details["deadline"] = req.thinking_deadline_ms
+    early = req.early_stop
+    details["early_stop"] = {"every": early[0], "agree": early[1]} if early else None
+    details["probes"] = req.probes.get(index) if early else None
     req.budgets[index] = details
     return state

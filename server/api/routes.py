@@ -1,10 +1,12 @@
-"""s1-serve's own routes: the model card, health, version and metrics.
+"""The two routes s1 replaces on vLLM's server: the model card and ``/version``.
 
-Every generating surface (chat, completions, Responses, Messages, batched chat) and
-tokenization is vLLM's own router and serving class (mounted in :mod:`server.api.app`,
-budgeted by :mod:`server.api.request_layer` and :mod:`server.api.engine_hook`). The path of one
-request: ``app.GateMiddleware`` (request id, auth, body size, releases the admission
-ticket) -> vLLM's router -> ``request_layer.budget_dependency`` (fields, limits, budget,
+Both answer vLLM's shape plus fields its clients ignore (the thinking format and effort
+budgets; the resolved engine configuration). Every generating surface (chat, completions,
+Responses, Messages, batched chat), tokenization, ``/health`` and ``/metrics`` are vLLM's
+own routes (the plugin, :mod:`server.api.plugin`, puts the budgeted ones behind the s1
+dependency). The path of one request under ``s1-serve``: ``front.Front`` (request id,
+body size, access log; 503 while loading) -> vLLM's middleware (auth, CORS) -> vLLM's
+router -> ``request_layer.budget_dependency`` (fields, limits, budget,
 admission) -> vLLM's serving class -> ``engine_hook`` (budget into
 ``SamplingParams``, answer room) -> the engine's ``logits_processor`` -> ``budget``
 (the state machine) -> ``request_layer.track`` (accounting, deadline) -> vLLM's response,
@@ -16,11 +18,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response
 
-from server.api import metrics
-from server.api.errors import ERROR_RESPONSES, APIError, engine_stopped
-from server.api.protocol import Health, ModelCard, ModelList
+from server.api.errors import ERROR_RESPONSES, APIError
+from server.api.protocol import ModelCard, ModelList
 from server.api.serving import Serving
 from server.engine.info import VersionInfo, version_info
 
@@ -34,9 +34,6 @@ def get_serving(request: Request) -> Serving:
         raise APIError(503, "the model is still loading; retry shortly "
                        "(GET /health says when it is ready)",
                        headers={"Retry-After": "5"})
-    dead = getattr(state, "engine_dead", None)  # s1-serve's; vLLM's server has its own
-    if dead is not None and dead():
-        raise engine_stopped()
     return serving
 
 
@@ -58,23 +55,7 @@ async def list_models(serving: ServingDep) -> ModelList:
                                      reasoning_effort_budgets if m.format_tokens else None)])
 
 
-@router.get("/health", response_model=Health, responses={503: {"model": Health}})
-async def health(request: Request) -> JSONResponse:
-    state = request.app.state
-    if state.engine_dead():
-        return JSONResponse(Health(status="dead", detail=state.load_error).model_dump(),
-                            status_code=503)
-    if getattr(state, "serving", None) is None:
-        return JSONResponse(Health(status="loading").model_dump(), status_code=503)
-    return JSONResponse(Health(status="ok").model_dump())
-
-
 @router.get("/version", response_model=VersionInfo)
 async def version(request: Request) -> VersionInfo:
     """vLLM's ``{"version"}``, our version and the resolved engine configuration."""
     return version_info(getattr(request.app.state, "engine_info", None))
-
-
-@router.get("/metrics", response_class=Response)
-async def prometheus_metrics() -> Response:
-    return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -37,20 +37,20 @@ POLL_S = 0.5
 HARD_EXIT_S = 5.0
 
 
-async def watch_engine(app: Any, exit_on_death: bool) -> None:
+async def watch_engine(front: Any, exit_on_death: bool) -> None:
     """Return after handling the engine's death (or never, while it lives).
 
-    ``app.state.engine_dead()`` covers both a failed load and a dead engine core;
-    ``app.state.request_exit`` (set by ``python -m server``) stops the HTTP server with a
+    ``front.engine_dead()`` covers both a failed load and a dead engine core;
+    ``front.request_exit`` (set by ``python -m server``) stops the HTTP server with a
     status. Without it (the app hosted some other way) the server stays up.
     """
-    while not app.state.engine_dead():
+    while not front.engine_dead():
         await asyncio.sleep(POLL_S)
-    if app.state.load_error:
-        what = f"the engine failed to start ({app.state.load_error})"
+    if front.load_error:
+        what = f"the engine failed to start ({front.load_error})"
     else:
         what = "the inference engine died (its engine-core process is gone)"
-    request_exit: Callable[[int], None] | None = getattr(app.state, "request_exit", None)
+    request_exit: Callable[[int], None] | None = getattr(front, "request_exit", None)
     if not exit_on_death:
         logger.error("%s; staying up and answering 503 because exit_on_engine_death is off; "
                      "restart the server to serve again", what)

@@ -21,7 +21,8 @@ import torch
 import triton
 import triton.language as tl
 
-from server.engine.budget_device import N_CONST, N_STATE, SlotTable
+from server.engine.budget_device import N_CONST, N_STATE
+from server.engine.budget_slots_v2 import SlotTable
 
 
 @triton.jit

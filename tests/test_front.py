@@ -1,0 +1,110 @@
+"""s1-serve's front (server/api/front.py) as a unit: the states it answers in, and what it
+tells ``python -m server`` about the engine when the server stops.
+
+The app behind it is a two-route Starlette app and the engine a plain object with vLLM's
+``errored`` flag: the front reads nothing else of them. The real front before vLLM's
+real app is covered by the server tests (tests/test_server.py, test_engine_death.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+from fastapi.testclient import TestClient
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from server.api.front import Front
+
+
+def inner_app() -> Starlette:
+    async def hello(request):  # noqa: ANN001, ANN202
+        return PlainTextResponse("from vLLM's app")
+
+    async def echo(request):  # noqa: ANN001, ANN202
+        return PlainTextResponse(str(len(await request.body())))
+
+    return Starlette(routes=[Route("/health", hello), Route("/v1/models", hello),
+                             Route("/echo", echo, methods=["POST"])])
+
+
+def front_with(load, **kwargs) -> Front:  # noqa: ANN001
+    options = {"keys": [], "exempt": True, "max_body": 1024, **kwargs}
+    return Front(load, **options)
+
+
+def test_loading_then_serving():
+    release = asyncio.Event()
+    engine = SimpleNamespace(errored=False, shutdown=lambda: None)
+
+    async def load(front: Front):  # noqa: ANN202
+        await release.wait()
+        return engine, inner_app()
+
+    front = front_with(load)
+    with TestClient(front) as client:
+        health = client.get("/health")
+        assert health.status_code == 503 and health.json() == {"status": "loading",
+                                                               "detail": None}
+        busy = client.get("/v1/models")
+        assert busy.status_code == 503 and busy.headers["retry-after"] == "5"
+        assert "loading" in busy.json()["error"]["message"]
+        assert client.get("/version").json()["engine"] is None
+        assert "s1_requests_total" in client.get("/metrics").text
+        client.portal.call(release.set)
+        while front.app is None:  # the load task runs on
+            client.portal.call(lambda: asyncio.sleep(0.01))
+        assert client.get("/v1/models").text == "from vLLM's app"
+        assert client.get("/health").text == "from vLLM's app"
+    assert front.died is False  # a plain stop: `python -m server` exits 0
+
+
+def test_dead_engine_is_reported_and_remembered_at_stop():
+    engine = SimpleNamespace(errored=False, shutdown=lambda: None)
+
+    async def load(front: Front):  # noqa: ANN202
+        return engine, inner_app()
+
+    front = front_with(load, exit_on_death=False)  # the watchdog stays its hand
+    with TestClient(front) as client:
+        while front.app is None:
+            client.portal.call(lambda: asyncio.sleep(0.01))
+        engine.errored = True
+        health = client.get("/health")
+        assert health.status_code == 503 and health.json()["status"] == "dead"
+        gone = client.get("/v1/models")
+        assert gone.status_code == 503 and "stopped" in gone.json()["error"]["message"]
+    assert front.died is True  # `python -m server` exits 3 (with the setting on)
+
+
+def test_failed_load_asks_for_exit_3():
+    exits: list[int] = []
+
+    async def load(front: Front):  # noqa: ANN202
+        raise OSError("no such model")
+
+    front = front_with(load)
+    front.request_exit = exits.append
+    with TestClient(front) as client:
+        while not exits:
+            client.portal.call(lambda: asyncio.sleep(0.01))
+        health = client.get("/health")
+        assert health.status_code == 503
+        assert health.json() == {"status": "dead", "detail": "OSError: no such model"}
+    assert exits == [3]
+
+
+def test_request_id_body_limit_and_operational_key():
+    front = front_with(None, keys=["k"], exempt=False, max_body=16)
+    front.app = inner_app()
+    client = TestClient(front)
+    r = client.post("/echo", content=b"x" * 10, headers={"x-request-id": "a b/c<d>"})
+    assert r.text == "10" and r.headers["x-request-id"] == "abcd"
+    assert client.post("/echo", content=b"x" * 17).status_code == 413
+    chunked = client.post("/echo", content=iter([b"x" * 10, b"x" * 10]))
+    assert chunked.status_code == 413  # counted as it arrives, no Content-Length
+    assert client.get("/health").status_code == 401  # --no-auth-exempt-health
+    assert client.get("/health", headers={"Authorization": "Bearer k"}).status_code == 200
+    assert client.options("/health").status_code != 401  # a preflight carries no key

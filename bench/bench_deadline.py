@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 
 from bench.machine import machine_info, prepare_env
+from bench.results import append_results
 from s1_common.stats import quantile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,8 +160,7 @@ def main() -> None:
     text = report(results, args.clients, args.rounds, (before, after), machine_info(), wall)
     print(text)
     if args.write:
-        with open(ROOT / "bench" / "RESULTS.md", "a") as f:
-            f.write("\n" + text)
+        append_results(text)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from typing import Any
 import httpx
 
 from bench.machine import machine_info, prepare_env
+from bench.results import append_results
 
 ROOT = Path(__file__).resolve().parents[1]
 ANSWER_RE = re.compile(r"Answer:\s*(-?\d+)")  # training/demo_eval.py's grading
@@ -231,8 +232,7 @@ def main() -> None:
             server.stop()
     print(text)
     if args.write:
-        with open(ROOT / "bench" / "RESULTS.md", "a") as f:
-            f.write("\n" + text)
+        append_results(text)
 
 
 if __name__ == "__main__":

@@ -79,37 +79,42 @@ varies from step to step. Throughput does not depend on the weight values.
 from __future__ import annotations
 
 import datetime as dt
-import gc
-import json
 import os
 import shutil
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-CACHE = ROOT / ".cache"
-for _path in (ROOT, ROOT / "bench"):  # server/, training/ and bench/timed_processor.py
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
-from bench.machine import machine_info, prepare_env  # noqa: E402 (needs ROOT on the path)
-
-prepare_env(CACHE)
-TIMING_ENV = "BENCH_PROC_TIMING_DIR"  # timed_processor.ENV_VAR, read before vLLM starts
-
-MODEL_DIR = CACHE / "bench-qwen2-3.7m"
-MODEL_KNOBS: dict[str, int] = {"hidden_size": 256, "num_layers": 4, "num_heads": 4,
-                               "num_kv_heads": 2, "intermediate_size": 896, "seed": 0}
-WEIGHT_SCALE = 6.0
-RESULTS = Path(__file__).with_name("RESULTS.md")
-
-N_PROMPTS = 64
-MAX_MODEL_LEN = 2048
+if str(ROOT) not in sys.path:  # run as a script: bench/ is the path, the package is not
+    sys.path.insert(0, str(ROOT))
+from bench.machine import machine_info  # noqa: E402 (needs ROOT on the path)
+from bench.processor_loop import (  # noqa: E402
+    CAP,
+    REPS_LOOP,
+    WAITS,
+    LoopRow,
+    run_loop_comparison,
+)
+from bench.processor_setup import (  # noqa: E402
+    MODEL_KNOBS,
+    N_PROMPTS,
+    TIMING_ENV,
+    WEIGHT_SCALE,
+    Workload,
+    build_bench_model,
+    close_llm,
+    make_llm,
+    make_workload,
+    timed,
+    warm_up,
+)
+from bench.results import RESULTS, append_results  # noqa: E402
 
 # Part 1
 BATCHES = (1, 32, 64)
@@ -118,123 +123,8 @@ THINKING_MIN, THINKING_MAX = 64, 200
 REPS = int(os.environ.get("BENCH_REPS", "5"))
 OVERHEAD_GOAL = 0.98
 
-# Part 2
-WAITS = 2
-CAP = 512
-BIASES = (("short", 3.0), ("medium", 2.0), ("long", 1.0))
-REPS_LOOP = int(os.environ.get("BENCH_REPS_LOOP", "3"))
+# Part 2 (bench/processor_loop.py)
 SPEEDUP_GOAL_MEDIUM = 1.3
-
-
-# ----------------------------------------------------------------------------- model
-def build_bench_model(out: Path = MODEL_DIR) -> tuple[Path, int]:
-    """Build (or reuse) the benchmark checkpoint; returns its path and parameter count."""
-    stamp = out / "bench_build.json"
-    params = {**MODEL_KNOBS, "weight_scale": WEIGHT_SCALE, "version": 1}
-    if stamp.exists():
-        saved = json.loads(stamp.read_text())
-        if saved.get("params") == params:
-            return out, int(saved["n_params"])
-    import torch
-
-    from training.tiny import build_random_model, build_tokenizer
-
-    tokenizer = build_tokenizer(out, chat_format="s1")
-    model = build_random_model(out, tokenizer, **MODEL_KNOBS)
-    with torch.no_grad():
-        for name, p in model.named_parameters():  # tied embedding counted once
-            if "norm" not in name:
-                p.mul_(WEIGHT_SCALE)
-    model.save_pretrained(str(out), safe_serialization=True)
-    n_params = sum(p.numel() for p in model.parameters())
-    stamp.write_text(json.dumps({"params": params, "n_params": n_params}))
-    return out, n_params
-
-
-# -------------------------------------------------------------------------- workload
-@dataclass
-class Workload:
-    """Prompts (as ids, thinking block opened) and the s1 format's ids for this tokenizer."""
-
-    prompts: list[list[int]]
-    ft: Any  # server.budget.formats.FormatTokens
-    wait_ids: tuple[int, ...]
-    attempt_ids: tuple[int, ...] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.attempt_ids = (self.ft.end_ids[0], *sorted(self.ft.stop_ids - {self.ft.end_ids[0]}))
-
-    def spec(self, thinking_min: int | None, thinking_max: int | None) -> Any:
-        return self.ft.spec(thinking_min=thinking_min, thinking_max=thinking_max,
-                            continuation_ids=self.wait_ids, prompt_opens=True)
-
-
-def make_workload(model_dir: Path) -> Workload:
-    from transformers import AutoTokenizer
-
-    from server.budget.formats import FORMATS, FormatTokens
-    from server.engine.loader import stop_ids_for
-
-    tok = AutoTokenizer.from_pretrained(str(model_dir))
-    # Every id vLLM stops on (generation_config's EOS list too), as the server does: vLLM's
-    # min_tokens masks all of them, and so must the processor's hold.
-    stop = stop_ids_for(tok, str(model_dir))
-    ft = FormatTokens.build(FORMATS["s1"], tok, stop)
-    prompts = []
-    for i in range(N_PROMPTS):
-        a, b = 7 * i + 3, 13 * i % 97
-        question = f"What is {a} + {b}? Count the letters of raspberry {i % 5 + 1} times."
-        text = tok.apply_chat_template([{"role": "user", "content": question}],
-                                       tokenize=False, add_generation_prompt=True)
-        text += FORMATS["s1"].start + "\n"  # the s1 evaluation opens the block itself
-        assert ft.prompt_opens(text)
-        prompts.append(tok.encode(text, add_special_tokens=False))
-    wait_ids = tuple(tok.encode("Wait", add_special_tokens=False))
-    return Workload(prompts, ft, wait_ids)
-
-
-def make_llm(model_dir: Path, processor: bool) -> Any:
-    from timed_processor import TimedBudgetLogitsProcessor
-    from vllm import LLM
-
-    return LLM(model=str(model_dir), enforce_eager=True, dtype="float32",
-               max_model_len=MAX_MODEL_LEN, max_num_seqs=64, seed=0,
-               logits_processors=[TimedBudgetLogitsProcessor] if processor else None)
-
-
-def close_llm(llm: Any) -> None:
-    llm.llm_engine.engine_core.shutdown()
-    del llm
-    gc.collect()
-
-
-@dataclass
-class Sample:
-    wall: float  # seconds
-    proc: float  # seconds spent in the processor's update_state + apply (timed engine only)
-    proc_cpu: float  # the same, as thread CPU seconds (time descheduled left out)
-    steps: int  # engine steps the processor saw (apply calls)
-
-
-def timed(fn: Callable[[], Any]) -> tuple[Sample, Any]:
-    from timed_processor import read_timing
-
-    directory = os.environ[TIMING_ENV]
-    before = read_timing(directory)
-    t0 = time.perf_counter()
-    result = fn()
-    t1 = time.perf_counter()
-    after = read_timing(directory)
-    proc_ns = (after["apply_ns"] + after["update_ns"]) - (before["apply_ns"] + before["update_ns"])
-    cpu_ns = after["cpu_ns"] - before["cpu_ns"]
-    return Sample(t1 - t0, proc_ns / 1e9, cpu_ns / 1e9, after["steps"] - before["steps"]), result
-
-
-def warm_up(llm: Any, wl: Workload) -> None:
-    from vllm import SamplingParams
-
-    sp = SamplingParams(max_tokens=32, temperature=0.0, ignore_eos=True)
-    llm.generate([{"prompt_token_ids": p} for p in wl.prompts], sp, use_tqdm=False)
 
 
 # ------------------------------------------------------------------ part 1: overhead
@@ -296,137 +186,6 @@ def run_throughput(plain: Any, proc: Any, wl: Workload) -> list[ThroughputRow]:
         print(f"  batch {batch}: " + ", ".join(f"{c} {row.med(c):.0f}" for c in CONFIGS)
               + f" tok/s; processor {statistics.median(row.us_per_step):.0f} us/step",
               flush=True)
-    return rows
-
-
-# ------------------------------------------------- part 2: resubmit loop vs in-engine
-@dataclass
-class RefResult:
-    thinking: list[int]
-    continuations: int
-    segments: list[int]  # lengths of the model-written segments
-    capped: bool
-
-
-def reference_loop(llm: Any, wl: Workload, bias: float) -> list[RefResult]:
-    """The s1 repository's method: stop at an end attempt, append Wait, resubmit."""
-    from vllm import SamplingParams
-
-    attempt = set(wl.attempt_ids)
-    results = [RefResult([], 0, [], False) for _ in wl.prompts]
-    active = list(range(len(wl.prompts)))
-    for round_ in range(WAITS + 1):
-        if not active:
-            break
-        inputs = [{"prompt_token_ids": wl.prompts[i] + results[i].thinking} for i in active]
-        # min_tokens=1 in every round, as the s1 evaluation does when it ignores ends:
-        # no end attempt at a round's first token (ours: the processor's hold).
-        sps = [SamplingParams(temperature=0.0, max_tokens=CAP - len(results[i].thinking),
-                              min_tokens=1, stop_token_ids=list(wl.attempt_ids),
-                              logit_bias={wl.ft.end_ids[0]: bias}) for i in active]
-        outs = llm.generate(inputs, sps, use_tqdm=False)
-        still = []
-        for i, o in zip(active, outs, strict=True):
-            r, gen = results[i], list(o.outputs[0].token_ids)
-            attempted = o.outputs[0].finish_reason == "stop" and bool(gen) and gen[-1] in attempt
-            if attempted:
-                gen = gen[:-1]
-            r.thinking += gen
-            r.segments.append(len(gen))
-            if not attempted:  # the cap
-                r.capped = True
-            elif round_ < WAITS and len(r.thinking) < CAP:
-                r.thinking += wl.wait_ids
-                r.continuations += 1
-                if len(r.thinking) < CAP:
-                    still.append(i)
-        active = still
-    return results
-
-
-def in_engine(llm: Any, wl: Workload, bias: float, minimums: Sequence[int]) -> list[list[int]]:
-    """Ours: one request each, the processor replaces attempts below the minimum with Wait."""
-    from vllm import SamplingParams
-
-    from server.engine.logits_processor import budget_extra_args
-
-    sps = [SamplingParams(temperature=0.0, max_tokens=CAP, stop_token_ids=list(wl.attempt_ids),
-                          logit_bias={wl.ft.end_ids[0]: bias},
-                          extra_args=budget_extra_args(wl.spec(m, None)))
-           for m in minimums]
-    outs = llm.generate([{"prompt_token_ids": p} for p in wl.prompts], sps, use_tqdm=False)
-    attempt = set(wl.attempt_ids)
-    thinking = []
-    for o in outs:
-        gen = list(o.outputs[0].token_ids)
-        if o.outputs[0].finish_reason == "stop" and gen and gen[-1] in attempt:
-            gen = gen[:-1]
-        thinking.append(gen)
-    return thinking
-
-
-@dataclass
-class LoopRow:
-    name: str
-    bias: float
-    ref: list[Sample]
-    ours: list[Sample]
-    thinking_tokens: int
-    mean_segment: float
-    mean_continuations: float
-    capped: int
-    mismatches: int  # requests whose thinking ids differed in any run
-
-    def med(self, which: str) -> float:
-        return statistics.median(s.wall for s in getattr(self, which))
-
-    def speedup(self) -> float:
-        return self.med("ref") / self.med("ours")
-
-    def ours_share(self) -> float:
-        return statistics.median(s.proc / s.wall for s in self.ours)
-
-
-def run_loop_comparison(plain: Any, proc: Any, wl: Workload) -> list[LoopRow]:
-    rows = []
-    for name, bias in BIASES:
-        ref: list[Sample] = []
-        ours: list[Sample] = []
-        expected: list[RefResult] = []
-        minimums: list[int] = []
-        bad: set[int] = set()
-        # ref, ours, ours, ref, ref, ours, ...: the first reference run fixes the minimums.
-        for rep in range(REPS_LOOP):
-            for which in (("ref", "ours") if rep % 2 == 0 else ("ours", "ref")):
-                plain.reset_prefix_cache()
-                proc.reset_prefix_cache()
-                if which == "ref":
-                    sample, got = timed(lambda bias=bias: reference_loop(plain, wl, bias))
-                    ref.append(sample)
-                    if not expected:
-                        expected = got
-                        minimums = [len(r.thinking) for r in got]
-                    thinking = [r.thinking for r in got]
-                else:
-                    sample, thinking = timed(
-                        lambda bias=bias, minimums=minimums: in_engine(proc, wl, bias, minimums))
-                    ours.append(sample)
-                bad |= {i for i, (r, t) in enumerate(zip(expected, thinking, strict=True))
-                        if r.thinking != t}
-        segs = [s for r in expected for s in r.segments]
-        row = LoopRow(
-            name=name, bias=bias, ref=ref, ours=ours,
-            thinking_tokens=sum(minimums),
-            mean_segment=statistics.mean(segs),
-            mean_continuations=statistics.mean(r.continuations for r in expected),
-            capped=sum(r.capped for r in expected),
-            mismatches=len(bad),
-        )
-        rows.append(row)
-        print(f"  {name} (bias {bias}): reference {row.med('ref'):.2f}s, ours "
-              f"{row.med('ours'):.2f}s, x{row.speedup():.2f}, processor share "
-              f"{row.ours_share():.1%}, "
-              f"mismatches {row.mismatches}", flush=True)
     return rows
 
 
@@ -525,13 +284,6 @@ def goal_notes(tp: list[ThroughputRow], loop: list[LoopRow]) -> list[str]:
             notes.append(f"Token identity, {r.name}: {r.mismatches} of {N_PROMPTS} requests "
                          "produced different thinking ids.")
     return notes
-
-
-def append_results(text: str) -> None:
-    header = ("# Benchmark results\n\nAppended by `make bench` (bench/bench_processor.py); "
-              "newest last. See the script's docstring for what is measured and how.\n\n")
-    existing = RESULTS.read_text() if RESULTS.exists() else header
-    RESULTS.write_text(existing.rstrip("\n") + "\n\n" + text)
 
 
 def main() -> None:

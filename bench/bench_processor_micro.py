@@ -42,6 +42,7 @@ from vllm import SamplingParams  # noqa: E402
 from vllm.v1.sample.logits_processor import BatchUpdate  # noqa: E402
 
 import server.engine.logits_processor as lp  # noqa: E402
+from bench.results import append_results  # noqa: E402
 from server.budget.machine import BudgetSpec  # noqa: E402
 from server.engine.logits_processor import BudgetLogitsProcessor, budget_extra_args  # noqa: E402
 
@@ -222,8 +223,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.record:
-        with open(ROOT / "bench" / "RESULTS.md", "a") as fh:
-            fh.write("\n" + text + "\n")
+        append_results(text)
 
 
 if __name__ == "__main__":

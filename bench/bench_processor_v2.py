@@ -42,6 +42,7 @@ v2_standins.install_if_missing()
 from vllm import SamplingParams  # noqa: E402
 from vllm.v1.worker.gpu.sample.logits_processor import LogitsContext  # noqa: E402
 
+from bench.results import append_results  # noqa: E402
 from server.budget.machine import BudgetSpec  # noqa: E402
 from server.engine.logits_processor import BudgetLogitsProcessor, budget_extra_args  # noqa: E402
 from server.engine.logits_processor_v2 import BudgetLogitsProcessorV2  # noqa: E402
@@ -207,8 +208,6 @@ def main() -> None:
     text = report(rows, device, args.steps)
     print(text)
     if args.record:
-        from bench_processor import append_results
-
         append_results(text)
 
 

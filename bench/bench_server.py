@@ -62,7 +62,6 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 from bench.load import (
     new_session,
@@ -74,7 +73,14 @@ from bench.load import (
 )
 from bench.machine import machine_info, prepare_env
 from bench.report import report
-from bench.results import MAX_TOKENS, THINKING_MAX, StartResult, Workload
+from bench.results import (
+    MAX_TOKENS,
+    RESULTS,
+    THINKING_MAX,
+    StartResult,
+    Workload,
+    append_results,
+)
 from bench.server_model import ROOT, ModelFacts, build_model, prompts
 from bench.servers import (
     OURS,
@@ -86,7 +92,6 @@ from bench.servers import (
     settle,
 )
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
 CACHE = ROOT / ".cache"
 LOG_DIR = CACHE / "tmp"
 
@@ -228,8 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     text = report(starts, plan, rounds, facts, info, started, time.perf_counter() - t0, command)
     print("\n" + text)
     if not args.no_append:
-        with RESULTS.open("a") as f:
-            f.write("\n" + text)
+        append_results(text)
         log(f"appended to {RESULTS}")
     return 0
 

@@ -17,7 +17,7 @@ and after (a shared 2-core machine). Every request is budgeted, in the mix of
 :mod:`bench_processor_v2` (guarded, turn-watched, forced, free; greedy and sampled).
 
 Run: ``python bench/bench_v2_host.py [--baseline REV] [--record]`` (``--record``
-appends the table to ``bench/RESULTS.md`` with ``bench_processor.append_results``).
+appends the table to ``bench/RESULTS.md`` with ``bench.results.append_results``).
 """
 
 from __future__ import annotations
@@ -197,7 +197,7 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.record:
-        from bench_processor import append_results
+        from bench.results import append_results
 
         append_results(text)
 

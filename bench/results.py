@@ -1,8 +1,10 @@
-"""What a benchmark run measures: workloads, per-request samples, per-run and per-start results."""
+"""What a benchmark run measures: workloads, per-request samples, per-run and per-start results;
+and the one writer of bench/RESULTS.md that every bench script appends its report with."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from bench.servers import ServerKind
@@ -129,3 +131,17 @@ class StartResult:
         for run in self.sequence:
             by_key.setdefault(run.workload.key, []).append(run)
         return by_key
+
+
+# ------------------------------------------------------------------------ bench/RESULTS.md
+RESULTS = Path(__file__).with_name("RESULTS.md")
+_HEADER = ("# Benchmark results\n\nAppended by the bench/ scripts (`make bench`, "
+           "`make bench-server` and the others docs/benchmarks.md lists); newest last. See "
+           "each script's docstring for what is measured and how.\n")
+
+
+def append_results(text: str, path: Path = RESULTS) -> None:
+    """Append one run's report to bench/RESULTS.md (started with its header if absent),
+    one blank line before it: every bench script records its runs through this."""
+    existing = path.read_text() if path.exists() else _HEADER
+    path.write_text(existing.rstrip("\n") + "\n\n" + text.strip("\n") + "\n")

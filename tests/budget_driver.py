@@ -1,4 +1,5 @@
-"""Run a budget state machine against a scripted greedy "model", as the engine would.
+"""Run a budget state machine against a scripted greedy "model", as the engine would; the
+toy vocabulary and s1 spec the state-machine tests share.
 
 The model is a function of the output position giving the token it wants. The
 machine's action decides what is emitted: a forced token; the replacement when a
@@ -12,7 +13,35 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from server.budget.machine import FORCE, GUARD, GUARD_TURN, GUARD_WAIT, HOLD, BudgetState, Phase
+from server.budget.machine import (
+    FORCE,
+    GUARD,
+    GUARD_TURN,
+    GUARD_WAIT,
+    HOLD,
+    BudgetSpec,
+    BudgetState,
+    Phase,
+)
+
+# A toy vocabulary: 0-9 ordinary tokens, then the special ones.
+IM_START, THINK, ANSWER, IM_END, EOS, WAIT, NL, FINAL = 100, 101, 102, 103, 104, 105, 106, 107
+S1 = dict(
+    start_ids=(IM_START, THINK),
+    end_ids=(IM_START, ANSWER),  # a multi-token delimiter
+    stop_ids=frozenset({IM_END, EOS}),
+    continuation_ids=(WAIT,),
+    answer_prefix_ids=(NL, FINAL),
+)
+
+
+# The s1 evaluation's details (the server's defaults).
+S1_RULES = dict(newline_id=NL, newline_ids=frozenset({NL}), turn_ends_thinking=True,
+                hold_after_continuation=True)
+
+
+def spec(**kw) -> BudgetSpec:
+    return BudgetSpec(**{**S1, **kw})
 
 
 def drive(state: BudgetState, model: Callable[[int], int], steps: int,

@@ -10,6 +10,7 @@ gauges (requests running, waiting, in flight) once their own requests are done.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,6 +36,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if ENGINE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.engine)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """One torch thread in the test process, from the first test that finds torch imported.
+    On a shared 2-core box OpenMP's second thread waits for a core other processes hold:
+    the demo trainer's 40 steps took 43 s with 2 threads and 1.6 s with 1 (load 17), with
+    the same losses. Servers and engines are other processes and keep their own threads."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -125,3 +136,30 @@ def demo_server():
         yield proc.wait_ready()
     finally:
         assert proc.stop() == 0, "SIGTERM must exit 0"
+
+
+@pytest.fixture(scope="session")
+def vllm_router() -> Path:
+    """The Python of a venv holding the router version the Dockerfile's router target pins
+    (its own venv, under .cache/tools like checkov's): test_k8s_scaleout reads its argument
+    parser, test_router_live runs it. Installed from PyPI on first use (docs/development.md)."""
+    import re
+    import subprocess
+    import warnings
+
+    version = re.search(r"ARG VLLM_ROUTER_VERSION=(\S+)",
+                        (ROOT / "Dockerfile").read_text()).group(1)
+    venv = ROOT / ".cache" / "tools" / f"vllm-router-{version}"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        try:
+            subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True,
+                           capture_output=True, timeout=120)
+            subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet",
+                            f"vllm-router=={version}"], check=True, capture_output=True,
+                           timeout=600)
+        except (subprocess.SubprocessError, OSError) as exc:
+            reason = f"vllm-router {version} could not be installed from PyPI into {venv}: {exc}"
+            warnings.warn(reason, stacklevel=1)
+            pytest.skip(reason)
+    return python

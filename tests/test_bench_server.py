@@ -20,6 +20,7 @@ from bench.results import (
     Sample,
     StartResult,
     Workload,
+    append_results,
     histogram_quantile,
 )
 from bench.server_model import ModelFacts
@@ -99,3 +100,17 @@ def test_histogram_quantile_interpolates_inside_the_bucket() -> None:
     assert histogram_quantile(cumulative, 0.99) == pytest.approx(0.038)
     assert histogram_quantile({0.01: 0.0, float("inf"): 0.0}, 0.5) != \
         histogram_quantile({0.01: 0.0, float("inf"): 0.0}, 0.5)  # NaN: no requests
+
+
+def test_every_bench_report_is_appended_through_one_writer(tmp_path: Path) -> None:
+    results = tmp_path / "RESULTS.md"
+    append_results("## Run 1\n\n| a |\n", results)
+    append_results("\n## Run 2\n", results)
+    text = results.read_text()
+    assert text.startswith("# Benchmark results\n\n") and text.count("# Benchmark results") == 1
+    assert text.endswith("each script's docstring for what is measured and how.\n\n"
+                         "## Run 1\n\n| a |\n\n## Run 2\n")
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    writers = sorted(p.name for p in bench.glob("*.py") if "RESULTS.md\", \"a\"" in p.read_text()
+                     or '.open("a")' in p.read_text())
+    assert writers == [], f"bench scripts appending to RESULTS.md themselves: {writers}"

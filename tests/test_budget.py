@@ -21,26 +21,19 @@ from server.budget.machine import (
     Phase,
     replay,
 )
-from tests.budget_driver import drive
-
-# A toy vocabulary: 0-9 ordinary tokens, then the special ones.
-IM_START, THINK, ANSWER, IM_END, EOS, WAIT, NL, FINAL = 100, 101, 102, 103, 104, 105, 106, 107
-S1 = dict(
-    start_ids=(IM_START, THINK),
-    end_ids=(IM_START, ANSWER),  # a multi-token delimiter
-    stop_ids=frozenset({IM_END, EOS}),
-    continuation_ids=(WAIT,),
-    answer_prefix_ids=(NL, FINAL),
+from tests.budget_driver import (
+    ANSWER,
+    EOS,
+    FINAL,
+    IM_END,
+    IM_START,
+    NL,
+    S1_RULES,
+    THINK,
+    WAIT,
+    drive,
+    spec,
 )
-
-
-# The s1 evaluation's details (the server's defaults).
-S1_RULES = dict(newline_id=NL, newline_ids=frozenset({NL}), turn_ends_thinking=True,
-                hold_after_continuation=True)
-
-
-def spec(**kw) -> BudgetSpec:
-    return BudgetSpec(**{**S1, **kw})
 
 
 def stops_after(n: int):

@@ -10,35 +10,11 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.conftest import DEMO_KEY
-from tests.stream_reader import DONE, stream_post
+from tests.helpers import DEMO_HEADERS as HEADERS
+from tests.helpers import DEMO_Q as Q
+from tests.helpers import demo_chat as chat
 
 pytestmark = pytest.mark.engine
-
-Q = "How many s in horseradish?"
-HEADERS = {"Authorization": f"Bearer {DEMO_KEY}"}
-
-
-def chat(server, stream: bool = False, **body) -> dict:
-    payload = {"messages": [{"role": "user", "content": Q}], "temperature": 0, **body}
-    if not stream:
-        r = httpx.post(server.base_url + "/v1/chat/completions", json=payload,
-                       headers=HEADERS, timeout=120)
-        assert r.status_code == 200, r.text
-        return r.json()
-    reasoning, content, budget, finish = "", "", None, None
-    events = stream_post(server.base_url, "/v1/chat/completions", payload, HEADERS)
-    assert events[-1] == DONE
-    for event in events[:-1]:
-        for ch in event["choices"]:
-            assert budget is None, "the budget object comes with the choice's last chunk"
-            reasoning += ch["delta"].get("reasoning") or ""
-            content += ch["delta"].get("content") or ""
-            budget, finish = ch.get("budget"), ch.get("finish_reason")
-    assert finish is not None and budget is not None
-    return {"choices": [{"message": {"reasoning": reasoning, "content": content},
-                         "budget": budget}]}
-
 
 # The README's example (README.md, "budget" object): greedy, so exact.
 README_BUDGET = {"thinking_min": 16, "thinking_max": None, "thinking_waits": None,

@@ -17,8 +17,7 @@ from server.budget.machine import (
     BudgetState,
     replay,
 )
-from tests.budget_driver import drive
-from tests.test_budget import ANSWER, IM_END, IM_START, NL, S1_RULES, WAIT, spec
+from tests.budget_driver import ANSWER, IM_END, IM_START, NL, S1_RULES, WAIT, drive, spec
 
 always_ends = lambda i: IM_START  # noqa: E731  a model that tries to end at every step
 

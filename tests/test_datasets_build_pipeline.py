@@ -29,7 +29,7 @@ import httpx
 import pytest
 
 from datasets_build import cli
-from datasets_build.tables import read_table
+from datasets_build.tables import Table, read_table, write_table
 from tests.conftest import API_KEY
 from tests.helpers import S1K_COLUMNS
 from tests.pool import EXPECTED
@@ -227,9 +227,14 @@ class _Forward(BaseHTTPRequestHandler):
         pass
 
 
+# The resume test's input: the first questions the module's run collected (the size does
+# not matter to it; the first ANSWERS calls all succeed, none is an API-error question).
+RESUME_QUESTIONS, ANSWERS = 30, 20
+
+
 @pytest.fixture
-def kill_after_40(server_env) -> Iterator[KillAfter]:
-    proxy = KillAfter(server_env.base_url, answers=40)
+def kill_after(server_env) -> Iterator[KillAfter]:
+    proxy = KillAfter(server_env.base_url, answers=ANSWERS)
     threading.Thread(target=proxy.serve_forever, daemon=True).start()
     try:
         yield proxy
@@ -242,30 +247,36 @@ def _chat_requests(server) -> float:
     return server.metric("s1_requests_total", endpoint="/v1/chat/completions")
 
 
-def test_killed_run_resumes_without_repeating_calls(server_env, kill_after_40: KillAfter,
+def test_killed_run_resumes_without_repeating_calls(server_env, run: Run,
+                                                    kill_after: KillAfter,
                                                     tmp_path: Path) -> None:
+    collected = read_table(run.workdir / "01_collect.parquet")
+    questions = tmp_path / "collect.parquet"
+    write_table(Table(collected.rows[:RESUME_QUESTIONS], collected.meta), questions)
+    calls = 2 * RESUME_QUESTIONS  # two teachers
     workdir = tmp_path / "w"
-    args = ["run", "-c", str(CONFIG), "--workdir", str(workdir), "--to", "traces",
-            "--no-progress"]
-    env = {**os.environ, "S1_BASE_URL": kill_after_40.base_url}
-    with kill_after_40.lock:  # the proxy must know its victim before the first request
-        proc = kill_after_40.victim = subprocess.Popen(
+    args = ["run", "-c", str(CONFIG), "--workdir", str(workdir), "--from", "traces",
+            "--to", "traces", "--input", str(questions), "--no-progress"]
+    env = {**os.environ, "S1_BASE_URL": kill_after.base_url}
+    with kill_after.lock:  # the proxy must know its victim before the first request
+        proc = kill_after.victim = subprocess.Popen(
             [sys.executable, "-m", "datasets_build.cli", *args, "--concurrency", "1"],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == -9, f"the run was not killed: {err.decode()[-2000:]}"
-    assert kill_after_40.chats == 41
+    assert kill_after.chats == ANSWERS + 1
     assert not (workdir / "02_traces.parquet").exists()
     done = _cached(workdir / "cache.sqlite")
-    assert done == 40 < TRACE_CALLS
+    assert done == ANSWERS < calls
 
     before = _chat_requests(server_env)  # nothing of the killed run is still on its way
     assert cli.main(args) == 0
-    calls = json.loads((workdir / "02_traces.stats.json").read_text())["calls"]
-    assert calls["cached"] == done and calls["made"] == TRACE_CALLS - done
-    assert _chat_requests(server_env) - before == TRACE_CALLS - done
+    stats = json.loads((workdir / "02_traces.stats.json").read_text())
+    assert stats["in"] == stats["out"] == RESUME_QUESTIONS
+    assert stats["calls"] == {"made": calls - done, "cached": done, "failed": 0}
+    assert _chat_requests(server_env) - before == calls - done
 
     assert cli.main(args) == 0  # a finished run costs nothing the second time
-    calls = json.loads((workdir / "02_traces.stats.json").read_text())["calls"]
-    assert calls == {"made": 0, "cached": TRACE_CALLS, "failed": 0}
-    assert _chat_requests(server_env) - before == TRACE_CALLS - done
+    stats = json.loads((workdir / "02_traces.stats.json").read_text())
+    assert stats["calls"] == {"made": 0, "cached": calls, "failed": 0}
+    assert _chat_requests(server_env) - before == calls - done

@@ -19,8 +19,7 @@ import pytest
 from server.budget.cut import as_deadline, plan
 from server.budget.interventions import from_ids
 from server.budget.machine import BudgetState
-from tests.budget_driver import drive
-from tests.test_budget import ANSWER, FINAL, IM_END, IM_START, NL, S1_RULES, WAIT, spec
+from tests.budget_driver import ANSWER, FINAL, IM_END, IM_START, NL, S1_RULES, WAIT, drive, spec
 
 RULES = dict(S1_RULES, newline_ids=frozenset({NL, 9}))  # 9: a token that ends with a newline
 FORCED = (NL, IM_START, ANSWER, NL, FINAL)  # the newline rule, end delimiter, answer prefix

@@ -9,7 +9,6 @@ one a live server exports. ``docker compose config`` runs too when Compose v2 is
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -25,6 +24,7 @@ import pytest
 import yaml
 
 from server.settings import Settings
+from tests.deploy_helpers import DockerIgnore, k8s_metric_names, load_deploy_script
 from tests.helpers import promql_metric_names
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,49 +174,6 @@ def duration_seconds(text: str) -> float:
     parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", text)
     assert parts and "".join(a + b for a, b in parts) == text, f"bad duration {text!r}"
     return sum(float(a) * units[b] for a, b in parts)
-
-
-class DockerIgnore:
-    """The .dockerignore rules: patterns in order, the last match (of a path or of a
-    folder above it) wins; ``!`` re-includes; ``*``/``?`` stay within one path segment."""
-
-    def __init__(self, text: str) -> None:
-        self.rules: list[tuple[bool, re.Pattern]] = []
-        for line in text.splitlines():
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            include = line.startswith("!")
-            pattern = line[1:].strip() if include else line
-            self.rules.append((include, re.compile(self._regex(pattern.strip("/")))))
-
-    @staticmethod
-    def _regex(pattern: str) -> str:
-        out, i = "", 0
-        while i < len(pattern):
-            if pattern.startswith("**/", i):
-                out, i = out + "(?:.*/)?", i + 3
-            elif pattern.startswith("**", i):
-                out, i = out + ".*", i + 2
-            elif pattern[i] == "*":
-                out, i = out + "[^/]*", i + 1
-            elif pattern[i] == "?":
-                out, i = out + "[^/]", i + 1
-            elif pattern[i] == "[":
-                end = pattern.index("]", i)
-                out, i = out + pattern[i:end + 1], end + 1
-            else:
-                out, i = out + re.escape(pattern[i]), i + 1
-        return "^" + out + "$"
-
-    def excluded(self, path: str) -> bool:
-        parts = path.strip("/").split("/")
-        candidates = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
-        result = False
-        for include, regex in self.rules:
-            if any(regex.match(c) for c in candidates):
-                result = not include
-        return result
 
 
 def dashboard_exprs() -> list[str]:
@@ -800,14 +757,6 @@ def test_promql_metric_name_extraction():
 
 
 # ------------------------------------------------------------------------------ deploy scripts
-def load_deploy_script(name: str):
-    """Import deploy/<name>.py by path (deploy/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(f"s1_deploy_{name}", DEPLOY / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_requirements_script(monkeypatch):
     reqs = load_deploy_script("requirements")
     project = reqs.load_project(ROOT / "pyproject.toml")
@@ -852,24 +801,21 @@ def test_healthcheck_script_offline():
 
 # ------------------------------------------------------------------------------ live server
 @pytest.fixture(scope="module")
-def live_metrics(tiny_s1_open):
-    """/metrics of a real server after one chat request with a thinking budget."""
-    from tests.server_proc import ServerProcess
+def live_metrics(api_server):
+    """/metrics of a real server (the session's API server: /health and /metrics are open
+    without its key, as by default) after one chat request with a thinking budget, and
+    the container health check's verdict on it."""
+    from tests.conftest import API_MODEL
+    from tests.helpers import AUTH
 
-    proc = ServerProcess(tiny_s1_open)
-    try:
-        proc.wait_ready(timeout=600)  # ~30 s alone; minutes on a loaded 2-core box
-        hc = load_deploy_script("healthcheck")
-        health_ok = hc.check({"S1_PORT": str(proc.port)})
-        with httpx.Client(base_url=proc.base_url, timeout=120) as client:
-            model = client.get("/v1/models").json()["data"][0]["id"]
-            reply = client.post("/v1/chat/completions", json={
-                "model": model, "messages": [{"role": "user", "content": "How many r?"}],
-                "thinking_max": 8, "max_tokens": 24, "temperature": 0})
-            assert reply.status_code == 200, reply.text
-            text = client.get("/metrics").text
-    finally:
-        proc.stop()
+    hc = load_deploy_script("healthcheck")
+    health_ok = hc.check({"S1_PORT": str(api_server.port)})
+    with httpx.Client(base_url=api_server.base_url, timeout=120) as client:
+        reply = client.post("/v1/chat/completions", headers=AUTH, json={
+            "model": API_MODEL, "messages": [{"role": "user", "content": "How many r?"}],
+            "thinking_max": 8, "max_tokens": 24, "temperature": 0})
+        assert reply.status_code == 200, reply.text
+        text = client.get("/metrics").text
     return text, health_ok
 
 
@@ -899,8 +845,6 @@ def test_dashboard_and_prometheus_metrics_are_exported(live_metrics):
 def test_k8s_autoscaling_and_alert_metrics_are_exported(live_metrics):
     """Every metric a KEDA query, a prometheus-adapter rule (the HPA) or a PrometheusRule of
     deploy/k8s names is in /metrics of a running server: a missing one would read as nothing."""
-    from tests.test_k8s_scaleout import k8s_metric_names
-
     exported = exported_series(live_metrics[0])
     used = k8s_metric_names()
     missing = {n: src for n, src in used.items()

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from server.api.early_stop import Probe, normalise, verdict
-from tests.test_budget import ANSWER, IM_END, IM_START, NL
+from tests.budget_driver import ANSWER, IM_END, IM_START, NL
 from tests.test_deadline import (
     FORCED,
     PROMPT,

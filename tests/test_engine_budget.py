@@ -13,6 +13,7 @@ import itertools
 import pytest
 
 from server.budget.formats import FORMATS, FormatTokens
+from tests.helpers import shutdown_llm
 
 pytestmark = pytest.mark.engine
 
@@ -34,7 +35,7 @@ def _make_llm(path, processor: bool):
 
 
 def _close(llm) -> None:
-    llm.llm_engine.engine_core.shutdown()
+    shutdown_llm(llm)
     del llm
     gc.collect()
 
@@ -156,17 +157,20 @@ def test_s1_format_budgets_in_one_batch(budget_llm_s1, s1_case, temperature):
     assert seen["hit_max"] > 0 and seen["continuations"] > 0
 
 
-@pytest.mark.parametrize("temperature", [0.0, 1.0])
-def test_think_format_prompt_opened_block(tiny_think, think_case, temperature):
+@pytest.fixture(scope="module")
+def budget_llm_think(tiny_think):
     llm = _make_llm(tiny_think, processor=True)
-    try:
-        reqs = think_case.requests(temperature)
-        outputs = _run(llm, think_case, reqs)
-        seen = _check_batch(think_case, reqs, outputs)
-        assert seen["hit_max"] > 0 and seen["continuations"] > 0
-        assert think_case.ft.answer_prefix_ids == ()  # <think> models answer on their own
-    finally:
-        _close(llm)
+    yield llm
+    _close(llm)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_think_format_prompt_opened_block(budget_llm_think, think_case, temperature):
+    reqs = think_case.requests(temperature)
+    outputs = _run(budget_llm_think, think_case, reqs)
+    seen = _check_batch(think_case, reqs, outputs)
+    assert seen["hit_max"] > 0 and seen["continuations"] > 0
+    assert think_case.ft.answer_prefix_ids == ()  # <think> models answer on their own
 
 
 def test_unbudgeted_requests_are_untouched(tiny_s1, budget_llm_s1, s1_case):

@@ -15,6 +15,7 @@ import gc
 import pytest
 
 from server.budget.formats import FORMATS, FormatTokens
+from tests.helpers import shutdown_llm
 
 pytestmark = pytest.mark.engine
 
@@ -46,7 +47,7 @@ def engine(tiny_s1):
     prompt += FORMATS["s1"].start  # as the server does for this template
     llm = _llm(tiny_s1)
     yield llm, tok, ft, prompt
-    llm.llm_engine.engine_core.shutdown()
+    shutdown_llm(llm)
     del llm
     gc.collect()
 

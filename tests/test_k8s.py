@@ -12,10 +12,7 @@ one the server or vLLM defines.
 from __future__ import annotations
 
 import copy
-import functools
-import importlib.util
 import json
-import math
 import os
 import re
 import shutil
@@ -28,18 +25,26 @@ import pytest
 import yaml
 
 from server.settings import Settings
+from tests.deploy_helpers import (
+    KUSTOMIZATIONS,
+    NAMESPACE,
+    OVERLAYS,
+    ROOT,
+    SHAPES,
+    find,
+    kustomization_dir,
+    matches,
+    memory_plan,
+    plain_env,
+    pod_templates,
+    render,
+    rendered,
+    server_pod,
+)
 from tests.k8s_schemas import CRD_SCHEMAS
 
-ROOT = Path(__file__).resolve().parents[1]
-K8S = ROOT / "deploy" / "k8s"
-OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if p.is_dir())
-# Overlays combined with the addons no overlay includes (the HPA instead of KEDA, the image
-# pre-pull): rendered, compared, validated and scanned like the overlays.
-EXAMPLES = sorted(f"examples/{p.name}" for p in (K8S / "examples").iterdir() if p.is_dir())
-KUSTOMIZATIONS = OVERLAYS + EXAMPLES
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "s1-serve.json"
 KUBERNETES_VERSION = "1.33"  # oldest release we validate for (LWS and KEDA support it)
-NAMESPACE = "s1-serve"
 # Variables the pods get that are not S1_* settings, and who reads them.
 NON_SETTING_ENV = {
     "HF_TOKEN_PATH": "huggingface_hub: the token file from the optional Secret",
@@ -53,10 +58,6 @@ NON_SETTING_ENV = {
     "NCCL_IB_DISABLE": "NCCL: use InfiniBand/RoCE (the rdma overlay)",
     "NCCL_IB_HCA": "NCCL: which HCAs (the rdma overlay)",
 }
-# (TP, DP, PP, GPUs per pod, pods per replica) of each overlay.
-SHAPES = {"1xh100": (1, 1, 1, 1, 1), "8xh100-tp8": (8, 1, 1, 8, 1),
-          "8xh100-tp4x2": (4, 1, 1, 4, 1), "2x8xh100-multinode": (8, 1, 2, 8, 2),
-          "2x8xh100-multinode-rdma": (8, 1, 2, 8, 2)}
 # GPU memory as vLLM sees it (torch.cuda.mem_get_info's total, about 79.1 GiB on an H100
 # 80 GB, not NVML's 79.65 GiB), for each GPU product the overlays' node affinity admits.
 GPU_MEMORY = {"NVIDIA-H100-80GB-HBM3": int(79.1 * 2**30), "NVIDIA-H100-PCIe": int(79.1 * 2**30)}
@@ -76,60 +77,6 @@ CHECKOV_KUSTOMIZATION_SKIPS = {
 CHECKOV_VERSION = "3.3.30"
 
 
-# ------------------------------------------------------------------------------ helpers
-def load_renderer():
-    spec = importlib.util.spec_from_file_location("s1_k8s_render", K8S / "render.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-render = load_renderer()
-
-
-def kustomization_dir(name: str) -> Path:
-    """An overlay's name (1xh100) or a path under deploy/k8s (examples/1xh100-hpa)."""
-    return K8S / name if "/" in name else K8S / "overlays" / name
-
-
-@functools.cache
-def _rendered(overlay: str) -> tuple[dict, ...]:
-    return tuple(render.build(kustomization_dir(overlay)))
-
-
-def rendered(overlay: str) -> list[dict]:
-    return copy.deepcopy(list(_rendered(overlay)))
-
-
-def find(docs: list[dict], kind: str) -> list[dict]:
-    return [d for d in docs if d["kind"] == kind]
-
-
-def pod_templates(docs: list[dict]) -> dict[str, dict]:
-    """{role: pod template} of every workload in the render."""
-    out = {}
-    for doc in docs:
-        if doc["kind"] == "Deployment":
-            out[doc["metadata"]["name"]] = doc["spec"]["template"]
-        elif doc["kind"] == "LeaderWorkerSet":
-            lwt = doc["spec"]["leaderWorkerTemplate"]
-            out["leader"], out["worker"] = lwt["leaderTemplate"], lwt["workerTemplate"]
-    return out
-
-
-def server_pod(docs: list[dict]) -> dict:
-    """The pod template whose container serves HTTP on 8000."""
-    pods = [t for t in pod_templates(docs).values()
-            if any(p.get("containerPort") == 8000 for c in t["spec"]["containers"]
-                   for p in c.get("ports", []))]
-    assert len(pods) == 1
-    return pods[0]
-
-
-def plain_env(container: dict) -> dict[str, str | None]:
-    return {e["name"]: e.get("value") for e in container.get("env", [])}
-
-
 def normalized(value):
     """Lists of named items sorted by name: kustomize and render.py order merged lists apart."""
     if isinstance(value, dict):
@@ -140,10 +87,6 @@ def normalized(value):
             items.sort(key=lambda i: i["name"])
         return items
     return value
-
-
-def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
-    return all(labels.get(k) == v for k, v in selector.items())
 
 
 # ------------------------------------------------------------------------------ rendering
@@ -301,21 +244,6 @@ def test_env_vars_are_settings_and_shape_matches_gpus(overlay, monkeypatch):
     # Multi-node runs vLLM's own mp executor over the group (deploy/multinode.py), no Ray.
     assert settings.distributed_executor_backend in (None, "mp")
     assert settings.api_key_file is not None  # API keys come from the Secret
-
-
-def memory_plan(overlay: str, gpu_bytes: int):
-    """The memory arithmetic of server/engine/preflight.py for one overlay's serving pod."""
-    from server.engine.preflight import MemoryPlan
-    from tests.helpers import SHAPE
-
-    env = plain_env(server_pod(rendered(overlay))["spec"]["containers"][0])
-    tp, _, pp, _, _ = SHAPES[overlay]
-    # A pipeline stage holds 1/PP of the layers: of the weights and of each token's KV.
-    return MemoryPlan(weight_bytes=math.ceil(SHAPE.param_count() * 2 / pp),
-                      kv_bytes_per_token=SHAPE.kv_bytes_per_token(2, tp) // pp,
-                      max_model_len=int(env["S1_MAX_MODEL_LEN"]), tensor_parallel_size=tp,
-                      gpu_bytes=gpu_bytes,
-                      gpu_memory_utilization=float(env["S1_GPU_MEMORY_UTILIZATION"]))
 
 
 def gpu_products(template: dict) -> list[str]:

@@ -9,7 +9,7 @@ import sys
 import pytest
 import yaml
 
-from tests.test_k8s import K8S, plain_env, render
+from tests.deploy_helpers import K8S, plain_env, render
 
 
 def test_renderer_merge_rules(tmp_path):

@@ -8,7 +8,7 @@ No cluster runs here, so the controllers' rules that decided it are encoded as t
 - a volume's access mode against how many pods, on how many nodes, mount it;
 - the grace and probe arithmetic against the request timeout;
 - every metric an autoscaler or alert names is exported (tests/test_deploy.py checks that on a
-  running server through k8s_metric_names below) and reaches Prometheus through the shipped
+  running server through tests/deploy_helpers.k8s_metric_names) and reaches Prometheus through the shipped
   scrape configuration, whichever of the two is used;
 - the autoscalers' thresholds follow each layout's memory plan.
 """
@@ -20,22 +20,24 @@ import math
 import re
 import shlex
 import subprocess
-import sys
-import warnings
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.test_k8s import (
+from tests.deploy_helpers import (
     EXAMPLES,
     K8S,
     NAMESPACE,
     OVERLAYS,
     SHAPES,
+    DockerIgnore,
     find,
+    k8s_metric_names,
+    load_deploy_script,
     matches,
     memory_plan,
+    named,
     plain_env,
     pod_templates,
     rendered,
@@ -48,12 +50,6 @@ H100_VISIBLE = int(79.1 * 2**30)
 REQUEST_TOKENS = 8192
 MAX_NUM_SEQS = 256  # the server's default, which no overlay changes
 MULTINODE = [o for o in OVERLAYS if SHAPES[o][4] > 1]
-
-
-def named(docs: list[dict], kind: str, name: str) -> dict:
-    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
-    assert len(found) == 1, (kind, name)
-    return found[0]
 
 
 def workload(docs: list[dict]) -> dict:
@@ -92,8 +88,7 @@ def test_lws_can_create_its_headless_service(overlay):
 
 @pytest.mark.parametrize("overlay", MULTINODE)
 def test_group_commands_and_shared_engine_settings(overlay):
-    from tests.test_multinode import multinode
-
+    multinode = load_deploy_script("multinode")
     docs = rendered(overlay)
     templates = pod_templates(docs)
     leader, worker = (templates[r]["spec"]["containers"][0] for r in ("leader", "worker"))
@@ -199,8 +194,6 @@ def test_model_download_feeds_offline_serving_pods(overlay):
 
 
 def test_scripts_the_manifests_run_are_in_the_image():
-    from tests.test_deploy import DockerIgnore
-
     ignore = DockerIgnore((ROOT / ".dockerignore").read_text())
     scripts = set()
     for overlay in OVERLAYS + EXAMPLES:
@@ -318,28 +311,6 @@ def test_the_shipped_scrape_config_reaches_the_serving_pods(overlay):
             notes["prometheus.io/path"]) == ("true", "8000", "/metrics")
 
 
-def k8s_metric_names() -> dict[str, str]:
-    """{metric: where} for every metric a shipped autoscaler, adapter rule or alert names."""
-    from tests.helpers import promql_metric_names
-
-    names: dict[str, str] = {}
-    for overlay in OVERLAYS + EXAMPLES:
-        for doc in rendered(overlay):
-            exprs = []
-            if doc["kind"] == "ScaledObject":
-                exprs = [t["metadata"]["query"] for t in doc["spec"]["triggers"]]
-            elif doc["kind"] == "PrometheusRule":
-                exprs = [r["expr"] for g in doc["spec"]["groups"] for r in g["rules"]]
-            for expr in exprs:
-                for name in promql_metric_names(expr):
-                    names.setdefault(name, f"{overlay}: {doc['kind']}")
-    values = yaml.safe_load((K8S / "addons/autoscaling-hpa/prometheus-adapter-values.yaml")
-                            .read_text())
-    for rule in values["rules"]["custom"]:
-        names.setdefault(rule["seriesQuery"].split("{")[0], "prometheus-adapter rule")
-    return names
-
-
 def test_k8s_metric_names_are_collected():
     names = k8s_metric_names()
     assert {"vllm:num_requests_waiting", "s1_requests_in_flight", "s1_requests_total",
@@ -347,28 +318,6 @@ def test_k8s_metric_names_are_collected():
 
 
 # ------------------------------------------------------------------------------ routing
-@pytest.fixture(scope="module")
-def vllm_router(tmp_path_factory) -> Path:
-    """The Python of a venv holding the router version the Dockerfile's router target pins
-    (its own venv, under .cache/tools like checkov's)."""
-    version = re.search(r"ARG VLLM_ROUTER_VERSION=(\S+)",
-                        (ROOT / "Dockerfile").read_text()).group(1)
-    venv = ROOT / ".cache" / "tools" / f"vllm-router-{version}"
-    python = venv / "bin" / "python"
-    if not python.exists():
-        try:
-            subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True,
-                           capture_output=True, timeout=120)
-            subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet",
-                            f"vllm-router=={version}"], check=True, capture_output=True,
-                           timeout=600)
-        except (subprocess.SubprocessError, OSError) as exc:
-            reason = f"vllm-router {version} could not be installed from PyPI into {venv}: {exc}"
-            warnings.warn(reason, stacklevel=1)
-            pytest.skip(reason)
-    return python
-
-
 def router_args(python: Path, args: list[str]) -> dict:
     """RouterArgs as the router's own command-line parser makes them (nothing is started)."""
     code = ("import dataclasses, json, sys\n"

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import socket
 import stat
@@ -20,20 +19,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.deploy_helpers import load_deploy_script
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_MODEL = ROOT / "server" / "demo_model"
 
 
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(f"s1_deploy_{name}", ROOT / "deploy" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-multinode = load("multinode")
-download_model = load("download_model")
+multinode = load_deploy_script("multinode")
+download_model = load_deploy_script("download_model")
 
 LEADER = "s1-serve-group-0.s1-serve-group.s1-serve"
 

@@ -15,12 +15,12 @@ import httpx
 import pytest
 
 from tests.conftest import API_KEY, API_MODEL
+from tests.deploy_helpers import named, rendered
 from tests.server_proc import free_port, wait_until
-from tests.test_k8s_scaleout import named, rendered, vllm_router  # noqa: F401 (fixture)
 
 
 @pytest.fixture(scope="module")
-def router(vllm_router, api_server, tmp_path_factory):  # noqa: F811 (the fixture above)
+def router(vllm_router, api_server, tmp_path_factory):
     docs = rendered("examples/1xh100-extras")
     args = named(docs, "Deployment", "s1-serve-router")["spec"]["template"]["spec"][
         "containers"][0]["args"]

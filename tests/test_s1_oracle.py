@@ -27,7 +27,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.helpers import count_runs
+from tests.helpers import count_runs, shutdown_llm
 from tests.s1_reference import HarnessResult, HarnessTokens, harness_generate
 
 pytestmark = pytest.mark.engine
@@ -55,6 +55,10 @@ class Oracle:
                        max_model_len=context, seed=0, enable_chunked_prefill=False,
                        enable_prefix_caching=False,
                        logits_processors=[BudgetLogitsProcessor])
+        # Our side's outputs by request: greedy and each request alone, so a request sent
+        # again gives the same ids; the Waits searches of k = 1, 2, 3 walk the same
+        # (bias, minimum) requests, and each is generated once.
+        self._ours: dict[tuple, list[int]] = {}
 
     def chat(self, question: str) -> list[int]:
         """The chat template's rendering, ending ``<|im_start|>assistant\\n``."""
@@ -73,7 +77,22 @@ class Oracle:
     def ours(self, question: str, *, thinking_min: int | None = None,
              thinking_max: int | None = None, logit_bias=None,
              thinking_waits: int | None = None, continuation: str = "Wait",
-             seed: int | None = None) -> list[int]:
+             seed: int | None = None, thinking_only: bool = False) -> list[int]:
+        """Our side's output ids; ``thinking_only`` stops at the end delimiter's first
+        token (the same ids as the whole run, up to there: a search needs no answer)."""
+        key = (question, thinking_min, thinking_max, tuple(sorted((logit_bias or {}).items())),
+               thinking_waits, continuation, seed, thinking_only)
+        if key not in self._ours:
+            self._ours[key] = self._generate(question, thinking_min=thinking_min,
+                                             thinking_max=thinking_max, logit_bias=logit_bias,
+                                             thinking_waits=thinking_waits,
+                                             continuation=continuation, seed=seed,
+                                             thinking_only=thinking_only)
+        return list(self._ours[key])
+
+    def _generate(self, question: str, *, thinking_min: int | None, thinking_max: int | None,
+                  logit_bias, thinking_waits: int | None, continuation: str,
+                  seed: int | None, thinking_only: bool) -> list[int]:
         from vllm import SamplingParams
 
         from server.engine.logits_processor import budget_extra_args
@@ -86,6 +105,7 @@ class Oracle:
                             prompt_opens=True, prompt_text=self.tok.decode(ids))
         params = SamplingParams(temperature=0.0, max_tokens=self.context - len(ids),
                                 skip_special_tokens=False, logit_bias=logit_bias, seed=seed,
+                                stop_token_ids=self.ht.end_ids[:1] if thinking_only else None,
                                 extra_args=budget_extra_args(spec, seed=12345))
         out = self.llm.generate([{"prompt_token_ids": ids}], params, use_tqdm=False)
         return list(out[0].outputs[0].token_ids)
@@ -126,7 +146,7 @@ def oracle(request) -> Iterator[Oracle]:
     path = DEMO_MODEL if request.param == "demo" else qwen25_checkpoint(Path(CACHE))
     o = Oracle(path, CONTEXT[request.param])
     yield o
-    o.llm.llm_engine.engine_core.shutdown()
+    shutdown_llm(o.llm)
 
 
 QUESTION = "How many s in horseradish?"
@@ -213,8 +233,8 @@ def test_waits(oracle, waits):
     for strength in (0.5, 1.0, 2.0, 4.0, 6.0):
         bias = oracle.bias(end=strength)
         for m in MINIMA:  # the count of Waits only grows with the minimum
-            ours = oracle.ours(QUESTION, thinking_min=m, logit_bias=bias)
-            got = oracle.waits(ours, m, None)
+            thinking = oracle.ours(QUESTION, thinking_min=m, logit_bias=bias, thinking_only=True)
+            got = oracle.waits(thinking, m, None)
             if got >= waits:
                 found = got == waits
                 break
@@ -222,6 +242,8 @@ def test_waits(oracle, waits):
             break
     assert found, "the scenario did not occur"
     print(f"ORACLE waits={waits}: thinking_min={m} end bias={strength}")
+    ours = oracle.ours(QUESTION, thinking_min=m, logit_bias=bias)
+    assert ours[:len(thinking)] == thinking and oracle.waits(ours, m, None) == waits
     ref = oracle.reference(QUESTION, thinking_n_ignore=waits, logit_bias=bias)
     assert ref.finish_reasons == ["stop"] * (waits + 1) and not ref.truncated
     assert ours == ref.output

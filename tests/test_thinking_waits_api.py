@@ -10,13 +10,13 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.conftest import DEMO_KEY
+from tests.helpers import DEMO_HEADERS as HEADERS
+from tests.helpers import DEMO_Q as Q
 from tests.helpers import count_runs
-from tests.test_budget_details_api import Q, chat
+from tests.helpers import demo_chat as chat
 
 pytestmark = pytest.mark.engine
 
-HEADERS = {"Authorization": f"Bearer {DEMO_KEY}"}
 MSG = [{"role": "user", "content": Q}]
 PROMPT = f"<|im_start|>user\n{Q}<|im_end|>\n<|im_start|>assistant\n<|im_start|>think\n"
 

@@ -38,7 +38,6 @@ def losses(out: Path) -> dict[int, float]:
 @pytest.fixture(scope="module")
 def run(tiny_s1, tmp_path_factory):
     root = tmp_path_factory.mktemp("sft")
-    torch.set_num_threads(2)
     write_jsonl(build_splits(64, 8, 0)[0], root / "data" / "train.jsonl")
     assert main(flags(tiny_s1, root / "data", root / "run1")) == 0
     return tiny_s1, root

@@ -19,7 +19,7 @@ import pytest
 
 from server.api.early_stop import Probe, normalise, verdict
 from tests.budget_driver import ANSWER, IM_END, IM_START, NL
-from tests.test_deadline import (
+from tests.scripted_engine import (
     FORCED,
     PROMPT,
     Clock,

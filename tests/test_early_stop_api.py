@@ -15,8 +15,8 @@ import pytest
 
 from server.api.early_stop import normalise
 from tests.conftest import DEMO_KEY
+from tests.demo_api import MESSAGES, SURFACES, ids_of, post, streamed
 from tests.server_proc import wait_until
-from tests.test_deadline_api import MESSAGES, SURFACES, ids_of, post, streamed
 
 pytestmark = pytest.mark.engine
 

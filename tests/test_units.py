@@ -98,22 +98,20 @@ def test_generation_config_end_ids_and_the_broken_file_warning(tiny_s1, tmp_path
     assert (config == "{not json") == any("generation_config.json" in m for m in warned), warned
 
 
-class _FakeApp:
-    """What :func:`server.api.watchdog.watch_engine` reads of the app: its state."""
+class _FakeFront:
+    """What :func:`server.api.watchdog.watch_engine` reads of the front (server/api/front.py):
+    ``engine_dead()``, ``load_error`` and ``request_exit``."""
 
     def __init__(self, dead_after: int, load_error: str | None = None,
                  exits: list[int] | None = None) -> None:
-        from types import SimpleNamespace
-
         self.polls = 0
+        self.dead_after = dead_after
+        self.load_error = load_error
+        self.request_exit = exits.append if exits is not None else None
 
-        def engine_dead() -> bool:
-            self.polls += 1
-            return self.polls > dead_after
-
-        self.state = SimpleNamespace(engine_dead=engine_dead, load_error=load_error)
-        if exits is not None:
-            self.state.request_exit = exits.append
+    def engine_dead(self) -> bool:
+        self.polls += 1
+        return self.polls > self.dead_after
 
 
 @pytest.mark.parametrize("exit_on_death", [True, False])
@@ -124,7 +122,7 @@ def test_watchdog_exits_with_3_once_the_engine_is_dead(monkeypatch, caplog, exit
 
     monkeypatch.setattr(watchdog, "POLL_S", 0)
     exits: list[int] = []
-    app = _FakeApp(dead_after=3, exits=exits)
+    app = _FakeFront(dead_after=3, exits=exits)
     with caplog.at_level("ERROR", logger="server.api.watchdog"):
         asyncio.run(watchdog.watch_engine(app, exit_on_death))
     assert app.polls == 4  # it watched until the engine was dead, then stopped
@@ -140,7 +138,7 @@ def test_watchdog_names_a_failed_load_and_stays_up_without_a_server(monkeypatch,
 
     monkeypatch.setattr(watchdog, "POLL_S", 0)
     with caplog.at_level("ERROR", logger="server.api.watchdog"):
-        asyncio.run(watchdog.watch_engine(_FakeApp(0, load_error="no such model"), True))
+        asyncio.run(watchdog.watch_engine(_FakeFront(0, load_error="no such model"), True))
     assert "failed to start (no such model)" in caplog.text and "no server to stop" in caplog.text
 
 

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     from server.engine.loader import prepare_environment
 
     prepare_environment(settings)
-    allow_s1_plugin()
+    os.environ["VLLM_PLUGINS"] = plugins_with_s1(os.environ.get("VLLM_PLUGINS"))
     plugin.use_settings(settings)
     if not settings.exit_on_engine_death:  # vLLM's own error handlers stop the server too
         os.environ["VLLM_KEEP_ALIVE_ON_ENGINE_DEATH"] = "1"
@@ -102,22 +102,21 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(ENGINE_DEATH_EXIT_CODE)  # vLLM's error handler stopped the server first
 
 
-def allow_s1_plugin() -> None:
-    """vLLM loads endpoint plugins only when ``VLLM_PLUGINS`` names them; name ``s1``.
-    Unset, that variable means "every plugin" for vLLM's other plugin groups: keep it so
-    by naming every installed one."""
+def plugins_with_s1(current: str | None) -> str:
+    """``VLLM_PLUGINS`` naming ``s1`` too: vLLM loads endpoint plugins only when that
+    variable names them. Unset, it means "every plugin" for vLLM's other plugin groups:
+    keep that by naming every installed one."""
     from importlib.metadata import entry_points
 
     from server.api.plugin import NAME
 
-    current = os.environ.get("VLLM_PLUGINS")
     if current is None:
         names = {ep.name for group in ("vllm.general_plugins", "vllm.platform_plugins",
                                        "vllm.io_processor_plugins", "vllm.stat_logger_plugins")
                  for ep in entry_points(group=group)}
     else:
         names = {n.strip() for n in current.split(",") if n.strip()}
-    os.environ["VLLM_PLUGINS"] = ",".join(sorted(names | {NAME}))
+    return ",".join(sorted(names | {NAME}))
 
 
 def _hard_exit(code: int, waited: float) -> None:

@@ -116,14 +116,14 @@ def s1_app(argv: list[str], monkeypatch) -> object:
     never initialised (as while the model loads; run no lifespan)."""
     from vllm.entrypoints.launchers.app import build_app
 
-    from server.__main__ import allow_s1_plugin
+    from server.__main__ import plugins_with_s1
     from server.api import plugin
     from server.api.cli import parse
     from server.api.front import Front
 
     args, settings = parse(argv)
-    monkeypatch.delenv("VLLM_PLUGINS", raising=False)
-    allow_s1_plugin()
+    # Through monkeypatch: a VLLM_PLUGINS left behind would reach every later server.
+    monkeypatch.setenv("VLLM_PLUGINS", plugins_with_s1(None))
     monkeypatch.setattr(plugin, "_SETTINGS", settings)
     front = Front(None, keys=settings.all_api_keys(), exempt=settings.auth_exempt_health,
                   max_body=settings.max_body_bytes)

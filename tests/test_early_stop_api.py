@@ -16,7 +16,7 @@ import pytest
 from server.api.early_stop import normalise
 from tests.conftest import DEMO_KEY
 from tests.demo_api import MESSAGES, SURFACES, ids_of, post, streamed
-from tests.server_proc import wait_until
+from tests.server_proc import frozen_engine, wait_until
 
 pytestmark = pytest.mark.engine
 
@@ -201,20 +201,23 @@ def test_early_stop_with_beam_search_is_a_400(demo_server):
 
 
 def test_a_client_that_leaves_aborts_the_request_and_its_probes(demo_server):
-    """A client that leaves mid-thinking (probes every 2 tokens, no agreement asked for
-    before 50): the engine drops the request and its probes; it generated far less than
-    the 900 tokens the request asked for."""
+    """A client that leaves while its request waits for the engine: the server drops it,
+    and once the engine runs again nothing of its 900 tokens is generated past a step.
+    The engine is frozen while the client leaves, so this holds at any machine speed (a
+    client reading along could be outrun by the engine, which streams into the socket
+    buffers ahead of it). Leaving in the middle of a probe is tests/test_early_stop.py's
+    scripted case."""
     generated = demo_server.metric("vllm:generation_tokens_total")
     body = {"messages": MESSAGES, "max_tokens": 900, "ignore_eos": True, "stream": True,
             "temperature": 0, "thinking_early_stop": {"every": 2, "agree": 50}}
-    with httpx.stream("POST", demo_server.base_url + "/v1/chat/completions",
-                      headers=HEADERS, json=body, timeout=300) as r:
-        assert r.status_code == 200
-        for n, _ in enumerate(r.iter_lines()):
-            if n >= 12:
-                break
-    wait_until(lambda: demo_server.metric("s1_requests_in_flight") == 0, 120,
-               "the server to see the client leave")
+    with frozen_engine(demo_server):
+        with httpx.stream("POST", demo_server.base_url + "/v1/chat/completions",
+                          headers=HEADERS, json=body, timeout=300) as r:
+            assert r.status_code == 200
+            wait_until(lambda: demo_server.metric("s1_requests_in_flight") == 1, 120,
+                       "the request to be admitted")
+        wait_until(lambda: demo_server.metric("s1_requests_in_flight") == 0, 120,
+                   "the server to see the client leave")
     wait_until(lambda: demo_server.metric("vllm:num_requests_running")
                + demo_server.metric("vllm:num_requests_waiting") == 0, 120,
                "the engine to drop the request and its probes")

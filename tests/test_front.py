@@ -108,3 +108,16 @@ def test_request_id_body_limit_and_operational_key():
     assert client.get("/health").status_code == 401  # --no-auth-exempt-health
     assert client.get("/health", headers={"Authorization": "Bearer k"}).status_code == 200
     assert client.options("/health").status_code != 401  # a preflight carries no key
+
+
+def test_vllm_plugins_names_s1_and_keeps_the_rest():
+    """``python -m server`` allowlists its endpoint plugin without dropping the others:
+    unset means every plugin to vLLM, so every installed one is named."""
+    from importlib.metadata import entry_points
+
+    from server.__main__ import plugins_with_s1
+
+    assert plugins_with_s1("a, b") == "a,b,s1"
+    assert plugins_with_s1("s1") == "s1"
+    installed = {ep.name for ep in entry_points(group="vllm.general_plugins")}
+    assert set(plugins_with_s1(None).split(",")) >= installed | {"s1"}

@@ -24,6 +24,11 @@ CHECKS = ("not_a_server_error,response_schema_conformance,status_code_conformanc
 # (That coverage phase found vLLM 0.32's message parser asserting on a file part inside
 # a function_call_output: now a 400, see server/api/request_layer.py _check_tool_outputs.)
 RESPONSES = r"^/v1/responses"
+# The app is vLLM's own, so its /openapi.json lists every route `vllm serve` mounts. One of
+# them is not ours to fuzz: vLLM 0.32's structured decision API (/v1/systemone) answers 501
+# "not supported" for any model without that head, on `vllm serve` as here; s1 adds nothing
+# to it.
+NOT_OURS = r"|^/v1/systemone$"
 
 
 def _st(api_server, tmp_path: Path, *args: str) -> None:
@@ -37,7 +42,7 @@ def _st(api_server, tmp_path: Path, *args: str) -> None:
 
 
 def test_schemathesis_finds_nothing(api_server, tmp_path: Path):
-    _st(api_server, tmp_path, "--exclude-path-regex", RESPONSES)
+    _st(api_server, tmp_path, "--exclude-path-regex", RESPONSES + NOT_OURS)
 
 
 def test_schemathesis_finds_nothing_in_responses(api_server, tmp_path: Path):

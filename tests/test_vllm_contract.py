@@ -57,6 +57,8 @@ IMPORTS = [
     ("vllm.exceptions.GracefulHTTPError", "server/api/request_layer.py"),
     ("vllm.entrypoints.launchers.api_server.app_state.init_app_state", "server/api/front.py"),
     ("vllm.entrypoints.launchers.app.build_app", "server/api/front.py (vLLM's app)"),
+    ("vllm.entrypoints.serve.exception_handling.handlers.http.http_exception_handler",
+     "server/api/plugin.py (Starlette's own HTTP errors in vLLM's shape)"),
     ("vllm.entrypoints.launchers.launcher.setup_server", "server/__main__.py (the socket)"),
     ("vllm.renderers.inputs.preprocess.extract_prompt_components", "server/api/engine_hook.py"),
     ("vllm.sampling_params.RequestOutputKind", "server/api/engine_hook.py, "

@@ -74,6 +74,15 @@ def attach(app: FastAPI, routers: list[APIRouter], *, only_existing: bool) -> No
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
         return exc.response(getattr(request.state, "request_id", None))
 
+    # vLLM answers FastAPI's HTTPException in its error shape, but Starlette's own (an
+    # unparsable body, an unknown path, a wrong method) falls through as {"detail": ...},
+    # which its documented error schema does not allow: answer it with vLLM's handler.
+    from starlette.exceptions import HTTPException
+    from vllm.entrypoints.serve.exception_handling.handlers.http import (
+        http_exception_handler,
+    )
+
+    app.add_exception_handler(HTTPException, http_exception_handler)
     app.add_middleware(request_layer.ReleaseTickets)
 
 

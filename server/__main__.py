@@ -99,7 +99,13 @@ def main(argv: list[str] | None = None) -> None:
     if server.exit_code:
         sys.exit(server.exit_code)
     if front.died and settings.exit_on_engine_death:
-        sys.exit(ENGINE_DEATH_EXIT_CODE)  # vLLM's error handler stopped the server first
+        # vLLM's error handler (a request that met the dead engine) stopped the server
+        # before the watchdog's next look.
+        from server.api.watchdog import log_exit
+
+        log_exit(front)
+        logging.shutdown()
+        sys.exit(ENGINE_DEATH_EXIT_CODE)
 
 
 def plugins_with_s1(current: str | None) -> str:

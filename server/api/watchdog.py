@@ -46,10 +46,7 @@ async def watch_engine(front: Any, exit_on_death: bool) -> None:
     """
     while not front.engine_dead():
         await asyncio.sleep(POLL_S)
-    if front.load_error:
-        what = f"the engine failed to start ({front.load_error})"
-    else:
-        what = "the inference engine died (its engine-core process is gone)"
+    what = _what_happened(front)
     request_exit: Callable[[int], None] | None = getattr(front, "request_exit", None)
     if not exit_on_death:
         logger.error("%s; staying up and answering 503 because exit_on_engine_death is off; "
@@ -59,7 +56,19 @@ async def watch_engine(front: Any, exit_on_death: bool) -> None:
         logger.error("%s; no server to stop here (not started by `python -m server`), so "
                      "it stays up and answers 503", what)
         return
-    logger.error("%s; exiting with status %d so that a restart policy (e.g. Docker's "
-                 "restart: unless-stopped) can bring the server back", what,
-                 ENGINE_DEATH_EXIT_CODE)
+    log_exit(front)
     request_exit(ENGINE_DEATH_EXIT_CODE)
+
+
+def log_exit(front: Any) -> None:
+    """Say why the process exits with :data:`ENGINE_DEATH_EXIT_CODE` (also when vLLM's
+    own error handler stopped the server before this watchdog looked)."""
+    logger.error("%s; exiting with status %d so that a restart policy (e.g. Docker's "
+                 "restart: unless-stopped) can bring the server back", _what_happened(front),
+                 ENGINE_DEATH_EXIT_CODE)
+
+
+def _what_happened(front: Any) -> str:
+    if front.load_error:
+        return f"the engine failed to start ({front.load_error})"
+    return "the inference engine died (its engine-core process is gone)"

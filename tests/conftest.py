@@ -144,22 +144,9 @@ def vllm_router() -> Path:
     (its own venv, under .cache/tools like checkov's): test_k8s_scaleout reads its argument
     parser, test_router_live runs it. Installed from PyPI on first use (docs/development.md)."""
     import re
-    import subprocess
-    import warnings
+
+    from tests.deploy_helpers import tool_venv
 
     version = re.search(r"ARG VLLM_ROUTER_VERSION=(\S+)",
                         (ROOT / "Dockerfile").read_text()).group(1)
-    venv = ROOT / ".cache" / "tools" / f"vllm-router-{version}"
-    python = venv / "bin" / "python"
-    if not python.exists():
-        try:
-            subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True,
-                           capture_output=True, timeout=120)
-            subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet",
-                            f"vllm-router=={version}"], check=True, capture_output=True,
-                           timeout=600)
-        except (subprocess.SubprocessError, OSError) as exc:
-            reason = f"vllm-router {version} could not be installed from PyPI into {venv}: {exc}"
-            warnings.warn(reason, stacklevel=1)
-            pytest.skip(reason)
-    return python
+    return tool_venv(f"vllm-router-{version}", f"vllm-router=={version}", "bin/python")

@@ -184,3 +184,29 @@ class DockerIgnore:
             if any(regex.match(c) for c in candidates):
                 result = not include
         return result
+
+
+def tool_venv(name: str, requirement: str, provides: str) -> Path:
+    """``provides`` (a path inside a virtual environment under .cache/tools holding
+    ``requirement``, a tool whose pins conflict with .venv's), installed from PyPI on first
+    use; the test skips, with the reason as a warning, where that install fails
+    (docs/development.md)."""
+    import subprocess
+    import warnings
+
+    import pytest
+
+    venv = ROOT / ".cache" / "tools" / name
+    if not (venv / provides).exists():
+        try:
+            subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True,
+                           capture_output=True, timeout=120)
+            subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", requirement],
+                           check=True, capture_output=True, timeout=600)
+        except (subprocess.SubprocessError, OSError) as exc:
+            detail = getattr(exc, "stderr", b"") or b""
+            reason = (f"{requirement} could not be installed from PyPI into {venv}: {exc} "
+                      f"{detail.decode(errors='replace')[-500:]}")
+            warnings.warn(reason, stacklevel=2)
+            pytest.skip(reason)
+    return venv / provides

@@ -17,8 +17,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
-import warnings
 from pathlib import Path
 
 import pytest
@@ -40,6 +38,7 @@ from tests.deploy_helpers import (
     render,
     rendered,
     server_pod,
+    tool_venv,
 )
 from tests.k8s_schemas import CRD_SCHEMAS
 
@@ -155,22 +154,7 @@ def checkov() -> list[str]:
     networkx<2.7, boto3==...) conflict with vLLM's and torch's, so it cannot share .venv."""
     if shutil.which("checkov"):
         return ["checkov"]
-    venv = ROOT / ".cache" / "tools" / "checkov"
-    exe = venv / "bin" / "checkov"
-    if not exe.exists():
-        try:
-            subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True,
-                           capture_output=True, timeout=120)
-            subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet",
-                            f"checkov=={CHECKOV_VERSION}"], check=True, capture_output=True,
-                           timeout=600)
-        except (subprocess.SubprocessError, OSError) as exc:
-            detail = getattr(exc, "stderr", b"") or b""
-            reason = (f"checkov could not be installed from PyPI into {venv}: {exc} "
-                      f"{detail.decode(errors='replace')[-500:]}")
-            warnings.warn(reason, stacklevel=1)
-            pytest.skip(reason)
-    return [str(exe)]
+    return [str(tool_venv("checkov", f"checkov=={CHECKOV_VERSION}", "bin/checkov"))]
 
 
 def scan_input(docs: list[dict]) -> list[dict]:

@@ -105,8 +105,8 @@ def _abba(concurrency: int, requests: int) -> tuple[Workload, ...]:
 # Request counts are whole waves (with equal lengths the clients move in lockstep).
 # Each run is one sample: the tables take medians over runs, so that a stall caused by
 # another user of the machine spoils one sample, not a whole start.
-FULL_PLAN = (Workload(1, 16, False), *_abba(64, 128), *_abba(32, 64))
-QUICK_PLAN = (Workload(1, 4, False), *_abba(64, 32), *_abba(32, 16))
+FULL_PLAN = (*_abba(1, 16), *_abba(64, 128), *_abba(32, 64))
+QUICK_PLAN = (*_abba(1, 4), *_abba(64, 32), *_abba(32, 16))
 
 
 async def bring_up(server: RunningServer, facts: ModelFacts,

@@ -13,6 +13,7 @@ from s1_common.stats import quantile
 
 THROUGHPUT_GOAL = 0.95
 TTFT_P99_GOAL = 1.1
+API_CPU_GOAL = 1.1  # HTTP process CPU per 1,000 tokens, s1-serve / vLLM (issue 22)
 
 
 def med(values: Sequence[float]) -> float:
@@ -162,6 +163,7 @@ def report(starts: list[StartResult], plan: Sequence[Workload], rounds: int,
                      f"| {fmt(cells[3])} | {fmt(cells[4])} | {fmt(cells[5], 3)} "
                      f"| {fmt(pair, 3)} ({fmt(q1, 2)}-{fmt(q3, 2)}) "
                      f"| {fmt(med(plain_pairs), 3)} | {goal} |")
+    lines += cpu_text(starts, plan, misses)
     if any(s.kind is THEIRS_WITH_PROCESSOR for s in starts):
         lines += diagnosis_text(starts, plan)
     keys = [w.key for w, _ in distinct(plan)]
@@ -178,6 +180,31 @@ def report(starts: list[StartResult], plan: Sequence[Workload], rounds: int,
     lines += ["", "Goals: " + ("all met." if not misses else "missed: " + "; ".join(misses)
                                + ".")]
     return "\n".join(lines) + "\n"
+
+
+def cpu_text(starts: list[StartResult], plan: Sequence[Workload],
+             misses: list[str]) -> list[str]:
+    """The serving layer's own cost: HTTP process CPU per 1,000 streamed tokens, every
+    workload, plain and budgeted (the steadier figure on a shared machine)."""
+    lines = ["", "**HTTP process CPU per 1,000 streamed tokens** (ms; goal: s1-serve / vLLM "
+             f"paired <= {API_CPU_GOAL} at every concurrency, with and without budgets; "
+             "engine processes for comparison):", "",
+             "| workload | s1-serve HTTP | vLLM HTTP | paired (min-max) | goal "
+             "| s1-serve engine | vLLM engine |",
+             "|---|---:|---:|---:|---|---:|---:|"]
+    for work, _ in sorted(distinct(plan), key=lambda wt: (wt[0].concurrency, wt[0].budget)):
+        pairs = paired(starts, work.key, "api_cpu")
+        pair = med(pairs)
+        goal = "n/a" if pair != pair else ("met" if pair <= API_CPU_GOAL else "**missed**")
+        if goal == "**missed**":
+            misses.append(f"HTTP CPU per 1k tokens, {work.key}: {pair:.3f}")
+        spread = f" ({min(pairs):.2f}-{max(pairs):.2f})" if pairs else ""
+        lines.append(f"| {work.key} | {fmt(metric(starts, OURS, work.key, 'api_cpu'))} "
+                     f"| {fmt(metric(starts, THEIRS, work.key, 'api_cpu'))} "
+                     f"| {fmt(pair, 3)}{spread} | {goal} "
+                     f"| {fmt(metric(starts, OURS, work.key, 'engine_cpu'))} "
+                     f"| {fmt(metric(starts, THEIRS, work.key, 'engine_cpu'))} |")
+    return lines
 
 
 def diagnosis_text(starts: list[StartResult], plan: Sequence[Workload]) -> list[str]:

@@ -52,8 +52,11 @@ class RunningServer(ServerProcess):
     """One started server of a kind; :meth:`cpu_seconds` splits its CPU use."""
 
     def __init__(self, kind: ServerKind, model: Path) -> None:
+        # One keep-alive for both (s1-serve's default): at vLLM's 5 s a client can reuse a
+        # connection just as the server closes it (a ReadError between warm-up and checks).
         super().__init__(model, *kind.extra_flags, module=kind.module,
-                         engine_flags=ENGINE_FLAGS, name=f"bench-server-{kind.name}")
+                         engine_flags=ENGINE_FLAGS, name=f"bench-server-{kind.name}",
+                         env={"VLLM_HTTP_TIMEOUT_KEEP_ALIVE": "30"})
         self.kind = kind
 
     def cpu_seconds(self) -> tuple[float, float]:

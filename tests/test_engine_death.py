@@ -50,14 +50,32 @@ def assert_engine_error(error: dict, in_flight: bool = False) -> None:
         assert "engine" in error["message"], error
 
 
+def let_streams_start(core, streams: list[StreamRecord]) -> None:
+    """Run the frozen engine core in short bursts until every stream has its first event,
+    and leave it frozen. A burst ends at the first new event or after 50 ms of wall time,
+    whichever comes first, so a starved test process cannot let the engine run on to the
+    streams' ends (4,000 tokens each); between bursts the engine is stopped while the
+    outputs it made reach the clients."""
+    for _ in range(2000):  # bounds a hang only
+        waiting = [rec for rec in streams if not rec.started.is_set()]
+        if not waiting:
+            return
+        core.resume()
+        waiting[0].started.wait(0.05)
+        core.suspend()
+        for rec in waiting:
+            rec.started.wait(0.5)
+    raise AssertionError(f"a stream produced no token: {streams}")
+
+
 def test_engine_death_ends_requests_and_exits_non_zero(tiny_s1_open):
     server = ServerProcess(tiny_s1_open, "--shutdown-grace-s", "30", "--max-model-len", "4096")
     try:
         server.wait_ready()
         # Freeze the engine core first: every request is admitted and queued while it is
-        # stopped, so they all start at once when it resumes; it is frozen again as soon
-        # as each stream has its first event, so nothing can finish before the kill
-        # (4,000 tokens each), however slowly this process gets the CPU.
+        # stopped; it then runs only in short bursts until each stream has its first
+        # event, so nothing can finish before the kill (4,000 tokens each), however
+        # slowly this process gets the CPU.
         core = engine_core(server.proc)
         core.suspend()
         plain: dict = {}
@@ -69,10 +87,7 @@ def test_engine_death_ends_requests_and_exits_non_zero(tiny_s1_open):
         wait_until(lambda: server.metric("s1_requests_in_flight") == STREAMS + 1, 60,
                    "all requests (the non-streamed one included) in flight")
         assert not any(rec.started.is_set() for rec in streams)
-        core.resume()
-        for rec in streams:
-            assert rec.started.wait(120), "a stream produced no token"
-        core.suspend()
+        let_streams_start(core, streams)
         for rec in streams:
             assert not rec.ended.is_set(), f"a stream ended before the freeze: {rec}"
         assert server.metric("s1_requests_in_flight") == STREAMS + 1

@@ -29,7 +29,7 @@ from fastapi import Request
 from server.api import deadline, early_stop, field_policy, limits, metrics
 from server.api.budget_request import BUDGET, BudgetRequest, budget_from_body
 from server.api.errors import APIError, bad_request
-from server.api.serving import Serving, deadline_for, next_before
+from server.api.serving import Serving, StreamDeadline
 from server.budget.cut import as_cut
 from server.budget.interventions import from_ids
 from server.budget.machine import BudgetSpec, BudgetState
@@ -180,11 +180,11 @@ async def track(stream: AsyncIterator[Any], req: BudgetRequest, spec: BudgetSpec
     ids: dict[int, list[int]] = {}
     states: dict[int, BudgetState | None] = {}
     timeout = serving.settings.request_timeout_s
-    deadline = deadline_for(timeout)
+    deadline = StreamDeadline(timeout)
     try:
         while True:
             try:
-                output = await next_before(stream, deadline)
+                output = await deadline.next(stream)
             except StopAsyncIteration:
                 break
             except TimeoutError:
@@ -207,6 +207,7 @@ async def track(stream: AsyncIterator[Any], req: BudgetRequest, spec: BudgetSpec
                                                   serving)
             yield output
     finally:
+        deadline.close()
         await stream.aclose()  # aborts the engine request if it is still running
         if first_at is not None:
             metrics.TTFT.observe(first_at - started)

@@ -87,8 +87,10 @@ def configure_args(args: Any, settings: Settings) -> None:
     Everything vLLM builds from ``args`` (engine, serving classes) then carries them."""
     processor = (RUNNER or RunnerChoice("v1", V1_PROCESSOR, "default")).processor
     args.logits_processors = [*(args.logits_processors or []), processor]
+    added: dict[str, Any] = {"logits_processors": args.logits_processors}
     for name, value in _chunked_prefill_args(settings).items():
         setattr(args, name, value)
+        added[name] = value
     fmt, tokenizer = _thinking_format(settings)
     if fmt is not None:
         from server.engine import reasoning_parser
@@ -101,10 +103,14 @@ def configure_args(args: Any, settings: Settings) -> None:
             so = copy.copy(so)
             so.reasoning_parser = reasoning_parser.NAME
             args.structured_outputs_config = so
+        added["reasoning_parser"] = args.reasoning_parser
         template = chat_template(settings, tokenizer, fmt)
         if template:
             args.chat_template = template
+            added["chat_template"] = f"the tokenizer's, opening {fmt.start!r}"
     refuse_unsupported(args)
+    # vLLM's "non-default args" line was logged before these were set (setup_server).
+    logger.info("s1 arguments: %s", added)
 
 
 def chat_template(settings: Settings, tokenizer: Any, fmt: Any) -> str | None:

@@ -106,6 +106,17 @@ class S1ReasoningParser(ReasoningParser):
         self._needs_special = any(
             t in getattr(tokenizer, "all_special_ids", ()) for t in self.start_ids + self.end_ids)
 
+    # vLLM reads these into its ReasoningConfig (and warns when they are missing). Its own
+    # thinking_token_budget would use them too, but the s1 layer takes that field as
+    # thinking_max and clears it, so only the s1 processor ever enforces a budget.
+    @property
+    def reasoning_start_str(self) -> str | None:
+        return self.start or None
+
+    @property
+    def reasoning_end_str(self) -> str | None:
+        return self.end or None
+
     # ------------------------------------------------------------------ ids
     def _spec(self, output_ids: Sequence[int] = ()) -> BudgetSpec:
         # The request's own budget when the API process knows it: forced tokens (the

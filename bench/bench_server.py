@@ -16,7 +16,8 @@ both claims on one machine:
    p50/p99 as the client sees it and as the server records it (vLLM's own
    ``vllm:time_to_first_token_seconds`` histogram, the same code in both servers,
    which excludes the load generator's own scheduling delays), generated
-   tokens/s. Goals: ours >= 0.95x theirs in throughput, p99 TTFT <= 1.1x theirs.
+   tokens/s. Goals: ours >= 0.97x theirs in throughput, p99 TTFT <= 1.1x theirs, and the HTTP
+   process's CPU per 1,000 tokens <= 1.1x theirs at every concurrency, plain and budgeted.
 
 2. **Max-only budgets.** ``thinking_max=128`` on ours vs vLLM's built-in
    ``thinking_token_budget=128`` (vLLM started with ``--reasoning-parser

@@ -11,9 +11,10 @@ from bench.server_model import MODEL_SHAPE, WEIGHT_SCALE, ModelFacts
 from bench.servers import OURS, THEIRS, THEIRS_WITH_PROCESSOR, ServerKind
 from s1_common.stats import quantile
 
-THROUGHPUT_GOAL = 0.95
+THROUGHPUT_GOAL = 0.97  # issue 22: paired throughput at 1 and 64 clients
 TTFT_P99_GOAL = 1.1
 API_CPU_GOAL = 1.1  # HTTP process CPU per 1,000 tokens, s1-serve / vLLM (issue 22)
+SLOW_FACTOR = 2.0  # engine CPU per token over this x the workload's median: slow mode
 
 
 def med(values: Sequence[float]) -> float:
@@ -182,26 +183,48 @@ def report(starts: list[StartResult], plan: Sequence[Workload], rounds: int,
     return "\n".join(lines) + "\n"
 
 
+def slow_runs(starts: list[StartResult], key: str) -> set[int]:
+    """The runs of one workload (ids of RunResult objects) in this machine's slow mode:
+    engine CPU per token over SLOW_FACTOR x the workload's median over both servers. In
+    that mode the engine spins with few requests running while requests wait to reach
+    it (the client's TTFT is seconds, vLLM's own server-side TTFT milliseconds); every
+    per-token figure of such a run measures the mode, not the serving layer."""
+    runs = [r for s in starts for r in s.runs.get(key, []) if r.samples]
+    typical = med([run_value(r, "engine_cpu") for r in runs])
+    return {id(r) for r in runs if run_value(r, "engine_cpu") > SLOW_FACTOR * typical}
+
+
 def cpu_text(starts: list[StartResult], plan: Sequence[Workload],
              misses: list[str]) -> list[str]:
     """The serving layer's own cost: HTTP process CPU per 1,000 streamed tokens, every
-    workload, plain and budgeted (the steadier figure on a shared machine)."""
+    workload, plain and budgeted (the steadier figure on a shared machine). Judged on the
+    pairs where neither run is in the slow mode (:func:`slow_runs`); all pairs shown too."""
     lines = ["", "**HTTP process CPU per 1,000 streamed tokens** (ms; goal: s1-serve / vLLM "
-             f"paired <= {API_CPU_GOAL} at every concurrency, with and without budgets; "
-             "engine processes for comparison):", "",
-             "| workload | s1-serve HTTP | vLLM HTTP | paired (min-max) | goal "
-             "| s1-serve engine | vLLM engine |",
-             "|---|---:|---:|---:|---|---:|---:|"]
+             f"paired <= {API_CPU_GOAL} at every concurrency, with and without budgets, "
+             "judged on the pairs where neither run was in the slow mode, i.e. engine CPU "
+             f"per token over {SLOW_FACTOR:g}x the workload's median; slow runs counted per "
+             "server; engine processes for comparison):", "",
+             "| workload | s1-serve HTTP | vLLM HTTP | paired, fast pairs (min-max) | goal "
+             "| paired, all pairs | slow runs s1-serve / vLLM | s1-serve engine "
+             "| vLLM engine |",
+             "|---|---:|---:|---:|---|---:|---:|---:|---:|"]
     for work, _ in sorted(distinct(plan), key=lambda wt: (wt[0].concurrency, wt[0].budget)):
-        pairs = paired(starts, work.key, "api_cpu")
-        pair = med(pairs)
+        slow = slow_runs(starts, work.key)
+        by_kind = {s.kind: [r for r in s.runs.get(work.key, []) if r.samples] for s in starts}
+        fast = [run_value(a, "api_cpu") / run_value(b, "api_cpu")
+                for a, b in zip(by_kind.get(OURS, []), by_kind.get(THEIRS, []), strict=False)
+                if id(a) not in slow and id(b) not in slow]
+        pair = med(fast)
         goal = "n/a" if pair != pair else ("met" if pair <= API_CPU_GOAL else "**missed**")
         if goal == "**missed**":
             misses.append(f"HTTP CPU per 1k tokens, {work.key}: {pair:.3f}")
-        spread = f" ({min(pairs):.2f}-{max(pairs):.2f})" if pairs else ""
+        spread = f" ({min(fast):.2f}-{max(fast):.2f})" if fast else ""
+        n_slow = [sum(id(r) in slow for r in by_kind.get(k, [])) for k in (OURS, THEIRS)]
         lines.append(f"| {work.key} | {fmt(metric(starts, OURS, work.key, 'api_cpu'))} "
                      f"| {fmt(metric(starts, THEIRS, work.key, 'api_cpu'))} "
                      f"| {fmt(pair, 3)}{spread} | {goal} "
+                     f"| {fmt(med(paired(starts, work.key, 'api_cpu')), 3)} "
+                     f"| {n_slow[0]} / {n_slow[1]} "
                      f"| {fmt(metric(starts, OURS, work.key, 'engine_cpu'))} "
                      f"| {fmt(metric(starts, THEIRS, work.key, 'engine_cpu'))} |")
     return lines

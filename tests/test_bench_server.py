@@ -114,3 +114,27 @@ def test_every_bench_report_is_appended_through_one_writer(tmp_path: Path) -> No
     writers = sorted(p.name for p in bench.glob("*.py") if "RESULTS.md\", \"a\"" in p.read_text()
                      or '.open("a")' in p.read_text())
     assert writers == [], f"bench scripts appending to RESULTS.md themselves: {writers}"
+
+
+def test_http_cpu_is_judged_on_fast_pairs_and_slow_runs_are_counted() -> None:
+    """Two pairs of plain@64 runs: in the second, s1-serve's run is in the slow mode
+    (engine CPU per token 4x the median), so its HTTP ratio (3.0) is shown among all
+    pairs but the goal is judged on the fast pair (1.05: met)."""
+    work = Workload(64, 128, False)
+    tokens = 100 * MAX_TOKENS
+
+    def run(api_s: float, engine_s: float) -> RunResult:
+        samples = [Sample(0.1, 0.1, 1.0, MAX_TOKENS, 0) for _ in range(100)]
+        return RunResult(work, 10.0, samples, api_cpu_s=api_s, engine_cpu_s=engine_s,
+                         idle_cpu_s=0.0)
+
+    ours = [run(1.05 * tokens / 1e6, 5.0), run(3.0 * tokens / 1e6, 20.0)]
+    theirs = [run(1.0 * tokens / 1e6, 5.0), run(1.0 * tokens / 1e6, 5.0)]
+    starts = [_start(OURS, ours), _start(THEIRS, theirs)]
+    assert rp.slow_runs(starts, work.key) == {id(ours[1])}
+    misses: list[str] = []
+    row = next(line for line in rp.cpu_text(starts, (work,), misses)
+               if line.startswith("| plain@64 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[3:7] == ["1.050 (1.05-1.05)", "met", "2.025", "1 / 0"], row
+    assert misses == []

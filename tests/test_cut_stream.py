@@ -79,6 +79,10 @@ def ids(res: Any) -> list[int]:
     return list(res.outputs[0].token_ids)
 
 
+async def collect(stream: Any) -> list:
+    return [out async for out in stream]
+
+
 def test_held_outputs_are_cut_at_the_trigger_position_and_continued() -> None:
     async def run() -> tuple[Engine, Any, Scripted, list]:
         trigger = Scripted()
@@ -183,10 +187,6 @@ def test_a_client_that_leaves_aborts_the_request_and_closes_the_triggers() -> No
 
     engine, trigger = asyncio.run(run())
     assert engine.aborted == [True] and trigger.closed == [None]
-
-
-async def collect(stream: Any) -> list:
-    return [out async for out in stream]
 
 
 def test_n_choices_each_get_their_own_triggers() -> None:

@@ -291,6 +291,31 @@ def test_a_deadline_still_cuts_under_early_stop(monkeypatch: pytest.MonkeyPatch)
     assert flat(got) == [*THINK[:3], *FORCED, 7]
 
 
+def test_a_deadline_does_not_cut_a_choice_that_ended_behind_a_probe(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine request ends (here inside thinking) while its last output is held behind
+    a probe, and the deadline has passed: as with the deadline alone, an ended choice is
+    not cut; it ends as the engine ended it once the probe does not settle."""
+    from server.api import deadline
+
+    clock = Clock()
+    monkeypatch.setattr(deadline, "CLOCK", clock)
+
+    async def script(engine: ProbingEngine) -> None:
+        clock.fn = past_after(engine, 5)
+        await feed_one_by_one(engine, THINK[:4])
+        engine.feed(0, [THINK[4]], "stop")  # held: past the probe at 4, still out
+        await until(lambda: engine.delivered[0] == 5)
+        await asyncio.sleep(0.02)
+        assert not engine.of("cut")
+        engine.feed(engine.probe_at(4), [21], "stop")  # disagrees: nothing settles
+
+    engine, req, got = run_to_end(
+        lambda: setup("DELTA", 2, 2, by_count({2: [20]}), deadline_ms=60_000), script)
+    assert not req.cuts and not engine.of("cut")
+    assert flat(got) == THINK[:5] and got[-1].outputs[0].finish_reason == "stop"
+
+
 def test_n_choices_settle_each_on_its_own() -> None:
     same = lambda thinking: [20]  # noqa: E731
 

@@ -1,17 +1,16 @@
-"""Cutting one choice's thinking from the API process: abort, continue, splice.
+"""Cutting one choice's thinking from the API process: the driver, abort, continue, splice.
 
 Shared by the two cuts decided outside the engine, ``thinking_deadline_ms``
 (:mod:`server.api.deadline`) and ``thinking_early_stop`` (:mod:`server.api.early_stop`):
-they differ in *when* they cut; *how* is this module. Once a cut
-(:class:`server.budget.cut.Cut`) is decided after the choice's output ids so far, its
-engine request is aborted by the caller and :func:`continue_cut` submits the
-continuation: the prompt ids + the ids generated so far + the forced cut (the newline
-rule, the end delimiter, the answer prefix, exactly as the machine forces them at
-``thinking_max``), with no budget left to enforce, ``max_tokens``/``min_tokens`` reduced
-by what is already generated, the same seed and sampling. With prefix caching the shared
-prefix is not computed again. Its outputs are spliced into the choice's stream
-(:class:`Outputs`, in the output kind the serving class asked for) as if one engine
-request had made them; see :mod:`server.api.deadline` for the details.
+they differ only in *when* they cut, each a :class:`Trigger` (the deadline's timer, the
+early stop's probes); *how* is this module. :func:`drive` runs a choice's engine request,
+asks its triggers after each output (and whenever what they wait on is done) whether to
+cut, and holds back the outputs past a position a trigger may still cut at. At a cut
+(:class:`server.budget.cut.Cut`, after the choice's first output ids) it aborts the
+engine request, and :func:`continue_cut` submits the continuation (the prompt ids + the
+ids so far + the forced cut, with what is left of the request's room) and splices its
+outputs into the choice's stream (:class:`Outputs`, in the output kind the serving class
+asked for) as if one engine request had made them; :mod:`server.api.deadline` says how.
 """
 
 from __future__ import annotations
@@ -19,30 +18,109 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+import dataclasses
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, Protocol
 
 from server.api import fanout
+from server.api.budget_request import BudgetRequest
+from server.api.errors import APIError
 from server.api.serving import Serving
 from server.budget.cut import Cut, plan
 from server.budget.machine import BudgetSpec, BudgetState, Phase
 
-# Makes one choice's stream: (its params, its engine request id, its index in the
-# response, its index within this prompt's choices).
-ChoiceMaker = Callable[[Any, str, int, int], AsyncIterator[Any]]
+
+# ------------------------------------------------------------ what decides the cut
+@dataclasses.dataclass(frozen=True)
+class Call:
+    """One hooked ``engine.generate`` call, shared by every engine request made for it
+    (its choices, their continuations, the probes)."""
+
+    original: Callable[..., AsyncIterator[Any]]  # vLLM's engine.generate
+    serving: Serving
+    req: BudgetRequest
+    spec: BudgetSpec
+    prompt: dict
+    args: tuple
+    kwargs: dict
+
+    def submit(self, prompt: Any, params: Any, request_id: str,
+               after_cut: bool = False) -> AsyncIterator[Any]:
+        """An engine request. ``after_cut``: its prompt ends after the end delimiter, so
+        a grammar constrains from its first token."""
+        kwargs = dict(self.kwargs)
+        if after_cut and "reasoning_ended" in kwargs:
+            kwargs["reasoning_ended"] = True
+        return self.original(prompt, params, request_id, *self.args, **kwargs)
 
 
-def per_choice(params: Any, spec: BudgetSpec, request_id: str, first_choice: int,
-               make: ChoiceMaker) -> AsyncIterator[Any]:
+@dataclasses.dataclass
+class Choice:
+    """One choice as its triggers see it: the output ids its engine request has sent,
+    the budget machine fed them, and whether the request has ended."""
+
+    call: Call
+    params: Any
+    request_id: str
+    number: int  # its index in the response (the key of ``req.cuts`` and ``req.probes``)
+    ids: list[int] = dataclasses.field(default_factory=list)
+    state: BudgetState = dataclasses.field(init=False)
+    finished: bool = False
+
+    def __post_init__(self) -> None:
+        self.state = BudgetState(self.call.spec)
+
+    def cut(self, reason: str) -> Cut | None:
+        """The cut after the ids so far, if thinking can be cut there and the answer gets
+        room. The state rules out most positions without a replay."""
+        spec, state, max_tokens = self.call.spec, self.state, self.params.max_tokens
+        if state.phase != Phase.THINKING or state.thinking < (spec.thinking_min or 0) or (
+                max_tokens is None):
+            return None
+        room = max_tokens - len(self.ids)
+        if room < len(spec.end_ids) + len(spec.answer_prefix_ids) + 1:  # not even without
+            return None  # a newline: skip the replay
+        cut = plan(spec, self.ids, reason)
+        return cut if cut is not None and room >= len(cut.forced) + 1 else None
+
+
+class Trigger(Protocol):
+    """What decides a choice's cut. :func:`drive` asks (a trigger never waits itself):
+    ``cut`` and ``hold`` before the request starts and whenever anything waited on is
+    done; the first trigger's cut wins."""
+
+    def token(self, choice: Choice) -> None:
+        """The engine sent one more output id (``choice.ids[-1]``; the state after it)."""
+
+    def cut(self, choice: Choice) -> tuple[int, Cut] | None:
+        """The cut decided now (after how many output ids, which cut), or None."""
+
+    def hold(self) -> int | None:
+        """The output position past which outputs wait (None: none wait)."""
+
+    def waits(self, choice: Choice) -> set[asyncio.Future]:
+        """What to wake on besides the engine's next output."""
+
+    async def close(self, cut: Cut | None) -> None:
+        """Not needed any more: the choice was cut (``cut``, whichever trigger decided
+        it), or it ended or its client left (None). May come again."""
+
+
+Triggers = Callable[[Choice], Sequence[Trigger]]
+
+
+def per_choice(call: Call, params: Any, request_id: str, first_choice: int,
+               triggers: Triggers) -> AsyncIterator[Any]:
     """One prompt's ``n`` choices, each its own engine request (so that each is cut
-    alone), seeded as vLLM seeds the children of an ``n > 1`` request, as one stream."""
+    alone, by the ``triggers`` made for it), seeded as vLLM seeds the children of an
+    ``n > 1`` request, as one stream."""
     from vllm.sampling_params import RequestOutputKind
 
     from server.engine.logits_processor import budget_extra_args
 
-    n = params.n
+    n, spec = params.n, call.spec
     if n == 1:
-        return make(params, request_id, first_choice, 0)
+        return drive(call, params, request_id, first_choice, 0, triggers)
     children = []
     for i in range(n):
         child = copy.copy(params)
@@ -53,34 +131,154 @@ def per_choice(params: Any, spec: BudgetSpec, request_id: str, first_choice: int
             child.extra_args = {**params.extra_args,
                                 **budget_extra_args(spec, child.seed if child.seed is not None
                                                     else fanout.fresh_seed())}
-        children.append(make(child, fanout.child_id(request_id, i), first_choice + i, i))
+        children.append(drive(call, child, fanout.child_id(request_id, i), first_choice + i,
+                              i, triggers))
     return fanout.as_one(children, params.output_kind == RequestOutputKind.FINAL_ONLY)
 
 
-def cut_after(spec: BudgetSpec, state: BudgetState, ids: list[int], params: Any,
-              reason: str = "deadline") -> Cut | None:
-    """The cut after ``ids``, if thinking can be cut there and the answer gets room.
-    ``state`` (the machine fed ``ids``) rules out most outputs without a replay."""
-    if state.phase != Phase.THINKING or state.thinking < (spec.thinking_min or 0):
-        return None
-    if params.max_tokens is None or (  # no room even without a newline: skip the replay
-            params.max_tokens - len(ids) < len(spec.end_ids) + len(spec.answer_prefix_ids) + 1):
-        return None
-    cut = plan(spec, ids, reason)
-    if cut is None or params.max_tokens is None or (
-            params.max_tokens - len(ids) < len(cut.forced) + 1):
-        return None
-    return cut
+def refusal(param: str, has_format: bool, prompt: Any) -> APIError | None:
+    """Why thinking cannot be cut from here for ``param`` on this prompt (None: it can)."""
+    if not has_format:
+        return APIError(400, f"this model has no thinking format, so {param} cannot cut its "
+                        "thinking; start the server with --thinking-format", param)
+    if not isinstance(prompt, dict) or prompt.get("type", "token") != "token" or (
+            "prompt_token_ids" not in prompt):
+        return APIError(400, f"{param} needs a prompt of token ids (text); this prompt has "
+                        "other inputs", param)
+    return None
 
 
-async def continue_cut(original: Callable[..., AsyncIterator[Any]], serving: Serving,
-                       prompt: dict, params: Any, cut: Cut, out: Outputs, request_id: str,
-                       args: tuple, kwargs: dict) -> AsyncIterator[Any]:
+# ------------------------------------------------------------------ the driver
+async def drive(call: Call, params: Any, request_id: str, number: int, index: int,
+                triggers: Triggers) -> AsyncIterator[Any]:
+    """One choice's outputs, in ``params.output_kind``, cut where its triggers decide.
+    ``number``: its index in the response; ``index``: within this prompt's choices."""
+    from vllm.sampling_params import RequestOutputKind
+
+    engine_params = copy.copy(params)
+    engine_params.output_kind = RequestOutputKind.DELTA
+    out = Outputs(params.output_kind, index)
+    choice = Choice(call, params, request_id, number)
+    watch = triggers(choice)
+    held: list[tuple[int, Any]] = []  # (end position, output) not sent yet
+    stream = pending = cont = None
+    try:
+        while (decided := _decide(watch, choice)) is None:
+            if stream is None:
+                stream = call.submit(call.prompt, engine_params, request_id)
+            hold = min((h for t in watch if (h := t.hold()) is not None), default=None)
+            while held and (hold is None or held[0][0] <= hold):
+                _, res = held.pop(0)
+                if res.finished:  # nothing can cut it now (probes stop before it is counted)
+                    await _close(watch, None)
+                for item in out.add(res):
+                    yield item
+            if choice.finished and not held:
+                return
+            waiting = set().union(*(t.waits(choice) for t in watch))
+            if not choice.finished:
+                pending = pending or asyncio.ensure_future(anext(stream))
+                waiting.add(pending)
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if pending in done:
+                task, pending = pending, None
+                try:
+                    res = task.result()
+                except StopAsyncIteration:
+                    choice.finished = True
+                else:
+                    for tok in res.outputs[0].token_ids:
+                        choice.ids.append(tok)
+                        choice.state.observe(tok)
+                        for t in watch:
+                            t.token(choice)
+                    held.append((len(choice.ids), res))
+                    choice.finished = res.finished
+        at, cut = decided
+        for item in _send_until(at, held, out, params, call.serving):
+            yield item
+        # The cut: abort the engine request and what the triggers have out, continue.
+        if pending is not None:
+            await cancel(pending)
+            pending = None
+        if stream is not None:
+            await stream.aclose()
+        await _close(watch, cut)
+        call.req.cuts[number] = cut
+        cont = continue_cut(call, params, cut, out, request_id)
+        async for item in cont:
+            yield item
+    finally:
+        if pending is not None:  # the client left while we waited: abort the request
+            await cancel(pending)
+        await _close(watch, None)
+        for s in (stream, cont):
+            if s is not None:
+                await s.aclose()
+
+
+def _decide(watch: Sequence[Trigger], choice: Choice) -> tuple[int, Cut] | None:
+    for t in watch:
+        if (decided := t.cut(choice)) is not None:
+            return decided
+    return None
+
+
+async def _close(watch: Sequence[Trigger], cut: Cut | None) -> None:
+    for t in watch:
+        await t.close(cut)
+
+
+async def cancel(task: asyncio.Future) -> None:
+    """Cancel a pending read of an engine stream (vLLM aborts the request) and wait."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):  # abandoned: its end too
+        await task
+
+
+def _send_until(end: int, held: list[tuple[int, Any]], out: Outputs, params: Any,
+                serving: Serving) -> list[Any]:
+    """Send the held outputs up to output position ``end`` (the cut's), the one that
+    straddles it cut short; drop the rest (generated past the cut, never sent)."""
+    items: list[Any] = []
+    for stop, res in held:
+        start = stop - len(res.outputs[0].token_ids)
+        if start >= end:
+            break
+        if stop > end:
+            res = _head(res, end - start, out, params, serving)
+        res.finished = False
+        res.outputs[0].finish_reason = None
+        items += out.add(res)
+    held.clear()
+    return items
+
+
+def _head(res: Any, n: int, out: Outputs, params: Any, serving: Serving) -> Any:
+    """An output cut short to its first ``n`` token ids (text, logprobs with them)."""
+    comp = copy.copy(res.outputs[0])
+    head = list(comp.token_ids[:n])
+    comp.text = text_after(out, head, params, serving)
+    comp.token_ids = head
+    if comp.logprobs is not None:
+        comp.logprobs = comp.logprobs[:n]
+        comp.cumulative_logprob = (out.cumulative or 0.0) + sum(
+            lp[tok].logprob for lp, tok in zip(comp.logprobs, head, strict=True))
+    comp.finish_reason = comp.stop_reason = None
+    res = copy.copy(res)
+    res.outputs = [comp]
+    return res
+
+
+# ------------------------------------------------------- continue after the cut
+async def continue_cut(call: Call, params: Any, cut: Cut, out: Outputs,
+                       request_id: str) -> AsyncIterator[Any]:
     """The choice's outputs after ``cut`` (its engine request already aborted): the
     forced ids, then the continuation's outputs, under the original request's id and
     prompt. Closing this generator aborts the continuation."""
-    cont = original(*continuation(prompt, params, cut, serving), f"{request_id}-cut",
-                    *args, **cut_kwargs(kwargs))
+    prompt, serving = call.prompt, call.serving
+    cont = call.submit(cut_prompt(prompt, cut), continuation(params, cut),
+                       f"{request_id}-cut", after_cut=True)
     pending: asyncio.Future | None = asyncio.ensure_future(anext(cont))  # submitted now
     try:
         head = out.head
@@ -117,21 +315,21 @@ async def continue_cut(original: Callable[..., AsyncIterator[Any]], serving: Ser
         await cont.aclose()
 
 
-async def cancel(task: asyncio.Future) -> None:
-    """Cancel a pending read of an engine stream (vLLM aborts the request) and wait."""
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):  # abandoned: its end too
-        await task
-
-
-def continuation(prompt: dict, params: Any, cut: Cut, serving: Serving) -> tuple[dict, Any]:
-    """The continuation request's prompt (ids + output + forced cut) and sampling params."""
+def cut_prompt(prompt: dict, cut: Cut) -> Any:
+    """The prompt of a request made at ``cut`` (its continuation, a probe): the prompt
+    ids + the output ids so far + the forced cut."""
     from vllm.inputs.engine import tokens_input
+
+    ids = list(prompt["prompt_token_ids"]) + list(cut.prefix)
+    return tokens_input(ids, cache_salt=prompt.get("cache_salt"))
+
+
+def continuation(params: Any, cut: Cut) -> Any:
+    """The continuation's sampling params."""
     from vllm.sampling_params import RequestOutputKind
 
     from server.engine.logits_processor import EXTRA_ARGS_KEY
 
-    ids = list(prompt["prompt_token_ids"]) + list(cut.prefix)
     used = len(cut.prefix)
     p = copy.copy(params)
     p.output_kind = RequestOutputKind.DELTA
@@ -144,33 +342,24 @@ def continuation(prompt: dict, params: Any, cut: Cut, serving: Serving) -> tuple
     # The forced ids' logprobs, as the prompt logprobs of the continuation's last ids.
     wanted = [k for k in (params.logprobs, params.prompt_logprobs) if k is not None]
     p.prompt_logprobs = max(wanted) if wanted else None
-    return tokens_input(ids, cache_salt=prompt.get("cache_salt")), p
+    return p
 
 
-def cut_kwargs(kwargs: dict) -> dict:
-    """engine.generate's keyword arguments for the continuation: its prompt ends after the
-    end delimiter, so a grammar constrains from its first token."""
-    out = dict(kwargs)
-    if "reasoning_ended" in out:
-        out["reasoning_ended"] = True
-    return out
-
-
-def forced_text(cut: Cut, out: Outputs, params: Any, serving: Serving) -> str:
-    """The text of the forced ids, continuing what the choice has streamed so far."""
+def text_after(out: Outputs, ids: Sequence[int], params: Any, serving: Serving) -> str:
+    """The text of ``ids``, continuing what the choice has streamed so far."""
     skip = params.skip_special_tokens
     decode = serving.model.tokenizer.decode
-    full = decode(list(cut.prefix), skip_special_tokens=skip)
-    return full[len(out.text):] if full.startswith(out.text) else decode(
-        list(cut.forced), skip_special_tokens=skip)
+    whole = decode(out.ids + list(ids), skip_special_tokens=skip)
+    return whole[len(out.text):] if whole.startswith(out.text) else decode(
+        list(ids), skip_special_tokens=skip)
 
 
 def forced_output(cut: Cut, out: Outputs, params: Any, serving: Serving,
-                   request_id: str, prompt_text: str | None, prompt_ids: list[int]) -> Any:
+                  request_id: str, prompt_text: str | None, prompt_ids: list[int]) -> Any:
     """The forced ids as an output of their own, sent at the cut."""
     from vllm.outputs import CompletionOutput, RequestOutput
 
-    comp = CompletionOutput(index=out.index, text=forced_text(cut, out, params, serving),
+    comp = CompletionOutput(index=out.index, text=text_after(out, cut.forced, params, serving),
                             token_ids=list(cut.forced), cumulative_logprob=None,
                             logprobs=None, finish_reason=None)
     return RequestOutput(request_id, prompt_text, prompt_ids, None, [comp], False)
@@ -182,7 +371,7 @@ def splice(res: Any, cut: Cut, out: Outputs, params: Any, serving: Serving) -> f
     continuation's own starts from."""
     comp = res.outputs[0]
     comp.token_ids = list(cut.forced) + list(comp.token_ids)
-    comp.text = forced_text(cut, out, params, serving) + comp.text
+    comp.text = text_after(out, cut.forced, params, serving) + comp.text
     base = out.cumulative or 0.0
     plps = res.prompt_logprobs
     if plps is not None and params.logprobs is not None and comp.logprobs is not None:

@@ -6,10 +6,11 @@ that decides is this process, where the engine stream of each choice passes anyw
 hook on ``engine.generate``, :mod:`server.api.engine_hook`), and the cut is applied from
 here without touching the engine's per-step code:
 
-1. each choice's engine request streams deltas to :func:`_choice` (whatever output kind
-   the serving class asked for; its kind is rebuilt here), which watches the time since
-   the request's arrival (:data:`CLOCK`, injectable for tests) while the choice may still
-   be thinking (the budget state machine, fed the choice's ids);
+1. each choice's engine request streams deltas to the driver shared with early stop
+   (:func:`server.api.cut_stream.drive`; whatever output kind the serving class asked
+   for, its kind is rebuilt there), whose trigger here, :class:`Deadline`, watches the
+   time since the request's arrival (:data:`CLOCK`, injectable for tests) while the
+   choice may still be thinking (the budget state machine, fed the choice's ids);
 2. at the deadline (a timer while waiting for the engine, or the check after each
    output), if thinking can be cut there (:func:`server.budget.cut.plan`: in the block,
    at or above ``thinking_min``, not inside a forced string; else the next output is
@@ -47,20 +48,20 @@ a choice whose ``max_tokens`` leaves no room for the cut and one answer token is
 from __future__ import annotations
 
 import asyncio
-import copy
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from server.api import metrics
+from server.api import cut_stream, metrics
 from server.api.budget_request import BudgetRequest
-from server.api.cut_stream import Outputs, cancel, continue_cut, cut_after, per_choice
+from server.api.cut_stream import Call, Choice
 from server.api.errors import APIError, bad_request
 from server.api.serving import Serving
 from server.budget.cut import Cut, still_thinking
-from server.budget.machine import BudgetSpec, BudgetState
+from server.budget.machine import BudgetSpec
 from server.settings import Settings
 
+PARAM = "thinking_deadline_ms"
 # The clock deadlines are measured on (seconds); tests put a fake one here.
 CLOCK: Callable[[], float] = time.monotonic
 
@@ -75,22 +76,14 @@ def check(deadline_ms: int | None, settings: Settings) -> None:
     most = settings.max_thinking_deadline_ms
     if deadline_ms is not None and deadline_ms > most:
         raise bad_request(f"thinking_deadline_ms={deadline_ms} is above this server's limit "
-                          f"of {most} ms (--max-thinking-deadline-ms)", "thinking_deadline_ms")
+                          f"of {most} ms (--max-thinking-deadline-ms)", PARAM)
 
 
 def refusal(req: BudgetRequest, has_format: bool, prompt: Any) -> APIError | None:
     """Why this request's deadline cannot be honoured (None: it can, or there is none)."""
     if req.thinking_deadline_ms is None:
         return None
-    if not has_format:
-        return APIError(400, "this model has no thinking format, so thinking_deadline_ms "
-                        "cannot cut its thinking; start the server with --thinking-format",
-                        "thinking_deadline_ms")
-    if not isinstance(prompt, dict) or prompt.get("type", "token") != "token" or (
-            "prompt_token_ids" not in prompt):
-        return APIError(400, "thinking_deadline_ms needs a prompt of token ids (text); this "
-                        "prompt has other inputs", "thinking_deadline_ms")
-    return None
+    return cut_stream.refusal(PARAM, has_format, prompt)
 
 
 def generate(original: Callable[..., AsyncIterator[Any]], serving: Serving,
@@ -98,80 +91,44 @@ def generate(original: Callable[..., AsyncIterator[Any]], serving: Serving,
              request_id: str, first_choice: int, args: tuple, kwargs: dict
              ) -> AsyncIterator[Any]:
     """The engine stream of one prompt's ``n`` choices under the request's deadline."""
-    at = req.arrival + req.thinking_deadline_ms / 1000
-
-    def make(p: Any, rid: str, choice: int, index: int) -> AsyncIterator[Any]:
-        return _choice(original, serving, req, spec, prompt, p, rid, choice, at, args,
-                       kwargs, index=index)
-
-    return per_choice(params, spec, request_id, first_choice, make)
+    call = Call(original, serving, req, spec, prompt, args, kwargs)
+    return cut_stream.per_choice(call, params, request_id, first_choice,
+                                 lambda choice: [Deadline(req)])
 
 
-async def _choice(original: Callable[..., AsyncIterator[Any]], serving: Serving,
-                  req: BudgetRequest, spec: BudgetSpec, prompt: dict, params: Any,
-                  request_id: str, choice: int, at: float, args: tuple, kwargs: dict,
-                  index: int = 0) -> AsyncIterator[Any]:
-    """One choice's outputs, in ``params.output_kind``, cut at the deadline ``at``."""
-    from vllm.sampling_params import RequestOutputKind
+class Deadline:
+    """The deadline's :class:`server.api.cut_stream.Trigger`: once the request's deadline
+    has passed (the clock, read after each output, or a timer while the engine is
+    silent), the cut after the ids so far, as soon as thinking can be cut there; none
+    after the engine request has ended."""
 
-    engine_params = copy.copy(params)
-    engine_params.output_kind = RequestOutputKind.DELTA
-    out = Outputs(params.output_kind, index)
-    state = BudgetState(spec)
-    stream = pending = cont = None
-    cut: Cut | None = None
-    late = now() >= at
-    try:
-        if late:
-            cut = cut_after(spec, state, [], params)
-        if cut is None:
-            stream = original(prompt, engine_params, request_id, *args, **kwargs)
-            while True:
-                watching = still_thinking(state)
-                if watching:  # wait on a task, so that the deadline's timer keeps it alive
-                    pending = pending or asyncio.ensure_future(anext(stream))
-                    timeout = None if late else max(0.0, at - now())
-                    done, _ = await asyncio.wait({pending}, timeout=timeout)
-                    if not done:
-                        late = True
-                        if (cut := cut_after(spec, state, out.ids, params)) is not None:
-                            break
-                        continue
-                    task, pending = pending, None
-                    try:
-                        res = task.result()
-                    except StopAsyncIteration:
-                        break
-                else:
-                    try:
-                        res = await anext(stream)
-                    except StopAsyncIteration:
-                        break
-                state.observe_many(res.outputs[0].token_ids)
-                for item in out.add(res):
-                    yield item
-                if res.finished:
-                    return
-                late = late or now() >= at
-                if late and (cut := cut_after(spec, state, out.ids, params)):
-                    break
-            if cut is None:
-                return
-        # The cut: abort the engine request, continue from its ids plus the forced ones.
-        if pending is not None:
-            await cancel(pending)
-            pending = None
-        if stream is not None:
-            await stream.aclose()
-        req.cuts[choice] = cut
-        metrics.DEADLINE_LATENESS.observe(max(0.0, now() - at))
-        cont = continue_cut(original, serving, prompt, params, cut, out, request_id, args,
-                            kwargs)
-        async for item in cont:
-            yield item
-    finally:
-        if pending is not None:  # the client left while we waited: abort the request
-            await cancel(pending)
-        for s in (stream, cont):
-            if s is not None:
-                await s.aclose()
+    def __init__(self, req: BudgetRequest) -> None:
+        self.at = req.arrival + req.thinking_deadline_ms / 1000
+        self.late = now() >= self.at
+        self.timer: asyncio.Future | None = None
+
+    def token(self, choice: Choice) -> None:
+        pass
+
+    def cut(self, choice: Choice) -> tuple[int, Cut] | None:
+        self.late = self.late or (self.timer is not None and self.timer.done()) or (
+            now() >= self.at)
+        if not self.late or choice.finished or (cut := choice.cut("deadline")) is None:
+            return None
+        return len(choice.ids), cut
+
+    def hold(self) -> int | None:
+        return None
+
+    def waits(self, choice: Choice) -> set[asyncio.Future]:
+        if self.late or not still_thinking(choice.state):
+            return set()
+        if self.timer is None:  # the one timer; the clock is read after each output too
+            self.timer = asyncio.ensure_future(asyncio.sleep(max(0.0, self.at - now())))
+        return {self.timer}
+
+    async def close(self, cut: Cut | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        if cut is not None and cut.reason == "deadline":  # its continuation is submitted next
+            metrics.DEADLINE_LATENESS.observe(max(0.0, now() - self.at))

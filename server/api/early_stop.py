@@ -7,8 +7,9 @@ delimiter, the answer prefix: :func:`server.budget.cut.plan`), generating at mos
 ``--probe-max-tokens`` greedy tokens (the prefix cache holds the prompt and the thinking
 already). Its text, whitespace-normalised, is the probe's answer. When m consecutive
 probes gave the same non-empty answer, thinking is cut at the last of them exactly as
-the deadline cuts it (:func:`server.api.cut_stream.continue_cut`: abort, continue from
-the ids plus the forced cut, spliced into the same stream), with ``end: "settled"``.
+the deadline cuts it (the same driver, :func:`server.api.cut_stream.drive`: abort,
+continue from the ids plus the forced cut, spliced into the same stream), with
+``end: "settled"``. The probes are this module's trigger (:class:`Probes`).
 
 Why here: as for the deadline (:mod:`server.api.deadline`), the engine's tensor-parallel
 ranks must decide alike and the cut reuses vLLM's abort and add-request paths; a probe is
@@ -33,19 +34,18 @@ cut, or its client leaves are aborted.
 from __future__ import annotations
 
 import asyncio
-import copy
 import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from server.api import deadline, metrics
+from server.api import cut_stream, deadline, metrics
 from server.api.budget_request import BudgetRequest
-from server.api.cut_stream import Outputs, cancel, continue_cut, cut_after, cut_kwargs, per_choice
+from server.api.cut_stream import Call, Choice, Trigger, cancel, cut_prompt
 from server.api.errors import APIError, bad_request
 from server.api.serving import Serving
-from server.budget.cut import Cut, still_thinking
-from server.budget.machine import BudgetSpec, BudgetState, Phase
+from server.budget.cut import Cut
+from server.budget.machine import BudgetSpec, Phase
 from server.settings import Settings
 
 PARAM = "thinking_early_stop"
@@ -72,14 +72,8 @@ def refusal(req: BudgetRequest, has_format: bool, prompt: Any,
     """Why this request's early stop cannot be honoured (None: it can, or there is none)."""
     if req.early_stop is None:
         return None
-    if not has_format:
-        return APIError(400, "this model has no thinking format, so thinking_early_stop "
-                        "cannot cut its thinking; start the server with --thinking-format",
-                        PARAM)
-    if not isinstance(prompt, dict) or prompt.get("type", "token") != "token" or (
-            "prompt_token_ids" not in prompt):
-        return APIError(400, "thinking_early_stop needs a prompt of token ids (text); this "
-                        "prompt has other inputs", PARAM)
+    if (refused := cut_stream.refusal(PARAM, has_format, prompt)) is not None:
+        return refused
     if req.early_stop[0] >= max_model_len:
         return APIError(400, f"thinking_early_stop.every={req.early_stop[0]} is not below "
                         f"the model's context ({max_model_len} tokens): no probe would run",
@@ -97,15 +91,17 @@ def generate(original: Callable[..., AsyncIterator[Any]], serving: Serving,
              request_id: str, first_choice: int, args: tuple, kwargs: dict
              ) -> AsyncIterator[Any]:
     """The engine stream of one prompt's ``n`` choices under early stop (and the
-    deadline, when the request has one too)."""
-    at = (None if req.thinking_deadline_ms is None
-          else req.arrival + req.thinking_deadline_ms / 1000)
+    deadline, when the request has one too: whichever cuts first)."""
+    call = Call(original, serving, req, spec, prompt, args, kwargs)
+    cap = serving.settings.max_probes_per_request
 
-    def make(p: Any, rid: str, choice: int, index: int) -> AsyncIterator[Any]:
-        return _choice(original, serving, req, spec, prompt, p, rid, choice, at, args,
-                       kwargs, index)
+    def triggers(choice: Choice) -> list[Trigger]:
+        watch: list[Trigger] = [Probes(choice, *req.early_stop, cap)]
+        if req.thinking_deadline_ms is not None:
+            watch.append(deadline.Deadline(req))
+        return watch
 
-    return per_choice(params, spec, request_id, first_choice, make)
+    return cut_stream.per_choice(call, params, request_id, first_choice, triggers)
 
 
 @dataclasses.dataclass
@@ -121,6 +117,12 @@ class Probe:
     @property
     def answer(self) -> str | None:
         return self.record["answer"]
+
+    def ended(self, task: asyncio.Task) -> None:
+        """Its request ended: answered, failed (logged; no answer) or aborted."""
+        self.done = True
+        if not task.cancelled() and task.exception() is not None:
+            logger.warning("answer probe %s failed: %r", self.record, task.exception())
 
 
 def verdict(probes: list[Probe], agree: int) -> tuple[Probe | None, int | None]:
@@ -138,167 +140,49 @@ def verdict(probes: list[Probe], agree: int) -> tuple[Probe | None, int | None]:
     return None, None
 
 
-async def _choice(original: Callable[..., AsyncIterator[Any]], serving: Serving,
-                  req: BudgetRequest, spec: BudgetSpec, prompt: dict, params: Any,
-                  request_id: str, choice: int, at: float | None, args: tuple, kwargs: dict,
-                  index: int) -> AsyncIterator[Any]:
-    """One choice's outputs, in ``params.output_kind``, cut where its answer settled."""
-    from vllm.sampling_params import RequestOutputKind
+class Probes:
+    """Early stop's :class:`server.api.cut_stream.Trigger`: a probe at the first output
+    position with k, 2k, ... thinking tokens where thinking can be cut (at most ``cap``);
+    the cut at the first probe where ``agree`` answers in a row settled; the outputs past
+    a probe that could still settle it held meanwhile."""
 
-    every, agree = req.early_stop
-    cap = serving.settings.max_probes_per_request
-    engine_params = copy.copy(params)
-    engine_params.output_kind = RequestOutputKind.DELTA
-    out = Outputs(params.output_kind, index)
-    state = BudgetState(spec)
-    ids: list[int] = []  # every output id the engine sent
-    held: list[tuple[int, Any]] = []  # (end position, output) not sent yet
-    probes: list[Probe] = []
-    req.probes[choice] = records = []
-    target = every  # thinking tokens at the next probe
-    stream = pending = cont = None
-    finished = late = False
-    cut: Cut | None = None
+    def __init__(self, choice: Choice, every: int, agree: int, cap: int) -> None:
+        self.every, self.agree, self.cap = every, agree, cap
+        self.target = every  # thinking tokens at the next probe
+        self.probes: list[Probe] = []
+        self.records: list[dict[str, Any]] = []
+        choice.call.req.probes[choice.number] = self.records
 
-    def launch() -> None:
-        nonlocal target
-        if (len(probes) >= cap or state.phase != Phase.THINKING or state.thinking < target
-                or (c := cut_after(spec, state, ids, params, "settled")) is None):
+    def token(self, choice: Choice) -> None:
+        state = choice.state
+        if (len(self.probes) >= self.cap or state.phase != Phase.THINKING
+                or state.thinking < self.target or (cut := choice.cut("settled")) is None):
             return
-        record = {"token": c.thinking, "output_index": len(ids), "answer": None}
-        probe = Probe(len(ids), c, record)
-        probe.task = asyncio.ensure_future(_probe(original, serving, req, prompt, c, probe,
-                                                  f"{request_id}-probe{len(probes)}",
-                                                  args, kwargs))
-        probes.append(probe)
-        records.append(record)
-        target = (state.thinking // every + 1) * every
+        at = len(choice.ids)
+        probe = Probe(at, cut, {"token": cut.thinking, "output_index": at, "answer": None})
+        probe.task = asyncio.ensure_future(
+            _probe(choice.call, probe, f"{choice.request_id}-probe{len(self.probes)}"))
+        probe.task.add_done_callback(probe.ended)
+        self.probes.append(probe)
+        self.records.append(probe.record)
+        self.target = (state.thinking // self.every + 1) * self.every
 
-    try:
-        if at is not None and deadline.now() >= at:
-            late = True
-            cut = cut_after(spec, state, [], params)
-        if cut is None:
-            stream = original(prompt, engine_params, request_id, *args, **kwargs)
-        while cut is None:
-            settled, hold = verdict(probes, agree)
-            if settled is not None:
-                cut = settled.cut
-                for item in _send_until(settled.at, held, out, params, serving):
-                    yield item
-                break
-            while held and (hold is None or held[0][0] <= hold):
-                _, res = held.pop(0)
-                if res.finished:  # nothing can settle before it: the rest are not needed
-                    await _stop(probes)
-                for item in out.add(res):
-                    yield item
-            if finished and not held:
-                return
-            if late and still_thinking(state) and (
-                    cut := cut_after(spec, state, ids, params)) is not None:
-                for item in _send_until(len(ids), held, out, params, serving):
-                    yield item
-                break
-            waiting = {p.task for p in probes if not p.done}
-            if not finished:
-                pending = pending or asyncio.ensure_future(anext(stream))
-                waiting.add(pending)
-            timeout = (max(0.0, at - deadline.now()) if at is not None and not late
-                       and still_thinking(state) else None)
-            done, _ = await asyncio.wait(waiting, timeout=timeout,
-                                         return_when=asyncio.FIRST_COMPLETED)
-            if not done:
-                late = True
-                continue
-            for p in probes:
-                if p.task in done:
-                    p.done = True
-                    if not p.task.cancelled() and p.task.exception() is not None:
-                        logger.warning("answer probe %s failed: %r", p.record,
-                                       p.task.exception())
-            if pending is None or pending not in done:
-                continue
-            task, pending = pending, None
-            try:
-                res = task.result()
-            except StopAsyncIteration:
-                finished = True
-                continue
-            for tok in res.outputs[0].token_ids:
-                ids.append(tok)
-                state.observe(tok)
-                launch()
-            held.append((len(ids), res))
-            finished = res.finished
-            late = late or (at is not None and deadline.now() >= at)
-        # The cut: abort the engine request and the probes, continue from the cut.
-        if pending is not None:
-            await cancel(pending)
-            pending = None
-        if stream is not None:
-            await stream.aclose()
-        await _stop(probes)
-        req.cuts[choice] = cut
-        if cut.reason == "deadline" and at is not None:
-            metrics.DEADLINE_LATENESS.observe(max(0.0, deadline.now() - at))
-        cont = continue_cut(original, serving, prompt, params, cut, out, request_id, args,
-                            kwargs)
-        async for item in cont:
-            yield item
-    finally:
-        if pending is not None:  # the client left while we waited: abort the request
-            await cancel(pending)
-        await _stop(probes)
-        for s in (stream, cont):
-            if s is not None:
-                await s.aclose()
+    def cut(self, choice: Choice) -> tuple[int, Cut] | None:
+        settled, _ = verdict(self.probes, self.agree)
+        return None if settled is None else (settled.at, settled.cut)
 
+    def hold(self) -> int | None:
+        return verdict(self.probes, self.agree)[1]
 
-async def _stop(probes: list[Probe]) -> None:
-    """Abort the probes still out (their answers stay unknown: ``answer: null``)."""
-    for p in probes:
-        if not p.done and p.task is not None:
-            await cancel(p.task)
-            p.done = True
+    def waits(self, choice: Choice) -> set[asyncio.Future]:
+        return {p.task for p in self.probes if not p.done and p.task is not None}
 
-
-def _send_until(end: int, held: list[tuple[int, Any]], out: Outputs, params: Any,
-                serving: Serving) -> list[Any]:
-    """Send the held outputs up to output position ``end`` (the cut's), the one that
-    straddles it cut short; drop the rest (generated past the cut, never sent)."""
-    items: list[Any] = []
-    for stop, res in held:
-        start = stop - len(res.outputs[0].token_ids)
-        if start >= end:
-            break
-        if stop > end:
-            res = _head(res, end - start, out, params, serving)
-        res.finished = False
-        res.outputs[0].finish_reason = None
-        items += out.add(res)
-    held.clear()
-    return items
-
-
-def _head(res: Any, n: int, out: Outputs, params: Any, serving: Serving) -> Any:
-    """An output cut short to its first ``n`` token ids (text, logprobs with them)."""
-    comp = copy.copy(res.outputs[0])
-    head = list(comp.token_ids[:n])
-    decode = serving.model.tokenizer.decode
-    skip = params.skip_special_tokens
-    whole = decode(out.ids + head, skip_special_tokens=skip)
-    comp.text = (whole[len(out.text):] if whole.startswith(out.text)
-                 else decode(head, skip_special_tokens=skip))
-    comp.token_ids = head
-    if comp.logprobs is not None:
-        comp.logprobs = comp.logprobs[:n]
-        comp.cumulative_logprob = (out.cumulative or 0.0) + sum(
-            lp[tok].logprob for lp, tok in zip(comp.logprobs, head, strict=True))
-    comp.finish_reason = comp.stop_reason = None
-    res = copy.copy(res)
-    res.outputs = [comp]
-    return res
+    async def close(self, cut: Cut | None) -> None:
+        """Abort the probes still out (their answers stay unknown: ``answer: null``)."""
+        for p in self.probes:
+            if not p.done and p.task is not None:
+                await cancel(p.task)
+                p.done = True
 
 
 def probe_params(serving: Serving) -> Any:
@@ -309,23 +193,18 @@ def probe_params(serving: Serving) -> Any:
                           output_kind=RequestOutputKind.DELTA, skip_special_tokens=True)
 
 
-async def _probe(original: Callable[..., AsyncIterator[Any]], serving: Serving,
-                 req: BudgetRequest, prompt: dict, cut: Cut, probe: Probe, request_id: str,
-                 args: tuple, kwargs: dict) -> None:
+async def _probe(call: Call, probe: Probe, request_id: str) -> None:
     """Run one probe: its answer into ``probe.record``, its tokens into the request's
     ``probe_tokens`` and the metric as they come (an aborted probe's too)."""
-    from vllm.inputs.engine import tokens_input
-
-    ids = list(prompt["prompt_token_ids"]) + list(cut.prefix)
-    stream = original(tokens_input(ids, cache_salt=prompt.get("cache_salt")),
-                      probe_params(serving), request_id, *args, **cut_kwargs(kwargs))
+    stream = call.submit(cut_prompt(call.prompt, probe.cut), probe_params(call.serving),
+                         request_id, after_cut=True)
     text = ""
     metrics.PROBES.inc()
     try:
         async for res in stream:
             comp = res.outputs[0]
             text += comp.text
-            req.probe_tokens += len(comp.token_ids)
+            call.req.probe_tokens += len(comp.token_ids)
             metrics.PROBE_TOKENS.inc(len(comp.token_ids))
         probe.record["answer"] = normalise(text)
     finally:

@@ -59,7 +59,7 @@ def setup(*triggers: Scripted, kind: str = "DELTA", n: int = 1, make: Any = None
     watched by ``triggers`` (or by what ``make(choice)`` returns)."""
     from vllm.sampling_params import RequestOutputKind, SamplingParams
 
-    from server.api import cut_stream
+    from server.api import cut_continue, cut_stream
     from server.api.budget_request import BudgetRequest
 
     engine = Engine()
@@ -69,7 +69,7 @@ def setup(*triggers: Scripted, kind: str = "DELTA", n: int = 1, make: Any = None
                             output_kind=getattr(RequestOutputKind, kind))
     tokenizer = SimpleNamespace(decode=lambda ids, skip_special_tokens=True: text(ids))
     serving = SimpleNamespace(model=SimpleNamespace(tokenizer=tokenizer))
-    call = cut_stream.Call(engine.generate, serving, req, req.spec, PROMPT, (),
+    call = cut_continue.Call(engine.generate, serving, req, req.spec, PROMPT, (),
                            {"reasoning_ended": None})
     stream = cut_stream.per_choice(call, params, "r", 0, make or (lambda choice: list(triggers)))
     return engine, req, stream

@@ -54,7 +54,8 @@ from typing import Any
 
 from server.api import cut_stream, metrics
 from server.api.budget_request import BudgetRequest
-from server.api.cut_stream import Call, Choice
+from server.api.cut_continue import Call
+from server.api.cut_stream import Choice
 from server.api.errors import APIError, bad_request
 from server.api.serving import Serving
 from server.budget.cut import Cut, still_thinking

@@ -41,7 +41,8 @@ from typing import Any
 
 from server.api import cut_stream, deadline, metrics
 from server.api.budget_request import BudgetRequest
-from server.api.cut_stream import Call, Choice, Trigger, cancel, cut_prompt
+from server.api.cut_continue import Call, cancel, cut_prompt
+from server.api.cut_stream import Choice, Trigger
 from server.api.errors import APIError, bad_request
 from server.api.serving import Serving
 from server.budget.cut import Cut

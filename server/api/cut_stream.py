@@ -90,23 +90,11 @@ def per_choice(call: Call, params: Any, request_id: str, first_choice: int,
     ``n > 1`` request, as one stream."""
     from vllm.sampling_params import RequestOutputKind
 
-    from server.engine.logits_processor import budget_extra_args
-
-    n, spec = params.n, call.spec
-    if n == 1:
+    if params.n == 1:
         return drive(call, params, request_id, first_choice, 0, triggers)
-    children = []
-    for i in range(n):
-        child = copy.copy(params)
-        child.n = 1
-        if params.seed is not None:
-            child.seed = params.seed + i  # as vLLM seeds the children of an n > 1 request
-        if spec.active:
-            child.extra_args = {**params.extra_args,
-                                **budget_extra_args(spec, child.seed if child.seed is not None
-                                                    else fanout.fresh_seed())}
-        children.append(drive(call, child, fanout.child_id(request_id, i), first_choice + i,
-                              i, triggers))
+    children = [drive(call, fanout.child_params(params, i, call.spec),
+                      fanout.child_id(request_id, i), first_choice + i, i, triggers)
+                for i in range(params.n)]
     return fanout.as_one(children, params.output_kind == RequestOutputKind.FINAL_ONLY)
 
 

@@ -21,7 +21,6 @@ with their routers. Only what s1-serve adds is here:
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 from collections.abc import AsyncIterator
@@ -137,7 +136,6 @@ def install_hook(engine: Any, serving: Serving) -> None:
     their own decision seed per choice, accounting and the deadline."""
     from vllm.sampling_params import RequestOutputKind
 
-    from server.engine.logits_processor import budget_extra_args
 
     original = engine.generate
 
@@ -162,14 +160,10 @@ def install_hook(engine: Any, serving: Serving) -> None:
             stream = deadline.generate(original, serving, req, spec, prompt, sampling_params,
                                        request_id, first_choice, args, kwargs)
         elif fanout.needs_fanout(spec is not None and spec.active, sampling_params.seed, n):
-            children = []
-            for i in range(n):
-                child = copy.copy(sampling_params)
-                child.n = 1
-                child.extra_args = {**sampling_params.extra_args,
-                                    **budget_extra_args(spec, fanout.fresh_seed())}
-                children.append(original(prompt, child, fanout.child_id(request_id, i),
-                                         *args, **kwargs))
+            # No client seed here (needs_fanout): each child gets a fresh decision seed.
+            children = [original(prompt, fanout.child_params(sampling_params, i, spec),
+                                 fanout.child_id(request_id, i), *args, **kwargs)
+                        for i in range(n)]
             stream = fanout.as_one(children, sampling_params.output_kind
                                    == RequestOutputKind.FINAL_ONLY)
         else:

@@ -39,6 +39,24 @@ def needs_fanout(budget_active: bool, client_seed: int | None, n: int) -> bool:
     return budget_active and client_seed is None and n > 1
 
 
+def child_params(params: Any, index: int, spec: Any) -> Any:
+    """Choice ``index`` of an ``n > 1`` request as an engine request of its own: ``n=1``,
+    vLLM's seed for that child (``seed + index``) when the client sent one, and, with an
+    active budget (``spec``), its own decision seed (that seed, else a fresh one)."""
+    import copy
+
+    from server.engine.logits_processor import budget_extra_args
+
+    child = copy.copy(params)
+    child.n = 1
+    if params.seed is not None:
+        child.seed = params.seed + index  # as vLLM seeds the children of an n > 1 request
+    if spec is not None and spec.active:
+        seed = child.seed if child.seed is not None else fresh_seed()
+        child.extra_args = {**(params.extra_args or {}), **budget_extra_args(spec, seed)}
+    return child
+
+
 def child_id(request_id: str, index: int) -> str:
     """The engine request id of choice ``index`` of a fanned-out request."""
     return f"{request_id}-{index}"

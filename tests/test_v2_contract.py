@@ -170,3 +170,28 @@ def test_a_steady_speculative_step_catches_up_in_one_observation() -> None:
     loop, resumed = counts
     per_observation = (loop - resumed) / 3  # four observations against one
     assert 30 < per_observation < 150, counts
+
+
+def test_a_live_slots_total_len_only_grows() -> None:
+    """Both V2 paths catch a slot up from the committed tokens between the ``total_len``
+    they saw last and the current one, and never rewind. That holds because vLLM writes
+    ``total_len`` in exactly two places: ``add_request`` (a new or resumed request: the
+    processor's own ``add_request`` resets the slot) and the post-sampling update, which
+    adds the step's sampled count. Any other writer, after an upgrade, fails here."""
+    import re
+    from pathlib import Path
+
+    import vllm
+
+    root = Path(vllm.__file__).parent / "v1" / "worker" / "gpu"
+    write = re.compile(r"total_lens?(_ptr)?\b[^=\n]*\)?\s*(\.stage_write\w*\(|\.copy_\(|"
+                       r"\.fill_\(|\.zero_\(|\[[^\]]*\]\s*[-+]?=[^=])|tl\.store\(total_lens?_ptr")
+    writers = sorted(
+        (str(path.relative_to(root)), line.strip())
+        for path in root.rglob("*.py")
+        for line in path.read_text().splitlines()
+        if write.search(line) and not line.lstrip().startswith("#"))
+    assert writers == [
+        ("input_batch.py", "tl.store(total_len_ptr + req_state_idx, total_len + num_sampled)"),
+        ("states.py", "self.total_len.stage_write_elem(req_idx, prefill_len)"),
+    ], writers

@@ -30,6 +30,7 @@ from server.engine.logits_processor import (
     BudgetLogitsProcessor,
     SuppressionRecord,
     budget_extra_args,
+    suppression_record,
 )
 from tests.engine_replay import Replay, Req
 
@@ -308,3 +309,25 @@ def test_model_runner_v2_refuses_it():
     BudgetLogitsProcessorV2.validate_params(params(BudgetSpec(
         start_ids=START, end_ids=END, stop_ids={EOS}, continuation_ids=(20,),
         thinking_waits=2)))
+
+
+# -------------------------------------------------- the vLLM facts the count relies on
+def test_vllm_v1_keeps_a_preempted_requests_params():
+    """The record rides on the request's SamplingParams: vLLM's V1 runner must keep a
+    preempted request's cached state (its params included) and drop it only when the
+    request finishes; the Struct must take an attribute msgspec does not send on."""
+    import inspect
+
+    import msgspec
+    from vllm.v1.worker.gpu_model_runner import GPUModelRunner
+
+    src = inspect.getsource(GPUModelRunner._update_states)
+    assert "req_state = self.requests.pop(req_id, None)" in src
+    assert src.count("self.requests.pop(") == 1 and "preempted_req_ids" not in src, (
+        "vLLM's V1 runner now drops preempted requests' state: the no-string Waits count "
+        "(server/engine/logits_processor.py SuppressionRecord) would be lost")
+    assert "req_state.sampling_params =" not in src  # never replaced on resume
+    p = SamplingParams(temperature=0.0)
+    suppression_record(p)[(3, 0)] = True
+    assert suppression_record(p) == {(3, 0): True}
+    assert b"_s1_suppressed" not in msgspec.msgpack.encode(p)

@@ -91,9 +91,8 @@ def test_empty_continuation_suppresses_only():
 
 
 def test_bad_counts_and_the_spec_round_trip():
-    with pytest.raises(BudgetError, match="thinking_waits needs a non-empty") as err:
-        spec(thinking_waits=2, continuation_ids=())
-    assert err.value.param == "thinking_waits"
+    # No string with Waits (Table 4's ablation): allowed, the engine counts the Waits.
+    assert spec(thinking_waits=2, continuation_ids=()).active
     with pytest.raises(BudgetError, match="thinking_waits must be >= 0"):
         spec(thinking_waits=-1)
     with pytest.raises(BudgetError, match="thinking_waits must be an integer"):

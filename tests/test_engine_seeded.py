@@ -5,7 +5,9 @@ end attempt happened, from a per-request seed and the output position (server.bu
 a seeded request must produce the same tokens alone and inside a busy batch. Here the KV
 cache holds 20 blocks of 32 tokens: nine requests of up to ~250 tokens cannot all fit, so
 vLLM preempts (the latest arrivals first) and later recomputes them, while requests of
-different lengths finish and leave the batch.
+different lengths finish and leave the batch. The same holds for ``thinking_waits`` with
+no string, whose suppressions leave no token and are counted by the processor per request
+(checked to fail when the count is kept per batch row instead).
 """
 
 from __future__ import annotations
@@ -102,4 +104,39 @@ def test_seeded_decisions_survive_batch_changes_and_preemption(engine):
     # ...and the seed decides them: another seed, other tokens.
     _, other = _request(ft, tok, prompt, 0, seed=999)
     assert list(llm.generate([ids], [other], use_tqdm=False)[0].outputs[0].token_ids) \
+        != alone[0]
+
+
+def test_no_string_waits_survive_preemption(engine):
+    """``thinking_waits`` with no string: the suppressions leave no token, so the processor
+    counts them per request; a request preempted between its suppressions and recomputed
+    must go on counting from where it was, giving the ids it gives alone."""
+    from vllm import SamplingParams
+
+    from server.engine.logits_processor import budget_extra_args
+
+    llm, tok, ft, prompt = engine
+    ids = {"prompt_token_ids": tok.encode(prompt, add_special_tokens=False)}
+    reqs = []
+    for i in range(N):
+        spec = ft.spec(thinking_min=None, thinking_max=None, thinking_waits=2 + i % 3,
+                       continuation_ids=(), prompt_opens=True,
+                       prompt_text=prompt)
+        reqs.append(SamplingParams(temperature=1.0, seed=200 + i, max_tokens=100 + 20 * i,
+                                   logit_bias={ft.end_ids[0]: 3.0},
+                                   extra_args=budget_extra_args(spec, 200 + i)))
+    preempted_before = _metrics(llm)["vllm:num_preemptions"].value
+    alone = [list(llm.generate([ids], [p], use_tqdm=False)[0].outputs[0].token_ids)
+             for p in reqs]
+    batch = [list(o.outputs[0].token_ids) for o in
+             llm.generate([ids] * N, reqs, use_tqdm=False)]
+    assert _metrics(llm)["vllm:num_preemptions"].value > preempted_before, "nothing was preempted"
+    assert batch == alone
+    # The scenario: most requests ended their thinking themselves (after all their Waits),
+    # read on the raw ids, and the Waits changed the output (the same seeds without them).
+    ended = sum(ft.end_ids[0] in out for out in alone)
+    assert ended >= N // 2, ended
+    plain = SamplingParams(temperature=1.0, seed=200, max_tokens=100,
+                           logit_bias={ft.end_ids[0]: 3.0})
+    assert list(llm.generate([ids], [plain], use_tqdm=False)[0].outputs[0].token_ids) \
         != alone[0]

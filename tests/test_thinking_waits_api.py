@@ -2,7 +2,9 @@
 
 The Waits are counted on the raw output token ids (``return_token_ids``) with the demo
 tokenizer, not with the server's replay; the ``budget`` object must then agree, on every
-surface, streamed and not. The 400s name the field and say what to change.
+surface, streamed and not. With no string (Table 4's ablation) nothing marks a Wait in
+the ids: the ids are compared with the harness loop run by hand through the same server.
+The 400s name the field and say what to change.
 """
 
 from __future__ import annotations
@@ -104,13 +106,67 @@ def test_empty_continuation_suppresses_only(demo_server, tok):
     assert b["thinking_continuation"] == "" and b["continuations"] == []
 
 
+def by_hand(server, prompt: list[int], k: int, stops: list[int], room: int) -> list[int]:
+    """s1's harness loop for ``thinking_n_ignore=k`` with no string, run by hand through
+    the same server without any budget: k + 1 greedy rounds that stop on the stop ids,
+    each with ``min_tokens=1``; a round's stop id is dropped and nothing is appended.
+    Returns the thinking ids (the last round's stop dropped too)."""
+    thinking: list[int] = []
+    for _ in range(k + 1):
+        body = {"prompt": prompt + thinking, "max_tokens": room - len(thinking),
+                "temperature": 0, "min_tokens": 1, "stop_token_ids": stops,
+                "skip_special_tokens": False, "return_token_ids": True}
+        resp = post(server, "/v1/completions", body)
+        assert resp.status_code == 200, resp.text
+        c = resp.json()["choices"][0]
+        assert c["finish_reason"] == "stop", "the scenario did not occur: a round ran out"
+        ids = c["token_ids"]
+        thinking += ids[:-1] if ids and ids[-1] in stops else ids
+    return thinking
+
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_no_string_ignores_the_end_k_times(demo_server, tok, k):
+    """Table 4's "no string": the end is ignored k times and nothing is inserted; the ids
+    are those of the harness loop run by hand, the Waits counted only where the ids back
+    the number (thinking ended by the model itself: all k were suppressed)."""
+    from tests.s1_reference import HarnessTokens
+
+    stops = [ids[0] for ids in HarnessTokens.from_tokenizer(tok, ignore_str="").until_thinking_ids]
+    prompt = tok.encode(PROMPT, add_special_tokens=False)
+    expected = by_hand(demo_server, prompt, k, stops, 400)
+    r = post(demo_server, "/v1/completions", {
+        "prompt": prompt, "temperature": 0, "max_tokens": 400, "thinking_waits": k,
+        "thinking_continuation": "", "return_token_ids": True})
+    assert r.status_code == 200, r.text
+    c = r.json()["choices"][0]
+    think = thinking_ids(tok, c["token_ids"])
+    assert think == expected
+    b = c["budget"]
+    assert b["continuation_count"] == k and b["continuations"] == []
+    assert b["thinking_continuation"] == "" and b["thinking_waits"] == k
+    assert b["end"] == "natural" and b["thinking_tokens"] == len(think)
+    # Without the Waits the model ends earlier: the k suppressions are real.
+    plain = by_hand(demo_server, prompt, 0, stops, 400)
+    assert len(plain) < len(think)
+
+
+def test_no_string_cut_by_the_cap_reports_no_count(demo_server, tok):
+    """Cut at thinking_max before the Waits were all used: how many were suppressed is
+    not in the ids, so the count is null (never a number the ids cannot back)."""
+    free = chat(demo_server, thinking_waits=1, thinking_continuation="")["choices"][0]["budget"]
+    b = chat(demo_server, thinking_waits=6, thinking_continuation="",
+             thinking_max=free["thinking_tokens"] - 1)["choices"][0]["budget"]
+    assert b["end"] == "cut" and b["hit_max"] and b["continuation_count"] is None
+    assert b["continuations"] == []
+
+
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions", "/v1/responses",
                                   "/v1/messages"])
 @pytest.mark.parametrize(("extra", "says"), [
     ({"thinking_waits": -1}, "greater than or equal to 0"),
     ({"thinking_waits": 1.5}, "integer"),
     ({"thinking_waits": 65}, "above this server's limit of 64"),
-    ({"thinking_waits": 2, "thinking_continuation": ""}, "needs a non-empty thinking_continuation"),
 ])
 def test_bad_counts_are_400s_naming_the_field(demo_server, path, extra, says):
     body = {"prompt": PROMPT} if path == "/v1/completions" else (

@@ -90,11 +90,6 @@ def budget_from_body(body: dict, efforts: Mapping[str, int]) -> BudgetRequest:
         param = str(err["loc"][0]) if err.get("loc") else None
         where = ".".join(str(p) for p in err.get("loc") or ()) or param
         raise bad_request(f"{where}: {err['msg']}", param) from None
-    if fields.thinking_waits and fields.thinking_continuation == "":
-        raise bad_request("thinking_waits needs a non-empty thinking_continuation: an end "
-                          "suppressed without a string leaves no token to count it by; send "
-                          "a continuation (default 'Wait'), or use thinking_min with the "
-                          "empty one", "thinking_waits")
     hi, soft = fields.thinking_max, False
     effort = body.get("reasoning_effort")
     reasoning = body.get("reasoning")

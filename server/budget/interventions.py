@@ -6,7 +6,10 @@ fed the choice's output ids (the same replay that gives ``reasoning_tokens``) an
 
 - every forced continuation: the step where the continuation string's first token
   started inside the block below the minimum (what the state machine counts in
-  ``continuations``; the model's own "Wait" elsewhere is ordinary thinking);
+  ``continuations``; the model's own "Wait" elsewhere is ordinary thinking). With the
+  empty continuation nothing is inserted, so there is no mark to place, and the count
+  of ``thinking_waits`` is reported only where the ids back it
+  (:func:`suppressed_waits`);
 - the cut: the step where thinking stopped at ``thinking_max`` (the optional newline,
   then the end delimiter, were forced);
 - how thinking ended: ``natural`` (the end delimiter came from the model, or an end of
@@ -27,7 +30,7 @@ from typing import Any
 
 from server.budget.machine import BudgetSpec, BudgetState, Phase
 
-__all__ = ["Mark", "Tracker", "from_ids", "char_offsets", "details"]
+__all__ = ["Mark", "Tracker", "from_ids", "char_offsets", "details", "suppressed_waits"]
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,23 @@ def char_offsets(decode: Callable[[Sequence[int]], str], thinking_ids: Sequence[
     return out
 
 
+def suppressed_waits(spec: BudgetSpec, end: str) -> int | None:
+    """The Waits of ``thinking_waits`` with the empty continuation, where the ids back a
+    number: none otherwise.
+
+    Such a suppression inserts nothing, so the ids do not record it, and the engine's
+    count stays in the engine. But the engine masks every end attempt (the end delimiter
+    and the end-of-turn ids) until it has suppressed k of them, so an end the model wrote
+    itself (``natural``, or ``end_of_turn``) means exactly k were. A cut, an unfinished
+    output or a deadline's cut may come after any number from 0 to k, and with a
+    ``thinking_min`` too, attempts below it after the k-th are suppressed as well (a
+    string would count them; nothing does here): ``None``.
+    """
+    if spec.thinking_min or end not in ("natural", "end_of_turn"):
+        return None
+    return spec.thinking_waits
+
+
 def details(spec: BudgetSpec, state: BudgetState, tracker: Tracker, thinking_ids: Sequence[int],
             reasoning_text: str, tokenizer: Any) -> dict[str, Any]:
     """The per-choice ``budget`` object of the API (documented in the README)."""
@@ -129,6 +149,9 @@ def details(spec: BudgetSpec, state: BudgetState, tracker: Tracker, thinking_ids
               for m, c in zip(marks, chars, strict=True)]
     cut = placed.pop() if tracker.cut else None
     end = tracker.end(state)
+    count: int | None = len(tracker.continuations)
+    if spec.thinking_waits and not spec.continuation_ids:
+        count = suppressed_waits(spec, end)
     return {
         "thinking_min": spec.thinking_min,
         "thinking_max": spec.thinking_max,
@@ -137,7 +160,7 @@ def details(spec: BudgetSpec, state: BudgetState, tracker: Tracker, thinking_ids
                                   if spec.thinking_min or spec.thinking_waits else None),
         "thinking_tokens": state.thinking,
         "answer_tokens": state.answer if tracker.opened else tracker.unopened_tokens,
-        "continuation_count": len(tracker.continuations),
+        "continuation_count": count,
         "continuations": placed,
         "hit_max": state.hit_max,
         "cut": cut,

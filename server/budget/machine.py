@@ -19,7 +19,11 @@ sampler must do next:
 - ``GUARD_WAIT``: ``GUARD`` while fewer than ``thinking_waits`` continuations were
   forced; the continuation's first token may then only be the replacement (the
   model's own choice of it is masked), so every one inside the block counts as a
-  forced one and the count stays a function of the token ids;
+  forced one and the count stays a function of the token ids. With the empty
+  continuation (the paper's "no string") an attempt is suppressed and nothing is
+  inserted, so no token records it: the engine, which sees the logits, counts those
+  suppressions and tells the machine (:attr:`BudgetState.suppressed`); see
+  :mod:`server.engine.logits_processor` for how that count is kept per request;
 - ``HOLD``: right after a continuation string (and at the block's first token
   when there is a minimum) no attempt may happen at all: the attempt tokens are
   masked, nothing is replaced. This is s1's ``min_tokens=1`` per round. Below the
@@ -42,7 +46,12 @@ Rules (the s1 paper's budget forcing, made token-exact):
   state;
 - reaching the maximum wins over a pending continuation, and over ``thinking_waits``;
 - ``thinking_waits`` k and ``thinking_min`` together: an attempt ends thinking only
-  once both are satisfied (k continuations forced and the minimum reached).
+  once both are satisfied (k continuations forced and the minimum reached);
+- the one exception to "a function of the output tokens": ``thinking_waits`` with the
+  empty continuation, whose count of suppressed attempts is not in the tokens
+  (:attr:`BudgetState.suppressed`, kept by the engine). :func:`replay` leaves it at 0:
+  from the ids alone the machine cannot tell how many were suppressed, only that an
+  end the model wrote (not a cut) came after all k of them.
 
 The module knows nothing of tokenizers: every string arrives as token ids.
 """
@@ -98,6 +107,10 @@ class BudgetState:
     answer: int = 0
     hit_max: bool = False
     continuations: int = 0  # times the continuation string started inside the block
+    # Attempts suppressed under thinking_waits with the empty continuation: not in the
+    # ids, so the engine adds them (it sees the logits that decide each one). Counts
+    # towards the Waits like ``continuations``; always 0 with a continuation string.
+    suppressed: int = 0
     position: int = 0  # output tokens observed so far
     _queue: tuple[int, ...] = ()
     _qi: int = 0
@@ -138,7 +151,7 @@ class BudgetState:
                 return FORCE
             if self._hold:
                 return HOLD
-            if self.continuations < self._waits:
+            if self.continuations + self.suppressed < self._waits:
                 return GUARD_WAIT
             if self.thinking < self._min:
                 return self._below_min
@@ -205,7 +218,7 @@ class BudgetState:
             if 0 <= self._max <= thinking:
                 self._force_tok = self._cut_token()
                 return FORCE
-            if self.continuations < self._waits:
+            if self.continuations + self.suppressed < self._waits:
                 return GUARD_WAIT
             return self._below_min if thinking < self._min else self._settled
         self.observe(tok)

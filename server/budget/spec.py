@@ -54,9 +54,10 @@ class BudgetSpec:
 
     ``thinking_waits`` k: the first k attempts to end thinking become the continuation
     string (s1's ``thinking_n_ignore``), the next one ends it; with ``thinking_min``
-    both must hold. An empty ``continuation_ids`` suppresses an attempt below the
-    minimum without inserting anything (it leaves no token to count Waits by, so it
-    cannot be combined with ``thinking_waits``).
+    both must hold. An empty ``continuation_ids`` suppresses an attempt without
+    inserting anything (the paper's "no string"); under ``thinking_waits`` such a
+    suppression leaves no token to count it by, so the engine counts it
+    (:mod:`server.engine.logits_processor`; Model Runner V2 refuses the combination).
     """
 
     start_ids: tuple[int, ...]
@@ -121,13 +122,6 @@ class BudgetSpec:
                 "the prompt does not open the thinking block and the format has no start "
                 "delimiter to wait for",
                 "thinking_format",
-            )
-        if self.thinking_waits and not self.continuation_ids:
-            raise BudgetError(
-                "thinking_waits needs a non-empty thinking_continuation: an end suppressed "
-                "without a string leaves no token to count it by; send a continuation "
-                "(default 'Wait'), or use thinking_min with the empty one",
-                "thinking_waits",
             )
         if self.newline_id is not None and self.newline_id in self.attempt_ids:
             raise BudgetError("the newline token is an end-of-thinking or end-of-turn id",

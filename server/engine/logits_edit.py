@@ -16,7 +16,10 @@ forced rows, held rows, greedy guarded rows, sampled guarded rows::
 
 - ``kind``: :data:`FORCED`, :data:`SUPPRESS`, :data:`GUARD_GREEDY` or :data:`GUARD_SAMPLED`,
   a guarded kind with the :data:`EXCLUSIVE` bit under ``thinking_waits`` (the
-  replacement is masked too when the model did not try, so it is only ever forced);
+  replacement is masked too when the model did not try, so it is only ever forced),
+  or with the :data:`COUNTED` bit under ``thinking_waits`` with the empty continuation
+  (no replacement: the attempt ids are masked whether the model tried or not, and
+  whether it tried is handed back to the host, which counts it);
 - ``token``: the forced token, or for a guarded row the replacement (the
   continuation's first token below the minimum, the end delimiter's first
   token for an end of turn inside the block);
@@ -41,6 +44,7 @@ import torch
 
 FORCED, SUPPRESS, GUARD_GREEDY, GUARD_SAMPLED = 0, 1, 2, 3
 EXCLUSIVE = 4  # flag on a guarded kind: the replacement token only ever comes forced
+COUNTED = 8  # flag on a guarded kind: nothing replaces an attempt; apply_plan reports it
 COL_ROW, COL_TOKEN, COL_KIND, COL_INV_T, COL_ATTEMPTS = range(5)
 COL_U = -1
 FIXED_COLUMNS = 5  # all but the attempt ids
@@ -53,10 +57,14 @@ def float32_bits(value: float) -> int:
 
 
 def apply_plan(logits: torch.Tensor, plan: torch.Tensor, n_forced: int, n_held: int,
-               n_greedy: int) -> None:
+               n_greedy: int) -> torch.Tensor | None:
     """Edit ``logits`` in place. ``plan`` is on the logits' device: ``n_forced`` forced
     rows, ``n_held`` held rows, ``n_greedy`` greedy guarded rows, then sampled guarded
-    rows. Never synchronises with the device."""
+    rows. Never synchronises with the device.
+
+    Returns, on the device, whether each guarded row's model tried to end (greedy rows,
+    then sampled rows), or None without guarded rows: the host reads it for the
+    :data:`COUNTED` rows only."""
     if n_forced:
         rows = plan[:n_forced, COL_ROW]
         logits.index_fill_(0, rows, float("-inf"))
@@ -67,11 +75,13 @@ def apply_plan(logits: torch.Tensor, plan: torch.Tensor, n_forced: int, n_held: 
         held = plan[start:start + n_held]
         _mask_attempts(logits, held[:, COL_ROW], _attempt_index(held)[0])
     start += n_held
+    hits = []
     if n_greedy:
-        _guard(logits, plan[start:start + n_greedy], sampled=False)
+        hits.append(_guard(logits, plan[start:start + n_greedy], sampled=False))
     start += n_greedy
     if plan.shape[0] > start:
-        _guard(logits, plan[start:], sampled=True)
+        hits.append(_guard(logits, plan[start:], sampled=True))
+    return torch.cat(hits) if len(hits) > 1 else hits[0] if hits else None
 
 
 def _attempt_index(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,7 +97,7 @@ def _mask_attempts(logits: torch.Tensor, rows: torch.Tensor, att_idx: torch.Tens
                       torch.full((), float("-inf"), dtype=logits.dtype, device=logits.device))
 
 
-def _guard(logits: torch.Tensor, guard: torch.Tensor, sampled: bool) -> None:
+def _guard(logits: torch.Tensor, guard: torch.Tensor, sampled: bool) -> torch.Tensor:
     rows = guard[:, COL_ROW]
     att_idx, valid = _attempt_index(guard)
     if sampled:
@@ -106,13 +116,17 @@ def _guard(logits: torch.Tensor, guard: torch.Tensor, sampled: bool) -> None:
             winners = logits.index_select(0, rows).argmax(dim=1)
         hit = (winners.unsqueeze(1) == att_idx).any(dim=1)
     # Not tried: the attempt tokens are masked (and an exclusive replacement with them).
-    # Tried: only the replacement is left.
+    # Tried: only the replacement is left; a counted row has none, it is masked as if
+    # not tried (the model samples from the rest, as the harness's next round would).
     _mask_attempts(logits, rows, att_idx)
+    kind = guard[:, COL_KIND]
+    replaced = hit & ((kind & COUNTED) == 0)
     repl = guard[:, COL_TOKEN]
     kept = logits[rows, repl]
-    exclusive = (guard[:, COL_KIND] & EXCLUSIVE) != 0
+    exclusive = (kind & EXCLUSIVE) != 0
     kept = torch.where(exclusive, torch.full_like(kept, float("-inf")), kept)
     tried = torch.zeros(logits.shape[0], 1, dtype=torch.bool, device=logits.device)
-    tried.index_put_((rows,), hit.unsqueeze(1))
+    tried.index_put_((rows,), replaced.unsqueeze(1))
     logits.masked_fill_(tried, float("-inf"))
-    logits.index_put_((rows, repl), torch.where(hit, torch.zeros_like(kept), kept))
+    logits.index_put_((rows, repl), torch.where(replaced, torch.zeros_like(kept), kept))
+    return hit

@@ -27,8 +27,9 @@ shortens in place (a KV-load failure, ``gpu_model_runner.py``) rebuilds the row.
 Under tensor parallelism every rank runs this processor on identical inputs.
 Decisions depend only on token ids, logits and the request's decision seed
 (sent by the API process), so every rank decides the same. Nothing is counted
-here: the API process derives forced ends and continuations from the output
-token ids, exactly once per request whatever the parallel layout.
+here for the API: the API process derives forced ends and continuations from the
+output token ids, exactly once per request whatever the parallel layout (the one
+count kept here, below, steers decisions only).
 
 Approximation: the attempt probability is computed from the logits this
 processor sees, i.e. after ``logit_bias``/``min_tokens`` but before penalties,
@@ -42,6 +43,33 @@ A request without a decision seed gets one in :meth:`validate_params` (the
 frontend, once, before the request reaches any rank); one that reaches the
 engine without any derives it from its budget (:func:`fallback_seed`), never
 from a process's own random state.
+
+``thinking_waits`` with the empty continuation (the paper's "no string") is the
+one budget the token ids do not determine: a suppressed end attempt leaves no
+token, and whether the model tried is decided on the device from the logits. So
+the processor counts those suppressions itself, per request, in a
+:class:`SuppressionRecord` kept on the request's own ``SamplingParams`` object:
+
+- survives preemption: the V1 runner keeps a preempted request's
+  ``CachedRequestState`` (with its ``SamplingParams``) in ``self.requests`` and only
+  drops its batch row; the resumed request is re-added with the same object and its
+  output so far (a new list under async scheduling), and the row catches up through
+  the record like any row through its ids;
+- no leak: the record lives and dies with the request's ``SamplingParams`` (the
+  runner drops it when the request finishes); the processor holds a record only
+  for the step its last decisions are pending;
+- no slot confusion: nothing is keyed by batch index. Entries are keyed by
+  (output position, hash of the output before it), so a decision redone after its
+  token was thrown away (preemption, a KV-load failure that shortens the output)
+  overwrites the stale one, and a row rebuilt from its ids counts exactly the
+  suppressions of the history it has;
+- tensor parallelism: every rank runs this processor on the same logits with the
+  same seeded draws, so every rank's own record is the same.
+
+Whether a counted row's model tried is read back one step late (a non-blocking copy
+at this step, read at the next :meth:`apply`, when the runner has already waited for
+this step's sampled ids), so it adds no host synchronisation; the decision it feeds
+is the next step's, which the state machine needs only then.
 """
 
 from __future__ import annotations
@@ -76,6 +104,7 @@ from server.budget.machine import (
     BudgetState,
 )
 from server.engine.logits_edit import (
+    COUNTED,
     EXCLUSIVE,
     FIXED_COLUMNS,
     FORCED,
@@ -177,6 +206,37 @@ def register_engine_newlines(vllm_config: VllmConfig | None) -> None:
         logger.warning("could not register the tokenizer's newline ids: %s", exc)
 
 
+class SuppressionRecord(dict):
+    """One request's end attempts suppressed under ``thinking_waits`` with the empty
+    continuation: ``(output position, history hash) -> True``, the hash being
+    :func:`history_hash` of the output ids before that position. A decision that did not
+    suppress removes its key, so a step redone at the same history keeps only its last
+    outcome, the one whose token the output holds.
+
+    Requests that share one ``SamplingParams`` object (vLLM's in-process engine gives the
+    n children of an unseeded request the same one) share the record: their entries
+    meet only where their histories are equal, where the same logits and decision seed
+    make the same decision."""
+
+    __slots__ = ()
+
+
+_RECORD_ATTR = "_s1_suppressed"  # on the request's SamplingParams (vLLM's Struct has a __dict__)
+
+
+def suppression_record(params: SamplingParams) -> SuppressionRecord:
+    """The request's record, created on first use, kept on its ``SamplingParams``."""
+    record = params.__dict__.get(_RECORD_ATTR)
+    if record is None:
+        record = params.__dict__[_RECORD_ATTR] = SuppressionRecord()
+    return record
+
+
+def history_hash(previous: int, tok: int) -> int:
+    """The running hash of an output extended by ``tok`` (0 for the empty output)."""
+    return hash((previous, tok))
+
+
 @dataclass(slots=True)
 class _Row:
     state: BudgetState
@@ -195,6 +255,10 @@ class _Row:
     u_start: int = 0  # uniform draws for positions u_start, u_start + 1, ... (sampled rows)
     u_bits: list[int] | None = None
     done: bool = False  # nothing left to enforce, unless the runner shortens the list
+    # thinking_waits with the empty continuation: the request's record and the running
+    # hash of the ids the state has observed (see SuppressionRecord).
+    record: SuppressionRecord | None = None
+    history: int = 0
 
 
 class BudgetLogitsProcessor(LogitsProcessor):
@@ -211,6 +275,11 @@ class BudgetLogitsProcessor(LogitsProcessor):
         self.pin_memory = bool(is_pin_memory) and device.type != "cpu"
         self.rows: dict[int, _Row] = {}
         self.width = 1  # attempt columns in the plan: the most any row needs
+        # The last step's counted decisions, read at the next apply(): whether each
+        # model tried (a host tensor, and the event its copy waits for on a GPU), and
+        # where each is recorded.
+        self.pending: tuple[torch.Tensor, Any, list[tuple[int, SuppressionRecord, tuple]]] | None
+        self.pending = None
 
     def is_argmax_invariant(self) -> bool:
         return False  # it forces and suppresses tokens, so greedy picks change
@@ -253,6 +322,8 @@ class BudgetLogitsProcessor(LogitsProcessor):
             greedy=greedy,
         )
         row.inv_t_bits = 0 if greedy else float32_bits(1.0 / temperature)
+        if spec.thinking_waits and not spec.continuation_ids:
+            row.record = suppression_record(params)
         self._set_plans(row)
         return row
 
@@ -263,7 +334,9 @@ class BudgetLogitsProcessor(LogitsProcessor):
         attempts = pad(spec.attempt_ids)
         cont = spec.continuation_ids[0] if spec.continuation_ids else 0
         row.min_plan = (cont, kind, row.inv_t_bits, *attempts)
-        row.wait_plan = (cont, kind | EXCLUSIVE, row.inv_t_bits, *attempts)
+        row.wait_plan = ((attempts[0], kind | COUNTED, row.inv_t_bits, *attempts)
+                         if row.record is not None else
+                         (cont, kind | EXCLUSIVE, row.inv_t_bits, *attempts))
         row.turn_plan = (spec.end_ids[0], kind, row.inv_t_bits, *pad(spec.turn_ids))
         row.hold_plan = (0, SUPPRESS, 0, *attempts)
 
@@ -274,6 +347,8 @@ class BudgetLogitsProcessor(LogitsProcessor):
 
     # ------------------------------------------------------------------ apply
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.pending is not None:
+            self._record_pending()
         rows = self.rows
         if not rows:
             return logits
@@ -282,7 +357,10 @@ class BudgetLogitsProcessor(LogitsProcessor):
         held: list[int] = []
         greedy: list[int] = []
         sampled: list[int] = []
+        # Counted rows: (sampled?, index in its group, record, key).
+        counted: list[tuple[bool, int, SuppressionRecord, tuple[int, int]]] = []
         width = self.width
+        cols = FIXED_COLUMNS + width
         pad = (FORCED, 0, *((-1,) * width), 0)  # kind, 1/T, attempts, u: unused when forced
         for index, row in rows.items():
             state = row.state
@@ -293,14 +371,17 @@ class BudgetLogitsProcessor(LogitsProcessor):
                 if n >= pos:
                     continue
                 row.done = False
-            if n == pos + 1 and out[pos] >= 0:
+            if row.record is not None:  # the ids alone do not say where the Waits stand
+                if n < pos:
+                    state = self._rebuild(row)
+                action = _catch_up_counted(row, n)
+            elif n == pos + 1 and out[pos] >= 0:
                 action = state.advance(out[pos])
             elif n == pos:
                 action = state.decide()
             else:  # several new tokens (a re-added row), or a placeholder not yet repaired
                 if n < pos:  # the runner shortened the list in place (KV-load failure)
-                    state = row.state = BudgetState(state.spec)
-                    row.u_bits = None
+                    state = self._rebuild(row)
                 _catch_up(state, out, n)
                 action = DONE if state.done else state.decide()
             if action == FREE:
@@ -308,6 +389,10 @@ class BudgetLogitsProcessor(LogitsProcessor):
             if action in (GUARD, GUARD_WAIT, GUARD_TURN):
                 entry = (row.min_plan if action == GUARD else row.wait_plan
                          if action == GUARD_WAIT else row.turn_plan)
+                if action == GUARD_WAIT and row.record is not None:
+                    group = greedy if row.greedy else sampled
+                    counted.append((not row.greedy, len(group) // cols, row.record,
+                                    (state.position, row.history)))
                 if row.greedy:
                     greedy.append(index)
                     greedy += entry
@@ -331,7 +416,6 @@ class BudgetLogitsProcessor(LogitsProcessor):
                 held.append(0)
             else:  # DONE: thinking is over; the row stays only to notice a rewind
                 row.done = True
-        cols = FIXED_COLUMNS + width
         n_forced, n_held, n_greedy = len(forced) // cols, len(held) // cols, len(greedy) // cols
         if not (n_forced or n_held or n_greedy or sampled):
             return logits
@@ -341,8 +425,61 @@ class BudgetLogitsProcessor(LogitsProcessor):
         if self.pin_memory:
             plan = plan.pin_memory()
         plan = plan.view(-1, cols).to(logits.device, non_blocking=True)
-        apply_plan(logits, plan, n_forced, n_held, n_greedy)
+        hits = apply_plan(logits, plan, n_forced, n_held, n_greedy)
+        if counted and hits is not None:
+            self._keep_pending(hits, counted, n_greedy)
         return logits
+
+    # ------------------------------------------------- counted suppressions
+    def _keep_pending(self, hits: torch.Tensor, counted: list, n_greedy: int) -> None:
+        """Start copying the guarded rows' decisions to the host, without waiting (the
+        counted rows' places in them are known here, so nothing is indexed on the device)."""
+        event = None
+        if hits.device.type != "cpu":
+            cuda = hits.device.type == "cuda"
+            host = torch.empty(hits.shape, dtype=torch.bool, pin_memory=self.pin_memory and cuda)
+            host.copy_(hits, non_blocking=cuda)
+            if cuda:
+                event = torch.cuda.Event()
+                event.record()
+            hits = host
+        self.pending = (hits, event, [(n_greedy + i if is_sampled else i, record, key)
+                                      for is_sampled, i, record, key in counted])
+
+    def _record_pending(self) -> None:
+        """Record the last step's counted decisions (their copy is done by now: the
+        runner waited for that step's sampled ids, which come after it)."""
+        hits, event, entries = self.pending
+        self.pending = None
+        if event is not None:
+            event.synchronize()
+        tried = hits.tolist()
+        for at, record, key in entries:
+            if tried[at]:
+                record[key] = True
+            else:
+                record.pop(key, None)
+
+    def _rebuild(self, row: _Row) -> BudgetState:
+        """A fresh state for a row whose output list the runner shortened in place."""
+        row.state = BudgetState(row.state.spec)
+        row.u_bits = None
+        row.history = 0
+        return row.state
+
+
+def _catch_up_counted(row: _Row, n: int) -> int:
+    """:func:`_catch_up` for a row under ``thinking_waits`` with the empty continuation,
+    adding the record's suppressions on the way; then the row's action."""
+    state, record = row.state, row.record
+    for tok in row.out[state.position:n]:
+        if tok < 0:
+            break
+        if record.get((state.position, row.history)):
+            state.suppressed += 1
+        row.history = history_hash(row.history, tok)
+        state.observe(tok)
+    return DONE if state.done else state.decide()
 
 
 def _catch_up(state: BudgetState, out: list[int], n: int) -> None:

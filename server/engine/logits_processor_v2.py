@@ -56,6 +56,7 @@ from vllm.v1.worker.gpu.sample.logits_processor import (
     LogitsProcRequestState,
 )
 
+from server.budget.spec import BudgetError
 from server.engine.budget_device import (
     F_ACTIVE,
     F_GREEDY,
@@ -80,6 +81,20 @@ if TYPE_CHECKING:
 _GREEDY_EPS = 1e-5
 _TWO_53 = float(1 << 53)
 
+# Why V2 refuses what V1 counts (see server/engine/logits_processor.py): an end attempt
+# suppressed without a string leaves no token, so its count is state the token ids cannot
+# rebuild. V2 drops a preempted request from the worker (``finish_requests`` frees its
+# slot; processors are not told) and resumes it as a new request, with a SamplingParams
+# decoded afresh on each worker process, so neither a slot's device state nor anything
+# kept on the request's objects reaches the resumed request; and there is no request
+# id to keep it by that does not leak when requests end. Counting would be right only
+# until the first preemption, so it is refused instead.
+NO_STRING_WAITS_V2 = (
+    "thinking_waits with an empty thinking_continuation is not supported on vLLM's Model "
+    "Runner V2: an end suppressed without a string leaves no token to count it by, and V2 "
+    "does not keep a request's own state across preemption; send a continuation (default "
+    "'Wait'), or serve with VLLM_USE_V2_MODEL_RUNNER=0 (the V1 runner counts them)")
+
 
 def speculative_tokens(vllm_config: VllmConfig | None) -> int:
     """Draft tokens per request and step (0 without speculative decoding)."""
@@ -102,6 +117,9 @@ class BudgetLogitsProcessorV2(LogitsProcessor):
     @classmethod
     def validate_params(cls, sampling_params: SamplingParams) -> None:
         check_request(sampling_params)  # BudgetError is a ValueError -> HTTP 400
+        found = request_budget(sampling_params)
+        if found is not None and found[0].thinking_waits and not found[0].continuation_ids:
+            raise BudgetError(NO_STRING_WAITS_V2, "thinking_waits")
 
     def __init__(self, vllm_config: VllmConfig | None, req_states: LogitsProcRequestState,
                  num_speculative_tokens: int | None = None, kernels: str | None = None) -> None:

@@ -8,9 +8,10 @@ therefore carries what was realised, and the report lists the settings where it 
 How each number is derived, most exact source first:
 
 1. The server's per-choice ``budget`` object, when a server sends one (s1-serve does on
-   its native chat/completions path; fields read: ``continuation_count`` (forced
-   continuations, or the length of the ``continuations`` list) and ``hit_max``). Exact by
-   construction: the server replays the choice's token ids through its state machine.
+   every generating surface; fields read: ``continuation_count`` (forced
+   continuations, or the length of the ``continuations`` list when the field is absent;
+   null is unknown) and ``hit_max``). Exact by construction: the server replays the
+   choice's token ids through its state machine.
 2. Otherwise from the response text and usage:
 
    * forced cut = the thinking reached the maximum sent: ``reasoning_tokens >= thinking_max``
@@ -58,7 +59,9 @@ def forced_cut(thinking_tokens: int, thinking_max: int | None, exact: bool) -> b
 def from_budget(budget: dict[str, Any]) -> Realised | None:
     """Realised values from a server ``budget`` object (None if it lacks the fields)."""
     waits = budget.get("continuation_count")
-    if not isinstance(waits, int) and isinstance(budget.get("continuations"), list):
+    # null: the server cannot tell (no-string Waits, whose suppressions leave no token,
+    # after a cut); only an older object without the field is counted from its list.
+    if "continuation_count" not in budget and isinstance(budget.get("continuations"), list):
         waits = len(budget["continuations"])
     hit = budget.get("hit_max")
     if not isinstance(waits, int) and not isinstance(hit, bool):

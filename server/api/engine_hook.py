@@ -114,7 +114,7 @@ def apply_budget(serving: Serving, req: BudgetRequest, prompt: Any,
                        prompt_opens=_prompt_opens(ft, ids),
                        # only its ending matters (does thinking start on a new line?)
                        prompt_text=serving.model.tokenizer.decode(ids[-4:]))
-    except BudgetError as exc:  # e.g. thinking_waits with an empty continuation
+    except BudgetError as exc:  # e.g. a continuation containing the end delimiter
         raise budget_rejected(APIError(400, str(exc), exc.param)) from None
     if params.structured_outputs is not None:
         spec = dataclasses.replace(spec, answer_prefix_ids=())  # the grammar owns the answer

@@ -42,7 +42,7 @@ export class RunView {
     this.counters.replaceChildren(
       el("span", {class: "counter", "data-counter": "thinking"}, `thinking tokens ${c.thinking}`),
       el("span", {class: "counter", "data-counter": "answer"}, `answer tokens ${c.answer}`),
-      el("span", {class: "counter", "data-counter": "forced"}, `forced continuations ${c.forced}`),
+      el("span", {class: "counter", "data-counter": "forced"}, `forced continuations ${c.forced ?? "unknown"}`),
       el("span", {class: "muted"}, b ? "exact (replayed by the server)" :
          this.root.dataset.state === "streaming" ? "live (one chunk ~ one token)" : ""));
   }

@@ -26,12 +26,8 @@ from vllm import SamplingParams
 from server.budget.draws import uniform_bits
 from server.budget.interventions import from_ids
 from server.budget.machine import GUARD_WAIT, HOLD, BudgetSpec, BudgetState, replay
-from server.engine.logits_processor import (
-    BudgetLogitsProcessor,
-    SuppressionRecord,
-    budget_extra_args,
-    suppression_record,
-)
+from server.engine.logits_processor import BudgetLogitsProcessor, budget_extra_args
+from server.engine.suppression_count import SuppressionRecord, suppression_record
 from tests.engine_replay import Replay, Req
 
 VOCAB = 64
@@ -213,7 +209,8 @@ def test_finished_requests_leave_nothing_behind():
     replay.run({0: {"add": [a, b]}}, 24)
     assert "a" not in replay.reqs and "b" in replay.reqs and len(record_of(p)) == 2
     records = [r.record for r in proc.rows.values()]
-    records += [rec for _, rec, _ in proc.pending[2]] if proc.pending else []
+    pending = proc.counts.pending
+    records += [rec for _, rec, _ in pending[2]] if pending else []
     assert records and all(rec is not record_of(p) for rec in records)
 
 
@@ -325,7 +322,7 @@ def test_vllm_v1_keeps_a_preempted_requests_params():
     assert "req_state = self.requests.pop(req_id, None)" in src
     assert src.count("self.requests.pop(") == 1 and "preempted_req_ids" not in src, (
         "vLLM's V1 runner now drops preempted requests' state: the no-string Waits count "
-        "(server/engine/logits_processor.py SuppressionRecord) would be lost")
+        "(server/engine/suppression_count.py SuppressionRecord) would be lost")
     assert "req_state.sampling_params =" not in src  # never replaced on resume
     p = SamplingParams(temperature=0.0)
     suppression_record(p)[(3, 0)] = True

@@ -110,6 +110,26 @@ def test_request_id_body_limit_and_operational_key():
     assert client.options("/health").status_code != 401  # a preflight carries no key
 
 
+def test_the_arrival_is_taken_before_the_body_is_read(monkeypatch):
+    """thinking_deadline_ms counts from the request's arrival at the front, on the
+    deadline's own clock, not from when vLLM's route has read and parsed the body."""
+    from server.api import deadline
+
+    ticks = iter([100.0, 200.0, 300.0])
+    monkeypatch.setattr(deadline, "CLOCK", lambda: next(ticks))
+    seen: list[float] = []
+
+    async def arrival(request):  # noqa: ANN001, ANN202
+        await request.body()
+        seen.append(request.state.s1_arrival)
+        return PlainTextResponse("ok")
+
+    front = front_with(None)
+    front.app = Starlette(routes=[Route("/v1/chat/completions", arrival, methods=["POST"])])
+    assert TestClient(front).post("/v1/chat/completions", content=b"{}").text == "ok"
+    assert seen == [100.0] and deadline.ARRIVAL == "s1_arrival"
+
+
 def test_vllm_plugins_names_s1_and_keeps_the_rest():
     """``python -m server`` allowlists its endpoint plugin without dropping the others:
     unset means every plugin to vLLM, so every installed one is named."""

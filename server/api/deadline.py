@@ -67,6 +67,12 @@ PARAM = "thinking_deadline_ms"
 CLOCK: Callable[[], float] = time.monotonic
 
 
+# Where the front (server.api.front) leaves a request's arrival time in the ASGI scope's
+# state; on stock `vllm serve` with the plugin there is no front and the budget
+# dependency's own time stands.
+ARRIVAL = "s1_arrival"
+
+
 def now() -> float:
     return CLOCK()
 

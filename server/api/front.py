@@ -25,6 +25,8 @@ from typing import Any
 
 from fastapi.responses import JSONResponse, Response
 
+from server.api import deadline
+from server.api.deadline import ARRIVAL
 from server.api.errors import APIError
 from server.api.protocol import Health
 
@@ -119,7 +121,11 @@ class Front:
                    for k, v in scope.get("headers", [])}
         rid = headers.get("x-request-id") or uuid.uuid4().hex
         rid = "".join(ch for ch in rid if ch.isalnum() or ch in "-_.")[:128] or uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = rid
+        state = scope.setdefault("state", {})
+        state["request_id"] = rid
+        # When the request arrived, for thinking_deadline_ms (its clock): before the body
+        # is read and parsed, which under load waits for the event loop too.
+        state[ARRIVAL] = deadline.now()
         path = scope.get("path", "")
         status = [500]
         started = time.perf_counter()

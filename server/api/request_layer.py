@@ -86,7 +86,8 @@ async def budget_dependency(request: Request) -> BudgetRequest | None:
     _check_limits(body, serving)
     budget = budget_from_body(body, serving.settings.reasoning_effort_budgets)
     limits.check_waits(budget.thinking_waits, serving.settings)  # same 400 on every surface
-    budget.arrival = deadline.now()
+    arrived = getattr(request.state, deadline.ARRIVAL, None)  # the front's, when it ran
+    budget.arrival = deadline.now() if arrived is None else arrived
     deadline.check(budget.thinking_deadline_ms, serving.settings)
     early_stop.check(budget.early_stop, serving.settings)
     if body.get("use_beam_search") is True:

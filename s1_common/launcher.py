@@ -39,6 +39,15 @@ VLLM_SERVER = "vllm.entrypoints.openai.api_server"
 # CPU-friendly engine settings every test server shares (a flag given later wins).
 ENGINE_FLAGS = ("--enforce-eager", "--dtype", "float32", "--max-model-len", "1024")
 POLL_S = 0.1  # how often a wait looks again at the condition it waits for
+# What a server logs (vLLM's engine process manager, after the HTTP drain) when it sends its
+# engine-core processes SIGTERM. s1-serve then gives them vLLM's 5 s best-effort grace
+# (server/api/front.py calls engine.shutdown() without a timeout), and on CPU they always
+# use it: the worker takes ~4 s to exit after its queues close, and the engine core is
+# force-killed at 5 s. ``vllm serve`` passes its --shutdown-timeout (0: kill at once).
+# ServerProcess.stop kills them when it reads this line, which saves ~5 s per server;
+# the server's own shutdown and exit status are untouched (tests/test_hardening.py
+# checks a real SIGTERM without this shortcut).
+ENGINE_STOP_LOGGED = b"[shutdown] Process manager: send sigterm to process"
 
 
 def free_port() -> int:
@@ -175,16 +184,23 @@ class ServerProcess:
     def stop(self, timeout: float = 60.0) -> int:
         """SIGTERM, then SIGKILL to the process group after ``timeout``; the exit status.
 
-        A load still held is refused, so that the server's loader thread returns and the
-        process can exit."""
+        The server's own shutdown runs as it would in production (the listener closes,
+        requests drain, the exit status is its own), except for the engine processes'
+        last step: once the server has told them to stop, they are killed at once, as
+        ``vllm serve`` does (see :data:`ENGINE_STOP_LOGGED`). A load still held is
+        refused, so that the server's loader thread returns and the process can exit."""
         if self.proc.poll() is None:
+            log_at = self.log_path.stat().st_size
             self.proc.terminate()
             deadline = time.monotonic() + timeout
+            engine_killed = False
             while self.proc.poll() is None and time.monotonic() < deadline:
                 if self.gate is not None:
                     self._open_gate(b"stop")
+                if not engine_killed and ENGINE_STOP_LOGGED in self._log_since(log_at):
+                    engine_killed = self._kill_engine()
                 with contextlib.suppress(subprocess.TimeoutExpired):
-                    self.proc.wait(POLL_S if self.gate is not None else timeout)
+                    self.proc.wait(POLL_S)
             if self.proc.poll() is None:
                 os.killpg(self.proc.pid, signal.SIGKILL)  # the session this object started
                 self.proc.wait()
@@ -195,6 +211,32 @@ class ServerProcess:
             self.gate.unlink(missing_ok=True)
             self.gate = None
         return self.proc.returncode
+
+    def _log_since(self, offset: int) -> bytes:
+        with open(self.log_path, "rb") as f:
+            f.seek(offset)
+            return f.read()
+
+    def _kill_engine(self) -> bool:
+        """SIGKILL the server's engine-core processes and their children (the workers);
+        False when there were none to kill."""
+        import psutil
+
+        try:
+            children = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.Error:
+            return False
+        cores = []
+        for child in children:
+            with contextlib.suppress(psutil.Error):
+                if "EngineCore" in " ".join([child.name(), *child.cmdline()]):
+                    cores.append(child)
+        for core in cores:
+            with contextlib.suppress(psutil.Error):
+                for process in [*core.children(recursive=True), core]:
+                    with contextlib.suppress(psutil.Error):
+                        process.kill()
+        return bool(cores)
 
 
 def _held_main(gate: str, argv: list[str]) -> None:

@@ -59,6 +59,16 @@ def _clean_s1_environment() -> Iterator[None]:
         yield
 
 
+@pytest.fixture
+def clean_cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """For the command-line tests (test_cli_*): no S1_* or VLLM_API_KEY from the caller's
+    environment, and a scratch working directory for the files a command line names."""
+    for name in list(os.environ):
+        if name.startswith("S1_") or name == "VLLM_API_KEY":
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(scope="session")
 def tiny_s1() -> Path:
     """Random tiny Qwen2 whose template does NOT open thinking (like the s1 models)."""

@@ -1,5 +1,5 @@
 """Helpers the deployment tests share (test_k8s, test_k8s_render, test_k8s_scaleout,
-test_multinode, test_deploy, test_router_live): the Kubernetes renders, the deploy/
+test_multinode, the container tests, test_router_live): the Kubernetes renders, the deploy/
 scripts loaded by path, the .dockerignore rules, the metric names the manifests query.
 Test modules import these from here, never from each other."""
 

@@ -26,7 +26,7 @@ base_attempts.jsonl    jsonl    precomputed base-model attempts: 24 correct (tho
 :data:`EXPECTED` is the funnel this pool gives when no model solves or breaks anything
 more (true for a random tiny model: its answers are never right). The shipped copy is
 ``tests/data/pool``; ``python -m tests.pool tests/data/pool`` writes it again (seed 0), and
-test_datasets_build_units.py checks that the two agree.
+test_datasets_build_config.py checks that the two agree.
 """
 
 from __future__ import annotations

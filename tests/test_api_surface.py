@@ -246,7 +246,7 @@ def test_fields_that_would_change_the_output_are_refused(api_server, path, extra
 
 def test_fields_that_change_nothing_are_accepted(api_server):
     """OpenAI's bookkeeping fields and unsupported features sent at their default pass;
-    a field no API declares does not (tests/test_server.py, unknown fields)."""
+    a field no API declares does not (tests/test_server_errors.py, unknown fields)."""
     r = post(api_server, "/v1/chat/completions", {
         "model": API_MODEL, "messages": MSG, "max_tokens": 3, "user": "u1", "store": False,
         "metadata": {"k": "v"}, "modalities": ["text"]})

@@ -16,30 +16,26 @@ differences allowed are s1-serve's documented defaults, asserted exactly: ``host
 the merged list (``--api-key``, else ``VLLM_API_KEY``). A line that differs in any other
 field is a parsing bug of s1-serve and fails here, naming the field.
 
-The last tests resolve the engine's batch defaults (``max_num_seqs``,
-``max_num_batched_tokens``) for s1-serve's engine arguments and for ``vllm serve``'s on a
-fake CUDA platform; see :func:`test_scheduler_defaults_match_vllm_serve`.
+What s1-serve's command line adds to vLLM's (S1_<DEST> variables, the old spellings, the
+version check) is test_cli_overrides; the engine's batch defaults, test_cli_batch_defaults.
 """
 
 from __future__ import annotations
 
-import argparse
-import copy
-import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from server.settings import DEMO_MODEL
+from tests.vllm_serve import field_diffs, s1_expected, vllm_serve_args
+
+pytestmark = pytest.mark.usefixtures("clean_cli_env")
 
 RECIPES = "https://github.com/vllm-project/recipes/blob/main/"
 VLLM_DOCS = "https://github.com/vllm-project/vllm/blob/main/docs/"
 STACK = "https://github.com/vllm-project/production-stack/blob/main/"
 LWS = "https://github.com/kubernetes-sigs/lws/blob/main/"
-MISSING = "<absent>"
 
 
 @dataclass(frozen=True)
@@ -225,45 +221,6 @@ CORPUS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No S1_* or VLLM_API_KEY from the caller's environment; a scratch working directory."""
-    for name in list(os.environ):
-        if name.startswith("S1_") or name == "VLLM_API_KEY":
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-
-
-def vllm_serve_args(argv: list[str]) -> argparse.Namespace:
-    """The namespace ``vllm serve ARGV`` runs with (vllm/entrypoints/cli/serve.py)."""
-    from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
-    from vllm.utils.argparse_utils import FlexibleArgumentParser
-
-    args = make_arg_parser(FlexibleArgumentParser()).parse_args(argv)
-    if getattr(args, "model_tag", None) is not None:
-        args.model = args.model_tag
-    validate_parsed_serve_args(args)
-    return args
-
-
-def s1_expected(vllm_args: argparse.Namespace, env_api_key: str | None) -> dict[str, Any]:
-    """``vllm serve``'s namespace with s1-serve's documented defaults applied."""
-    expected = dict(vars(vllm_args))
-    if expected["host"] is None:
-        expected["host"] = "127.0.0.1"
-    if not expected["served_model_name"]:
-        expected["served_model_name"] = [vllm_args.model]
-    # vLLM's server takes --api-key, else VLLM_API_KEY (serve/middleware/register.py).
-    keys = list(expected["api_key"] or []) or ([env_api_key] if env_api_key else [])
-    expected["api_key"] = keys or None
-    return expected
-
-
-def field_diffs(got: dict[str, Any], expected: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-    return {k: (got.get(k, MISSING), expected.get(k, MISSING))
-            for k in sorted(set(got) | set(expected))
-            if got.get(k, MISSING) != expected.get(k, MISSING)}
-
 
 def write_files(line: Line, monkeypatch: pytest.MonkeyPatch) -> None:
     for name, text in line.files.items():
@@ -348,263 +305,3 @@ def test_line_vllm_rejects_is_rejected(line: Line, capsys: pytest.CaptureFixture
     assert s1_err[s1_err.index("error: "):] == vllm_err[vllm_err.index("error: "):], (
         "s1-serve's usage error differs from vLLM's")
 
-
-# -------------------------------------------------------- S1_<DEST> variables
-BASE = "deepseek-ai/DeepSeek-V3.2-Exp -tp 8"  # recipes: DeepSeek/DeepSeek-V3_2-Exp.md
-
-
-@pytest.mark.parametrize(("env", "flags"), [
-    ({"S1_MAX_NUM_BATCHED_TOKENS": "4096"}, "--max-num-batched-tokens 4096"),
-    ({"S1_KV_CACHE_DTYPE": "fp8"}, "--kv-cache-dtype fp8"),
-    ({"S1_ENABLE_PREFIX_CACHING": "true"}, "--enable-prefix-caching"),
-    ({"S1_ENABLE_PREFIX_CACHING": "0"}, "--no-enable-prefix-caching"),
-    ({"S1_TRUST_REMOTE_CODE": "1"}, "--trust-remote-code"),
-    ({"S1_SERVED_MODEL_NAME": "a,b"}, "--served-model-name a b"),
-    ({"S1_MAX_MODEL_LEN": "32768"}, "--max-model-len 32768"),
-    ({"S1_HOST": "0.0.0.0"}, "--host 0.0.0.0"),
-    ({"S1_UVICORN_LOG_LEVEL": "warning", "S1_ROOT_PATH": "/llm"},
-     "--uvicorn-log-level warning --root-path /llm"),
-], ids=lambda v: ",".join(v) if isinstance(v, dict) else None)
-def test_s1_env_sets_vllm_argument(env: dict[str, str], flags: str,
-                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    from server.api.cli import parse
-
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    args, _ = parse(shlex.split(BASE))
-    for name in env:  # the reference parse runs without them
-        monkeypatch.delenv(name)
-    expected = s1_expected(vllm_serve_args(shlex.split(f"{BASE} {flags}")), None)
-    assert not field_diffs(vars(args), expected), field_diffs(vars(args), expected)
-
-
-@pytest.mark.parametrize(("env", "flags", "dest", "value"), [
-    ({"S1_MAX_NUM_BATCHED_TOKENS": "4096"}, "--max-num-batched-tokens 8192",
-     "max_num_batched_tokens", 8192),
-    ({"S1_ENABLE_PREFIX_CACHING": "true"}, "--no-enable-prefix-caching",
-     "enable_prefix_caching", False),
-    ({"S1_SERVED_MODEL_NAME": "a,b"}, "--served-model-name c", "served_model_name", ["c"]),
-    ({"S1_HOST": "0.0.0.0"}, "--host 10.0.0.1", "host", "10.0.0.1"),
-])
-def test_flag_wins_over_s1_env(env: dict[str, str], flags: str, dest: str, value: Any,
-                               monkeypatch: pytest.MonkeyPatch) -> None:
-    from server.api.cli import parse
-
-    for name, val in env.items():
-        monkeypatch.setenv(name, val)
-    args, _ = parse(shlex.split(f"{BASE} {flags}"))
-    assert getattr(args, dest) == value
-
-
-@pytest.mark.parametrize(("name", "value"), [
-    ("S1_MAX_MODEL_LEN", "abc"),
-    ("S1_MAX_NUM_SEQS", "many"),
-    ("S1_ENABLE_PREFIX_CACHING", "maybe"),
-    ("S1_KV_CACHE_DTYPE", "fp9"),  # `--kv-cache-dtype fp9` is an error in vLLM's parser
-])
-def test_bad_s1_env_exits_naming_the_variable(name: str, value: str,
-                                              monkeypatch: pytest.MonkeyPatch,
-                                              capsys: pytest.CaptureFixture) -> None:
-    from server.api.cli import parse
-
-    monkeypatch.setenv(name, value)
-    with pytest.raises(SystemExit) as exc:
-        parse(shlex.split(BASE))
-    message = f"{exc.value.code} {capsys.readouterr().err}"
-    assert exc.value.code != 0 and name in message, (
-        f"{name}={value!r} must stop s1-serve with a message naming {name}; got {message!r}")
-
-
-# ------------------------------------------------------------ keys and origins
-def test_vllm_api_key_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
-    from server.api.cli import parse
-
-    monkeypatch.setenv("VLLM_API_KEY", "from-env")
-    args, settings = parse(shlex.split(BASE))
-    assert args.api_key == ["from-env"] and settings.api_keys == ["from-env"]
-    assert settings.all_api_keys() == ["from-env"]
-
-
-def test_api_key_flag_wins_over_vllm_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    """As vLLM's server: ``args.api_key or [VLLM_API_KEY]``."""
-    from server.api.cli import parse
-
-    monkeypatch.setenv("VLLM_API_KEY", "from-env")
-    args, settings = parse(shlex.split(f"{BASE} --api-key k1 k2"))
-    assert args.api_key == ["k1", "k2"] and settings.api_keys == ["k1", "k2"]
-
-
-def test_old_api_keys_spelling() -> None:
-    from server.api.cli import parse
-
-    args, settings = parse(shlex.split(f"{BASE} --api-keys a,b"))
-    expected = s1_expected(vllm_serve_args(shlex.split(f"{BASE} --api-key a b")), None)
-    assert not field_diffs(vars(args), expected), field_diffs(vars(args), expected)
-    assert settings.api_keys == ["a", "b"]
-
-
-def test_old_cors_origins_spelling() -> None:
-    """``--cors-origins a,b`` = ``--allowed-origins '["a","b"]'`` (server/api/cli.py's docstring):
-    only those origins, not vLLM's default ``*`` as well."""
-    from server.api.cli import parse
-
-    args, settings = parse(shlex.split(f"{BASE} --cors-origins https://a.example,"
-                                       "https://b.example"))
-    reference = vllm_serve_args(shlex.split(
-        f"{BASE} --allowed-origins " + shlex.quote('["https://a.example","https://b.example"]')))
-    expected = s1_expected(reference, None)
-    assert not field_diffs(vars(args), expected), field_diffs(vars(args), expected)
-    assert settings.cors_origins == ["https://a.example", "https://b.example"]
-
-
-# ------------------------------------------------------------- version check
-def test_check_vllm_version() -> None:
-    from server.api.cli import TESTED_VLLM, check_vllm_version
-
-    check_vllm_version(False)  # the installed one is the tested one
-    check_vllm_version(False, TESTED_VLLM + "+cu128")  # a local build of the same release
-    with pytest.raises(SystemExit) as exc:
-        check_vllm_version(False, "0.33.0")
-    assert "0.33.0" in str(exc.value) and TESTED_VLLM in str(exc.value)
-    assert "--allow-untested-vllm" in str(exc.value)
-    check_vllm_version(True, "0.33.0")  # allowed: a warning, no exit
-
-
-def test_parse_refuses_untested_vllm(monkeypatch: pytest.MonkeyPatch) -> None:
-    import vllm
-
-    from server.api.cli import parse
-
-    monkeypatch.setattr(vllm, "__version__", "0.31.1")
-    with pytest.raises(SystemExit, match="0.31.1"):
-        parse(shlex.split(BASE))
-    args, settings = parse(shlex.split(f"{BASE} --allow-untested-vllm"))
-    assert settings.allow_untested_vllm and not hasattr(args, "allow_untested_vllm")
-
-
-# --------------------------------------------------------- scheduler defaults
-GiB = 1 << 30
-
-
-class FakeCudaPlatform:
-    """The real (CPU) platform, except what the batch defaults read: a CUDA device with an
-    H100's name and 80 GiB. Everything else is the real platform's."""
-
-    device_type = "cuda"
-    device_name = "cuda"
-
-    def __init__(self, real: Any) -> None:
-        self._real = real
-        self.queried = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
-
-    def is_cpu(self) -> bool:
-        return False
-
-    def is_tpu(self) -> bool:
-        return False
-
-    def is_cuda(self) -> bool:
-        return True
-
-    def is_cuda_alike(self) -> bool:
-        return True
-
-    def get_device_total_memory(self, device_id: int = 0) -> int:
-        self.queried += 1
-        return 80 * GiB
-
-    def get_device_name(self, device_id: int = 0) -> str:
-        return "NVIDIA H100 80GB HBM3"
-
-
-def resolved_batch(engine_args: Any, usage_context: Any,
-                   model_config: Any) -> tuple[int, int]:
-    """``(max_num_seqs, max_num_batched_tokens)`` as vLLM resolves them when it builds the
-    engine config (EngineArgs.create_engine_config runs these two steps on the model config
-    before it builds SchedulerConfig from the result)."""
-    from vllm.config import ParallelConfig
-
-    args = copy.deepcopy(engine_args)
-    args._set_default_chunked_prefill_and_prefix_caching_args(model_config)  # noqa: SLF001
-    args._set_default_max_num_seqs_and_batched_tokens_args(  # noqa: SLF001
-        usage_context, model_config, ParallelConfig())
-    return args.max_num_seqs, args.max_num_batched_tokens
-
-
-@pytest.mark.parametrize("flags", [
-    "",  # no batch flags: the device and usage-context defaults decide
-    "--max-num-batched-tokens 10240 --max-num-seqs 128",  # recipes: OpenAI/GPT-OSS.md
-])
-def test_scheduler_defaults_match_vllm_serve(flags: str,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    """s1-serve's engine gets ``vllm serve``'s batch sizes on a GPU.
-
-    vLLM picks ``max_num_seqs`` and ``max_num_batched_tokens`` (when the command line sets
-    none) from a table keyed by the usage context and the device: on an H100,
-    ``OPENAI_API_SERVER`` (``vllm serve``) gets 1024 sequences and 8192 tokens per step,
-    ``ENGINE_CONTEXT`` (``AsyncLLM.from_engine_args`` without one) 128 and 2048.
-
-    What is faked, and why: this machine has no GPU, and building the whole engine
-    config needs one (device, memory profiling). ``EngineArgs.get_batch_defaults`` reads
-    only ``current_platform.get_device_total_memory()``, ``get_device_name()``,
-    ``is_tpu()`` and ``is_cpu()``, and ``_set_default_chunked_prefill_and_prefix_caching_args``
-    ``is_cpu()``; server/engine/loader.py reads ``is_cpu()`` (chunked prefill off on CPU). Those
-    are replaced by :class:`FakeCudaPlatform` (an H100: 80 GiB), in vllm.engine.arg_utils
-    and behind ``vllm.platforms.current_platform``; the model config of the demo model is
-    built by vLLM on the real platform, and vLLM's own two default-setting steps run on
-    it. s1-serve's engine arguments are the ones ``server.engine.loader.start_engine`` builds
-    from the configured command line (``create_engine_config`` patched to record them and
-    the usage context instead of building the config and starting an engine).
-    """
-    import vllm.engine.arg_utils as arg_utils
-    import vllm.platforms
-    from vllm.engine.arg_utils import AsyncEngineArgs
-    from vllm.usage.usage_lib import UsageContext
-    from vllm.v1.engine.async_llm import AsyncLLM
-
-    import server.engine.loader
-    from server.api.cli import parse
-
-    argv = shlex.split(f"{DEMO_MODEL} {flags}")
-    vllm_engine_args = AsyncEngineArgs.from_cli_args(vllm_serve_args(argv))
-    args, settings = parse(argv)
-
-    fake = FakeCudaPlatform(vllm.platforms.current_platform)
-    calls: list[tuple[Any, Any]] = []
-
-    def record(engine_args: Any, usage_context: Any = None, **kwargs: Any) -> str:
-        calls.append((engine_args, usage_context))
-        return "config"
-
-    with monkeypatch.context() as m:
-        m.setattr(vllm.platforms, "_current_platform", fake)
-        m.setattr(arg_utils, "current_platform", fake)
-        m.delenv("S1_PARSER_FORMAT", raising=False)
-        m.setattr(AsyncEngineArgs, "create_engine_config", record)
-        m.setattr(AsyncLLM, "from_vllm_config", lambda vllm_config, **kw: vllm_config)
-        server.engine.loader.configure_args(args, settings)
-        assert server.engine.loader.start_engine(args) == "config"
-    ((s1_engine_args, s1_usage),) = calls
-    assert s1_usage == UsageContext.OPENAI_API_SERVER, "server/engine/loader.py start_engine"
-
-    # The demo model's config, built by vLLM on the real platform (each side its own).
-    s1_model = s1_engine_args.create_model_config()
-    serve_model = vllm_engine_args.create_model_config()
-    with monkeypatch.context() as m:
-        m.setattr(arg_utils, "current_platform", fake)
-        s1 = resolved_batch(s1_engine_args, s1_usage, s1_model)
-        serve = resolved_batch(vllm_engine_args, UsageContext.OPENAI_API_SERVER, serve_model)
-        engine_context = resolved_batch(vllm_engine_args, UsageContext.ENGINE_CONTEXT,
-                                        serve_model)
-    assert fake.queried >= 3, "the batch defaults did not read the (fake) device memory"
-    assert s1 == serve, (f"s1-serve's (max_num_seqs, max_num_batched_tokens) {s1} != "
-                         f"vllm serve's {serve} on an H100")
-    if flags:
-        assert serve == engine_context == (128, 10240)
-    else:
-        assert serve == (1024, 8192)
-        assert engine_context != serve, (
-            f"ENGINE_CONTEXT {engine_context} should differ from OPENAI_API_SERVER {serve}")

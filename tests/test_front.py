@@ -3,7 +3,7 @@ tells ``python -m server`` about the engine when the server stops.
 
 The app behind it is a two-route Starlette app and the engine a plain object with vLLM's
 ``errored`` flag: the front reads nothing else of them. The real front before vLLM's
-real app is covered by the server tests (tests/test_server.py, test_engine_death.py).
+real app is covered by the server tests (tests/test_server_errors.py, test_engine_death.py).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ No cluster runs here, so the controllers' rules that decided it are encoded as t
   is still forming;
 - a volume's access mode against how many pods, on how many nodes, mount it;
 - the grace and probe arithmetic against the request timeout;
-- every metric an autoscaler or alert names is exported (tests/test_deploy.py checks that on a
+- every metric an autoscaler or alert names is exported (tests/test_deploy_live_metrics.py checks that on a
   running server through tests/deploy_helpers.k8s_metric_names) and reaches Prometheus through the shipped
   scrape configuration, whichever of the two is used;
 - the autoscalers' thresholds follow each layout's memory plan.

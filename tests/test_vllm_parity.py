@@ -8,7 +8,7 @@ loaded as a plugin), so that the reasoning split is comparable. Every request of
 response *shape*: the set of ``path:type`` leaves of the JSON (streams: of every event),
 where a null value counts as an absent key. Where the same model must decode the same
 tokens (greedy, or sampled with a seed), the texts, token counts and finish reasons must
-be equal too. Budgets go to s1-serve only (the last tests).
+be equal too. Budgets go to s1-serve only (test_budget_surfaces).
 
 What s1-serve may add is listed in :data:`EXTRAS` (its documented fields). Differences
 found and not fixed yet are strict xfails, each with its diagnosis.
@@ -17,20 +17,32 @@ found and not fixed yet are strict xfails, each with its diagnosis.
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import json
-from collections.abc import Callable
 from typing import Any
 
-import httpx
 import pytest
 
+from tests.api_answers import (
+    ANTHROPIC,
+    CHAT,
+    COMPL,
+    MSG,
+    OPEN_PROMPT,
+    Answer,
+    Case,
+    allowed,
+    call,
+    chat,
+    cmpl,
+    error_message,
+    reasoning_tokens,
+    shape,
+    texts,
+    values,
+)
 from tests.conftest import API_KEY, API_MODEL, TOOL_FLAGS
-from tests.stream_reader import sse_typed
 
 pytestmark = pytest.mark.engine
-AUTH = {"Authorization": f"Bearer {API_KEY}"}
-MSG = [{"role": "user", "content": "How many r in raspberry?"}]
 S1_FORMAT = {"start": "<|im_start|>think", "end": "<|im_start|>answer"}
 
 
@@ -54,29 +66,6 @@ def vllm_server(tiny_s1_open):
 
 
 # ------------------------------------------------------------------ the cases
-@dataclasses.dataclass(frozen=True)
-class Case:
-    path: str
-    body: dict | None = None  # None: GET
-    stream: bool = False
-    text: bool = True  # greedy: the generated texts must be equal too
-    auth: bool = True
-    shape: bool = True  # compare the body's shape (False: the status only)
-    no_ws: bool = False  # ban whitespace tokens (conftest.no_whitespace): tool calls finish
-    # A deliberate difference (README): asserts s1-serve's documented answer exactly,
-    # given (vLLM's answer, ours), instead of parity.
-    differs: Callable[[Any, Any], None] | None = None
-
-
-def chat(**kw: Any) -> dict:
-    return {"model": API_MODEL, "messages": MSG, "max_tokens": 8, "temperature": 0, **kw}
-
-
-def cmpl(**kw: Any) -> dict:
-    return {"model": API_MODEL, "prompt": "Let me think", "max_tokens": 6, "temperature": 0,
-            **kw}
-
-
 # strict: vLLM constrains the arguments to the schema only then (else: any JSON)
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "The weather in a city.", "strict": True,
@@ -96,11 +85,8 @@ TOOL_TURN = [
     {"role": "tool", "tool_call_id": "call_1", "content": "sunny, 21 C"},
 ]
 NO_THINK = {"enable_thinking": False}
-OPEN_PROMPT = ("<|im_start|>user\nHow many r in raspberry?<|im_end|>\n"
-               "<|im_start|>assistant\n<|im_start|>think\n")
 SCHEMA = {"type": "object", "properties": {"n": {"enum": [1, 2, 3]}}, "required": ["n"],
           "additionalProperties": False}
-ANTHROPIC = {"model": API_MODEL, "max_tokens": 8, "temperature": 0, "messages": MSG}
 
 
 def both(name: str, path: str, body: dict, *, marks: Any = (), stream_marks: Any = None,
@@ -115,8 +101,6 @@ def both(name: str, path: str, body: dict, *, marks: Any = (), stream_marks: Any
 def one(name: str, path: str, body: dict | None = None, *, marks: Any = (), **kw: Any) -> list:
     return [pytest.param(Case(path, body, **kw), id=name, marks=marks)]
 
-
-CHAT, COMPL = "/v1/chat/completions", "/v1/completions"
 
 
 def _continued_text_is_no_reasoning(theirs: Any, ours: Any) -> None:
@@ -265,143 +249,7 @@ EXTRAS = (
 )
 
 
-# --------------------------------------------------------------- the machinery
-@dataclasses.dataclass
-class Answer:
-    status: int
-    body: Any = None  # JSON (unstreamed)
-    # (event name, data): chat and completions events are all ``message``
-    events: list[tuple[str, Any]] = dataclasses.field(default_factory=list)
-
-
-def call(server: Any, case: Case) -> Answer:
-    url = server.base_url + case.path
-    headers = AUTH if case.auth else {}
-    if case.body is None:
-        r = httpx.get(url, headers=headers, timeout=120)
-        return Answer(r.status_code, r.json() if r.content else {})
-    body = {k: v for k, v in case.body.items() if v is not None}
-    if not case.stream:
-        r = httpx.post(url, json=body, headers=headers, timeout=120)
-        return Answer(r.status_code, r.json())
-    with httpx.stream("POST", url, json=body, headers=headers, timeout=120) as r:
-        if r.status_code != 200:
-            r.read()
-            return Answer(r.status_code, r.json())
-        return Answer(200, events=sse_typed(r))
-
-
-def leaves(x: Any, path: str = "") -> set[str]:
-    """``path:type`` of every node; nulls count as absent, list items are merged."""
-    if isinstance(x, dict):
-        out = {f"{path}:dict"} if path else set()
-        for k, v in x.items():
-            if v is not None:
-                out |= leaves(v, f"{path}.{k}" if path else k)
-        return out
-    if isinstance(x, list):
-        out = {f"{path}:list"}
-        for v in x:
-            if v is not None:
-                out |= leaves(v, path + "[]")
-        return out
-    return {f"{path}:{type(x).__name__}"}
-
-
-def shape(a: Answer) -> set[str]:
-    if not a.events:
-        return leaves(a.body)
-    out = set()
-    for kind, data in a.events:
-        out |= {f"<{kind}>"} | {f"<{kind}>.{p}" for p in leaves(data)}
-    return out
-
-
-def allowed(leaf: str, patterns: tuple[str, ...]) -> bool:
-    bare = leaf.split(">.", 1)[-1]  # a stream's event prefix does not matter here
-    return any(fnmatch.fnmatchcase(x, p) for x in (leaf, bare) for p in patterns)
-
-
-def texts(a: Answer) -> dict[str, str]:
-    """The generated texts by kind (content, reasoning, per choice), None as ''."""
-    out: dict[str, str] = {}
-
-    def add(key: str, value: Any) -> None:
-        if isinstance(value, str):
-            out[key] = out.get(key, "") + value
-
-    if a.body is not None and not a.events:
-        body = a.body
-        for c in body.get("choices") or ():
-            i = c.get("index", 0)
-            add(f"text{i}", c.get("text"))
-            m = c.get("message") or {}
-            add(f"content{i}", m.get("content"))
-            add(f"reasoning{i}", m.get("reasoning"))
-            for t in m.get("tool_calls") or ():
-                add(f"tool{i}", t["function"]["name"] + t["function"]["arguments"])
-        for item in body.get("output") or ():  # Responses
-            for part in item.get("content") or ():
-                add(f"{item['type']}:{part.get('type')}", part.get("text"))
-        if body.get("type") == "message":  # Anthropic
-            for block in body.get("content") or ():
-                add(f"block:{block['type']}", block.get("text") or block.get("thinking"))
-    for kind, data in a.events:
-        if not isinstance(data, dict):
-            continue
-        for c in data.get("choices") or ():
-            i = c.get("index", 0)
-            add(f"text{i}", c.get("text"))
-            d = c.get("delta") or {}
-            add(f"content{i}", d.get("content"))
-            add(f"reasoning{i}", d.get("reasoning"))
-            for t in d.get("tool_calls") or ():
-                f = t.get("function") or {}
-                add(f"tool{i}", (f.get("name") or "") + (f.get("arguments") or ""))
-        if kind == "response.output_text.delta":
-            add("message:output_text", data.get("delta"))
-        if kind == "content_block_delta":  # text_delta -> block:text, as unstreamed
-            delta = data.get("delta") or {}
-            add(f"block:{str(delta.get('type')).removesuffix('_delta')}",
-                delta.get("text") or delta.get("thinking"))
-    return {k: v for k, v in out.items() if v}
-
-
-def values(a: Answer) -> dict[str, Any]:
-    """Token counts (every ``usage`` object) and finish reasons; the last one seen wins."""
-    out: dict[str, Any] = {}
-
-    def walk(x: Any, path: str) -> None:
-        if isinstance(x, dict):
-            for k, v in x.items():
-                if k in ("finish_reason", "stop_reason") and isinstance(v, str):
-                    out[f"{path}.{k}"] = v
-                elif k == "usage" and isinstance(v, dict):
-                    out.update({p: n for p, n in _ints(v, "usage")})
-                else:
-                    walk(v, path)
-        elif isinstance(x, list):
-            for i, v in enumerate(x):
-                walk(v, f"{path}[{v.get('index', i) if isinstance(v, dict) else i}]")
-
-    for b in [a.body] if not a.events else [d for _, d in a.events]:
-        walk(b, "")
-    return out
-
-
-def _ints(x: Any, path: str) -> list[tuple[str, int]]:
-    if isinstance(x, dict):
-        return [t for k, v in x.items() for t in _ints(v, f"{path}.{k}")]
-    return [(path, x)] if isinstance(x, int) and not isinstance(x, bool) else []
-
-
-def error_message(a: Answer) -> str | None:
-    err = a.body.get("error") if isinstance(a.body, dict) else None
-    if isinstance(err, dict):
-        return err.get("message")
-    return err if isinstance(err, str) else None
-
-
+# -------------------------------------------------------------- the comparison
 def compare(theirs: Answer, ours: Answer, case: Case) -> None:
     if case.differs is not None:
         case.differs(theirs, ours)
@@ -435,83 +283,3 @@ def test_parity(vllm_server, api_server, no_whitespace, case):
         case = dataclasses.replace(case, body={**case.body, "logit_bias": no_whitespace})
     compare(call(vllm_server, case), call(api_server, case), case)
 
-
-# ------------------------------------------------- budgets (s1-serve only)
-BUDGET = {"thinking_min": 4, "thinking_max": 4}
-
-
-def reasoning_tokens(body: dict) -> int:
-    usage = body["usage"]
-    details = usage.get("completion_tokens_details") or usage.get("output_tokens_details")
-    return details["reasoning_tokens"]
-
-
-RESPONSES = {"model": API_MODEL, "input": "How many r?", "max_output_tokens": 20,
-             "temperature": 0, **BUDGET}
-SAMPLED = {"temperature": 1.0, "seed": 1}
-BUDGET_CASES = [
-    pytest.param(CHAT, chat(max_tokens=20, **BUDGET), id="chat"),
-    pytest.param(CHAT, chat(max_tokens=20, **BUDGET, **SAMPLED), id="chat-sampled"),
-    pytest.param(CHAT, chat(max_tokens=20, logprobs=True, **BUDGET), id="chat-vllm"),
-    pytest.param(CHAT, chat(max_tokens=20, logprobs=True, **BUDGET, **SAMPLED),
-                 id="chat-vllm-sampled"),
-    pytest.param(COMPL, cmpl(max_tokens=20, prompt=OPEN_PROMPT, **BUDGET), id="completions"),
-    pytest.param(COMPL, cmpl(max_tokens=20, prompt=OPEN_PROMPT, **BUDGET, **SAMPLED),
-                 id="completions-sampled"),
-    # vLLM's completions class: its text keeps the thinking (logprobs line up with it)
-    pytest.param(COMPL, cmpl(max_tokens=20, prompt=OPEN_PROMPT, logprobs=1, **BUDGET),
-                 id="completions-vllm"),
-    pytest.param("/v1/responses", RESPONSES, id="responses"),
-    pytest.param("/v1/responses", {**RESPONSES, **SAMPLED}, id="responses-sampled"),
-]
-
-
-@pytest.mark.parametrize("path,body", BUDGET_CASES)
-@pytest.mark.parametrize("stream", [False, True], ids=["", "stream"])
-def test_budget_only_ours(api_server, path, body, stream):
-    """thinking_min == thinking_max: exactly that many thinking tokens, then the answer
-    (the forced 'Final Answer:' prefix), on every surface, streamed or not."""
-    if stream and path != "/v1/responses":
-        body = {**body, "stream_options": {"include_usage": True}}
-    a = call(api_server, Case(path, {**body, "stream": True} if stream else body,
-                              stream=stream))
-    assert a.status == 200, a.body
-    if not stream:
-        final = a.body
-    else:
-        done = [d for _, d in a.events if isinstance(d, dict) and d.get("usage")]
-        done += [d["response"] for k, d in a.events if k == "response.completed"]
-        final = done[-1]
-    answer = texts(a)
-    text = "".join(v for k, v in answer.items() if not k.startswith("reasoning"))
-    if path == COMPL:  # vLLM's completion class: the thinking stays in text
-        text = text[text.index("answer\nFinal Answer:") + len("answer"):]
-    assert text.lstrip("\n").startswith("Final Answer:"), answer
-    assert reasoning_tokens(final) == 4
-
-
-ANTHROPIC_BUDGET = {**ANTHROPIC, "max_tokens": 20, **BUDGET}
-
-
-@pytest.mark.parametrize("path,body", [
-    *(pytest.param(*p.values, id=p.id) for p in BUDGET_CASES),
-    pytest.param("/v1/messages", ANTHROPIC_BUDGET, id="messages"),
-])
-def test_budget_streamed_as_unstreamed(api_server, path, body):
-    """The same greedy budgeted request streamed and not: the same answer text."""
-    plain = call(api_server, Case(path, body))
-    streamed = call(api_server, Case(path, {**body, "stream": True}, stream=True))
-    answer = {k: v for k, v in texts(plain).items() if not k.startswith("reasoning")}
-    streamed_answer = {k: v for k, v in texts(streamed).items()
-                       if not k.startswith("reasoning")}
-    assert answer and streamed_answer == answer
-
-
-@pytest.mark.parametrize("stream", [False, True])
-def test_budget_anthropic_only_ours(api_server, stream):
-    """/v1/messages with thinking_max (Anthropic's budget_tokens must be >= 1024, more than
-    this model's context): the answer block starts with the forced prefix."""
-    a = call(api_server, Case("/v1/messages", {**ANTHROPIC_BUDGET, "stream": True}
-                              if stream else ANTHROPIC_BUDGET, stream=stream))
-    assert a.status == 200, a.body
-    assert texts(a)["block:text"].lstrip("\n").startswith("Final Answer:")

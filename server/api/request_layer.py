@@ -80,6 +80,11 @@ async def budget_dependency(request: Request) -> BudgetRequest | None:
         return None
     if path == "/v1/responses":
         _check_tool_outputs(body.get("input"))
+    if body.get("structured_outputs") is not None and \
+            not isinstance(body["structured_outputs"], dict):
+        # vLLM 0.32's chat and completions validators call .get() on it before pydantic
+        # checks its type: an AttributeError, a 500.
+        raise bad_request("structured_outputs must be an object", "structured_outputs")
     known = field_policy.declared(_model(*_SURFACES[path]))
     field_policy.check(path, body, known | {"reasoning_effort"},
                        strict=serving.settings.reject_unknown_fields)

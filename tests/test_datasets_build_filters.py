@@ -1,109 +1,31 @@
-"""datasets_build without a model server: config checks, each stage's rules, the selection
-algorithm, the cache, and the shipped test pool (regenerated and compared).
-
-The end-to-end run against the real server is in test_datasets_build_pipeline.py.
+"""datasets_build's stage rules without a model server, i.e. which questions survive and
+with what labels: collection (every drop reason counted on the pool, cross-source near
+duplicates, 8-gram decontamination), quality (formatting checks, the s1 marker, split
+thinking, missing answers, Asymptote figures outside AIME), grading (machine grading,
+the judge's prompt and verdict, ungraded questions kept out of the difficulty stage) and
+domains (MSC codes).
 """
 
 from __future__ import annotations
 
 import json
-import random
-import socket
-from collections import Counter
 from pathlib import Path
 
-import pytest
-
-from datasets_build import cli
 from datasets_build.checks import ascii_art, broken_numbering, missing_image
 from datasets_build.collect import run_collect
-from datasets_build.config import ConfigError, PreselectRule, Select, load_config
+from datasets_build.config import load_config
 from datasets_build.decontam import Decontaminator
 from datasets_build.domains import msc_codes, parse_code
-from datasets_build.export import to_layout
 from datasets_build.judging import clean_math, free_text, machine_grade, parse_verdict
 from datasets_build.schema import question_id
-from datasets_build.selection import draw_rank, select_rows
-from datasets_build.tables import StageStats, Table, read_table, with_stage, write_table
+from datasets_build.tables import Table
 from datasets_build.thinking import split_thinking
-from s1_common.cache import ResponseCache, request_key
-from tests.helpers import S1K_COLUMNS
-from tests.pool import EXPECTED, build_pool
+from tests.pool import EXPECTED
 
 POOL = Path(__file__).parent / "data" / "pool"
 CONFIG = POOL / "pipeline.yaml"
 
 
-def write_config(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "p.yaml"
-    path.write_text(text)
-    return path
-
-
-MINIMAL = """
-endpoints:
-  m: {base_url: "http://127.0.0.1:1", model: x}
-traces:
-  teachers: [{name: t, endpoint: m}]
-"""
-
-
-# ------------------------------------------------------------------ config
-def test_pool_config_loads() -> None:
-    cfg = load_config(CONFIG)
-    assert [t.name for t in cfg.traces.teachers] == ["gemini", "deepseek"]
-    assert cfg.difficulty.tokenizer.endswith("tiny-s1-open")
-    assert cfg.collect.sources[0].path == POOL / "numina_like.jsonl"
-    assert [e.name for e in cfg.endpoints_for(["traces", "difficulty"])] == ["tiny"]
-
-
-def test_example_config_loads() -> None:
-    cfg = load_config(Path(__file__).parents[1] / "datasets_build" / "configs" / "example.yaml")
-    assert [m.name for m in cfg.difficulty.base_models] == ["qwen7b", "qwen32b"]
-    assert cfg.select.size == 1000 and len(cfg.select.preselect) == 3
-    base = cfg.difficulty.base_models[0].gen
-    # s1's base-model settings (data/bulk_inference.py): the question alone, 0.05, 32768
-    assert (base.prompt, base.temperature, base.max_tokens) == ("{question}", 0.05, 32768)
-    assert cfg.difficulty.ungraded == "drop" and cfg.domains.drop_unknown
-
-
-@pytest.mark.parametrize(("text", "message"), [
-    (MINIMAL + "colect: {}\n", "unknown key(s) colect"),
-    (MINIMAL.replace("endpoint: m", "endpoint: nope"), "unknown endpoint 'nope'"),
-    (MINIMAL.replace("endpoint: m}", "endpoint: m, prompt: hi}"), "must contain {question}"),
-    (MINIMAL.replace("name: t", "name: Bad-Name"), "lowercase letters"),
-    (MINIMAL + "export: {layout: s1k-2}\n", "export.layout"),
-    (MINIMAL + "select: {size: many}\n", "select.size: expected int"),
-    (MINIMAL + "workdir: ${NO_SUCH_VAR_S1}\n", "NO_SUCH_VAR_S1"),
-])
-def test_bad_config_is_reported_with_its_key(tmp_path: Path, text: str, message: str) -> None:
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        load_config(write_config(tmp_path, text))
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_unreachable_endpoint_stops_before_any_work(tmp_path: Path, capsys,
-                                                    monkeypatch) -> None:
-    monkeypatch.setenv("S1_BASE_URL", f"http://127.0.0.1:{_closed_port()}")
-    rc = cli.main(["run", "-c", str(CONFIG), "--workdir", str(tmp_path / "w"), "--no-progress"])
-    err = capsys.readouterr().err
-    assert rc == 3
-    assert "endpoint 'tiny'" in err and "cannot reach" in err
-    assert not (tmp_path / "w" / "01_collect.parquet").exists()
-
-
-def test_bad_config_exit_code(tmp_path: Path, capsys) -> None:
-    path = write_config(tmp_path, MINIMAL + "quality: {checks: [ascii]}\n")
-    assert cli.main(["check", "-c", str(path)]) == 2
-    assert "quality.checks: unknown ['ascii']" in capsys.readouterr().err
-
-
-# ----------------------------------------------------------- collect rules
 def test_collect_on_the_pool_counts_every_reason(tmp_path: Path) -> None:
     cfg = load_config(CONFIG)
     table, stats, removed = run_collect(cfg.collect)
@@ -152,7 +74,6 @@ def test_decontamination_uses_8_grams() -> None:
     assert d.match("What is 2 + 2 + 2?") is None
 
 
-# ---------------------------------------------------------- quality rules
 def test_formatting_checks() -> None:
     assert ascii_art("Count:\n+--+--+\n|  |  |\n+--+--+")
     assert ascii_art("A table:\n| a | b |\n|---|---|\n| one | two |") is None
@@ -188,7 +109,21 @@ def test_split_thinking() -> None:
     assert split_thinking("just text", None) == ("", "just text")
 
 
-# ------------------------------------------------------------ grading
+def test_quality_drops_missing_answers_and_asy_outside_aime() -> None:
+    from datasets_build.config import Quality
+    from datasets_build.quality import reasons
+
+    base = {"id": "1", "question": "Find x. [asy] draw((0,0)--(1,1)); [/asy]",
+            "answer": "2", "source_type": "numina/olympiads", "t_thinking": "hm",
+            "t_attempt": "2"}
+    assert [r for r, _ in reasons(base, ["t"], Quality())] == ["asy_figure"]
+    assert reasons({**base, "source_type": "qq8933/AIME_1983_2024"}, ["t"], Quality()) == []
+    assert reasons({**base, "source_type": "x/aime"}, ["t"], Quality(drop_asy=False)) == []
+    plain = {**base, "question": "Find x.", "answer": " "}
+    assert [r for r, _ in reasons(plain, ["t"], Quality())] == ["missing_answer"]
+    assert reasons(plain, ["t"], Quality(drop_missing_answer=False)) == []
+
+
 def test_machine_grade_and_free_text() -> None:
     assert machine_grade("so \\boxed{\\frac{1}{2}}", "0.5").correct is True
     assert machine_grade("Answer: (C)", "C").correct is True
@@ -324,153 +259,3 @@ def test_domain_reply_reasons_before_the_code() -> None:
     assert blocks[1] == ("### Combinatorics\n* Code: 05\n* Description: Enumerative "
                          "combinatorics; Designs and configurations; Graph theory; Extremal "
                          "combinatorics; Algebraic combinatorics")
-
-
-# ------------------------------------------------------------ selection
-def test_draw_rank_is_geometric() -> None:
-    rng = random.Random(1)
-    counts = Counter(draw_rank(rng, 6) for _ in range(30000))
-    total = 2 - 2 ** -5
-    for rank in range(6):
-        assert abs(counts[rank] / 30000 - 2 ** -rank / total) < 0.01
-    assert draw_rank(rng, 1) == 0
-    assert 0 <= draw_rank(rng, 5000) < 5000
-
-
-def _rows(n: int) -> list[dict]:
-    return [{"id": f"q{i:03d}", "domain": "ab"[i % 2] if i < n - 3 else "c",
-             "trace_tokens": (i * 37) % 101, "source_type": "aime" if i == 5 else "x"}
-            for i in range(n)]
-
-
-def test_select_rows_seeded_uniform_domains_and_preselect() -> None:
-    rows = _rows(60)
-    cfg = Select(size=20, seed=3, preselect=[PreselectRule(source_type="ai*")],
-                 preselect_requires_correct=False, domain_draw="uniform")
-    first = [r["id"] for r, _ in select_rows(rows, cfg)]
-    assert first == [r["id"] for r, _ in select_rows(list(reversed(rows)), cfg)]
-    assert first != [r["id"] for r, _ in select_rows(rows, Select(
-        size=20, seed=4, preselect=cfg.preselect, preselect_requires_correct=False,
-        domain_draw="uniform"))]
-    chosen = select_rows(rows, cfg)
-    assert chosen[0] == (rows[5], "preselect") and len(set(first)) == 20
-    assert {r["domain"] for r, _ in chosen} == {"a", "b", "c"}  # the small domain is reached
-    assert len(select_rows(rows, Select(size=500))) == 60  # everything, once
-
-
-def test_preselect_needs_a_correct_teacher_answer() -> None:
-    rows = _rows(60)
-    rows[5]["gemini_grade"] = "No"
-    rows[8].update(source_type="aime-2", deepseek_grade="Yes", gemini_grade="No")
-    chosen = select_rows(rows, Select(size=5, preselect=[PreselectRule(source_type="ai*")]))
-    assert [r["id"] for r, how in chosen if how == "preselect"] == ["q008"]
-
-
-def test_weighted_domain_draws() -> None:
-    """Domains a and b have 28 questions each; a weighs 3, so about 3/4 of 20 draws from a
-    pool that never runs dry come from a (uniform: about 1/2)."""
-    rows = [r for r in _rows(60) if r["domain"] != "c"]
-    share = {}
-    for draw, weights in (("uniform", {}), ("weighted", {"a": 3.0})):
-        picks = Counter()
-        for seed in range(200):
-            cfg = Select(size=4, seed=seed, domain_draw=draw, domain_weights=weights)
-            picks.update(r["domain"] for r, _ in select_rows(rows, cfg))
-        share[draw] = picks["a"] / sum(picks.values())
-    assert abs(share["uniform"] - 0.5) < 0.05 and abs(share["weighted"] - 0.75) < 0.05
-
-
-def test_benchmark_domain_draws_as_s1() -> None:
-    """Domains a, b, c with 30 questions each. AIME-like questions: 3, all in c; GPQA-like: 2,
-    both in b. s1's weights: c = 2/3 (AIME's share), b = 1/3, a = 0. The first half of the
-    draws (uniform_share 0.5) is uniform; after that a is never drawn and c twice as often
-    as b."""
-    from datasets_build.selection import benchmark_weights
-
-    rows = [{"id": f"{d}{i:02d}", "domain": d, "trace_tokens": i, "source_type": "x"}
-            for d in "abc" for i in range(30)]
-    for i in range(3):
-        rows[60 + i]["source_type"] = "qq8933/AIME_1983_2024"
-    for i in range(2):
-        rows[30 + i]["source_type"] = "Idavidrein/gpqa"
-    cfg = Select(size=10, uniform_share=0.5)
-    assert benchmark_weights(rows, cfg) == pytest.approx({"c": 2 / 3, "b": 1 / 3})
-    early, late = Counter(), Counter()
-    for seed in range(300):
-        chosen = select_rows(rows, Select(size=10, seed=seed, uniform_share=0.5))
-        early.update(r["domain"] for r, _ in chosen[:5])
-        late.update(r["domain"] for r, _ in chosen[5:])
-    assert late["a"] == 0 and abs(late["c"] / (late["b"] + late["c"]) - 2 / 3) < 0.04
-    assert all(abs(early[d] / 1500 - 1 / 3) < 0.04 for d in "abc")
-    # no benchmark-like source in the table: uniform throughout, the same draws as uniform
-    plain = [{**r, "source_type": "x"} for r in rows]
-    assert select_rows(plain, Select(size=10, seed=1)) == select_rows(
-        plain, Select(size=10, seed=1, domain_draw="uniform"))
-
-
-def test_quality_drops_missing_answers_and_asy_outside_aime() -> None:
-    from datasets_build.config import Quality
-    from datasets_build.quality import reasons
-
-    base = {"id": "1", "question": "Find x. [asy] draw((0,0)--(1,1)); [/asy]",
-            "answer": "2", "source_type": "numina/olympiads", "t_thinking": "hm",
-            "t_attempt": "2"}
-    assert [r for r, _ in reasons(base, ["t"], Quality())] == ["asy_figure"]
-    assert reasons({**base, "source_type": "qq8933/AIME_1983_2024"}, ["t"], Quality()) == []
-    assert reasons({**base, "source_type": "x/aime"}, ["t"], Quality(drop_asy=False)) == []
-    plain = {**base, "question": "Find x.", "answer": " "}
-    assert [r for r, _ in reasons(plain, ["t"], Quality())] == ["missing_answer"]
-    assert reasons(plain, ["t"], Quality(drop_missing_answer=False)) == []
-
-
-# ------------------------------------------------------------ cache, tables, export
-def test_cache_roundtrip(tmp_path: Path) -> None:
-    key = request_key("m", {"messages": [{"role": "user", "content": "q"}], "seed": 1})
-    assert key == request_key("m", {"seed": 1, "messages": [{"content": "q", "role": "user"}]})
-    with ResponseCache(tmp_path / "c.sqlite") as cache:
-        assert cache.get(key) is None
-        cache.put(key, "e", {"x": 1}, response={"choices": []})
-        cache.put("k2", "e", {"x": 2}, error="HTTP 400: too long")
-    with ResponseCache(tmp_path / "c.sqlite") as cache:
-        assert cache.get(key) == ({"choices": []}, None)
-        assert cache.get("k2") == (None, "HTTP 400: too long")
-        assert cache.count() == 2
-
-
-def test_table_roundtrip_keeps_the_funnel(tmp_path: Path) -> None:
-    stats = StageStats("collect", rows_in=3, rows_out=2)
-    stats.dropped["duplicate"] = 1
-    table = Table([{"id": "a", "xs": ["1"]}, {"id": "b", "xs": []}],
-                  with_stage({"teachers": ["t"]}, stats))
-    for name in ("t.parquet", "t_dir"):
-        back = read_table(write_table(table, tmp_path / name))
-        assert back.rows == table.rows and back.teachers == ["t"]
-        assert back.funnel[0]["dropped"] == {"duplicate": 1}
-
-
-def test_export_layouts() -> None:
-    row = {"id": "a", "question": "q", "solution": "s", "answer": "1", "cot_type": "math",
-           "source_type": "x", "metadata": "{}", "gemini_thinking": "g", "gemini_attempt": "ga",
-           "deepseek_thinking": "d", "deepseek_attempt": "da", "gemini_grade": "No",
-           "gemini_grade_reason": "r", "deepseek_grade": "Yes", "deepseek_grade_reason": "r2"}
-    s1k = to_layout(row, "s1k", ["gemini", "deepseek"], [])
-    assert tuple(s1k) == S1K_COLUMNS and s1k["thinking_trajectories"] == ["g"]
-    s11 = to_layout(row, "s1k-1.1", ["gemini", "deepseek"], [])
-    assert list(s11) == ["question", "solution", "cot_type", "source_type", "metadata",
-                         "gemini_thinking_trajectory", "gemini_attempt",
-                         "deepseek_thinking_trajectory", "deepseek_attempt", "gemini_grade",
-                         "gemini_grade_reason", "deepseek_grade", "deepseek_grade_reason"]
-    assert json.loads(s11["metadata"])["id"] == "a"
-
-
-# ------------------------------------------------------------ the shipped pool
-def test_shipped_pool_matches_its_generator() -> None:
-    built = build_pool(0)
-    for name in ("numina_like.jsonl", "base_attempts.jsonl", "eval/aime_like.jsonl"):
-        lines = (POOL / name).read_text().splitlines()
-        assert [json.loads(line) for line in lines] == built[name], name
-    import pyarrow.parquet as pq
-
-    assert pq.read_table(POOL / "proofs.parquet").to_pylist() == built["proofs.parquet"]
-    assert sum(len(v) for k, v in built.items()
-               if not k.startswith("eval/") and k != "base_attempts.jsonl") == EXPECTED["loaded"]

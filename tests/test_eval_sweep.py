@@ -118,6 +118,9 @@ def test_realised_helpers_by_hand() -> None:
     got = from_budget({"continuations": [mark], "hit_max": True})  # the list alone
     assert got is not None and (got.waits, got.forced_cut) == (1, True)
     assert from_budget({"other": 1}) is None
+    # null: the server cannot tell (no-string Waits after a cut), not the empty list's 0
+    got = from_budget({"continuation_count": None, "continuations": [], "hit_max": True})
+    assert got is not None and (got.waits, got.forced_cut) == (None, True)
 
 
 def test_thinking_tokens_fallback(tmp_path: Path) -> None:

@@ -37,7 +37,9 @@ def front_with(load, **kwargs) -> Front:  # noqa: ANN001
 
 def test_loading_then_serving():
     release = asyncio.Event()
-    engine = SimpleNamespace(errored=False, shutdown=lambda: None)
+    stops: list[float | None] = []
+    engine = SimpleNamespace(errored=False, shutdown=lambda timeout=None: stops.append(timeout),
+                             vllm_config=SimpleNamespace(shutdown_timeout=0))
 
     async def load(front: Front):  # noqa: ANN202
         await release.wait()
@@ -59,10 +61,11 @@ def test_loading_then_serving():
         assert client.get("/v1/models").text == "from vLLM's app"
         assert client.get("/health").text == "from vLLM's app"
     assert front.died is False  # a plain stop: `python -m server` exits 0
+    assert stops == [0]  # vllm serve's --shutdown-timeout, not vLLM's 5 s default
 
 
 def test_dead_engine_is_reported_and_remembered_at_stop():
-    engine = SimpleNamespace(errored=False, shutdown=lambda: None)
+    engine = SimpleNamespace(errored=False, shutdown=lambda timeout=None: None)
 
     async def load(front: Front):  # noqa: ANN202
         return engine, inner_app()

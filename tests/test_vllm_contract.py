@@ -51,12 +51,12 @@ IMPORTS = [
     ("vllm.entrypoints.launchers.launcher.setup_server", "server/__main__.py (the socket)"),
     ("vllm.renderers.inputs.preprocess.extract_prompt_components", "server/api/engine_hook.py"),
     ("vllm.sampling_params.RequestOutputKind", "server/api/engine_hook.py, "
-     "server/api/deadline.py, server/api/cut_stream.py, server/api/early_stop.py"),
+     "server/api/cut_stream.py, server/api/cut_continue.py, server/api/early_stop.py"),
     ("vllm.sampling_params.SamplingParams", "server/api/early_stop.py (an answer probe)"),
-    ("vllm.inputs.engine.tokens_input", "server/api/cut_stream.py (the continuation's "
+    ("vllm.inputs.engine.tokens_input", "server/api/cut_continue.py (the continuation's "
      "prompt), server/api/early_stop.py (a probe's)"),
-    ("vllm.outputs.CompletionOutput", "server/api/cut_stream.py (the forced cut's own output)"),
-    ("vllm.outputs.RequestOutput", "server/api/cut_stream.py (the forced cut's own output)"),
+    ("vllm.outputs.CompletionOutput", "server/api/cut_continue.py (the forced cut's output)"),
+    ("vllm.outputs.RequestOutput", "server/api/cut_continue.py (the forced cut's output)"),
     ("vllm.SamplingParams", "server/engine/logits_processor.py"),
     ("vllm.v1.sample.logits_processor.BatchUpdate", "server/engine/logits_processor.py"),
     ("vllm.v1.sample.logits_processor.LogitsProcessor", "server/engine/logits_processor.py"),

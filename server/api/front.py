@@ -103,7 +103,11 @@ class Front:
             with contextlib.suppress(Exception):
                 await self._app_lifespan.__aexit__(None, None, None)
         if self.engine is not None:
-            self.engine.shutdown()
+            # As `vllm serve`: its --shutdown-timeout (0: stop the engine processes at
+            # once; in-flight requests had the server's grace period already), not vLLM's
+            # 5 s default for a bare shutdown().
+            config = getattr(self.engine, "vllm_config", None)
+            self.engine.shutdown(timeout=getattr(config, "shutdown_timeout", None))
 
     # ------------------------------------------------------------- requests
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:

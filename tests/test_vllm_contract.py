@@ -53,8 +53,8 @@ IMPORTS = [
     ("vllm.sampling_params.RequestOutputKind", "server/api/engine_hook.py, "
      "server/api/cut_stream.py, server/api/cut_continue.py, server/api/early_stop.py"),
     ("vllm.sampling_params.SamplingParams", "server/api/early_stop.py (an answer probe)"),
-    ("vllm.inputs.engine.tokens_input", "server/api/cut_continue.py (the continuation's "
-     "prompt), server/api/early_stop.py (a probe's)"),
+    ("vllm.inputs.engine.tokens_input", "server/api/cut_continue.py (the prompt of a "
+     "continuation or a probe)"),
     ("vllm.outputs.CompletionOutput", "server/api/cut_continue.py (the forced cut's output)"),
     ("vllm.outputs.RequestOutput", "server/api/cut_continue.py (the forced cut's output)"),
     ("vllm.SamplingParams", "server/engine/logits_processor.py"),

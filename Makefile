@@ -30,7 +30,7 @@ install: $(STAMP)
 test: $(STAMP)
 	@mkdir -p $(TMPDIR)
 	@bash .ci/browser
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=25 $(PYTEST_ARGS)
 
 # The inner loop: every test that starts no engine or server (minutes, not half an hour).
 test-fast: $(STAMP)

@@ -114,6 +114,29 @@ def no_whitespace(tiny_s1_open) -> dict[str, int]:
             if tok.decode([i]) and not tok.decode([i]).strip()}
 
 
+# The engine-call hook modules' fixtures (test_engine_hook, test_budget_fanout,
+# test_budget_metrics; tests/hooked_engine.py), one definition for the three.
+@pytest.fixture(scope="module")
+def model(tiny_s1_open):
+    from tests.hooked_engine import tiny_model_info
+
+    return tiny_model_info(tiny_s1_open)
+
+
+@pytest.fixture(scope="module")
+def vocab(model):
+    from tests.hooked_engine import vocab_of
+
+    return vocab_of(model)
+
+
+@pytest.fixture
+def settings(monkeypatch):
+    from tests.hooked_engine import default_settings
+
+    return default_settings(monkeypatch)
+
+
 @pytest.fixture(scope="session")
 def api_server(tiny_s1_open):
     """One real server for the API tests: tiny s1 model, an API key, a 64 KiB body limit,

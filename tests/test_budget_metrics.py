@@ -15,41 +15,20 @@ from __future__ import annotations
 import pytest
 from vllm.sampling_params import RequestOutputKind
 
-from server.engine.loader import ModelInfo
 from server.engine.logits_processor import EXTRA_ARGS_KEY
-from server.settings import Settings
 from tests.hooked_engine import (
     COUNTERS,
     DELTA,
     FINAL_ONLY,
-    Vocab,
     choice_tokens,
     counters_now,
     counters_since,
     cut_choice,
-    default_settings,
     drain,
     engine_call,
     hooked_engine,
     metric_sample,
-    tiny_model_info,
-    vocab_of,
 )
-
-
-@pytest.fixture(scope="module")
-def model(tiny_s1_open) -> ModelInfo:
-    return tiny_model_info(tiny_s1_open)
-
-
-@pytest.fixture(scope="module")
-def vocab(model) -> Vocab:
-    return vocab_of(model)
-
-
-@pytest.fixture
-def settings(monkeypatch) -> Settings:
-    return default_settings(monkeypatch)
 
 
 # ----------------------------------------------------------------- counters

@@ -25,35 +25,14 @@ from vllm.exceptions import VLLMValidationError
 
 from server.api import fanout
 from server.api.budget_request import budget_from_body
-from server.engine.loader import ModelInfo
 from server.engine.logits_processor import spec_from_params
-from server.settings import Settings
 from tests.hooked_engine import (
     EFFORTS,
     SEED_BOUND,
-    Vocab,
     budget_payload,
-    default_settings,
     engine_call,
     hooked_engine,
-    tiny_model_info,
-    vocab_of,
 )
-
-
-@pytest.fixture(scope="module")
-def model(tiny_s1_open) -> ModelInfo:
-    return tiny_model_info(tiny_s1_open)
-
-
-@pytest.fixture(scope="module")
-def vocab(model) -> Vocab:
-    return vocab_of(model)
-
-
-@pytest.fixture
-def settings(monkeypatch) -> Settings:
-    return default_settings(monkeypatch)
 
 
 # -------------------------------------------------------------------- seeds

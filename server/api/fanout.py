@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
@@ -43,9 +44,7 @@ def child_params(params: Any, index: int, spec: Any) -> Any:
     """Choice ``index`` of an ``n > 1`` request as an engine request of its own: ``n=1``,
     vLLM's seed for that child (``seed + index``) when the client sent one, and, with an
     active budget (``spec``), its own decision seed (that seed, else a fresh one)."""
-    import copy
-
-    from server.engine.logits_processor import budget_extra_args
+    from server.engine.logits_processor import budget_extra_args  # torch: only when used
 
     child = copy.copy(params)
     child.n = 1

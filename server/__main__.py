@@ -128,7 +128,16 @@ def keep_alive_s() -> int:
     clients reuse a connection just as the server closes it (the soak saw 5 such
     ReadErrors at 5 s)."""
     raw = os.environ.get("VLLM_HTTP_TIMEOUT_KEEP_ALIVE")
-    return int(raw) if raw else 30
+    if not raw:
+        return 30
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise SystemExit(f"VLLM_HTTP_TIMEOUT_KEEP_ALIVE={raw!r}: give a whole number of "
+                         "seconds (0 or more), or unset it for s1-serve's 30 s")
+    return value
 
 
 def _hard_exit(code: int, waited: float) -> None:

@@ -144,3 +144,18 @@ def test_vllm_plugins_names_s1_and_keeps_the_rest():
     assert plugins_with_s1("s1") == "s1"
     installed = {ep.name for ep in entry_points(group="vllm.general_plugins")}
     assert set(plugins_with_s1(None).split(",")) >= installed | {"s1"}
+
+
+def test_keep_alive_follows_vllms_variable(monkeypatch):
+    import pytest
+
+    from server.__main__ import keep_alive_s
+
+    monkeypatch.delenv("VLLM_HTTP_TIMEOUT_KEEP_ALIVE", raising=False)
+    assert keep_alive_s() == 30  # s1-serve's default (vLLM's is 5 s)
+    monkeypatch.setenv("VLLM_HTTP_TIMEOUT_KEEP_ALIVE", "5")
+    assert keep_alive_s() == 5
+    for bad in ("five", "-1"):
+        monkeypatch.setenv("VLLM_HTTP_TIMEOUT_KEEP_ALIVE", bad)
+        with pytest.raises(SystemExit, match="whole number of seconds"):
+            keep_alive_s()
